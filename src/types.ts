@@ -1,0 +1,64 @@
+/**
+ * Types shared by the server, the store, the client and the checker. Plain data only.
+ */
+
+/** What a negotiated TLS session looked like; recorded per session and stored per message. */
+export interface TlsFacts {
+  /** 'TLSv1.3', 'TLSv1.2', ... as Node reports it. */
+  protocol: string;
+  /** OpenSSL cipher name, e.g. 'TLS_AES_256_GCM_SHA384'. */
+  cipher: string;
+  /** Key-exchange group when known (client side: 'X25519'); null when Node does not say. */
+  group: string | null;
+  /** SNI the client sent (server side) or the name we sent (client side); null when none. */
+  sni: string | null;
+  /** ALPN protocol agreed, or null. */
+  alpn: string | null;
+}
+
+/** Inbound listener TLS levels (ARCHITECTURE.md "TLS levels"). */
+export const LISTENER_TLS_LEVELS = ['none', 'may', 'encrypt', 'implicit'] as const;
+export type ListenerTlsLevel = (typeof LISTENER_TLS_LEVELS)[number];
+
+/** RFC 3848 protocol names used in Received headers. */
+export type ReceivedProtocol = 'SMTP' | 'ESMTP' | 'ESMTPS' | 'ESMTPA' | 'ESMTPSA';
+
+/** A message the server has read completely and wants stored durably. */
+export interface IncomingMessage {
+  /** Reverse path without brackets; '' is the null sender. */
+  mailFrom: string;
+  /** Recipients delivered to local mailboxes (addresses as given in RCPT, lower-cased domain). */
+  localRecipients: string[];
+  /** Recipients for other domains: they go to the outbound queue (authenticated submission only). */
+  remoteRecipients: string[];
+  /** The whole message as stored: our Received header first, then the bytes the client sent (unstuffed). */
+  data: Uint8Array;
+  receivedAt: Date;
+  /** Listener name ('mx', 'submission', 'submissions'). */
+  listener: string;
+  clientAddress: string;
+  heloName: string;
+  authUser: string | null;
+  tls: TlsFacts | null;
+  /** RFC 8689 REQUIRETLS given on MAIL. */
+  requireTls: boolean;
+  /** MAIL parameters worth keeping: BODY=, SMTPUTF8, ENVID, RET. */
+  body: '7BIT' | '8BITMIME' | 'BINARYMIME' | null;
+  smtpUtf8: boolean;
+  envId: string | null;
+  ret: 'FULL' | 'HDRS' | null;
+}
+
+export interface MessageSummary {
+  id: string;
+  receivedAt: string;
+  mailFrom: string;
+  recipients: string[];
+  size: number;
+  listener: string;
+  clientAddress: string;
+  heloName: string;
+  authUser: string | null;
+  tls: TlsFacts | null;
+  requireTls: boolean;
+}
