@@ -1,0 +1,25 @@
+/**
+ * Address normalization for mailboxes, users and queue domains.
+ *
+ * Invariant: every address the store writes or compares has passed normalizeAddress(), so
+ * 'Alice@Example.ORG' and 'alice@example.org' are the same user and the same mailbox. The local
+ * part is lower-cased too (RFC 5321 §2.4 allows case-sensitive local parts; no real system uses it).
+ */
+import { PostsealError } from '../errors.js';
+
+// Control characters, whitespace and angle brackets never belong in a stored address.
+const FORBIDDEN = /[\u0000-\u0020\u007f<>]/;
+
+export function normalizeAddress(address: string): string {
+  const a = address.trim().toLowerCase();
+  if (a.length === 0 || a.length > 320 || FORBIDDEN.test(a)) {
+    throw new PostsealError('STORE_BAD_ADDRESS', `not a usable address: ${JSON.stringify(address.slice(0, 80))}`);
+  }
+  return a;
+}
+
+/** The domain of an address, lower-cased; '' when there is no '@'. */
+export function domainOf(address: string): string {
+  const at = address.lastIndexOf('@');
+  return at < 0 ? '' : address.slice(at + 1).toLowerCase();
+}

@@ -1,0 +1,20 @@
+/**
+ * Public surface of the store: the Store interface and its types, and the SQLite factories.
+ */
+export type {
+  AttemptRecord,
+  ListMessagesOptions,
+  ListQueueOptions,
+  QueueEntry,
+  QueueStatus,
+  SqliteStoreOptions,
+  Store,
+  StoredMessage,
+  StoreLogger,
+  StoreReader,
+  StoreStats,
+} from './types.js';
+export { QUEUE_STATUSES } from './types.js';
+export { openSqliteStore, openSqliteStoreReadOnly } from './sqlite-store.js';
+export { newMessageId, isMessageId } from './ids.js';
+export { normalizeAddress, domainOf } from './address.js';

@@ -1,0 +1,93 @@
+/**
+ * Row shapes as SQLite returns them and their conversion to the public types. The SELECT lists
+ * live here next to the row types so that a column and its field cannot drift apart.
+ *
+ * Invariant: rows are plain data (structured-cloneable), so the writer thread can return them.
+ */
+import type { MessageSummary, TlsFacts } from '../types.js';
+import { PostsealError } from '../errors.js';
+import { QUEUE_STATUSES, type QueueEntry, type QueueStatus } from './types.js';
+
+export const MESSAGE_COLUMNS = `m.id, m.received_at, m.mail_from, m.recipients, m.size, m.listener,
+  m.client_address, m.helo_name, m.auth_user, m.tls, m.require_tls`;
+
+export interface MessageRow {
+  id: string;
+  received_at: string;
+  mail_from: string;
+  recipients: string;
+  size: number;
+  listener: string;
+  client_address: string;
+  helo_name: string;
+  auth_user: string | null;
+  tls: string | null;
+  require_tls: number;
+}
+
+export const QUEUE_COLUMNS = `m.id, m.mail_from, m.require_tls, q.recipient, q.domain, q.status,
+  q.attempts, q.next_attempt_at, q.lease_until, q.last_error, q.last_tls`;
+
+export interface QueueRow {
+  id: string;
+  mail_from: string;
+  require_tls: number;
+  recipient: string;
+  domain: string;
+  status: string;
+  attempts: number;
+  next_attempt_at: number;
+  lease_until: number | null;
+  last_error: string | null;
+  last_tls: string | null;
+}
+
+function parseTls(json: string | null): TlsFacts | null {
+  if (json === null) return null;
+  const v: unknown = JSON.parse(json);
+  return v !== null && typeof v === 'object' ? (v as TlsFacts) : null;
+}
+
+function parseStringArray(json: string): string[] {
+  const v: unknown = JSON.parse(json);
+  return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
+}
+
+function isQueueStatus(s: string): s is QueueStatus {
+  return (QUEUE_STATUSES as readonly string[]).includes(s);
+}
+
+export function toSummary(row: MessageRow): MessageSummary {
+  return {
+    id: row.id,
+    receivedAt: row.received_at,
+    mailFrom: row.mail_from,
+    recipients: parseStringArray(row.recipients),
+    size: row.size,
+    listener: row.listener,
+    clientAddress: row.client_address,
+    heloName: row.helo_name,
+    authUser: row.auth_user,
+    tls: parseTls(row.tls),
+    requireTls: row.require_tls !== 0,
+  };
+}
+
+export function toQueueEntry(row: QueueRow): QueueEntry {
+  if (!isQueueStatus(row.status)) {
+    throw new PostsealError('STORE_CORRUPT', `queue row ${row.id} has unknown status ${JSON.stringify(row.status)}`);
+  }
+  return {
+    id: row.id,
+    mailFrom: row.mail_from,
+    recipient: row.recipient,
+    domain: row.domain,
+    status: row.status,
+    attempts: row.attempts,
+    nextAttemptAt: new Date(row.next_attempt_at).toISOString(),
+    lastError: row.last_error,
+    lastTls: parseTls(row.last_tls),
+    claimedUntil: row.lease_until === null ? null : new Date(row.lease_until).toISOString(),
+    requireTls: row.require_tls !== 0,
+  };
+}

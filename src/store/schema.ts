@@ -1,0 +1,112 @@
+/**
+ * SQLite schema, its version (PRAGMA user_version) and the connection settings.
+ *
+ * Invariants:
+ * - Every write connection runs WAL with synchronous=FULL: a COMMIT returns only after the WAL
+ *   is fsync'd, which is what makes accept()'s promise a durability promise.
+ * - Migrations run in one exclusive transaction at open, from the stored version up to
+ *   SCHEMA_VERSION; a database newer than this code is refused, never modified.
+ * - Message bytes live in their own table so listing never reads blob pages.
+ */
+import type { Database } from 'better-sqlite3';
+import { PostsealError } from '../errors.js';
+
+export const SCHEMA_VERSION = 1;
+export const DB_FILE = 'postseal.db';
+
+const MIGRATIONS: readonly string[] = [
+  // 0 -> 1
+  `
+  CREATE TABLE messages (
+    seq            INTEGER PRIMARY KEY,
+    id             TEXT NOT NULL UNIQUE,
+    received_at    TEXT NOT NULL,
+    mail_from      TEXT NOT NULL,
+    recipients     TEXT NOT NULL,            -- JSON array, the envelope as accepted
+    size           INTEGER NOT NULL,
+    listener       TEXT NOT NULL,
+    client_address TEXT NOT NULL,
+    helo_name      TEXT NOT NULL,
+    auth_user      TEXT,
+    tls            TEXT,                     -- JSON TlsFacts or NULL
+    require_tls    INTEGER NOT NULL,
+    body           TEXT,
+    smtp_utf8      INTEGER NOT NULL,
+    env_id         TEXT,
+    ret            TEXT
+  );
+  CREATE TABLE message_data (
+    seq  INTEGER PRIMARY KEY REFERENCES messages(seq) ON DELETE CASCADE,
+    data BLOB NOT NULL
+  );
+  CREATE TABLE mailbox_entries (
+    mailbox TEXT NOT NULL,
+    seq     INTEGER NOT NULL REFERENCES messages(seq) ON DELETE CASCADE,
+    PRIMARY KEY (mailbox, seq)
+  ) WITHOUT ROWID;
+  CREATE TABLE queue (
+    seq             INTEGER NOT NULL REFERENCES messages(seq) ON DELETE CASCADE,
+    recipient       TEXT NOT NULL,
+    domain          TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('queued', 'deferred', 'delivered', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,        -- ms since epoch
+    lease_until     INTEGER,                 -- ms since epoch, NULL when unclaimed
+    last_error      TEXT,
+    last_tls        TEXT,                    -- JSON TlsFacts or NULL
+    updated_at      INTEGER NOT NULL,
+    PRIMARY KEY (seq, recipient)
+  );
+  CREATE INDEX queue_due ON queue (next_attempt_at) WHERE status IN ('queued', 'deferred');
+  CREATE TABLE users (
+    address       TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    created_at    TEXT NOT NULL
+  );
+  `,
+];
+
+/** Settings for the one connection that writes. */
+export function configureWriter(db: Database): void {
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.pragma('foreign_keys = ON');
+  db.pragma('busy_timeout = 5000');
+}
+
+/** Settings for read connections (same process or another one, e.g. the CLI). */
+export function configureReader(db: Database): void {
+  db.pragma('busy_timeout = 5000');
+}
+
+export function schemaVersion(db: Database): number {
+  const v = db.pragma('user_version', { simple: true });
+  return typeof v === 'number' ? v : 0;
+}
+
+export function checkVersion(db: Database, file: string): void {
+  const version = schemaVersion(db);
+  if (version > SCHEMA_VERSION) {
+    throw new PostsealError('STORE_SCHEMA_TOO_NEW', `${file} has schema version ${version}; this postseal knows up to ${SCHEMA_VERSION}`);
+  }
+  if (version < SCHEMA_VERSION) {
+    throw new PostsealError('STORE_SCHEMA_OLD', `${file} has schema version ${version}; open it read-write once to migrate`);
+  }
+}
+
+export function migrate(db: Database, file: string): void {
+  const run = db.transaction(() => {
+    const from = schemaVersion(db);
+    if (from > SCHEMA_VERSION) {
+      throw new PostsealError('STORE_SCHEMA_TOO_NEW', `${file} has schema version ${from}; this postseal knows up to ${SCHEMA_VERSION}`);
+    }
+    for (let v = from; v < SCHEMA_VERSION; v++) {
+      const sql = MIGRATIONS[v];
+      if (sql === undefined) throw new PostsealError('STORE_SCHEMA_MISSING', `no migration from version ${v}`);
+      db.exec(sql);
+    }
+    // user_version is stored in the database header, so it commits with the transaction.
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  });
+  run.exclusive();
+}

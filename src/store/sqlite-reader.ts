@@ -1,0 +1,102 @@
+/**
+ * Reads on their own SQLite connection: message listings, message bytes, users, the queue.
+ * Used by the read-write store (same process as the writer) and by the read-only store that the
+ * CLI opens while a server runs (WAL lets readers and the writer proceed concurrently).
+ *
+ * Invariants: this connection never writes (opened readonly); every statement sees the last
+ * committed state, so an accept() that resolved is visible to the next read; password checks
+ * run scrypt asynchronously and spend the same work for unknown users.
+ */
+import type { Database, Statement } from 'better-sqlite3';
+import type { MessageSummary } from '../types.js';
+import { PostsealError } from '../errors.js';
+import { normalizeAddress } from './address.js';
+import { verifyPassword } from './passwords.js';
+import { MESSAGE_COLUMNS, QUEUE_COLUMNS, toQueueEntry, toSummary, type MessageRow, type QueueRow } from './rows.js';
+import type { ListMessagesOptions, ListQueueOptions, QueueEntry, StoredMessage, StoreReader } from './types.js';
+
+export function checkLimit(limit: number | undefined, fallback: number, max: number): number {
+  if (limit === undefined) return fallback;
+  if (!Number.isInteger(limit) || limit < 1 || limit > max) {
+    throw new PostsealError('STORE_BAD_LIMIT', `limit must be an integer from 1 to ${max}, got ${limit}`);
+  }
+  return limit;
+}
+
+export class SqliteReader implements StoreReader {
+  private readonly q: {
+    list: Statement;
+    listMailbox: Statement;
+    get: Statement;
+    count: Statement;
+    countMailbox: Statement;
+    users: Statement;
+    userHash: Statement;
+    queue: Statement;
+  };
+  private closed = false;
+
+  constructor(protected readonly db: Database) {
+    this.q = {
+      list: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages m ORDER BY m.seq DESC LIMIT ?`),
+      listMailbox: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM mailbox_entries e JOIN messages m ON m.seq = e.seq
+        WHERE e.mailbox = ? ORDER BY e.seq DESC LIMIT ?`),
+      get: db.prepare(`SELECT ${MESSAGE_COLUMNS}, d.data FROM messages m JOIN message_data d ON d.seq = m.seq WHERE m.id = ?`),
+      count: db.prepare('SELECT count(*) FROM messages').pluck(),
+      countMailbox: db.prepare('SELECT count(*) FROM mailbox_entries WHERE mailbox = ?').pluck(),
+      users: db.prepare('SELECT address FROM users ORDER BY address').pluck(),
+      userHash: db.prepare('SELECT password_hash FROM users WHERE address = ?').pluck(),
+      queue: db.prepare(`SELECT ${QUEUE_COLUMNS} FROM queue q JOIN messages m ON m.seq = q.seq
+        WHERE (@status IS NULL OR q.status = @status) ORDER BY q.next_attempt_at, q.seq LIMIT @limit`),
+    };
+  }
+
+  listMessages(opts: ListMessagesOptions = {}): MessageSummary[] {
+    const limit = checkLimit(opts.limit, 100, 10_000);
+    const rows = (
+      opts.mailbox === undefined ? this.q.list.all(limit) : this.q.listMailbox.all(normalizeAddress(opts.mailbox), limit)
+    ) as MessageRow[];
+    return rows.map(toSummary);
+  }
+
+  getMessage(id: string): StoredMessage | null {
+    const row = this.q.get.get(id) as (MessageRow & { data: Buffer }) | undefined;
+    if (row === undefined) return null;
+    return { summary: toSummary(row), data: row.data };
+  }
+
+  countMessages(opts: { mailbox?: string } = {}): number {
+    const n = opts.mailbox === undefined ? this.q.count.get() : this.q.countMailbox.get(normalizeAddress(opts.mailbox));
+    return typeof n === 'number' ? n : 0;
+  }
+
+  listUsers(): string[] {
+    return this.q.users.all().filter((a): a is string => typeof a === 'string');
+  }
+
+  async verifyUser(address: string, password: string): Promise<boolean> {
+    let stored: string | null = null;
+    try {
+      const h: unknown = this.q.userHash.get(normalizeAddress(address));
+      if (typeof h === 'string') stored = h;
+    } catch (err) {
+      // A malformed address is just an unknown user: same work, same answer.
+      if (!(err instanceof PostsealError)) throw err;
+    }
+    return verifyPassword(password, stored);
+  }
+
+  listQueue(opts: ListQueueOptions = {}): QueueEntry[] {
+    const limit = checkLimit(opts.limit, 1000, 100_000);
+    const rows = this.q.queue.all({ status: opts.status ?? null, limit }) as QueueRow[];
+    return rows.map(toQueueEntry);
+  }
+
+  close(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      this.db.close();
+    }
+    return Promise.resolve();
+  }
+}

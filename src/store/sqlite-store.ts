@@ -1,0 +1,201 @@
+/**
+ * The embedded store: one SQLite file `postseal.db` in the data directory. Writes go through the
+ * group committer to one writer (a worker thread by default); reads use a separate read-only
+ * connection on the main thread.
+ *
+ * Invariants: accept() resolves only after the batch holding the message committed with
+ * synchronous=FULL in WAL mode (fsync'd); the schema is migrated before any writer or reader
+ * starts; close() commits everything already submitted before closing connections.
+ */
+import { closeSync, fsyncSync, mkdirSync, openSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import type { IncomingMessage } from '../types.js';
+import { PostsealError } from '../errors.js';
+import { domainOf, normalizeAddress } from './address.js';
+import { GroupCommitter } from './group-commit.js';
+import { newMessageId } from './ids.js';
+import { hashPassword } from './passwords.js';
+import { toQueueEntry } from './rows.js';
+import { checkVersion, configureReader, configureWriter, DB_FILE, migrate } from './schema.js';
+import { checkLimit, SqliteReader } from './sqlite-reader.js';
+import type { AttemptRecord, QueueEntry, SqliteStoreOptions, Store, StoreReader, StoreStats } from './types.js';
+import { openInlineBackend, openWorkerBackend, type WriterBackend } from './writer-backends.js';
+import type { MessageRecord } from './writer-protocol.js';
+
+const DEFAULT_LEASE_MS = 10 * 60 * 1000;
+const MAX_PASSWORD = 1024;
+
+/** Remote recipients keep their local part as given (it may be case-sensitive there). */
+function remoteRecipient(address: string): string {
+  normalizeAddress(address); // validation only
+  const a = address.trim();
+  const at = a.lastIndexOf('@');
+  if (at < 1 || at === a.length - 1) {
+    throw new PostsealError('STORE_BAD_ADDRESS', `remote recipient needs local@domain: ${JSON.stringify(a.slice(0, 80))}`);
+  }
+  return a.slice(0, at + 1) + domainOf(a);
+}
+
+function checkPassword(password: string): void {
+  if (password.length === 0 || password.length > MAX_PASSWORD) {
+    throw new PostsealError('STORE_BAD_PASSWORD', `password must be 1 to ${MAX_PASSWORD} characters`);
+  }
+}
+
+export class SqliteStore extends SqliteReader implements Store {
+  private closing: Promise<void> | null = null;
+
+  constructor(
+    db: Database.Database,
+    private readonly committer: GroupCommitter,
+  ) {
+    super(db);
+  }
+
+  async accept(msg: IncomingMessage): Promise<{ id: string }> {
+    const local = [...new Set(msg.localRecipients.map(normalizeAddress))];
+    const remote = [...new Set(msg.remoteRecipients.map(remoteRecipient))];
+    if (local.length + remote.length === 0) {
+      throw new PostsealError('STORE_NO_RECIPIENTS', 'a message needs at least one recipient');
+    }
+    const nowMs = Date.now();
+    const record: MessageRecord = {
+      id: newMessageId(nowMs),
+      receivedAt: msg.receivedAt.toISOString(),
+      mailFrom: msg.mailFrom,
+      localRecipients: local,
+      remoteRecipients: remote,
+      listener: msg.listener,
+      clientAddress: msg.clientAddress,
+      heloName: msg.heloName,
+      authUser: msg.authUser,
+      tlsJson: msg.tls === null ? null : JSON.stringify(msg.tls),
+      requireTls: msg.requireTls,
+      body: msg.body,
+      smtpUtf8: msg.smtpUtf8,
+      envId: msg.envId,
+      ret: msg.ret,
+    };
+    await this.committer.submit({ kind: 'accept', msg: record, offset: 0, length: msg.data.byteLength, nowMs }, msg.data);
+    return { id: record.id };
+  }
+
+  async addUser(address: string, password: string): Promise<void> {
+    const a = normalizeAddress(address);
+    checkPassword(password);
+    const hash = await hashPassword(password);
+    await this.committer.submit({ kind: 'addUser', address: a, hash, createdAt: new Date().toISOString() });
+  }
+
+  async setPassword(address: string, password: string): Promise<boolean> {
+    const a = normalizeAddress(address);
+    checkPassword(password);
+    const hash = await hashPassword(password);
+    return this.committer.submit({ kind: 'setPassword', address: a, hash });
+  }
+
+  async removeUser(address: string): Promise<boolean> {
+    return this.committer.submit({ kind: 'removeUser', address: normalizeAddress(address) });
+  }
+
+  async claimDue(now: Date, limit: number, opts: { leaseMs?: number } = {}): Promise<QueueEntry[]> {
+    const n = checkLimit(limit, 100, 10_000);
+    const leaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS;
+    if (!Number.isInteger(leaseMs) || leaseMs < 1) throw new PostsealError('STORE_BAD_LEASE', `bad lease ${leaseMs}`);
+    const rows = await this.committer.submit({ kind: 'claimDue', nowMs: now.getTime(), limit: n, leaseMs });
+    return rows.map(toQueueEntry);
+  }
+
+  async recordAttempt(a: AttemptRecord): Promise<boolean> {
+    const tlsJson = a.tls === null ? null : JSON.stringify(a.tls);
+    const base = { kind: 'recordAttempt', id: a.id, recipient: a.recipient, tlsJson, nowMs: Date.now() } as const;
+    switch (a.outcome) {
+      case 'delivered':
+        return this.committer.submit({ ...base, status: 'delivered', error: null, nextAttemptAt: null });
+      case 'failed':
+        return this.committer.submit({ ...base, status: 'failed', error: a.error, nextAttemptAt: null });
+      case 'deferred':
+        return this.committer.submit({ ...base, status: 'deferred', error: a.error, nextAttemptAt: a.nextAttemptAt.getTime() });
+    }
+  }
+
+  async deleteQueued(id: string, recipient?: string): Promise<number> {
+    return this.committer.submit({ kind: 'deleteQueued', id, recipient: recipient ?? null });
+  }
+
+  stats(): StoreStats {
+    return this.committer.stats();
+  }
+
+  override close(): Promise<void> {
+    this.closing ??= this.committer.close().finally(() => super.close());
+    return this.closing;
+  }
+}
+
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+async function openBackend(file: string, opts: SqliteStoreOptions): Promise<WriterBackend> {
+  const mode = opts.writer ?? 'auto';
+  if (mode === 'inline') return openInlineBackend(file);
+  let reason = 'worker module not found';
+  try {
+    const pending = openWorkerBackend(file);
+    if (pending !== null) return await pending;
+  } catch (err) {
+    reason = err instanceof Error ? err.message : String(err);
+  }
+  if (mode === 'worker') throw new PostsealError('STORE_WORKER_UNAVAILABLE', `cannot start the writer thread: ${reason}`);
+  opts.logger?.warn({ reason }, 'store: writer thread unavailable, committing on the main thread');
+  return openInlineBackend(file);
+}
+
+/** Opens (creating and migrating if needed) `<dataDir>/postseal.db` for reading and writing. */
+export async function openSqliteStore(dataDir: string, opts: SqliteStoreOptions = {}): Promise<Store> {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const file = join(dataDir, DB_FILE);
+  const setup = new Database(file);
+  try {
+    configureWriter(setup);
+    migrate(setup, file);
+  } finally {
+    setup.close();
+  }
+  // Make the new file's directory entry durable too.
+  fsyncDir(dataDir);
+  const backend = await openBackend(file, opts);
+  const reader = new Database(file, { readonly: true, fileMustExist: true });
+  configureReader(reader);
+  const committer = new GroupCommitter(backend, {
+    maxBatchOps: opts.maxBatchOps ?? 512,
+    maxBatchBytes: opts.maxBatchBytes ?? 32 * 1024 * 1024,
+  });
+  return new SqliteStore(reader, committer);
+}
+
+/** Opens an existing store for reads only (CLI while the server runs). Never migrates or writes. */
+export function openSqliteStoreReadOnly(dataDir: string): StoreReader {
+  const file = join(dataDir, DB_FILE);
+  let db: Database.Database;
+  try {
+    db = new Database(file, { readonly: true, fileMustExist: true });
+  } catch (err) {
+    throw new PostsealError('STORE_NOT_FOUND', `cannot open ${file}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  try {
+    configureReader(db);
+    checkVersion(db, file);
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  return new SqliteReader(db);
+}

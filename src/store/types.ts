@@ -1,0 +1,129 @@
+/**
+ * The Store interface: everything the server, the queue runner and the CLI need from durable
+ * storage, written so that a PostgreSQL store can implement it later. The embedded SQLite
+ * implementation lives in sqlite-store.ts.
+ *
+ * Invariants every implementation keeps (ARCHITECTURE.md "Durability contract"):
+ * - accept() resolves only after the message, its envelope, its mailbox entries and its queue
+ *   rows are durably committed (fsync'd) in ONE transaction; a crash never exposes half of it.
+ * - Every write (accept, users, queue) goes through one writer, in submission order.
+ * - Addresses are compared after normalizeAddress() (lower-cased).
+ * - Timestamps crossing this interface are ISO-8601 strings in UTC.
+ */
+import type { IncomingMessage, MessageSummary, TlsFacts } from '../types.js';
+
+export const QUEUE_STATUSES = ['queued', 'deferred', 'delivered', 'failed'] as const;
+export type QueueStatus = (typeof QUEUE_STATUSES)[number];
+
+/** One (message, remote recipient) pair of the outbound queue. */
+export interface QueueEntry {
+  /** Message id; also the queue id shown in logs. */
+  id: string;
+  mailFrom: string;
+  recipient: string;
+  /** Lower-cased domain of the recipient: the unit MX resolution works on. */
+  domain: string;
+  status: QueueStatus;
+  attempts: number;
+  nextAttemptAt: string;
+  lastError: string | null;
+  /** TLS facts of the last attempt's connection, when it had one. */
+  lastTls: TlsFacts | null;
+  /** Set while a runner holds the row (claimDue); an expired lease makes it claimable again. */
+  claimedUntil: string | null;
+  /** RFC 8689 REQUIRETLS was given on MAIL for this message. */
+  requireTls: boolean;
+}
+
+/** The outcome of one delivery attempt for one recipient. */
+export type AttemptRecord = {
+  id: string;
+  recipient: string;
+  tls: TlsFacts | null;
+} & (
+  | { outcome: 'delivered' }
+  | { outcome: 'deferred'; error: string; nextAttemptAt: Date }
+  | { outcome: 'failed'; error: string }
+);
+
+export interface ListMessagesOptions {
+  /** Default 100, at most 10000. */
+  limit?: number;
+  /** Only messages delivered to this local mailbox (address, compared normalized). */
+  mailbox?: string;
+}
+
+export interface ListQueueOptions {
+  status?: QueueStatus;
+  /** Default 1000, at most 100000. */
+  limit?: number;
+}
+
+export interface StoredMessage {
+  summary: MessageSummary;
+  data: Buffer;
+}
+
+/** Counters of the group-commit writer, for tests, benchmarks and `postseal status`. */
+export interface StoreStats {
+  /** 'worker': commits run in a worker thread; 'inline': on the main thread via setImmediate. */
+  writerMode: 'worker' | 'inline';
+  /** Transactions committed (each is one fsync of the WAL). */
+  commits: number;
+  /** Messages committed by accept(). */
+  messages: number;
+  /** All write operations committed (messages + user and queue writes). */
+  ops: number;
+  /** Largest number of operations in one commit. */
+  largestBatch: number;
+}
+
+/** Reads; safe to use from another process while the server writes (WAL). */
+export interface StoreReader {
+  /** Newest first. */
+  listMessages(opts?: ListMessagesOptions): MessageSummary[];
+  getMessage(id: string): StoredMessage | null;
+  countMessages(opts?: { mailbox?: string }): number;
+  listUsers(): string[];
+  /** Constant-time; spends the same scrypt work for unknown users. */
+  verifyUser(address: string, password: string): Promise<boolean>;
+  listQueue(opts?: ListQueueOptions): QueueEntry[];
+  close(): Promise<void>;
+}
+
+export interface Store extends StoreReader {
+  /** Resolves once durable; the id is short, sortable and unique. */
+  accept(msg: IncomingMessage): Promise<{ id: string }>;
+  /** Rejects with code 'USER_EXISTS' when the address already has a password. */
+  addUser(address: string, password: string): Promise<void>;
+  /** Replaces the password of an existing user; false when there is no such user. */
+  setPassword(address: string, password: string): Promise<boolean>;
+  removeUser(address: string): Promise<boolean>;
+  /**
+   * Claims up to `limit` queued/deferred rows whose next attempt is due at `now` and that no
+   * live lease holds, oldest due first, and leases them for `leaseMs` (default 10 minutes).
+   */
+  claimDue(now: Date, limit: number, opts?: { leaseMs?: number }): Promise<QueueEntry[]>;
+  /** Counts the attempt, sets the status, clears the lease. False when the row does not exist. */
+  recordAttempt(attempt: AttemptRecord): Promise<boolean>;
+  /** Deletes the queue rows of a message (or one recipient of it); returns how many. */
+  deleteQueued(id: string, recipient?: string): Promise<number>;
+  stats(): StoreStats;
+  /** Flushes pending writes, then closes. Later writes reject with code 'STORE_CLOSED'. */
+  close(): Promise<void>;
+}
+
+/** Minimal logger shape (pino-compatible). The store never logs passwords or message bytes. */
+export interface StoreLogger {
+  warn(obj: object, msg: string): void;
+}
+
+export interface SqliteStoreOptions {
+  /** 'auto' (default): worker thread when its module can be loaded, else inline. */
+  writer?: 'auto' | 'worker' | 'inline';
+  /** Upper bound on operations per commit (default 512). */
+  maxBatchOps?: number;
+  /** Upper bound on message bytes per commit (default 32 MiB); a larger single message goes alone. */
+  maxBatchBytes?: number;
+  logger?: StoreLogger;
+}

@@ -1,0 +1,152 @@
+/**
+ * Applies one batch of write operations in ONE immediate transaction on the write connection.
+ * Shared by the worker thread (sqlite-writer.ts) and the inline fallback (group-commit.ts).
+ *
+ * Invariants:
+ * - One batch = one COMMIT = one WAL fsync (synchronous=FULL), whatever its size.
+ * - Each op runs in its own savepoint: a failing op (duplicate user, id collision) is rolled
+ *   back alone and reported; the others still commit. If the COMMIT itself fails, the whole
+ *   batch throws and nothing of it is visible.
+ * - A message row, its bytes, its mailbox entries and its queue rows are written in the same
+ *   savepoint: never half a message.
+ */
+import type { Database, Statement } from 'better-sqlite3';
+import { domainOf } from './address.js';
+import { QUEUE_COLUMNS, type QueueRow } from './rows.js';
+import type { OpResult, OpValues, WriteOp } from './writer-protocol.js';
+
+export type BatchApplier = (ops: WriteOp[], data: Uint8Array) => OpResult[];
+
+interface Statements {
+  insertMessage: Statement;
+  insertData: Statement;
+  insertMailbox: Statement;
+  insertQueue: Statement;
+  insertUser: Statement;
+  updateUser: Statement;
+  deleteUser: Statement;
+  selectDue: Statement;
+  lease: Statement;
+  attempt: Statement;
+  deleteQueuedAll: Statement;
+  deleteQueuedOne: Statement;
+}
+
+function prepare(db: Database): Statements {
+  return {
+    insertMessage: db.prepare(`INSERT INTO messages (id, received_at, mail_from, recipients, size, listener,
+      client_address, helo_name, auth_user, tls, require_tls, body, smtp_utf8, env_id, ret)
+      VALUES (@id, @receivedAt, @mailFrom, @recipients, @size, @listener, @clientAddress, @heloName,
+      @authUser, @tls, @requireTls, @body, @smtpUtf8, @envId, @ret)`),
+    insertData: db.prepare('INSERT INTO message_data (seq, data) VALUES (?, ?)'),
+    insertMailbox: db.prepare('INSERT OR IGNORE INTO mailbox_entries (mailbox, seq) VALUES (?, ?)'),
+    insertQueue: db.prepare(`INSERT OR IGNORE INTO queue (seq, recipient, domain, status, attempts,
+      next_attempt_at, updated_at) VALUES (?, ?, ?, 'queued', 0, ?, ?)`),
+    insertUser: db.prepare('INSERT INTO users (address, password_hash, created_at) VALUES (?, ?, ?)'),
+    updateUser: db.prepare('UPDATE users SET password_hash = ? WHERE address = ?'),
+    deleteUser: db.prepare('DELETE FROM users WHERE address = ?'),
+    selectDue: db.prepare(`SELECT q.seq AS qseq, ${QUEUE_COLUMNS} FROM queue q JOIN messages m ON m.seq = q.seq
+      WHERE q.status IN ('queued', 'deferred') AND q.next_attempt_at <= @now
+        AND (q.lease_until IS NULL OR q.lease_until <= @now)
+      ORDER BY q.next_attempt_at, q.seq LIMIT @limit`),
+    lease: db.prepare('UPDATE queue SET lease_until = ?, updated_at = ? WHERE seq = ? AND recipient = ?'),
+    attempt: db.prepare(`UPDATE queue SET status = @status, attempts = attempts + 1, last_error = @error,
+      last_tls = @tls, next_attempt_at = COALESCE(@next, next_attempt_at), lease_until = NULL,
+      updated_at = @now
+      WHERE recipient = @recipient AND seq = (SELECT seq FROM messages WHERE id = @id)`),
+    deleteQueuedAll: db.prepare('DELETE FROM queue WHERE seq = (SELECT seq FROM messages WHERE id = ?)'),
+    deleteQueuedOne: db.prepare('DELETE FROM queue WHERE seq = (SELECT seq FROM messages WHERE id = ?) AND recipient = ?'),
+  };
+}
+
+type DueRow = QueueRow & { qseq: number };
+
+function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['kind']] {
+  switch (op.kind) {
+    case 'accept': {
+      const m = op.msg;
+      const bytes = Buffer.from(data.buffer, data.byteOffset + op.offset, op.length);
+      const info = s.insertMessage.run({
+        id: m.id,
+        receivedAt: m.receivedAt,
+        mailFrom: m.mailFrom,
+        recipients: JSON.stringify([...m.localRecipients, ...m.remoteRecipients]),
+        size: op.length,
+        listener: m.listener,
+        clientAddress: m.clientAddress,
+        heloName: m.heloName,
+        authUser: m.authUser,
+        tls: m.tlsJson,
+        requireTls: m.requireTls ? 1 : 0,
+        body: m.body,
+        smtpUtf8: m.smtpUtf8 ? 1 : 0,
+        envId: m.envId,
+        ret: m.ret,
+      });
+      const seq = info.lastInsertRowid;
+      s.insertData.run(seq, bytes);
+      for (const rcpt of m.localRecipients) s.insertMailbox.run(rcpt, seq);
+      for (const rcpt of m.remoteRecipients) s.insertQueue.run(seq, rcpt, domainOf(rcpt), op.nowMs, op.nowMs);
+      return null;
+    }
+    case 'addUser':
+      s.insertUser.run(op.address, op.hash, op.createdAt);
+      return null;
+    case 'setPassword':
+      return s.updateUser.run(op.hash, op.address).changes > 0;
+    case 'removeUser':
+      return s.deleteUser.run(op.address).changes > 0;
+    case 'claimDue': {
+      const rows = s.selectDue.all({ now: op.nowMs, limit: op.limit }) as DueRow[];
+      const until = op.nowMs + op.leaseMs;
+      return rows.map(({ qseq, ...row }) => {
+        s.lease.run(until, op.nowMs, qseq, row.recipient);
+        return { ...row, lease_until: until };
+      });
+    }
+    case 'recordAttempt':
+      return (
+        s.attempt.run({
+          status: op.status,
+          error: op.error,
+          tls: op.tlsJson,
+          next: op.nextAttemptAt,
+          now: op.nowMs,
+          recipient: op.recipient,
+          id: op.id,
+        }).changes > 0
+      );
+    case 'deleteQueued':
+      return op.recipient === null ? s.deleteQueuedAll.run(op.id).changes : s.deleteQueuedOne.run(op.id, op.recipient).changes;
+  }
+}
+
+function errorCode(op: WriteOp, err: unknown): string {
+  const sqliteCode = err !== null && typeof err === 'object' && 'code' in err ? String(err.code) : '';
+  if (sqliteCode.startsWith('SQLITE_CONSTRAINT')) {
+    if (op.kind === 'addUser') return 'USER_EXISTS';
+    if (op.kind === 'accept') return 'STORE_ID_COLLISION';
+  }
+  return 'STORE_WRITE_FAILED';
+}
+
+export function createApplier(db: Database): BatchApplier {
+  const s = prepare(db);
+  let results: OpResult[] = [];
+  const one = db.transaction((op: WriteOp, data: Uint8Array) => runOp(s, op, data));
+  const batch = db.transaction((ops: WriteOp[], data: Uint8Array) => {
+    results = [];
+    for (const op of ops) {
+      try {
+        // Nested transaction() = SAVEPOINT: a failing op is rolled back alone.
+        results.push({ ok: true, value: one(op, data) });
+      } catch (err) {
+        results.push({ ok: false, code: errorCode(op, err), message: err instanceof Error ? err.message : String(err) });
+      }
+    }
+  });
+  return (ops, data) => {
+    batch.immediate(ops, data);
+    return results;
+  };
+}

@@ -1,0 +1,79 @@
+/**
+ * The write operations and the messages exchanged between the main thread and the writer
+ * (worker thread or inline). Plain data only: everything here crosses postMessage.
+ *
+ * Invariants: an accept op carries its bytes as (offset, length) into the batch's single
+ * ArrayBuffer; every op of a batch gets exactly one OpResult, in order; a batch is either
+ * committed as a whole (per-op failures rolled back to their own savepoint) or reported 'failed'.
+ */
+import type { QueueRow } from './rows.js';
+
+/** Envelope and metadata of one message, already normalized, as the writer stores it. */
+export interface MessageRecord {
+  id: string;
+  receivedAt: string;
+  mailFrom: string;
+  localRecipients: string[];
+  remoteRecipients: string[];
+  listener: string;
+  clientAddress: string;
+  heloName: string;
+  authUser: string | null;
+  tlsJson: string | null;
+  requireTls: boolean;
+  body: string | null;
+  smtpUtf8: boolean;
+  envId: string | null;
+  ret: string | null;
+}
+
+export type WriteOp =
+  | { kind: 'accept'; msg: MessageRecord; offset: number; length: number; nowMs: number }
+  | { kind: 'addUser'; address: string; hash: string; createdAt: string }
+  | { kind: 'setPassword'; address: string; hash: string }
+  | { kind: 'removeUser'; address: string }
+  | { kind: 'claimDue'; nowMs: number; limit: number; leaseMs: number }
+  | {
+      kind: 'recordAttempt';
+      id: string;
+      recipient: string;
+      status: 'delivered' | 'deferred' | 'failed';
+      error: string | null;
+      tlsJson: string | null;
+      nextAttemptAt: number | null;
+      nowMs: number;
+    }
+  | { kind: 'deleteQueued'; id: string; recipient: string | null };
+
+export type OpKind = WriteOp['kind'];
+
+/** What each op resolves to. */
+export interface OpValues {
+  accept: null;
+  addUser: null;
+  setPassword: boolean;
+  removeUser: boolean;
+  claimDue: QueueRow[];
+  recordAttempt: boolean;
+  deleteQueued: number;
+}
+
+export type OpResult = { ok: true; value: OpValues[OpKind] } | { ok: false; code: string; message: string };
+
+export type ToWriter = { kind: 'batch'; seq: number; ops: WriteOp[]; buffer: ArrayBuffer } | { kind: 'close' };
+
+export type FromWriter =
+  | { kind: 'ready' }
+  | { kind: 'done'; seq: number; results: OpResult[] }
+  | { kind: 'failed'; seq: number; code: string; message: string }
+  | { kind: 'closed' }
+  | { kind: 'fatal'; code: string; message: string };
+
+/** Worker start-up data. */
+export interface WriterInit {
+  file: string;
+}
+
+export function byteLength(op: WriteOp): number {
+  return op.kind === 'accept' ? op.length : 0;
+}
