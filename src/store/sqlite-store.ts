@@ -37,6 +37,21 @@ function remoteRecipient(address: string): string {
   return a.slice(0, at + 1) + domainOf(a);
 }
 
+const GIVEN_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/**
+ * The session may choose the id itself (it names it in the Received header); otherwise the store
+ * makes one. Works whether or not IncomingMessage declares `id`.
+ */
+function messageId(msg: IncomingMessage, nowMs: number): string {
+  const given: unknown = 'id' in msg ? msg.id : undefined;
+  if (given === undefined || given === null || given === '') return newMessageId(nowMs);
+  if (typeof given !== 'string' || !GIVEN_ID.test(given)) {
+    throw new PostsealError('STORE_BAD_ID', `unusable message id ${JSON.stringify(String(given).slice(0, 80))}`);
+  }
+  return given;
+}
+
 function checkPassword(password: string): void {
   if (password.length === 0 || password.length > MAX_PASSWORD) {
     throw new PostsealError('STORE_BAD_PASSWORD', `password must be 1 to ${MAX_PASSWORD} characters`);
@@ -61,7 +76,7 @@ export class SqliteStore extends SqliteReader implements Store {
     }
     const nowMs = Date.now();
     const record: MessageRecord = {
-      id: newMessageId(nowMs),
+      id: messageId(msg, nowMs),
       receivedAt: msg.receivedAt.toISOString(),
       mailFrom: msg.mailFrom,
       localRecipients: local,

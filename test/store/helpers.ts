@@ -7,8 +7,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { IncomingMessage } from '../../src/types.js';
+import { newMessageId } from '../../src/store/index.js';
 
-export function tempDirs(): { make(): string; cleanup(): void } {
+export function tempDirs(): { make(): string; track(dir: string): void; cleanup(): void } {
   const dirs: string[] = [];
   return {
     make() {
@@ -16,14 +17,19 @@ export function tempDirs(): { make(): string; cleanup(): void } {
       dirs.push(d);
       return d;
     },
+    track(dir: string) {
+      dirs.push(dir);
+    },
     cleanup() {
       for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
     },
   };
 }
 
+/** Includes an `id` (as the session assigns one) when IncomingMessage has that field. */
 export function makeMessage(overrides: Partial<IncomingMessage> = {}): IncomingMessage {
-  return {
+  const base = {
+    id: newMessageId(),
     mailFrom: 'sender@example.net',
     localRecipients: ['alice@example.org'],
     remoteRecipients: [],
@@ -39,8 +45,8 @@ export function makeMessage(overrides: Partial<IncomingMessage> = {}): IncomingM
     smtpUtf8: false,
     envId: null,
     ret: null,
-    ...overrides,
   };
+  return { ...base, ...overrides };
 }
 
 /** A message body that carries the SHA-256 of its own payload. */

@@ -2,6 +2,7 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { openSqliteStore } from '../../src/store/index.js';
 import type { TlsFacts } from '../../src/types.js';
+import { PostsealError } from '../../src/errors.js';
 import { makeMessage, tempDirs } from './helpers.js';
 
 const dirs = tempDirs();
@@ -110,6 +111,29 @@ for (const writer of ['worker', 'inline'] as const) {
         ids.forEach((id, i) => assert.equal(again.getMessage(id)?.data.toString(), `m${i}`));
       } finally {
         await again.close();
+      }
+    });
+
+    test('keeps an id chosen by the session; a duplicate id fails alone, not its batch', async () => {
+      const store = await openSqliteStore(dirs.make(), { writer });
+      try {
+        const given = Object.assign(makeMessage({ data: Buffer.from('one') }), { id: 'Sess-1.abc' });
+        assert.deepEqual(await store.accept(given), { id: 'Sess-1.abc' });
+        const dup = Object.assign(makeMessage({ data: Buffer.from('two') }), { id: 'Sess-1.abc' });
+        const [a, b, c] = await Promise.allSettled([
+          store.accept(makeMessage({ data: Buffer.from('x') })),
+          store.accept(dup),
+          store.accept(makeMessage({ data: Buffer.from('y') })),
+        ]);
+        assert.equal(a?.status, 'fulfilled');
+        assert.equal(c?.status, 'fulfilled');
+        assert.equal(b?.status, 'rejected');
+        assert.equal(b?.status === 'rejected' && b.reason instanceof PostsealError ? b.reason.code : null, 'STORE_ID_COLLISION');
+        assert.equal(store.getMessage('Sess-1.abc')?.data.toString(), 'one');
+        assert.equal(store.countMessages(), 3);
+        await assert.rejects(store.accept(Object.assign(makeMessage(), { id: 'bad id!' })), { code: 'STORE_BAD_ID' });
+      } finally {
+        await store.close();
       }
     });
 
