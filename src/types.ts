@@ -25,6 +25,8 @@ export type ReceivedProtocol = 'SMTP' | 'ESMTP' | 'ESMTPS' | 'ESMTPA' | 'ESMTPSA
 
 /** A message the server has read completely and wants stored durably. */
 export interface IncomingMessage {
+  /** Queue id chosen by the session (it is named in the Received header); the store keeps it. */
+  id: string;
   /** Reverse path without brackets; '' is the null sender. */
   mailFrom: string;
   /** Recipients delivered to local mailboxes (addresses as given in RCPT, lower-cased domain). */

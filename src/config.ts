@@ -1,0 +1,195 @@
+/**
+ * One typed configuration for `postseal serve`, from defaults, then a JSON config file, then
+ * command-line flags. Every key is checked; a bad key or value is refused at start with a message
+ * naming it (ConfigError).
+ */
+import { readFileSync } from 'node:fs';
+import { hostname as osHostname } from 'node:os';
+import { ConfigError } from './errors.js';
+import { DEFAULT_LIMITS, type Limits } from './server/types.js';
+import { LISTENER_TLS_LEVELS, type ListenerTlsLevel } from './types.js';
+
+export interface ListenerConfig {
+  address: string;
+  tls: ListenerTlsLevel;
+  auth: 'none' | 'optional' | 'required';
+}
+
+export interface ServeConfig {
+  dataDir: string;
+  hostname: string;
+  domains: string[];
+  listeners: { mx: ListenerConfig | null; submission: ListenerConfig | null; submissions: ListenerConfig | null };
+  tls: { cert: string | null; key: string | null; minVersion: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3'; selfSigned: boolean };
+  limits: Limits;
+  bareLineEndings: 'reject' | 'normalize';
+  log: { level: 'debug' | 'info' | 'warn' | 'error' | 'silent' };
+}
+
+export const LISTENER_NAMES = ['mx', 'submission', 'submissions'] as const;
+export type ListenerName = (typeof LISTENER_NAMES)[number];
+
+export function defaultConfig(): ServeConfig {
+  const hostname = 'localhost';
+  return {
+    dataDir: './postseal-data',
+    hostname,
+    domains: [],
+    listeners: {
+      mx: { address: '127.0.0.1:2525', tls: 'may', auth: 'none' },
+      submission: { address: '127.0.0.1:2587', tls: 'encrypt', auth: 'required' },
+      submissions: { address: '127.0.0.1:2465', tls: 'implicit', auth: 'required' },
+    },
+    tls: { cert: null, key: null, minVersion: 'TLSv1.2', selfSigned: true },
+    limits: { ...DEFAULT_LIMITS, authFailures: { ...DEFAULT_LIMITS.authFailures } },
+    bareLineEndings: 'reject',
+    log: { level: 'info' },
+  };
+}
+
+/** The machine's name is not a safe default (it may not resolve); users set --hostname. */
+export function systemHostname(): string {
+  return osHostname();
+}
+
+type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+
+function isObject(v: unknown): v is Record<string, Json> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function want<T>(ok: boolean, key: string, value: unknown, expected: string): asserts ok {
+  if (!ok) throw new ConfigError(`config: ${key} = ${JSON.stringify(value)} is not valid: expected ${expected}`);
+  void (undefined as T | undefined);
+}
+
+export function parseAddress(text: string, key: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  want(m !== null && port >= 0 && port <= 65535, key, text, 'HOST:PORT (e.g. 127.0.0.1:2525, [::1]:25)');
+  return { host: (m?.[1] ?? m?.[2]) as string, port };
+}
+
+const LEVELS = ['debug', 'info', 'warn', 'error', 'silent'] as const;
+const MIN_VERSIONS = ['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'] as const;
+
+function checkKeys(obj: Record<string, Json>, allowed: readonly string[], where: string): void {
+  for (const k of Object.keys(obj)) {
+    if (!allowed.includes(k)) throw new ConfigError(`config: unknown key ${where}${k} (allowed: ${allowed.join(', ')})`);
+  }
+}
+
+function listener(v: Json, key: string, base: ListenerConfig | null): ListenerConfig | null {
+  if (v === null || v === 'off' || v === false) return null;
+  want(isObject(v), key, v, 'an object { address, tls, auth } or "off"');
+  checkKeys(v, ['address', 'tls', 'auth'], key + '.');
+  const out: ListenerConfig = { ...(base ?? { address: '127.0.0.1:0', tls: 'may', auth: 'none' }) };
+  if (v.address !== undefined) {
+    want(typeof v.address === 'string', key + '.address', v.address, 'a string HOST:PORT');
+    parseAddress(v.address, key + '.address');
+    out.address = v.address;
+  }
+  if (v.tls !== undefined) {
+    want(typeof v.tls === 'string' && (LISTENER_TLS_LEVELS as readonly string[]).includes(v.tls), key + '.tls', v.tls, LISTENER_TLS_LEVELS.join('|'));
+    out.tls = v.tls as ListenerTlsLevel;
+  }
+  if (v.auth !== undefined) {
+    want(v.auth === 'none' || v.auth === 'optional' || v.auth === 'required', key + '.auth', v.auth, 'none|optional|required');
+    out.auth = v.auth;
+  }
+  return out;
+}
+
+/** Applies a parsed JSON document onto a config; throws ConfigError naming the bad key. */
+export function applyConfigObject(cfg: ServeConfig, doc: unknown): ServeConfig {
+  want(isObject(doc), '(top level)', doc, 'a JSON object');
+  checkKeys(doc, ['dataDir', 'hostname', 'domains', 'listeners', 'tls', 'limits', 'bareLineEndings', 'log'], '');
+  const out: ServeConfig = structuredClone(cfg);
+  if (doc.dataDir !== undefined) {
+    want(typeof doc.dataDir === 'string' && doc.dataDir.length > 0, 'dataDir', doc.dataDir, 'a directory path');
+    out.dataDir = doc.dataDir;
+  }
+  if (doc.hostname !== undefined) {
+    want(typeof doc.hostname === 'string' && /^[A-Za-z0-9.-]{1,253}$/.test(doc.hostname), 'hostname', doc.hostname, 'a host name');
+    out.hostname = doc.hostname;
+  }
+  if (doc.domains !== undefined) {
+    const d = doc.domains;
+    want(Array.isArray(d) && d.every((x) => typeof x === 'string' && /^[A-Za-z0-9.-]{1,253}$/.test(x)), 'domains', d, 'a list of domain names');
+    out.domains = (d as string[]).map((x) => x.toLowerCase());
+  }
+  if (doc.listeners !== undefined) {
+    const l = doc.listeners;
+    want(isObject(l), 'listeners', l, 'an object with mx, submission, submissions');
+    checkKeys(l, LISTENER_NAMES, 'listeners.');
+    for (const name of LISTENER_NAMES) {
+      if (l[name] !== undefined) out.listeners[name] = listener(l[name] ?? null, `listeners.${name}`, out.listeners[name]);
+    }
+  }
+  if (doc.tls !== undefined) {
+    const t = doc.tls;
+    want(isObject(t), 'tls', t, 'an object { cert, key, minVersion }');
+    checkKeys(t, ['cert', 'key', 'minVersion', 'selfSigned'], 'tls.');
+    if (t.selfSigned !== undefined) {
+      want(typeof t.selfSigned === 'boolean', 'tls.selfSigned', t.selfSigned, 'true|false');
+      out.tls.selfSigned = t.selfSigned;
+    }
+    for (const k of ['cert', 'key'] as const) {
+      if (t[k] !== undefined) {
+        want(t[k] === null || typeof t[k] === 'string', `tls.${k}`, t[k], 'a PEM file path');
+        out.tls[k] = t[k] as string | null;
+      }
+    }
+    if (t.minVersion !== undefined) {
+      want(typeof t.minVersion === 'string' && (MIN_VERSIONS as readonly string[]).includes(t.minVersion), 'tls.minVersion', t.minVersion, MIN_VERSIONS.join('|'));
+      out.tls.minVersion = t.minVersion as ServeConfig['tls']['minVersion'];
+    }
+  }
+  if (doc.limits !== undefined) {
+    const lim = doc.limits;
+    want(isObject(lim), 'limits', lim, 'an object');
+    checkKeys(lim, Object.keys(DEFAULT_LIMITS), 'limits.');
+    for (const [k, v] of Object.entries(lim)) {
+      if (k === 'authFailures') {
+        want(isObject(v) && typeof v.max === 'number' && typeof v.windowMs === 'number', 'limits.authFailures', v, '{ max, windowMs }');
+        out.limits.authFailures = { max: v.max as number, windowMs: v.windowMs as number };
+        continue;
+      }
+      want(typeof v === 'number' && Number.isInteger(v) && v >= 0, `limits.${k}`, v, 'a whole number >= 0');
+      (out.limits as unknown as Record<string, number>)[k] = v;
+    }
+    // RFC 5321 §4.5.3.1.8 and §4.5.3.1.4 floors.
+    want(out.limits.maxRecipients >= 100, 'limits.maxRecipients', out.limits.maxRecipients, 'at least 100 (RFC 5321 §4.5.3.1.8)');
+    want(out.limits.maxLineLength >= 512, 'limits.maxLineLength', out.limits.maxLineLength, 'at least 512 (RFC 5321 §4.5.3.1.4)');
+  }
+  if (doc.bareLineEndings !== undefined) {
+    want(doc.bareLineEndings === 'reject' || doc.bareLineEndings === 'normalize', 'bareLineEndings', doc.bareLineEndings, 'reject|normalize');
+    out.bareLineEndings = doc.bareLineEndings;
+  }
+  if (doc.log !== undefined) {
+    want(isObject(doc.log), 'log', doc.log, 'an object { level }');
+    checkKeys(doc.log, ['level'], 'log.');
+    const lv = doc.log.level;
+    if (lv !== undefined) {
+      want(typeof lv === 'string' && (LEVELS as readonly string[]).includes(lv), 'log.level', lv, LEVELS.join('|'));
+      out.log.level = lv as ServeConfig['log']['level'];
+    }
+  }
+  return out;
+}
+
+export function loadConfigFile(file: string, base: ServeConfig = defaultConfig()): ServeConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`config: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`config: ${file} is not valid JSON: ${(err as Error).message}`);
+  }
+  return applyConfigObject(base, doc);
+}

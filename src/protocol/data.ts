@@ -1,0 +1,219 @@
+/**
+ * DATA content reading (RFC 5321 §4.1.1.4, §4.5.2) and dot-stuffing for sending.
+ *
+ * Invariants (SMTP smuggling, CVE-2023-51764 class):
+ * - only <CRLF>.<CRLF> ends DATA; the CRLF of the DATA command counts as the first CRLF, so an
+ *   empty message is ".\r\n" right after the 354. <LF>.<LF>, <LF>.<CRLF>, <CRLF>.<LF>,
+ *   <CR>.<CR> and every other variant are content, never an end;
+ * - a bare CR or a bare LF in the content is recorded (bareCr / bareLf); the caller rejects the
+ *   message by default, or asks for `normalize` and gets each bare CR or LF rewritten to CRLF;
+ * - a line beginning with "." loses that first "." (transparency, §4.5.2);
+ * - output is kept as slices of the input (no copy) and stops growing past maxSize, while the
+ *   reader still scans to the terminator so the session stays in step with the client.
+ */
+import { CR, LF } from './lines.js';
+
+const DOT = 0x2e;
+const CRLF_BYTES = new Uint8Array([CR, LF]);
+const CR_BYTES = new Uint8Array([CR]);
+
+/** Reader states: at the start of a line, inside a line, after a CR, after a leading dot, after ".CR". */
+const S = { LineStart: 0, Mid: 1, AfterCr: 2, Dot: 3, DotCr: 4 } as const;
+type State = (typeof S)[keyof typeof S];
+
+export interface DotReaderOptions {
+  maxSize: number;
+  normalize: boolean;
+}
+
+export class DotReader {
+  private state: State = S.LineStart;
+  private readonly out: Uint8Array[] = [];
+  /** Bytes of content produced so far (counted even past maxSize). */
+  size = 0;
+  bareCr = false;
+  bareLf = false;
+  /** True once content passed maxSize; content is no longer kept. */
+  tooBig = false;
+  done = false;
+
+  constructor(private readonly opts: DotReaderOptions) {}
+
+  /**
+   * Consumes buf[start..end). Returns the index just past the terminating LF when the end of data
+   * was found, or -1 when all of the input was consumed and more is needed.
+   */
+  feed(buf: Uint8Array, start: number, end: number): number {
+    let i = start;
+    let seg = start; // start of the pending verbatim segment
+    const norm = this.opts.normalize;
+    while (i < end) {
+      switch (this.state) {
+        case S.LineStart: {
+          if (buf[i] === DOT) {
+            this.emit(buf, seg, i);
+            i++;
+            seg = i;
+            this.state = S.Dot;
+            continue;
+          }
+          this.state = S.Mid;
+          continue;
+        }
+        case S.Mid: {
+          // Fast path: jump to the next CR or LF.
+          const p = nextCrOrLf(buf, i, end);
+          if (p < 0) {
+            i = end;
+            continue;
+          }
+          if (buf[p] === CR) {
+            i = p + 1;
+            this.state = S.AfterCr;
+          } else {
+            // Bare LF (no CR before it in this line).
+            this.bareLf = true;
+            if (norm) {
+              this.emit(buf, seg, p);
+              this.emitConst(CRLF_BYTES);
+              seg = p + 1;
+            }
+            i = p + 1;
+            this.state = S.LineStart;
+          }
+          continue;
+        }
+        case S.AfterCr: {
+          if (buf[i] === LF) {
+            i++;
+            this.state = S.LineStart;
+            continue;
+          }
+          // Bare CR: the CR is already part of the pending segment.
+          this.bareCr = true;
+          if (norm) {
+            this.emit(buf, seg, i);
+            this.emitConst(LF_ONLY);
+            seg = i;
+            this.state = S.LineStart;
+          } else {
+            this.state = S.Mid;
+          }
+          continue;
+        }
+        case S.Dot: {
+          if (buf[i] === CR) {
+            // Hold the CR back: if LF follows, this is the end and the CR is not content.
+            i++;
+            seg = i;
+            this.state = S.DotCr;
+            continue;
+          }
+          // The leading dot was removed; the rest of the line is content.
+          this.state = S.Mid;
+          continue;
+        }
+        case S.DotCr: {
+          if (buf[i] === LF) {
+            // <CRLF>.<CRLF>: the only end of data.
+            this.done = true;
+            this.state = S.LineStart;
+            return i + 1;
+          }
+          // "." CR followed by something else: the CR was a bare CR, and content.
+          this.bareCr = true;
+          if (norm) {
+            this.emitConst(CRLF_BYTES);
+            this.state = S.LineStart;
+          } else {
+            this.emitConst(CR_BYTES);
+            this.state = S.Mid;
+          }
+          seg = i;
+          continue;
+        }
+      }
+    }
+    this.emit(buf, seg, end);
+    return -1;
+  }
+
+  /** The content read so far (whole message once done). */
+  content(): Uint8Array[] {
+    return this.out;
+  }
+
+  private emit(buf: Uint8Array, from: number, to: number): void {
+    if (to <= from) return;
+    this.size += to - from;
+    if (this.size > this.opts.maxSize) {
+      this.tooBig = true;
+      this.out.length = 0;
+      return;
+    }
+    this.out.push(buf.subarray(from, to));
+  }
+
+  private emitConst(bytes: Uint8Array): void {
+    this.emit(bytes, 0, bytes.length);
+  }
+}
+
+const LF_ONLY = new Uint8Array([LF]);
+
+function nextCrOrLf(buf: Uint8Array, from: number, end: number): number {
+  let lf = buf.indexOf(LF, from);
+  if (lf >= end) lf = -1;
+  const cr = firstCr(buf, from, lf < 0 ? end : lf);
+  return cr >= 0 ? cr : lf;
+}
+
+function firstCr(buf: Uint8Array, from: number, to: number): number {
+  const cr = buf.indexOf(CR, from);
+  return cr < 0 || cr >= to ? -1 : cr;
+}
+
+/**
+ * Dot-stuffs message content for sending (RFC 5321 §4.5.2) and appends the terminator.
+ * The input must use CRLF line endings; the caller refuses bare CR/LF before calling (a relay never
+ * sends a bare CR or LF onward). If the content does not end with CRLF, one is added.
+ */
+export function dotStuff(content: Uint8Array): Uint8Array[] {
+  const parts: Uint8Array[] = [];
+  let seg = 0;
+  if (content.length > 0 && content[0] === DOT) {
+    parts.push(DOT_BYTES);
+  }
+  let i = content.indexOf(LF);
+  while (i >= 0 && i + 1 < content.length) {
+    if (content[i + 1] === DOT) {
+      parts.push(content.subarray(seg, i + 1));
+      parts.push(DOT_BYTES);
+      seg = i + 1;
+    }
+    i = content.indexOf(LF, i + 1);
+  }
+  parts.push(content.subarray(seg));
+  const endsWithCrlf = content.length >= 2 && content[content.length - 2] === CR && content[content.length - 1] === LF;
+  parts.push(endsWithCrlf ? END_OF_DATA : CRLF_END_OF_DATA);
+  return parts;
+}
+
+const DOT_BYTES = new Uint8Array([DOT]);
+const END_OF_DATA = new Uint8Array([DOT, CR, LF]);
+const CRLF_END_OF_DATA = new Uint8Array([CR, LF, DOT, CR, LF]);
+
+/** True when the bytes contain a CR not followed by LF, or an LF not preceded by CR. */
+export function hasBareCrOrLf(content: Uint8Array): boolean {
+  let i = content.indexOf(CR);
+  while (i >= 0) {
+    if (content[i + 1] !== LF) return true;
+    i = content.indexOf(CR, i + 1);
+  }
+  let j = content.indexOf(LF);
+  while (j >= 0) {
+    if (j === 0 || content[j - 1] !== CR) return true;
+    j = content.indexOf(LF, j + 1);
+  }
+  return false;
+}

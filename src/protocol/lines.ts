@@ -1,0 +1,85 @@
+/**
+ * Command-line framing over a byte buffer, with a hard length limit.
+ *
+ * Invariants: a line is returned without its terminator; CRLF ends a line and so does a bare LF
+ * (command lines only: RFC 5321 §2.3.8 asks for CRLF, but real clients send LF and Postfix accepts
+ * it; DATA uses the strict reader in data.ts instead). Memory is bounded: a line longer than the
+ * limit is never held whole; its bytes are dropped as they arrive and the caller is told once the
+ * line ends (RFC 5321 §4.5.3.1.4 → 500).
+ */
+
+export const CR = 0x0d;
+export const LF = 0x0a;
+
+export type FramedLine =
+  | { kind: 'line'; text: string; end: number }
+  | { kind: 'too-long'; end: number };
+
+/**
+ * Incremental line framer. `scan` looks at buf[start..end) and returns the first complete line
+ * (with `end` = index just past its LF) or null when more bytes are needed. While a too-long line
+ * is being skipped, `scan` reports how many bytes it may drop through `dropped`.
+ */
+export class LineFramer {
+  private skipping = false;
+  constructor(readonly maxLength: number) {}
+
+  /** True while the framer is discarding the rest of an over-long line. */
+  get isSkipping(): boolean {
+    return this.skipping;
+  }
+
+  reset(): void {
+    this.skipping = false;
+  }
+
+  /**
+   * Returns a framed line, or `{ need: consumedUpTo }` meaning bytes before consumedUpTo may be
+   * dropped (an over-long line being skipped) and more input is needed.
+   */
+  scan(buf: Uint8Array, start: number, end: number): FramedLine | { kind: 'need'; keepFrom: number } {
+    const lf = indexOfByte(buf, LF, start, end);
+    if (lf < 0) {
+      if (this.skipping || end - start > this.maxLength) {
+        this.skipping = true;
+        return { kind: 'need', keepFrom: end };
+      }
+      return { kind: 'need', keepFrom: start };
+    }
+    if (this.skipping) {
+      this.skipping = false;
+      return { kind: 'too-long', end: lf + 1 };
+    }
+    let stop = lf;
+    if (stop > start && buf[stop - 1] === CR) stop--;
+    if (stop - start > this.maxLength) return { kind: 'too-long', end: lf + 1 };
+    return { kind: 'line', text: decodeUtf8(buf, start, stop), end: lf + 1 };
+  }
+}
+
+export function indexOfByte(buf: Uint8Array, byte: number, start: number, end: number): number {
+  const i = buf.indexOf(byte, start);
+  return i < 0 || i >= end ? -1 : i;
+}
+
+const decoder = new TextDecoder('utf-8', { fatal: false });
+
+export function decodeUtf8(buf: Uint8Array, start: number, end: number): string {
+  // Fast path for ASCII, which is nearly every command line.
+  if (end - start < 256) {
+    let ascii = true;
+    for (let i = start; i < end; i++) {
+      if ((buf[i] ?? 0) > 0x7f) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii) return String.fromCharCode.apply(null, Array.from(buf.subarray(start, end)));
+  }
+  return decoder.decode(buf.subarray(start, end));
+}
+
+const encoder = new TextEncoder();
+export function encodeUtf8(s: string): Uint8Array {
+  return encoder.encode(s);
+}

@@ -1,0 +1,98 @@
+/**
+ * `postseal serve` as a library call: opens the store in the data directory, loads (or makes) the
+ * certificate, starts the listeners. The CLI only adds signals and printing.
+ */
+import 'reflect-metadata';
+import { mkdirSync } from 'node:fs';
+import type { ServeConfig, ListenerName } from './config.js';
+import { LISTENER_NAMES, parseAddress } from './config.js';
+import { createLogger } from './log.js';
+import { SmtpServer, type BoundListener } from './server/server.js';
+import type { ListenerOptions, Logger, MessageSink, TlsProvider, UserVerifier } from './server/types.js';
+import { openSqliteStore, type Store } from './store/index.js';
+import { CertificateStore, ensureSelfSigned, upgradeSocketOptions } from './tls/index.js';
+
+export interface RunningServer {
+  server: SmtpServer;
+  store: Store;
+  certs: CertificateStore;
+  bound: BoundListener[];
+  logger: Logger;
+  /** Graceful stop (421 to idle sessions, in-flight transactions finish), then the store closes. */
+  close(graceMs?: number): Promise<void>;
+}
+
+export interface ServeOverrides {
+  logger?: Logger;
+  /** Replace the durable store as message sink (benchmarks: protocol engine alone). */
+  sink?: MessageSink;
+}
+
+export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {}): Promise<RunningServer> {
+  const logger = overrides.logger ?? createLogger(cfg.log.level);
+  mkdirSync(cfg.dataDir, { recursive: true });
+  const policy = { minVersion: cfg.tls.minVersion };
+  let certs: CertificateStore;
+  if (cfg.tls.cert && cfg.tls.key) {
+    certs = await CertificateStore.fromFiles(cfg.tls.cert, cfg.tls.key, { policy });
+  } else if (cfg.tls.cert || cfg.tls.key) {
+    throw new Error('both --cert and --key are needed (or neither, for a self-signed development certificate)');
+  } else if (!cfg.tls.selfSigned) {
+    // No certificate at all: STARTTLS is not offered and answers 454 (RFC 3207 §4).
+    logger.warn({ event: 'tls' }, 'no certificate: TLS is unavailable on every listener');
+    certs = CertificateStore.empty();
+  } else {
+    const made = await ensureSelfSigned(cfg.dataDir, cfg.hostname);
+    if (made.created) logger.warn({ event: 'tls', certFile: made.certFile }, `no certificate configured: made a self-signed ECDSA P-256 certificate for ${cfg.hostname}; clients that verify will refuse it`);
+    else logger.warn({ event: 'tls', certFile: made.certFile }, 'no certificate configured: using the self-signed development certificate');
+    certs = await CertificateStore.fromFiles(made.certFile, made.keyFile, { policy });
+  }
+  const store = await openSqliteStore(cfg.dataDir, { logger });
+  const tls: TlsProvider = {
+    serverOptions: () => {
+      const o = upgradeSocketOptions(certs.getter);
+      return o && o.secureContext ? { ...o, secureContext: o.secureContext } : null;
+    },
+  };
+  const listeners: ListenerOptions[] = [];
+  for (const name of LISTENER_NAMES as readonly ListenerName[]) {
+    const l = cfg.listeners[name];
+    if (!l) continue;
+    const { host, port } = parseAddress(l.address, `listeners.${name}.address`);
+    listeners.push({ name, host, port, tls: l.tls, auth: l.auth });
+  }
+  const localDomains = [...new Set([cfg.hostname.toLowerCase(), 'localhost', ...cfg.domains])];
+  const users: UserVerifier = store;
+  const server = new SmtpServer({
+    hostname: cfg.hostname,
+    localDomains,
+    listeners,
+    limits: cfg.limits,
+    bareLineEndings: cfg.bareLineEndings,
+    sink: overrides.sink ?? store,
+    users,
+    tls,
+    logger,
+  });
+  let bound: BoundListener[];
+  try {
+    bound = await server.listen();
+  } catch (err) {
+    await server.close(0);
+    await store.close();
+    certs.close();
+    throw err;
+  }
+  return {
+    server,
+    store,
+    certs,
+    bound,
+    logger,
+    async close(graceMs?: number) {
+      await server.close(graceMs);
+      certs.close();
+      await store.close();
+    },
+  };
+}

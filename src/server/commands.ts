@@ -1,0 +1,198 @@
+/**
+ * The command table: one entry per verb with its flags and handler. The dispatcher in
+ * session.ts applies the gates (TLS required, EHLO first) from the flags; handlers only do the
+ * verb's own work and return a reply (or null when they changed phase themselves).
+ */
+import { isValidHeloName, parsePathArgs, domainOf, type Verb, type EsmtpParam } from '../protocol/command.js';
+import { reply, type Reply } from '../protocol/reply.js';
+import { R } from './replies.js';
+import { newFacts, type Session } from './session.js';
+import { summarizeTlsSocket } from './tls-facts.js';
+import { handleAuth } from './auth.js';
+
+export interface CommandSpec {
+  /** Allowed before STARTTLS on a listener that requires TLS (RFC 3207 §4). */
+  beforeTls: boolean;
+  /** Needs a successful EHLO/HELO first. */
+  needsHelo: boolean;
+  run(s: Session, args: string): Reply | Promise<Reply | null> | null;
+}
+
+const ehlo = (s: Session, args: string, extended: boolean): Reply => {
+  const name = args.trim();
+  if (!isValidHeloName(name)) return R.badHelo;
+  s.facts.heloName = name;
+  s.facts.esmtp = extended;
+  s.envelope = null; // RFC 5321 §4.1.4: EHLO resets the transaction
+  if (!extended) return reply(250, null, `${s.opts.hostname}`);
+  const tlsOn = s.facts.tls !== null;
+  const lines = [`${s.opts.hostname} greets ${name.slice(0, 64)}`, 'PIPELINING', `SIZE ${s.opts.limits.maxMessageSize}`, '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'CHUNKING'];
+  // RFC 3207 §4.2: STARTTLS is not offered once TLS is on (nor on implicit TLS, where it is on
+  // from the start), and only when we have a certificate to offer.
+  if (!tlsOn && (s.listener.tls === 'may' || s.listener.tls === 'encrypt') && s.opts.tls.serverOptions() !== null) lines.push('STARTTLS');
+  // AUTH only inside TLS: credentials never cross the wire in plaintext (RFC 4954 §4, RFC 8314).
+  if (tlsOn && s.listener.auth !== 'none' && s.opts.users) lines.push('AUTH PLAIN LOGIN');
+  // RFC 8689 §4: REQUIRETLS is advertised only on a TLS-protected session.
+  if (tlsOn) lines.push('REQUIRETLS');
+  lines.push('HELP');
+  return reply(250, null, ...lines);
+};
+
+function isAscii(s: string): boolean {
+  return !/[^\x00-\x7f]/.test(s);
+}
+
+function mail(s: Session, args: string): Reply {
+  if (s.listener.auth === 'required' && s.facts.authUser === null) return R.authRequired; // RFC 4954 §6
+  if (s.envelope) return R.nestedMail;
+  const p = parsePathArgs(args, 'FROM', true);
+  if (!p.ok) return p.reason === 'param' ? R.badParam : p.reason === 'address' ? R.badAddress : R.syntax;
+  if (!s.facts.esmtp && p.params.length > 0) return R.badParam; // HELO sessions have no extensions
+  let body: '7BIT' | '8BITMIME' | null = null;
+  let smtpUtf8 = false;
+  let requireTls = false;
+  for (const param of p.params) {
+    const r = mailParam(s, param);
+    if (typeof r !== 'string') return r;
+    if (r === 'SMTPUTF8') smtpUtf8 = true;
+    else if (r === 'REQUIRETLS') requireTls = true;
+    else if (r === '7BIT' || r === '8BITMIME') body = r;
+  }
+  if (!smtpUtf8 && !isAscii(p.address)) return R.needSmtpUtf8;
+  s.envelope = { mailFrom: p.address, localRecipients: [], remoteRecipients: [], requireTls, body, smtpUtf8, bdat: null };
+  return R.senderOk;
+}
+
+/** Validates one MAIL parameter; returns its normalized name or an error reply. */
+function mailParam(s: Session, param: EsmtpParam): string | Reply {
+  switch (param.key) {
+    case 'SIZE': {
+      // RFC 1870 §6: a declared size over the limit is refused up front.
+      if (param.value === null || !/^\d{1,15}$/.test(param.value)) return R.badParam;
+      if (Number(param.value) > s.opts.limits.maxMessageSize) return R.sizeExceeded;
+      return 'SIZE';
+    }
+    case 'BODY': {
+      const v = (param.value ?? '').toUpperCase();
+      if (v === '7BIT' || v === '8BITMIME') return v;
+      return R.badParam;
+    }
+    case 'SMTPUTF8':
+      return param.value === null ? 'SMTPUTF8' : R.badParam;
+    case 'REQUIRETLS':
+      // RFC 8689 §4.1: only on a TLS session (it is not advertised otherwise).
+      return s.facts.tls !== null && param.value === null ? 'REQUIRETLS' : R.badParam;
+    case 'AUTH':
+      // RFC 4954 §5: the AUTH= parameter is accepted when AUTH is offered; we do not relay it on.
+      return s.facts.tls !== null && s.listener.auth !== 'none' ? 'AUTH' : R.badParam;
+    default:
+      return R.badParam;
+  }
+}
+
+function rcpt(s: Session, args: string): Reply {
+  const env = s.envelope;
+  if (!env) return R.needMail;
+  let address: string;
+  // RFC 5321 §4.5.1: "Postmaster" without a domain must be accepted.
+  if (/^to:\s*<postmaster>\s*$/i.test(args.trim())) {
+    address = `postmaster@${s.opts.hostname.toLowerCase()}`;
+  } else {
+    const p = parsePathArgs(args, 'TO', false);
+    if (!p.ok) return p.reason === 'param' ? R.badParam : p.reason === 'address' ? R.badAddress : R.syntax;
+    if (p.params.length > 0) return R.badParam; // no RCPT extensions offered (DSN is not)
+    if (!env.smtpUtf8 && !isAscii(p.address)) return R.needSmtpUtf8;
+    address = p.address;
+  }
+  if (env.localRecipients.length + env.remoteRecipients.length >= s.opts.limits.maxRecipients) return R.tooManyRecipients;
+  const domain = domainOf(address);
+  if (s.opts.localDomains.includes(domain)) {
+    env.localRecipients.push(address);
+    return R.recipientOk;
+  }
+  // No open relay: only an authenticated client may send to other domains.
+  if (s.facts.authUser === null) return R.relayDenied;
+  env.remoteRecipients.push(address);
+  return R.recipientOk;
+}
+
+function data(s: Session, args: string): Reply | null {
+  if (args.trim() !== '') return R.syntax;
+  const env = s.envelope;
+  if (!env) return R.needMail;
+  if (env.bdat) return R.dataAfterBdat; // RFC 3030 §3
+  if (env.localRecipients.length + env.remoteRecipients.length === 0) return R.needRcpt;
+  s.beginData();
+  return null;
+}
+
+function bdat(s: Session, args: string): Reply | null {
+  const m = /^(\d{1,15})(?: +(LAST))? *$/i.exec(args);
+  if (!m) {
+    // Without a valid size we cannot tell where the chunk ends: the session cannot continue.
+    s.closeWith(reply(501, '5.5.4', 'Invalid BDAT syntax; closing connection'), 'bad BDAT');
+    return null;
+  }
+  const size = Number(m[1]);
+  const last = m[2] !== undefined;
+  const env = s.envelope;
+  let error: Reply | null = null;
+  if (!env) error = R.needMail;
+  else if (env.localRecipients.length + env.remoteRecipients.length === 0) error = R.needRcpt;
+  else if ((env.bdat?.size ?? 0) + size > s.opts.limits.maxMessageSize) error = R.sizeExceeded;
+  // RFC 3030 §2: the chunk is read whatever the verdict, so the stream stays in step.
+  s.beginBdat(size, last, error);
+  return null;
+}
+
+function startTls(s: Session, args: string): Reply | Promise<Reply | null> {
+  if (args.trim() !== '') return R.startTlsNoArgs; // RFC 3207 §4
+  if (s.facts.tls !== null) return R.alreadyTls; // RFC 3207 §4.2: never twice
+  if (s.listener.tls === 'none') return R.notImplemented;
+  const opts = s.opts.tls.serverOptions();
+  if (!opts) return R.tlsUnavailable; // RFC 3207 §4: 454, the session stays usable
+  const limits = s.opts.limits;
+  return s.conn.upgradeToTls(formatReady(), opts, limits.handshakeTimeoutMs, limits.commandTimeoutMs).then(({ purged, socket }) => {
+    s.purgedAtStartTls = purged;
+    if (purged > 0) s.opts.logger.warn({ event: 'starttls-purge', client: s.conn.remoteAddress, bytes: purged }, 'discarded bytes pipelined after STARTTLS');
+    // RFC 3207 §4.2: forget everything learned before TLS — EHLO name, AUTH, the envelope.
+    s.facts = newFacts(summarizeTlsSocket(socket));
+    s.envelope = null;
+    return null;
+  });
+}
+
+function formatReady(): string {
+  return '220 2.0.0 Ready to start TLS\r\n';
+}
+
+export const COMMANDS: Record<Verb, CommandSpec> = {
+  EHLO: { beforeTls: true, needsHelo: false, run: (s, a) => ehlo(s, a, true) },
+  HELO: { beforeTls: true, needsHelo: false, run: (s, a) => ehlo(s, a, false) },
+  MAIL: { beforeTls: false, needsHelo: true, run: mail },
+  RCPT: { beforeTls: false, needsHelo: true, run: rcpt },
+  DATA: { beforeTls: false, needsHelo: true, run: data },
+  BDAT: { beforeTls: false, needsHelo: true, run: bdat },
+  RSET: {
+    beforeTls: false,
+    needsHelo: false,
+    run: (s) => {
+      s.envelope = null;
+      return R.flushed;
+    },
+  },
+  NOOP: { beforeTls: true, needsHelo: false, run: () => R.ok },
+  QUIT: {
+    beforeTls: true,
+    needsHelo: false,
+    run: (s) => {
+      s.closeWith(R.bye, 'quit');
+      return null;
+    },
+  },
+  VRFY: { beforeTls: false, needsHelo: false, run: () => R.vrfy },
+  EXPN: { beforeTls: false, needsHelo: false, run: () => R.notImplemented },
+  HELP: { beforeTls: false, needsHelo: false, run: () => R.help },
+  STARTTLS: { beforeTls: true, needsHelo: false, run: startTls },
+  AUTH: { beforeTls: false, needsHelo: true, run: handleAuth },
+};

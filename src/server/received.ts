@@ -1,0 +1,40 @@
+/**
+ * The Received header the server prepends to every accepted message (RFC 5321 §4.4), naming the
+ * protocol with RFC 3848 keywords (ESMTPS/ESMTPSA: the "S" records TLS, RFC 8314 §7.4 asks for
+ * the TLS facts too). Header lines are folded under 78 characters where the parts allow.
+ */
+import type { ReceivedProtocol, TlsFacts } from '../types.js';
+
+export interface ReceivedInput {
+  heloName: string;
+  clientAddress: string;
+  hostname: string;
+  protocol: ReceivedProtocol;
+  id: string;
+  tls: TlsFacts | null;
+  /** Named only when there is exactly one recipient (privacy of the others). */
+  recipient: string | null;
+  date: Date;
+}
+
+function sanitize(s: string): string {
+  // Header content must never carry CR/LF or unbalanced parentheses from the client.
+  return s.replace(/[\x00-\x1f\x7f()]/g, '?').slice(0, 255);
+}
+
+export function buildReceived(r: ReceivedInput): string {
+  const ip = r.clientAddress.includes(':') ? `IPv6:${r.clientAddress}` : r.clientAddress;
+  let h = `Received: from ${sanitize(r.heloName)} ([${ip}])\r\n\tby ${r.hostname} (postseal) with ${r.protocol} id ${r.id}`;
+  if (r.tls) h += `\r\n\t(using ${sanitize(r.tls.protocol)} with cipher ${sanitize(r.tls.cipher)})`;
+  if (r.recipient) h += `\r\n\tfor <${sanitize(r.recipient)}>`;
+  h += `;\r\n\t${rfc5322Date(r.date)}\r\n`;
+  return h;
+}
+
+const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+export function rfc5322Date(d: Date): string {
+  const p = (n: number): string => String(n).padStart(2, '0');
+  return `${DAYS[d.getUTCDay()]}, ${d.getUTCDate()} ${MONTHS[d.getUTCMonth()]} ${d.getUTCFullYear()} ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`;
+}

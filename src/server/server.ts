@@ -1,0 +1,166 @@
+/**
+ * The SMTP server: listeners, connection limits, session bookkeeping, graceful shutdown.
+ *
+ * Invariants: every listener binds where the config says (tests use port 0); connection limits,
+ * total and per client IP, are checked before a session starts; on close(), idle sessions get
+ * 421 at once and sessions inside a transaction get until the grace period ends.
+ */
+import net from 'node:net';
+import type tls from 'node:tls';
+import { formatReply } from '../protocol/reply.js';
+import { ServerConnection, normalizeIp, secureServerSocket } from '../transport/server-connection.js';
+import { AuthLimiter, type ServerContext } from './context.js';
+import { R } from './replies.js';
+import { Session } from './session.js';
+import { summarizeTlsSocket } from './tls-facts.js';
+import type { ListenerOptions, ServerOptions } from './types.js';
+
+export interface BoundListener {
+  name: string;
+  host: string;
+  port: number;
+  tls: ListenerOptions['tls'];
+}
+
+export class SmtpServer implements ServerContext {
+  readonly opts: ServerOptions;
+  readonly authLimiter: AuthLimiter;
+  private readonly servers: net.Server[] = [];
+  private readonly sessions = new Set<Session>();
+  private readonly perIp = new Map<string, number>();
+  private closing = false;
+  readonly bound: BoundListener[] = [];
+  /** Counters for metrics and tests. */
+  readonly stats = { connections: 0, refused: 0, messages: 0 };
+
+  constructor(opts: ServerOptions) {
+    this.opts = opts;
+    this.authLimiter = new AuthLimiter(opts.limits.authFailures.max, opts.limits.authFailures.windowMs);
+  }
+
+  async listen(): Promise<BoundListener[]> {
+    for (const l of this.opts.listeners) {
+      const server = l.tls === 'implicit' ? this.implicitServer(l) : net.createServer((sock) => this.accept(sock, l, null));
+      server.maxConnections = this.opts.limits.maxConnections + 64;
+      server.on('error', (err) => this.opts.logger.error({ listener: l.name, err: String(err) }, 'listener error'));
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ host: l.host, port: l.port }, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      const addr = server.address() as net.AddressInfo;
+      this.servers.push(server);
+      this.bound.push({ name: l.name, host: addr.address, port: addr.port, tls: l.tls });
+    }
+    return this.bound;
+  }
+
+  private implicitServer(l: ListenerOptions): net.Server {
+    // RFC 8314 §3: TLS from the first byte. Accepted sockets are wrapped exactly as STARTTLS
+    // wraps them (one code path, one policy); the certificate is taken per handshake, so a
+    // reload applies to new connections only.
+    return net.createServer((raw) => {
+      const opts = this.opts.tls.serverOptions();
+      const ip = normalizeIp(raw.remoteAddress ?? '');
+      if (!opts || this.closing) {
+        raw.destroy();
+        return;
+      }
+      raw.on('error', () => raw.destroy());
+      secureServerSocket(raw, opts, this.opts.limits.handshakeTimeoutMs).then(
+        (sock) => this.accept(sock, l, sock),
+        (err: NodeJS.ErrnoException) => this.opts.logger.info({ event: 'session', listener: l.name, client: ip, result: `tls handshake failed: ${err.code ?? err.message}` }, 'session'),
+      );
+    });
+  }
+
+  private accept(sock: net.Socket, l: ListenerOptions, secure: tls.TLSSocket | null): void {
+    const ip = normalizeIp(sock.remoteAddress ?? '');
+    const count = this.perIp.get(ip) ?? 0;
+    const limits = this.opts.limits;
+    if (this.closing || this.sessions.size >= limits.maxConnections || count >= limits.maxConnectionsPerIp) {
+      this.stats.refused++;
+      sock.on('error', () => sock.destroy());
+      sock.end(formatReply(this.closing ? R.shuttingDown : R.tooManyConnections));
+      this.opts.logger.info({ event: 'session', listener: l.name, client: ip, result: 'refused: connection limit' }, 'session');
+      return;
+    }
+    this.stats.connections++;
+    this.perIp.set(ip, count + 1);
+    let session: Session | null = null;
+    const conn = new ServerConnection(
+      sock,
+      {
+        onInput: () => session?.onInput(),
+        onClose: (reason) => session?.onClose(reason),
+        onTimeout: () => session?.onTimeout(),
+      },
+      limits.commandTimeoutMs,
+    );
+    session = new Session(conn, l, this.opts, this, secure ? summarizeTlsSocket(secure) : null);
+    this.sessions.add(session);
+    session.start();
+  }
+
+  sessionEnded(s: Session, reason: string): void {
+    if (!this.sessions.delete(s)) return;
+    const ip = s.conn.remoteAddress;
+    const n = (this.perIp.get(ip) ?? 1) - 1;
+    if (n <= 0) this.perIp.delete(ip);
+    else this.perIp.set(ip, n);
+    this.stats.messages += s.messages;
+    const t = s.facts.tls;
+    this.opts.logger.info(
+      {
+        event: 'session',
+        listener: s.listener.name,
+        client: ip,
+        port: s.conn.remotePort,
+        helo: s.facts.heloName,
+        tls: t ? { protocol: t.protocol, cipher: t.cipher, sni: t.sni } : null,
+        auth: s.facts.authUser,
+        messages: s.messages,
+        errors: s.errors,
+        purgedAtStartTls: s.purgedAtStartTls,
+        ms: Date.now() - s.startedAt,
+        result: reason,
+      },
+      'session',
+    );
+    if (this.closing && this.sessions.size === 0) this.drained?.();
+  }
+
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  private drained: (() => void) | null = null;
+
+  /**
+   * Graceful stop: listeners close, idle sessions get 421 now, busy ones at their next command
+   * boundary or when the grace period ends.
+   */
+  async close(graceMs = this.opts.limits.shutdownGraceMs): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    const closed = Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    const done = new Promise<void>((resolve) => {
+      this.drained = resolve;
+      if (this.sessions.size === 0) resolve();
+    });
+    for (const s of [...this.sessions]) {
+      s.draining = true;
+      if ((s.phase === 'command' || s.phase === 'greeting') && s.conn.buffered === 0) s.closeWith(R.shuttingDown, 'shutdown');
+    }
+    const timer = setTimeout(() => {
+      for (const s of [...this.sessions]) s.closeWith(R.shuttingDown, 'shutdown (grace period over)');
+      for (const s of [...this.sessions]) s.conn.destroy('shutdown');
+    }, graceMs);
+    timer.unref();
+    await done;
+    clearTimeout(timer);
+    await closed;
+  }
+}

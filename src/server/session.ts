@@ -1,0 +1,432 @@
+/**
+ * One SMTP server session: the input pump, the dispatcher and its gates, DATA and BDAT reading.
+ *
+ * Invariants:
+ * - the phase is explicit; input is consumed only in 'command', 'auth', 'data' and 'bdat';
+ * - the dispatcher applies the gates in a fixed order before a handler runs: too-long line →
+ *   not SMTP (HTTP) → unknown verb → TLS required (530) → EHLO/HELO needed (503) → handler; the
+ *   error budget is charged for every 4xx/5xx a client earns;
+ * - Session facts (TLS, EHLO name, AUTH identity) and the Envelope (one transaction) are separate
+ *   objects; RSET/EHLO replace the envelope, STARTTLS replaces both (RFC 3207 §4.2);
+ * - replies produced while draining pipelined input leave in one write (RFC 2920).
+ */
+import { LineFramer } from '../protocol/lines.js';
+import { parseCommand } from '../protocol/command.js';
+import { DotReader, hasBareCrOrLf } from '../protocol/data.js';
+import { formatReply, type Reply } from '../protocol/reply.js';
+import { ServerConnection } from '../transport/server-connection.js';
+import type { ReceivedProtocol, TlsFacts } from '../types.js';
+import { COMMANDS } from './commands.js';
+import { R, chunkOk, greeting, queued } from './replies.js';
+import { buildReceived } from './received.js';
+import type { ListenerOptions, ServerOptions } from './types.js';
+import type { ServerContext } from './context.js';
+import { newQueueId } from './ids.js';
+
+export type Phase = 'greeting' | 'command' | 'auth' | 'data' | 'bdat' | 'busy' | 'closed';
+
+/** Facts about the connection that survive transactions (reset by STARTTLS only). */
+export interface SessionFacts {
+  heloName: string | null;
+  esmtp: boolean;
+  authUser: string | null;
+  tls: TlsFacts | null;
+}
+
+export interface Envelope {
+  mailFrom: string;
+  localRecipients: string[];
+  remoteRecipients: string[];
+  requireTls: boolean;
+  body: '7BIT' | '8BITMIME' | null;
+  smtpUtf8: boolean;
+  /** Set once BDAT was used in this transaction (DATA is then refused, RFC 3030 §2). */
+  bdat: { chunks: Uint8Array[]; size: number } | null;
+}
+
+export function newFacts(tls: TlsFacts | null): SessionFacts {
+  return { heloName: null, esmtp: false, authUser: null, tls };
+}
+
+/** Continuation of a multi-step AUTH exchange. */
+export type AuthStep = (line: string) => Reply | Promise<Reply | null> | null;
+
+export class Session {
+  phase: Phase = 'greeting';
+  facts: SessionFacts;
+  envelope: Envelope | null = null;
+  authStep: AuthStep | null = null;
+  readonly conn: ServerConnection;
+  readonly listener: ListenerOptions;
+  readonly opts: ServerOptions;
+  readonly ctx: ServerContext;
+  private readonly framer: LineFramer;
+  private dot: DotReader | null = null;
+  private bdatRemaining = 0;
+  private bdatLast = false;
+  private bdatError: Reply | null = null;
+  errors = 0;
+  messages = 0;
+  /** Bytes thrown away at STARTTLS (non-zero: pipelining violation or injection attempt). */
+  purgedAtStartTls = 0;
+  private closeReason = '';
+  readonly startedAt = Date.now();
+  /** Set by graceful shutdown: close at the next command boundary. */
+  draining = false;
+
+  constructor(conn: ServerConnection, listener: ListenerOptions, opts: ServerOptions, ctx: ServerContext, tls: TlsFacts | null) {
+    this.conn = conn;
+    this.listener = listener;
+    this.opts = opts;
+    this.ctx = ctx;
+    this.facts = newFacts(tls);
+    this.framer = new LineFramer(opts.limits.maxLineLength);
+  }
+
+  /** Called once the connection is accepted (and, on implicit TLS, secured). */
+  start(): void {
+    const delay = this.opts.limits.greetingDelayMs;
+    if (delay > 0) {
+      this.phase = 'greeting';
+      this.conn.wantInput(true);
+      setTimeout(() => this.sendGreeting(), delay).unref();
+    } else {
+      this.sendGreeting();
+    }
+  }
+
+  private sendGreeting(): void {
+    if (this.conn.isClosed) return;
+    if (this.conn.buffered > 0) {
+      // Bytes before the greeting: an early talker (spamware that does not wait for us).
+      this.closeWith(R.earlyTalker, 'early talker');
+      return;
+    }
+    this.send(greeting(this.opts.hostname));
+    this.phase = 'command';
+    this.pump();
+  }
+
+  // ---- events from the connection ----
+
+  onInput(): void {
+    if (this.phase === 'greeting') {
+      this.conn.wantInput(false);
+      return;
+    }
+    this.pump();
+  }
+
+  onTimeout(): void {
+    this.closeWith(R.timeout, 'timeout');
+  }
+
+  onClose(reason: string): void {
+    if (this.phase === 'closed') return;
+    this.phase = 'closed';
+    if (!this.closeReason) this.closeReason = reason;
+    this.ctx.sessionEnded(this, this.closeReason);
+  }
+
+  get result(): string {
+    return this.closeReason;
+  }
+
+  // ---- the pump ----
+
+  pump(): void {
+    const c = this.conn;
+    while (!c.isClosed) {
+      const phase = this.phase;
+      if (phase === 'command' || phase === 'auth') {
+        if (this.draining && phase === 'command') {
+          this.closeWith(R.shuttingDown, 'shutdown');
+          return;
+        }
+        const r = this.framer.scan(c.buf, c.pos, c.buf.length);
+        if (r.kind === 'need') {
+          if (r.keepFrom >= c.buf.length) c.discardInput();
+          else c.pos = r.keepFrom;
+          break;
+        }
+        c.pos = r.end;
+        if (r.kind === 'too-long') {
+          if (phase === 'auth') this.authStep = null;
+          this.phase = 'command';
+          this.send(R.lineTooLong);
+          continue;
+        }
+        if (phase === 'auth') this.continueAuth(r.text);
+        else this.dispatch(r.text);
+      } else if (phase === 'data') {
+        const dot = this.dot;
+        if (!dot) break;
+        const end = dot.feed(c.buf, c.pos, c.buf.length);
+        if (end < 0) {
+          c.pos = c.buf.length;
+          break;
+        }
+        c.pos = end;
+        this.finishData(dot);
+      } else if (phase === 'bdat') {
+        const take = Math.min(c.buf.length - c.pos, this.bdatRemaining);
+        if (take > 0) {
+          this.bdatBytes(c.buf.subarray(c.pos, c.pos + take));
+          c.pos += take;
+          this.bdatRemaining -= take;
+        }
+        if (this.bdatRemaining > 0) break;
+        this.finishBdatChunk();
+      } else {
+        break;
+      }
+    }
+    if (c.isClosed) return;
+    c.flush();
+    const reading = this.phase === 'command' || this.phase === 'auth' || this.phase === 'data' || this.phase === 'bdat';
+    c.wantInput(reading);
+  }
+
+  /** Queue a reply; 4xx/5xx replies are charged to the error budget. */
+  send(r: Reply): void {
+    this.conn.queue(formatReply(r));
+    if (r.code >= 400 && r.code !== 421) {
+      this.errors++;
+      // Error budget (Postfix smtpd_hard_error_limit): a client that keeps failing is cut off.
+      if (this.errors >= this.opts.limits.maxErrors) this.closeWith(R.tooManyErrors, 'too many errors');
+    }
+  }
+
+  closeWith(r: Reply, reason: string): void {
+    if (this.conn.isClosed) return;
+    this.closeReason = reason;
+    this.conn.queue(formatReply(r));
+    this.conn.end();
+    this.phase = 'closed';
+    this.ctx.sessionEnded(this, reason);
+  }
+
+  /** Run an asynchronous step: input stops until it settles, then the pump resumes. */
+  runAsync(p: Promise<Reply | null>, next: Phase = 'command'): void {
+    this.phase = 'busy';
+    this.conn.flush();
+    this.conn.wantInput(false);
+    p.then(
+      (r) => {
+        if (this.phase !== 'busy') return;
+        this.phase = next;
+        if (r) this.send(r);
+        this.pump();
+      },
+      (err: unknown) => {
+        this.opts.logger.error({ err: String(err), client: this.conn.remoteAddress }, 'session step failed');
+        if (this.phase !== 'busy') return;
+        this.phase = 'command';
+        this.send(R.storeFailed);
+        this.pump();
+      },
+    );
+  }
+
+  // ---- the dispatcher ----
+
+  private dispatch(line: string): void {
+    const cmd = parseCommand(line);
+    if (cmd.kind === 'http') {
+      // ALPACA / cross-protocol: an HTTP client talking to an SMTP port. Close at once.
+      this.closeWith(R.notSmtp, `not smtp (${cmd.word})`);
+      return;
+    }
+    if (cmd.kind !== 'command') {
+      this.send(R.unrecognized);
+      return;
+    }
+    const spec = COMMANDS[cmd.verb];
+    // RFC 3207 §4: with TLS required, only these commands are allowed before STARTTLS.
+    if (this.listener.tls === 'encrypt' && this.facts.tls === null && !spec.beforeTls) {
+      this.send(R.mustStartTls);
+      return;
+    }
+    if (spec.needsHelo && this.facts.heloName === null) {
+      this.send(R.badSequenceHelo);
+      return;
+    }
+    const r = spec.run(this, cmd.args);
+    if (r === null) return;
+    if (r instanceof Promise) this.runAsync(r);
+    else this.send(r);
+  }
+
+  private continueAuth(line: string): void {
+    const step = this.authStep;
+    this.authStep = null;
+    this.phase = 'command';
+    if (!step) return;
+    const r = step(line);
+    if (r === null) return;
+    if (r instanceof Promise) this.runAsync(r);
+    else this.send(r);
+  }
+
+  // ---- DATA ----
+
+  beginData(): void {
+    this.dot = new DotReader({ maxSize: this.opts.limits.maxMessageSize, normalize: this.opts.bareLineEndings === 'normalize' });
+    this.phase = 'data';
+    this.conn.setIdleTimeout(this.opts.limits.dataTimeoutMs);
+    this.send(R.startData);
+  }
+
+  private finishData(dot: DotReader): void {
+    this.dot = null;
+    this.phase = 'command';
+    this.conn.setIdleTimeout(this.opts.limits.commandTimeoutMs);
+    const env = this.envelope;
+    this.envelope = null;
+    if (!env) {
+      this.send(R.needMail);
+      return;
+    }
+    if (dot.tooBig) {
+      this.send(R.sizeExceeded);
+      return;
+    }
+    // SMTP smuggling defence: a message with a bare CR or LF is refused after its end was read,
+    // so the client and we agree where it ended and nothing of it is read as a command.
+    if ((dot.bareCr || dot.bareLf) && this.opts.bareLineEndings === 'reject') {
+      this.send(R.bareLineEnding);
+      return;
+    }
+    this.storeMessage(env, dot.content(), dot.size);
+  }
+
+  // ---- BDAT (RFC 3030) ----
+
+  beginBdat(size: number, last: boolean, error: Reply | null): void {
+    this.bdatRemaining = size;
+    this.bdatLast = last;
+    this.bdatError = error;
+    this.phase = 'bdat';
+    this.conn.setIdleTimeout(this.opts.limits.dataTimeoutMs);
+    if (!error && this.envelope && !this.envelope.bdat) this.envelope.bdat = { chunks: [], size: 0 };
+  }
+
+  private bdatBytes(bytes: Uint8Array): void {
+    // Chunk bytes are content only: they never pass through the command parser.
+    const b = this.envelope?.bdat;
+    if (this.bdatError || !b) return;
+    b.size += bytes.length;
+    if (b.size > this.opts.limits.maxMessageSize) {
+      this.bdatError = R.sizeExceeded;
+      b.chunks.length = 0;
+      return;
+    }
+    // The connection's buffer may be reused for the next read only via a new Buffer, so a
+    // subarray stays valid; keep it without copying.
+    b.chunks.push(bytes);
+  }
+
+  private finishBdatChunk(): void {
+    this.phase = 'command';
+    this.conn.setIdleTimeout(this.opts.limits.commandTimeoutMs);
+    const env = this.envelope;
+    if (this.bdatError) {
+      const err = this.bdatError;
+      this.bdatError = null;
+      // A failed chunk ends the transaction (RFC 3030 §2: the client must RSET or start again).
+      if (err === R.sizeExceeded) this.envelope = null;
+      this.send(err);
+      return;
+    }
+    if (!env?.bdat) {
+      this.send(R.needMail);
+      return;
+    }
+    const { chunks, size } = env.bdat;
+    if (!this.bdatLast) {
+      this.send(chunkOk(size));
+      return;
+    }
+    this.envelope = null;
+    const joined = Buffer.concat(chunks);
+    if (hasBareCrOrLf(joined)) {
+      if (this.opts.bareLineEndings === 'reject') {
+        this.send(R.bareLineEnding);
+        return;
+      }
+      this.storeMessage(env, [normalizeLineEndings(joined)], -1);
+      return;
+    }
+    this.storeMessage(env, [joined], size);
+  }
+
+  // ---- storing ----
+
+  protocol(): ReceivedProtocol {
+    const f = this.facts;
+    if (!f.esmtp) return f.tls ? 'ESMTPS' : 'SMTP';
+    if (f.tls) return f.authUser ? 'ESMTPSA' : 'ESMTPS';
+    return f.authUser ? 'ESMTPA' : 'ESMTP';
+  }
+
+  private storeMessage(env: Envelope, content: Uint8Array[], knownSize: number): void {
+    const id = newQueueId();
+    const receivedAt = new Date();
+    const recipients = [...env.localRecipients, ...env.remoteRecipients];
+    const header = buildReceived({
+      heloName: this.facts.heloName ?? 'unknown',
+      clientAddress: this.conn.remoteAddress,
+      hostname: this.opts.hostname,
+      protocol: this.protocol(),
+      id,
+      tls: this.facts.tls,
+      recipient: recipients.length === 1 ? (recipients[0] ?? null) : null,
+      date: receivedAt,
+    });
+    const data = Buffer.concat([Buffer.from(header, 'utf8'), ...content]);
+    const size = knownSize >= 0 ? knownSize : data.length - Buffer.byteLength(header);
+    const p = this.opts.sink
+      .accept({
+        id,
+        mailFrom: env.mailFrom,
+        localRecipients: env.localRecipients,
+        remoteRecipients: env.remoteRecipients,
+        data,
+        receivedAt,
+        listener: this.listener.name,
+        clientAddress: this.conn.remoteAddress,
+        heloName: this.facts.heloName ?? '',
+        authUser: this.facts.authUser,
+        tls: this.facts.tls,
+        requireTls: env.requireTls,
+        body: env.body,
+        smtpUtf8: env.smtpUtf8,
+        envId: null,
+        ret: null,
+      })
+      .then((res) => {
+        this.messages++;
+        this.opts.logger.info({ event: 'message', id: res.id, size, rcpts: recipients.length, from: env.mailFrom, listener: this.listener.name, client: this.conn.remoteAddress, tls: this.facts.tls?.protocol ?? null }, 'message accepted');
+        return queued(res.id);
+      });
+    // RFC 5321 §4.1.1.4 + the durability contract: 250 only after the store says it is on disk.
+    this.runAsync(p);
+  }
+}
+
+/** Rewrites each bare CR or bare LF to CRLF (the `normalize` option for BDAT content). */
+export function normalizeLineEndings(buf: Uint8Array): Buffer {
+  const out: number[] = [];
+  for (let i = 0; i < buf.length; i++) {
+    const b = buf[i] ?? 0;
+    if (b === 0x0d) {
+      out.push(0x0d, 0x0a);
+      if (buf[i + 1] === 0x0a) i++;
+    } else if (b === 0x0a) {
+      out.push(0x0d, 0x0a);
+    } else {
+      out.push(b);
+    }
+  }
+  return Buffer.from(out);
+}
