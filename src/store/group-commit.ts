@@ -62,13 +62,21 @@ export class GroupCommitter {
     return { writerMode: this.backend.mode, ...this.counters };
   }
 
-  /** Commits everything queued, then closes the backend. */
-  async close(): Promise<void> {
+  /**
+   * Commits everything queued, runs `beforeBackendClose` (the store closes its reader there, so
+   * that the writer's connection is the last one and SQLite checkpoints and removes the WAL),
+   * then closes the backend.
+   */
+  async close(beforeBackendClose: () => Promise<void> = () => Promise.resolve()): Promise<void> {
     this.closing = true;
     if (this.busy || this.queue.length > 0) {
       await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
     }
-    await this.backend.close();
+    try {
+      await beforeBackendClose();
+    } finally {
+      await this.backend.close();
+    }
   }
 
   private schedule(): void {

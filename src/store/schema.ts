@@ -68,7 +68,10 @@ const MIGRATIONS: readonly string[] = [
 
 /** Settings for the one connection that writes. */
 export function configureWriter(db: Database): void {
-  db.pragma('journal_mode = WAL');
+  const mode: unknown = db.pragma('journal_mode = WAL', { simple: true });
+  if (typeof mode !== 'string' || mode.toLowerCase() !== 'wal') {
+    throw new PostsealError('STORE_NO_WAL', `${db.name}: cannot switch to WAL journaling (got ${String(mode)})`);
+  }
   db.pragma('synchronous = FULL');
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');

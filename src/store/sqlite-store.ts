@@ -144,7 +144,7 @@ export class SqliteStore extends SqliteReader implements Store {
   }
 
   override close(): Promise<void> {
-    this.closing ??= this.committer.close().finally(() => super.close());
+    this.closing ??= this.committer.close(() => super.close());
     return this.closing;
   }
 }
