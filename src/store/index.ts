@@ -16,5 +16,5 @@ export type {
 } from './types.js';
 export { QUEUE_STATUSES } from './types.js';
 export { openSqliteStore, openSqliteStoreReadOnly } from './sqlite-store.js';
-export { newMessageId, isMessageId } from './ids.js';
+export { newMessageId } from './ids.js';
 export { normalizeAddress, domainOf } from './address.js';

@@ -2,7 +2,8 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { isMessageId, newMessageId, openSqliteStore, openSqliteStoreReadOnly } from '../../src/store/index.js';
+import { newMessageId, openSqliteStore, openSqliteStoreReadOnly } from '../../src/store/index.js';
+import { isMessageId } from '../../src/store/ids.js';
 import { makeMessage, tempDirs } from './helpers.js';
 
 const dirs = tempDirs();
