@@ -1,0 +1,60 @@
+/** `postseal mailbox list|show`: read the local mailboxes (safe while the server runs). */
+import type { Command } from 'commander';
+import { openSqliteStoreReadOnly } from '../store/index.js';
+import type { MessageSummary } from '../types.js';
+import { DEFAULT_DATA_DIR } from './common.js';
+
+function tlsText(m: MessageSummary): string {
+  return m.tls ? `${m.tls.protocol} ${m.tls.cipher}` : 'no TLS';
+}
+
+export function registerMailbox(program: Command): void {
+  const mailbox = program.command('mailbox').description('read local mailboxes');
+  mailbox
+    .command('list')
+    .description('list stored messages, newest first, with the TLS facts of the session that brought each')
+    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+    .option('--json', 'JSON output')
+    .option('--limit <n>', 'at most this many', '100')
+    .option('--mailbox <address>', 'only messages for this local address')
+    .action(async (flags: { data: string; json?: boolean; limit: string; mailbox?: string }) => {
+      const store = openSqliteStoreReadOnly(flags.data);
+      try {
+        const opts: { limit: number; mailbox?: string } = { limit: Number(flags.limit) || 100 };
+        if (flags.mailbox) opts.mailbox = flags.mailbox;
+        const list = store.listMessages(opts);
+        if (flags.json) {
+          process.stdout.write(JSON.stringify(list, null, 2) + '\n');
+          return;
+        }
+        if (list.length === 0) {
+          process.stdout.write('no messages\n');
+          return;
+        }
+        for (const m of list) {
+          process.stdout.write(`${m.id}  ${m.receivedAt}  from <${m.mailFrom}>  to ${m.recipients.map((r) => `<${r}>`).join(', ')}  ${m.size} bytes  ${tlsText(m)}${m.authUser ? `  auth=${m.authUser}` : ''}${m.requireTls ? '  REQUIRETLS' : ''}  via ${m.listener} from ${m.clientAddress}\n`);
+        }
+      } finally {
+        await store.close();
+      }
+    });
+  mailbox
+    .command('show')
+    .description('print the stored message bytes')
+    .argument('<id>', 'message id')
+    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+    .action(async (id: string, flags: { data: string }) => {
+      const store = openSqliteStoreReadOnly(flags.data);
+      try {
+        const m = store.getMessage(id);
+        if (!m) {
+          process.stderr.write(`postseal: no message ${id}\n`);
+          process.exitCode = 1;
+          return;
+        }
+        process.stdout.write(m.data);
+      } finally {
+        await store.close();
+      }
+    });
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+/**
+ * The `postseal` command line. Argument parsing and printing only: every command is a library
+ * call (startServe, the store, ...). Exit status: 0 success, 1 failure, 2 usage or config error.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { registerServe } from './serve.js';
+import { registerMailbox } from './mailbox.js';
+import { registerUser } from './user.js';
+import { ConfigError, PostsealError } from '../errors.js';
+
+const program = new Command();
+program
+  .name('postseal')
+  .description('Mail transfer toolkit whose core is STARTTLS done right: serve, send, check')
+  .version('0.1.0')
+  .exitOverride()
+  .configureOutput({ outputError: (str, write) => write(str) });
+
+registerServe(program);
+registerMailbox(program);
+registerUser(program);
+void Option;
+
+async function main(): Promise<void> {
+  try {
+    await program.parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version exit through here with code 0.
+      process.exitCode = err.exitCode === 0 ? 0 : 2;
+      return;
+    }
+    if (err instanceof ConfigError) {
+      process.stderr.write(`postseal: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    if (err instanceof PostsealError) {
+      process.stderr.write(`postseal: ${err.code}: ${err.message}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    process.stderr.write(`postseal: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  }
+}
+
+void main();

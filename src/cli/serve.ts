@@ -1,0 +1,107 @@
+/** `postseal serve`: flags → config → startServe; signals for reload and graceful stop. */
+import type { Command } from 'commander';
+import { applyConfigObject, defaultConfig, loadConfigFile, parseAddress, type ServeConfig } from '../config.js';
+import { ConfigError } from '../errors.js';
+import { startServe } from '../serve.js';
+import { LISTENER_TLS_LEVELS } from '../types.js';
+import { collect } from './common.js';
+
+interface ServeFlags {
+  config?: string;
+  data?: string;
+  hostname?: string;
+  mx?: string;
+  submission?: string;
+  submissions?: string;
+  mxTls?: string;
+  submissionTls?: string;
+  cert?: string;
+  key?: string;
+  domain?: string[];
+  bareLineEndings?: string;
+  logLevel?: string;
+}
+
+export function flagsToConfig(flags: ServeFlags): ServeConfig {
+  let cfg = flags.config ? loadConfigFile(flags.config) : defaultConfig();
+  const doc: Record<string, unknown> = {};
+  if (flags.data) doc.dataDir = flags.data;
+  if (flags.hostname) doc.hostname = flags.hostname;
+  if (flags.domain) doc.domains = [...cfg.domains, ...flags.domain];
+  const listeners: Record<string, unknown> = {};
+  for (const name of ['mx', 'submission', 'submissions'] as const) {
+    const v = flags[name];
+    if (v === undefined) continue;
+    if (v === 'off') listeners[name] = 'off';
+    else {
+      parseAddress(v, `--${name}`);
+      listeners[name] = { address: v };
+    }
+  }
+  if (flags.mxTls) {
+    if (!['none', 'may', 'encrypt'].includes(flags.mxTls)) throw new ConfigError(`--mx-tls ${flags.mxTls} is not valid: expected none|may|encrypt`);
+    const cur = listeners.mx;
+    listeners.mx = cur === 'off' ? 'off' : { ...(typeof cur === 'object' ? cur : {}), tls: flags.mxTls };
+  }
+  if (flags.submissionTls) {
+    if (!(LISTENER_TLS_LEVELS as readonly string[]).includes(flags.submissionTls)) throw new ConfigError(`--submission-tls ${flags.submissionTls} is not valid`);
+    const cur = listeners.submission;
+    listeners.submission = cur === 'off' ? 'off' : { ...(typeof cur === 'object' ? cur : {}), tls: flags.submissionTls };
+  }
+  if (Object.keys(listeners).length) doc.listeners = listeners;
+  if (flags.cert || flags.key) doc.tls = { cert: flags.cert ?? null, key: flags.key ?? null };
+  if (flags.bareLineEndings) doc.bareLineEndings = flags.bareLineEndings;
+  if (flags.logLevel) doc.log = { level: flags.logLevel };
+  cfg = applyConfigObject(cfg, doc);
+  return cfg;
+}
+
+export function registerServe(program: Command): void {
+  program
+    .command('serve')
+    .description('run the mail server: mx (STARTTLS may), submission (STARTTLS required + AUTH), submissions (implicit TLS + AUTH)')
+    .option('--config <file>', 'JSON config file (flags override it)')
+    .option('--data <dir>', 'data directory (database, self-signed certificate)')
+    .option('--hostname <name>', 'name in the greeting, EHLO and Received headers')
+    .option('--mx <addr|off>', 'mx listener address (default 127.0.0.1:2525)')
+    .option('--submission <addr|off>', 'submission listener address (default 127.0.0.1:2587)')
+    .option('--submissions <addr|off>', 'implicit-TLS submission listener address (default 127.0.0.1:2465)')
+    .option('--mx-tls <level>', 'TLS level of the mx listener: none|may|encrypt (default may)')
+    .option('--submission-tls <level>', 'TLS level of the submission listener (default encrypt)')
+    .option('--cert <file>', 'certificate PEM (chain after the leaf)')
+    .option('--key <file>', 'private key PEM')
+    .option('--domain <domain>', 'a local domain (repeatable)', collect)
+    .option('--bare-line-endings <mode>', 'reject (default) or normalize bare CR/LF in messages')
+    .option('--log-level <level>', 'debug|info|warn|error|silent')
+    .action(async (flags: ServeFlags) => {
+      const cfg = flagsToConfig(flags);
+      const running = await startServe(cfg);
+      for (const b of running.bound) {
+        const host = b.host.includes(':') ? `[${b.host}]` : b.host;
+        process.stdout.write(`listening ${b.name} ${host}:${b.port} tls=${b.tls}\n`);
+      }
+      // SIGHUP: reload the certificate without dropping live sessions.
+      process.on('SIGHUP', () => {
+        void running.certs.reload().then((r) => {
+          if (r.ok) running.logger.info({ event: 'tls-reload', changed: r.changed }, 'certificate reloaded');
+          else running.logger.error({ event: 'tls-reload', error: r.error.message }, 'certificate reload failed; keeping the previous one');
+        });
+      });
+      if (cfg.tls.cert) {
+        running.certs.watch();
+        running.certs.onReload((r) => {
+          if (r.ok && r.changed) running.logger.info({ event: 'tls-reload', source: 'file change' }, 'certificate reloaded');
+          else if (!r.ok) running.logger.error({ event: 'tls-reload', error: r.error.message }, 'certificate reload failed; keeping the previous one');
+        });
+      }
+      let stopping = false;
+      const stop = (signal: string): void => {
+        if (stopping) return;
+        stopping = true;
+        running.logger.info({ event: 'shutdown', signal }, 'stopping: 421 to idle sessions, finishing transactions in flight');
+        void running.close().then(() => process.exit(0));
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+    });
+}
