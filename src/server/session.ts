@@ -21,7 +21,7 @@ import { R, chunkOk, greeting, queued } from './replies.js';
 import { buildReceived } from './received.js';
 import type { ListenerOptions, ServerOptions } from './types.js';
 import type { ServerContext } from './context.js';
-import { newQueueId } from './ids.js';
+import { newMessageId as newQueueId } from '../store/ids.js';
 
 export type Phase = 'greeting' | 'command' | 'auth' | 'data' | 'bdat' | 'busy' | 'closed';
 
