@@ -17,8 +17,12 @@ const DOT = 0x2e;
 const CRLF_BYTES = new Uint8Array([CR, LF]);
 const CR_BYTES = new Uint8Array([CR]);
 
-/** Reader states: at the start of a line, inside a line, after a CR, after a leading dot, after ".CR". */
-const S = { LineStart: 0, Mid: 1, AfterCr: 2, Dot: 3, DotCr: 4 } as const;
+/**
+ * Reader states: at the start of a line, inside a line, after a CR, after a leading dot, after
+ * ".CR", and at the start of a line that followed a bare CR or LF (BareStart: a leading dot is
+ * still unstuffed, but such a line can never be the end of data, RFC 5321 §4.1.1.4).
+ */
+const S = { LineStart: 0, Mid: 1, AfterCr: 2, Dot: 3, DotCr: 4, BareStart: 5 } as const;
 type State = (typeof S)[keyof typeof S];
 
 export interface DotReaderOptions {
@@ -79,7 +83,8 @@ export class DotReader {
               seg = p + 1;
             }
             i = p + 1;
-            this.state = S.LineStart;
+            // Not LineStart: "<LF>.<CRLF>" must not end DATA (CVE-2023-51764).
+            this.state = S.BareStart;
           }
           continue;
         }
@@ -95,7 +100,8 @@ export class DotReader {
             this.emit(buf, seg, i);
             this.emitConst(LF_ONLY);
             seg = i;
-            this.state = S.LineStart;
+            // The normalized CR is still bare on the wire: "<CR>.<CRLF>" must not end DATA.
+            this.state = S.BareStart;
           } else {
             this.state = S.Mid;
           }
@@ -113,6 +119,16 @@ export class DotReader {
           this.state = S.Mid;
           continue;
         }
+        case S.BareStart: {
+          // After a bare CR/LF: unstuff a leading dot (as Postfix does) but never end here.
+          if (buf[i] === DOT) {
+            this.emit(buf, seg, i);
+            i++;
+            seg = i;
+          }
+          this.state = S.Mid;
+          continue;
+        }
         case S.DotCr: {
           if (buf[i] === LF) {
             // <CRLF>.<CRLF>: the only end of data.
@@ -124,7 +140,7 @@ export class DotReader {
           this.bareCr = true;
           if (norm) {
             this.emitConst(CRLF_BYTES);
-            this.state = S.LineStart;
+            this.state = S.BareStart;
           } else {
             this.emitConst(CR_BYTES);
             this.state = S.Mid;
