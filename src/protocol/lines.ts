@@ -40,7 +40,10 @@ export class LineFramer {
   scan(buf: Uint8Array, start: number, end: number): FramedLine | { kind: 'need'; keepFrom: number } {
     const lf = indexOfByte(buf, LF, start, end);
     if (lf < 0) {
-      if (this.skipping || end - start > this.maxLength) {
+      // A CR at the end may be the first half of a CRLF split across reads: it is not text yet,
+      // so a line of exactly maxLength octets is not declared too long before its LF arrives.
+      const pending = end > start && buf[end - 1] === CR ? end - start - 1 : end - start;
+      if (this.skipping || pending > this.maxLength) {
         this.skipping = true;
         return { kind: 'need', keepFrom: end };
       }
