@@ -23,11 +23,14 @@ export function parseEhloReply(r: Reply): Capabilities {
     // "AUTH=LOGIN PLAIN" is an old form some servers still send beside "AUTH LOGIN PLAIN".
     if (kw.toUpperCase().startsWith('AUTH=')) {
       const prev = keywords.get('AUTH') ?? [];
-      keywords.set('AUTH', [...prev, kw.slice(5).toUpperCase(), ...params.map((p) => p.toUpperCase())]);
+      keywords.set('AUTH', [...new Set([...prev, kw.slice(5).toUpperCase(), ...params.map((p) => p.toUpperCase())])]);
       continue;
     }
     const key = kw.toUpperCase();
-    keywords.set(key, key === 'AUTH' ? params.map((p) => p.toUpperCase()) : params);
+    // AUTH may come in both forms, in either order: merge, so "AUTH=LOGIN" then "AUTH PLAIN"
+    // keeps LOGIN (RFC 4954 §3 form plus the pre-standard one).
+    if (key === 'AUTH') keywords.set('AUTH', [...new Set([...(keywords.get('AUTH') ?? []), ...params.map((p) => p.toUpperCase())])]);
+    else keywords.set(key, params);
   }
   return { greeting: first, keywords };
 }
