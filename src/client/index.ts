@@ -1,0 +1,24 @@
+/**
+ * Public surface of the SMTP client (issue 3): the SmtpClient conversation API, TLS levels,
+ * deliver() (one attempt at one level), message helpers, and the error codes.
+ *
+ * Invariant: everything `postseal send`, the queue runner and `postseal check` need is exported
+ * here; they import nothing else from src/client.
+ */
+export { SmtpClient, AUTH_MECHANISMS } from './client.js';
+export type { StartTlsResult, AuthMechanism } from './client.js';
+export { TLS_LEVELS, TLS_REACHED, isTlsLevel, atLeast, triesTls, requiresTls, verifiesCert, satisfies, tlsLevelRank } from './levels.js';
+export type { TlsLevel, TlsReached } from './levels.js';
+export { deliver } from './deliver.js';
+export type { DeliverOptions, DeliveryResult, DeliveryError, RecipientOutcome, RecipientStatus, Finding } from './deliver.js';
+export type { Envelope, SendOptions, TransactionResult, RecipientResult } from './transaction.js';
+export { describeTransaction } from './transaction.js';
+export { SmtpClientError, CLIENT_ERROR_CODES, isClientError } from './errors.js';
+export type { ClientErrorCode } from './errors.js';
+export { DEFAULT_TIMEOUTS, DEFAULT_REPLY_LIMITS, uniformTimeouts } from './options.js';
+export type { Timeouts, ReplyLimits, ConnectOptions } from './options.js';
+export type { ClientTlsOptions, TlsSessionInfo } from './tls-session.js';
+export { Transcript, redactAuth } from './transcript.js';
+export type { TranscriptEntry, TranscriptPhase } from './transcript.js';
+export { buildMessage, prepareContent, normalizeLineEndings, assertNoLineBreak } from './message.js';
+export type { SimpleMessage, BareLineEndings } from './message.js';

@@ -1,0 +1,80 @@
+/**
+ * Client-side TLS: the options for a handshake toward the host we mean to reach, and the check
+ * that follows it (chain + name), separated so `encrypt` can report why a certificate would not
+ * verify while still using the session.
+ *
+ * Invariants:
+ * - SNI is always the intended name (RFC 6066 §3), except for IP literals, where Node refuses
+ *   to send an IP as server_name (RFC 6066 forbids it): then no SNI is sent;
+ * - the name check is tls.checkServerIdentity against the intended name (the MX host or the
+ *   name given by the caller), never against the address we connected to;
+ * - the handshake itself never rejects a certificate (rejectUnauthorized: false); the decision
+ *   is taken right after it by the caller, before any SMTP byte is written inside TLS;
+ * - TLS 1.0/1.1 are not offered (RFC 8996) unless the caller lowers minVersion.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import { describePeerCertificate, summarizeTls, type CertificateSummary } from '../tls/summary.js';
+import type { TlsFacts } from '../types.js';
+
+export interface ClientTlsOptions {
+  /** Trust anchors (PEM). Replaces the system roots when given (Node's `ca` semantics). */
+  ca?: string | Buffer | Array<string | Buffer>;
+  minVersion?: tls.SecureVersion;
+  /** Client certificate, if the server asks for one. */
+  cert?: string | Buffer;
+  key?: string | Buffer;
+}
+
+/** What a handshake gave us, as plain data. */
+export interface TlsSessionInfo extends TlsFacts {
+  /** Chain trusted and name matched. */
+  verified: boolean;
+  /** Why not verified (OpenSSL code such as 'CERT_HAS_EXPIRED', or the name-mismatch reason). */
+  verifyError: string | null;
+  /** The name the certificate was checked against. */
+  checkedName: string;
+  /** Leaf first. */
+  peerCertificates: CertificateSummary[];
+}
+
+export function tlsConnectOptions(intendedName: string, opts: ClientTlsOptions): tls.ConnectionOptions {
+  const o: tls.ConnectionOptions = {
+    rejectUnauthorized: false,
+    minVersion: opts.minVersion ?? 'TLSv1.2',
+    // Our own identity check runs in inspectSession(); keep Node's from throwing on 'encrypt'.
+    checkServerIdentity: () => undefined,
+  };
+  // RFC 6066 §3: "Literal IPv4 and IPv6 addresses are not permitted in HostName".
+  if (net.isIP(stripBrackets(intendedName)) === 0) o.servername = intendedName;
+  if (opts.ca !== undefined) o.ca = opts.ca;
+  if (opts.cert !== undefined) o.cert = opts.cert;
+  if (opts.key !== undefined) o.key = opts.key;
+  return o;
+}
+
+/** Chain result from OpenSSL plus our name check (RFC 6125 via tls.checkServerIdentity). */
+export function inspectSession(socket: tls.TLSSocket, intendedName: string): TlsSessionInfo {
+  const name = stripBrackets(intendedName);
+  const facts = summarizeTls(socket, { sni: net.isIP(name) === 0 ? name : null });
+  let verifyError: string | null = null;
+  if (!socket.authorized) {
+    const e: unknown = socket.authorizationError;
+    verifyError = e instanceof Error ? ((e as NodeJS.ErrnoException).code ?? e.message) : String(e ?? 'UNKNOWN');
+  } else {
+    const cert = socket.getPeerCertificate();
+    const err = tls.checkServerIdentity(name, cert);
+    if (err) verifyError = `${(err as NodeJS.ErrnoException).code ?? 'ERR_TLS_CERT_ALTNAME_INVALID'}: ${err.message}`;
+  }
+  let peerCertificates: CertificateSummary[] = [];
+  try {
+    peerCertificates = describePeerCertificate(socket);
+  } catch {
+    peerCertificates = [];
+  }
+  return { ...facts, verified: verifyError === null, verifyError, checkedName: name, peerCertificates };
+}
+
+function stripBrackets(name: string): string {
+  return name.startsWith('[') && name.endsWith(']') ? name.slice(1, -1).replace(/^IPv6:/i, '') : name;
+}

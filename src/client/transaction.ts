@@ -1,0 +1,190 @@
+/**
+ * One mail transaction on an SmtpClient: MAIL, RCPTs and the content (DATA with dot-stuffing, or
+ * BDAT), with RFC 2920 pipelining when the server offers it.
+ *
+ * Invariants:
+ * - every argument is checked (CRLF_INJECTION / INVALID_ARGUMENT) and the content's line endings
+ *   fixed or refused before the first byte of the transaction is written;
+ * - extensions (SIZE, 8BITMIME, SMTPUTF8, REQUIRETLS, CHUNKING, PIPELINING) are read from the
+ *   capabilities of *this* client, i.e. the post-TLS EHLO when TLS is on;
+ * - with PIPELINING, MAIL and all RCPTs leave in one write and DATA only after their replies
+ *   (RFC 2920 §3.1: DATA would be the last command of a group; we wait so an all-rejected
+ *   envelope never sends content);
+ * - content is sent only when at least one recipient was accepted; per-recipient replies are kept.
+ */
+import { dotStuff } from '../protocol/data.js';
+import { has, sizeLimit, type Capabilities } from '../protocol/ehlo.js';
+import { replyText, type Reply } from '../protocol/reply.js';
+import { SmtpClientError } from './errors.js';
+import { checkMailbox, checkParam, has8bit, isAscii, prepareContent, type BareLineEndings } from './message.js';
+import type { SmtpClient } from './client.js';
+
+export interface Envelope {
+  /** Reverse path without brackets; '' is the null sender. */
+  from: string;
+  to: string[];
+  /** Extra MAIL parameters (`ENVID=x`, `RET=HDRS`); SIZE/BODY/SMTPUTF8/REQUIRETLS are added here. */
+  mailParams?: string[];
+  /** Extra RCPT parameters, for every recipient (`NOTIFY=NEVER`). */
+  rcptParams?: string[];
+  /** RFC 8689: ask every hop for TLS; refused when the server does not offer REQUIRETLS in TLS. */
+  requireTls?: boolean;
+}
+
+export interface SendOptions {
+  /** Bare CR or LF in the content: refuse (default) or convert to CRLF. */
+  bareLineEndings?: BareLineEndings;
+  /** Use BDAT (RFC 3030) when CHUNKING is offered. Default false (DATA). */
+  chunking?: boolean;
+  /** BDAT chunk size in octets (default 1 MiB). */
+  chunkSize?: number;
+}
+
+export interface RecipientResult {
+  address: string;
+  /** The RCPT reply; for recipients never tried (MAIL refused) the MAIL reply. */
+  reply: Reply;
+  /** RCPT accepted (2xx). Delivered means accepted *and* the final content reply was 2xx. */
+  accepted: boolean;
+  delivered: boolean;
+}
+
+export interface TransactionResult {
+  mail: Reply;
+  recipients: RecipientResult[];
+  /** Reply to the end of data (final dot or BDAT LAST), or the 354-stage refusal; null if not sent. */
+  data: Reply | null;
+  /** Addresses the server took responsibility for. */
+  delivered: string[];
+  method: 'DATA' | 'BDAT';
+  pipelined: boolean;
+}
+
+const WRITE_CHUNK = 64 * 1024;
+
+export async function sendTransaction(client: SmtpClient, caps: Capabilities, env: Envelope, content: Uint8Array | string, options: SendOptions): Promise<TransactionResult> {
+  // 1. Arguments first: nothing is written when one of them would break the command line.
+  checkMailbox(env.from, 'sender', true);
+  if (env.to.length === 0) throw new SmtpClientError('INVALID_ARGUMENT', 'no recipients');
+  for (const to of env.to) checkMailbox(to, 'recipient');
+  for (const p of [...(env.mailParams ?? []), ...(env.rcptParams ?? [])]) checkParam(p);
+  const bytes = prepareContent(content, options.bareLineEndings ?? 'reject');
+
+  // 2. Extensions, from this client's EHLO only.
+  const mailParams: string[] = [];
+  const limit = sizeLimit(caps);
+  if (limit !== null) {
+    // RFC 1870 §6: do not send a message the server already said it will refuse.
+    if (limit > 0 && bytes.length > limit) throw new SmtpClientError('MESSAGE_TOO_BIG', `message is ${bytes.length} octets; the server accepts at most ${limit}`);
+    mailParams.push(`SIZE=${bytes.length}`);
+  }
+  if (has8bit(bytes)) {
+    // RFC 6152 §3: 8-bit content only to a server that offers 8BITMIME.
+    if (!has(caps, '8BITMIME')) throw new SmtpClientError('NOT_SUPPORTED', 'message has 8-bit content and the server does not offer 8BITMIME');
+    mailParams.push('BODY=8BITMIME');
+  }
+  if (![env.from, ...env.to].every(isAscii)) {
+    // RFC 6531 §3.4: UTF-8 addresses need SMTPUTF8 on MAIL, and only if offered.
+    if (!has(caps, 'SMTPUTF8')) throw new SmtpClientError('NOT_SUPPORTED', 'a UTF-8 address needs SMTPUTF8 and the server does not offer it');
+    mailParams.push('SMTPUTF8');
+  }
+  if (env.requireTls === true) {
+    // RFC 8689 §4.2.1: REQUIRETLS only inside TLS and only when the server offers it.
+    if (client.tls === null || !has(caps, 'REQUIRETLS')) throw new SmtpClientError('REQUIRETLS_NOT_SUPPORTED', 'REQUIRETLS asked for and not offered inside TLS by the server');
+    mailParams.push('REQUIRETLS');
+  }
+  mailParams.push(...(env.mailParams ?? []));
+  const rcptParams = env.rcptParams ?? [];
+  const useBdat = options.chunking === true && has(caps, 'CHUNKING');
+  const pipelined = has(caps, 'PIPELINING');
+  const t = client.timeouts;
+
+  // 3. Envelope.
+  const mailLine = ['MAIL FROM:<' + env.from + '>', ...mailParams].join(' ');
+  const rcptLines = env.to.map((to) => ['RCPT TO:<' + to + '>', ...rcptParams].join(' '));
+  let mail: Reply;
+  const recipients: RecipientResult[] = [];
+  if (pipelined) {
+    // RFC 2920 §3.1: MAIL and RCPT may be grouped; one write, then the replies in order.
+    await client.writeLines([mailLine, ...rcptLines], t.mailMs);
+    mail = await client.readReply(t.mailMs, 'MAIL');
+    for (const to of env.to) {
+      const r = await client.readReply(t.rcptMs, 'RCPT');
+      const ok = mail.code === 250 && r.code >= 200 && r.code < 300;
+      recipients.push({ address: to, reply: r, accepted: ok, delivered: false });
+    }
+  } else {
+    mail = await client.command(mailLine, t.mailMs);
+    if (mail.code === 250) {
+      for (let i = 0; i < env.to.length; i++) {
+        const r = await client.command(rcptLines[i] ?? '', t.rcptMs);
+        recipients.push({ address: env.to[i] ?? '', reply: r, accepted: r.code >= 200 && r.code < 300, delivered: false });
+      }
+    } else {
+      for (const to of env.to) recipients.push({ address: to, reply: mail, accepted: false, delivered: false });
+    }
+  }
+  const method = useBdat ? 'BDAT' : 'DATA';
+  if (mail.code !== 250 || !recipients.some((r) => r.accepted)) {
+    if (mail.code === 250) await client.rset().catch(() => undefined);
+    return { mail, recipients, data: null, delivered: [], method, pipelined };
+  }
+
+  // 4. Content.
+  const data = useBdat ? await sendBdat(client, bytes, options.chunkSize ?? 1024 * 1024) : await sendData(client, bytes);
+  const ok = data.code >= 200 && data.code < 300;
+  for (const r of recipients) r.delivered = ok && r.accepted;
+  return { mail, recipients, data, delivered: recipients.filter((r) => r.delivered).map((r) => r.address), method, pipelined };
+}
+
+async function sendData(client: SmtpClient, bytes: Uint8Array): Promise<Reply> {
+  const t = client.timeouts;
+  const go = await client.command('DATA', t.dataInitMs);
+  if (go.code !== 354) return go;
+  // RFC 5321 §4.5.2: dot-stuffing, and <CRLF>.<CRLF> as the only end of data.
+  const parts = dotStuff(bytes);
+  client.transcript.event(`[${bytes.length} octets of message content, dot-stuffed]`, client.phase);
+  for (const chunk of coalesce(parts)) await client.writeBytes(chunk, t.dataBlockMs);
+  client.transcript.sent('.', client.phase);
+  return client.readReply(t.dataFinalMs, 'end of data');
+}
+
+/** RFC 3030 §2: BDAT n [LAST] followed by exactly n octets, no dot-stuffing. */
+async function sendBdat(client: SmtpClient, bytes: Uint8Array, chunkSize: number): Promise<Reply> {
+  const t = client.timeouts;
+  const size = Math.max(1, chunkSize);
+  let off = 0;
+  for (;;) {
+    const end = Math.min(bytes.length, off + size);
+    const last = end >= bytes.length;
+    const header = `BDAT ${end - off}${last ? ' LAST' : ''}`;
+    await client.writeLines([header], t.dataBlockMs);
+    client.transcript.event(`[${end - off} octets of message content]`, client.phase);
+    await client.writeBytes(bytes.subarray(off, end), t.dataBlockMs);
+    const r = await client.readReply(last ? t.dataFinalMs : t.dataBlockMs, header);
+    if (last || r.code !== 250) return r;
+    off = end;
+  }
+}
+
+/** Joins the many small dot-stuffing slices into writes of about WRITE_CHUNK octets. */
+function* coalesce(parts: Uint8Array[]): Generator<Uint8Array> {
+  let pending: Uint8Array[] = [];
+  let n = 0;
+  for (const p of parts) {
+    pending.push(p);
+    n += p.length;
+    if (n >= WRITE_CHUNK) {
+      yield Buffer.concat(pending);
+      pending = [];
+      n = 0;
+    }
+  }
+  if (n > 0) yield Buffer.concat(pending);
+}
+
+export function describeTransaction(r: TransactionResult): string {
+  if (r.mail.code !== 250) return `MAIL refused: ${replyText(r.mail)}`;
+  if (r.data === null) return 'no recipient accepted';
+  return `${r.method}: ${replyText(r.data)}`;
+}
