@@ -1,0 +1,106 @@
+/**
+ * Attack probes that send no mail: STARTTLS command injection (whole and partial line) and state
+ * kept across STARTTLS. Each runs on its own connection and returns an outcome with evidence.
+ *
+ * How each verdict is reached without timing (servers answer commands in order, RFC 5321 §4.1,
+ * RFC 2920 §3.1), so the first reply read inside TLS tells what the server did:
+ * - whole line: plaintext "STARTTLS\r\nNOOP\r\n" in one segment, then QUIT inside TLS. A first reply
+ *   of 221 means NOOP was thrown away; anything else is the reply to the injected NOOP
+ *   (CVE-2011-0411 class).
+ * - partial line: plaintext "STARTTLS\r\nNO", then "OP\r\nQUIT\r\n" inside TLS. A 250 means the
+ *   plaintext "NO" was glued to the TLS "OP" (the buffer was not purged); 500/502 for "OP" means it
+ *   was purged.
+ * - state: MAIL FROM:<> before STARTTLS; after TLS and a new EHLO, RCPT TO: a 503 (no MAIL given)
+ *   means the envelope was reset (RFC 3207 §4.2); a 2xx means the plaintext MAIL is still in effect.
+ */
+import { replyText, type Reply } from '../protocol/reply.js';
+import { connectAndEhlo, ehloArgument, printable, summarizeReply, tlsOptions, type CheckContext } from './session.js';
+import type { InjectionOutcome, ReplySummary, StateOutcome } from './types.js';
+
+export interface InjectionResult {
+  outcome: InjectionOutcome;
+  evidence: string;
+}
+
+async function injection(ctx: CheckContext, before: string, after: string, beforeLabel: string, judge: (first: Reply) => InjectionOutcome): Promise<InjectionResult> {
+  let greeted;
+  try {
+    greeted = await connectAndEhlo(ctx);
+  } catch (e) {
+    return { outcome: 'not-tested', evidence: e instanceof Error ? e.message : String(e) };
+  }
+  const { conn } = greeted;
+  try {
+    conn.sendRaw(before, beforeLabel);
+    const r = await conn.readReply();
+    if (r.code !== 220) return { outcome: 'not-tested', evidence: `STARTTLS answered ${replyText(r)}` };
+    const early = conn.takeBuffered();
+    if (early.length > 0) {
+      // The server answered the injected command in plaintext, before TLS: it did not purge.
+      return { outcome: 'executed', evidence: `reply in plaintext right after the 220: "${printable(early)}"` };
+    }
+    const up = await conn.upgrade(tlsOptions(ctx));
+    if (!up.ok) return { outcome: 'inconclusive', evidence: `TLS handshake failed: ${up.error}` };
+    conn.sendRaw(after, printable(Buffer.from(after, 'latin1')));
+    const first = await conn.readReply();
+    const outcome = judge(first);
+    return { outcome, evidence: `first reply inside TLS: ${replyText(first)}` };
+  } catch (e) {
+    return { outcome: 'inconclusive', evidence: e instanceof Error ? e.message : String(e) };
+  } finally {
+    conn.close();
+  }
+}
+
+export function probeInjectionWholeLine(ctx: CheckContext): Promise<InjectionResult> {
+  return injection(ctx, 'STARTTLS\r\nNOOP\r\n', 'QUIT\r\n', 'STARTTLS\\r\\nNOOP\\r\\n (one segment)', (first) =>
+    first.code === 221 ? 'discarded' : 'executed',
+  );
+}
+
+export function probeInjectionPartialLine(ctx: CheckContext): Promise<InjectionResult> {
+  return injection(ctx, 'STARTTLS\r\nNO', 'OP\r\nQUIT\r\n', 'STARTTLS\\r\\nNO (one segment, partial line)', (first) => {
+    if (first.code === 250) return 'executed';
+    if (first.code >= 500 || first.code === 221) return 'discarded';
+    return 'inconclusive';
+  });
+}
+
+export interface StateResult {
+  outcome: StateOutcome;
+  evidence: string;
+  mailBeforeTls: ReplySummary | null;
+}
+
+/** MAIL FROM before STARTTLS, RCPT after TLS + EHLO. Never reaches DATA: no mail is sent. */
+export async function probeStateReset(ctx: CheckContext, rcptDomain: string): Promise<StateResult> {
+  let greeted;
+  try {
+    greeted = await connectAndEhlo(ctx);
+  } catch (e) {
+    return { outcome: 'not-tested', evidence: e instanceof Error ? e.message : String(e), mailBeforeTls: null };
+  }
+  const { conn } = greeted;
+  let mailBeforeTls: ReplySummary | null = null;
+  try {
+    const mail = await conn.command('MAIL FROM:<>');
+    mailBeforeTls = summarizeReply(mail);
+    if (mail.code !== 250) return { outcome: 'not-tested', evidence: `MAIL before TLS answered ${replyText(mail)}`, mailBeforeTls };
+    const st = await conn.command('STARTTLS');
+    if (st.code !== 220) return { outcome: 'not-tested', evidence: `STARTTLS answered ${replyText(st)}`, mailBeforeTls };
+    conn.takeBuffered();
+    const up = await conn.upgrade(tlsOptions(ctx));
+    if (!up.ok) return { outcome: 'not-tested', evidence: `TLS handshake failed: ${up.error}`, mailBeforeTls };
+    const ehlo = await conn.command(`EHLO ${ehloArgument(ctx, conn)}`);
+    if (ehlo.code !== 250) return { outcome: 'inconclusive', evidence: `EHLO inside TLS answered ${replyText(ehlo)}`, mailBeforeTls };
+    const rcpt = await conn.command(`RCPT TO:<postmaster@${rcptDomain}>`);
+    // RFC 5321 §4.1.1.3 / §3.3: RCPT without a MAIL transaction is a sequence error (503).
+    const outcome: StateOutcome = rcpt.code === 503 ? 'reset' : rcpt.code >= 200 && rcpt.code < 300 ? 'kept' : 'inconclusive';
+    await conn.quit();
+    return { outcome, evidence: `RCPT inside TLS (MAIL given only in plaintext) answered ${replyText(rcpt)}`, mailBeforeTls };
+  } catch (e) {
+    return { outcome: 'inconclusive', evidence: e instanceof Error ? e.message : String(e), mailBeforeTls };
+  } finally {
+    conn.close();
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * From facts to findings: a pure function over a HostReport. Every finding id, its severity and
+ * the rule that raises it are in FINDING_RULES (and in SCHEMA.md); nothing else invents ids.
+ *
+ * Invariants: findings come out ordered by severity (critical first), then by id; the same
+ * report always gives the same findings; 'not-tested' never raises a finding (only 'inconclusive'
+ * raises an info finding, so a reader knows a probe could not decide).
+ */
+import { SEVERITIES, type Finding, type HostReport, type Severity } from './types.js';
+
+export const FINDING_RULES = {
+  'starttls.missing': { severity: 'critical', title: 'No STARTTLS: mail to this server travels in plaintext' },
+  'starttls.not-advertised': { severity: 'high', title: 'STARTTLS works but is not advertised in EHLO (stripped?): senders will not use it' },
+  'tls.handshake-failed': { severity: 'critical', title: 'STARTTLS accepted but the TLS handshake failed' },
+  'tls.protocol-old': { severity: 'high', title: 'Negotiated protocol is older than TLS 1.2 (RFC 8996)' },
+  'starttls.injection': { severity: 'critical', title: 'STARTTLS command injection: a plaintext command pipelined after STARTTLS was executed inside TLS' },
+  'starttls.injection-partial': { severity: 'critical', title: 'STARTTLS command injection: a plaintext partial line was joined to data sent inside TLS' },
+  'starttls.bytes-after-220': { severity: 'high', title: 'Bytes arrived after the 220 to STARTTLS (response injection risk or a broken server)' },
+  'starttls.state-kept': { severity: 'high', title: 'MAIL FROM given before STARTTLS is still in effect after it (RFC 3207 §4.2)' },
+  'starttls.offered-again': { severity: 'medium', title: 'STARTTLS is offered again after TLS (RFC 3207 §4.2)' },
+  'auth.before-tls': { severity: 'high', title: 'AUTH is offered before TLS: passwords can be sent in plaintext' },
+  'submission.mail-before-tls': { severity: 'high', title: 'Submission port accepts MAIL before STARTTLS (RFC 3207 §4: 530 expected)' },
+  'tls.version.tls1': { severity: 'medium', title: 'TLS 1.0 accepted (RFC 8996)' },
+  'tls.version.tls1_1': { severity: 'medium', title: 'TLS 1.1 accepted (RFC 8996)' },
+  'tls.no-tls1_3': { severity: 'low', title: 'TLS 1.3 not supported (RFC 9325 §3.1.1)' },
+  'tls.cipher.null': { severity: 'critical', title: 'NULL (unencrypted) cipher suites accepted' },
+  'tls.cipher.export': { severity: 'critical', title: 'EXPORT cipher suites accepted' },
+  'tls.cipher.rc4': { severity: 'critical', title: 'RC4 cipher suites accepted (RFC 7465)' },
+  'tls.cipher.anon': { severity: 'critical', title: 'Anonymous (unauthenticated) cipher suites accepted' },
+  'tls.cipher.3des': { severity: 'high', title: '3DES cipher suites accepted (Sweet32)' },
+  'tls.cipher.rsa-kx': { severity: 'medium', title: 'RSA key exchange accepted: no forward secrecy (RFC 9325 §4.1)' },
+  'tls.cipher.cbc-sha1': { severity: 'low', title: 'CBC cipher suites with SHA-1 MAC accepted (RFC 9325 §4.2)' },
+  'tls.renegotiation-client': { severity: 'low', title: 'Client-initiated renegotiation accepted (RFC 9325 §3.5)' },
+  'cert.expired': { severity: 'high', title: 'Certificate expired' },
+  'cert.not-yet-valid': { severity: 'high', title: 'Certificate not yet valid' },
+  'cert.self-signed': { severity: 'high', title: 'Certificate is self-signed' },
+  'cert.untrusted': { severity: 'high', title: 'Certificate chain is not trusted' },
+  'cert.name-mismatch': { severity: 'high', title: 'Certificate does not match the host name checked' },
+  'cert.expires-soon': { severity: 'medium', title: 'Certificate expires within 14 days' },
+  'cert.weak-key': { severity: 'high', title: 'Certificate key is too small (RSA < 2048, EC < 256 bits)' },
+  'cert.sha1-signature': { severity: 'medium', title: 'Certificate signed with SHA-1 or MD5' },
+  'cert.no-sni-different': { severity: 'info', title: 'Without SNI the server presents a different certificate' },
+  'smuggling.end-of-data': { severity: 'high', title: 'SMTP smuggling: a non-standard end-of-data sequence ended the message' },
+  'probe.inconclusive': { severity: 'info', title: 'A probe could not reach a verdict' },
+} as const satisfies Record<string, { severity: Severity; title: string }>;
+
+export type FindingId = keyof typeof FINDING_RULES;
+
+export function finding(id: FindingId, detail: string, where: string): Finding {
+  const rule = FINDING_RULES[id];
+  return { id, severity: rule.severity, title: rule.title, detail, where };
+}
+
+export function sortFindings(list: Finding[]): Finding[] {
+  const rank = (s: Severity): number => SEVERITIES.indexOf(s);
+  return [...list].sort((a, b) => rank(a.severity) - rank(b.severity) || a.id.localeCompare(b.id) || a.where.localeCompare(b.where));
+}
+
+const VERIFY_IDS: Readonly<Record<string, FindingId>> = {
+  CERT_HAS_EXPIRED: 'cert.expired',
+  CERT_NOT_YET_VALID: 'cert.not-yet-valid',
+  DEPTH_ZERO_SELF_SIGNED_CERT: 'cert.self-signed',
+  SELF_SIGNED_CERT_IN_CHAIN: 'cert.untrusted',
+};
+
+export function deriveHostFindings(r: HostReport): Finding[] {
+  const where = `${r.target.address === r.target.host ? r.target.host : `${r.target.host} [${r.target.address}]`}:${r.target.port}`;
+  const out: Finding[] = [];
+  const add = (id: FindingId, detail: string): void => void out.push(finding(id, detail, where));
+  const s = r.smtp;
+  if (r.target.mode === 'starttls') {
+    const st = s.starttlsReply;
+    if (!s.starttlsAdvertised && r.tls !== null) add('starttls.not-advertised', `EHLO did not list STARTTLS, yet STARTTLS answered ${st?.code ?? '?'} and TLS worked`);
+    else if (r.tls === null && (st === null || st.code !== 220)) add('starttls.missing', s.starttlsAdvertised ? `STARTTLS advertised but answered ${st ? `${st.code} ${st.text}` : 'nothing'}` : `EHLO did not list STARTTLS; STARTTLS answered ${st ? `${st.code} ${st.text}` : 'nothing'}`);
+    else if (r.tls === null) add('tls.handshake-failed', st?.text ?? '');
+    if (s.authBeforeTls.length > 0) add('auth.before-tls', `plaintext EHLO lists AUTH ${s.authBeforeTls.join(' ')}`);
+    if (s.bytesAfterStarttls !== null) add('starttls.bytes-after-220', `received before the handshake: "${s.bytesAfterStarttls}"`);
+  }
+  if (s.starttlsOfferedAgain === true) add('starttls.offered-again', 'EHLO inside TLS still lists STARTTLS');
+  const p = r.probes;
+  if (p.injectionWholeLine.outcome === 'executed') add('starttls.injection', p.injectionWholeLine.evidence);
+  if (p.injectionPartialLine.outcome === 'executed') add('starttls.injection-partial', p.injectionPartialLine.evidence);
+  if (p.stateReset.outcome === 'kept') add('starttls.state-kept', p.stateReset.evidence);
+  for (const [name, res] of [['whole-line injection', p.injectionWholeLine], ['partial-line injection', p.injectionPartialLine], ['state reset', p.stateReset]] as const) {
+    if (res.outcome === 'inconclusive') add('probe.inconclusive', `${name}: ${res.evidence}`);
+  }
+  if (r.target.submission && r.target.mode === 'starttls' && p.mailBeforeTls !== null && p.mailBeforeTls.code >= 200 && p.mailBeforeTls.code < 300) {
+    add('submission.mail-before-tls', `MAIL FROM:<> before STARTTLS answered ${p.mailBeforeTls.code} ${p.mailBeforeTls.text}`);
+  }
+  for (const sm of p.smuggling ?? []) {
+    if (sm.outcome === 'end-of-data') add('smuggling.end-of-data', `${sm.variant}: ${sm.evidence}`);
+  }
+  const t = r.tls;
+  if (t !== null) {
+    if (t.protocol === 'TLSv1' || t.protocol === 'TLSv1.1' || t.protocol.startsWith('SSL')) add('tls.protocol-old', `negotiated ${t.protocol}`);
+    if (t.versions.TLSv1 === 'accepted') add('tls.version.tls1', 'a handshake limited to TLS 1.0 succeeded');
+    if (t.versions['TLSv1.1'] === 'accepted') add('tls.version.tls1_1', 'a handshake limited to TLS 1.1 succeeded');
+    if (t.versions['TLSv1.3'] === 'refused') add('tls.no-tls1_3', 'a handshake limited to TLS 1.3 was refused');
+    const classes = [['null', 'tls.cipher.null'], ['export', 'tls.cipher.export'], ['rc4', 'tls.cipher.rc4'], ['anon', 'tls.cipher.anon'], ['3des', 'tls.cipher.3des'], ['rsa-kx', 'tls.cipher.rsa-kx'], ['cbc-sha1', 'tls.cipher.cbc-sha1']] as const;
+    for (const [cls, id] of classes) {
+      const c = t.cipherClasses[cls];
+      if (c.outcome === 'accepted') add(id, `server chose ${c.cipher ?? '?'} when offered only this class`);
+    }
+    if (t.clientRenegotiation === 'accepted') add('tls.renegotiation-client', 'a TLS 1.2 renegotiation started by the client completed');
+  }
+  const c = r.certificate;
+  if (c !== null) {
+    if (!c.trusted) {
+      const id = VERIFY_IDS[c.verifyError ?? ''] ?? 'cert.untrusted';
+      add(id, `verification: ${c.verifyError ?? 'failed'}`);
+    }
+    if (!c.nameMatches) add('cert.name-mismatch', c.nameError ?? `names do not cover ${r.target.host}`);
+    if (c.daysLeft !== null && c.daysLeft >= 0 && c.daysLeft < 14) add('cert.expires-soon', `${c.daysLeft} days left`);
+    const leaf = c.chain[0];
+    if (leaf) {
+      const bits = leaf.key.bits ?? 0;
+      const weak = leaf.key.type === 'rsa' || leaf.key.type === 'rsa-pss' ? bits < 2048 : leaf.key.type === 'ec' ? bits < 256 : leaf.key.type === 'dsa';
+      if (weak) add('cert.weak-key', `${leaf.key.type} ${bits} bits`);
+    }
+    // The self-signature of a root is not checked by anyone, so only non-root certificates count.
+    for (const cert of c.chain.filter((x) => !x.selfSigned)) {
+      if (/sha1|md5/i.test(cert.signatureAlgorithm.name)) add('cert.sha1-signature', `${cert.subject}: ${cert.signatureAlgorithm.name}`);
+    }
+    if (c.noSni?.same === false) add('cert.no-sni-different', `without SNI: ${c.noSni.subject ?? '?'}`);
+  }
+  return sortFindings(out);
+}

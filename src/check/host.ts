@@ -1,0 +1,220 @@
+/**
+ * checkHost: every host check for one SMTP server (one address, one port), as a typed report.
+ *
+ * The main session is the conversation shown to the user: greeting, plaintext EHLO, STARTTLS, the
+ * handshake, EHLO inside TLS. The other probes (versions, cipher classes, renegotiation, no-SNI,
+ * injection, state reset, smuggling) each use their own connection, a few at a time.
+ *
+ * Invariants: AUTH is only observed, never attempted; no DATA is sent unless `smuggling` is given;
+ * everything received before TLS is marked `tls: false` in the transcript; a host that cannot be
+ * reached or does not greet gives status 'error' (exit 2), never a grade.
+ */
+import net from 'node:net';
+import type tls from 'node:tls';
+import { PostsealError } from '../errors.js';
+import { replyText } from '../protocol/reply.js';
+import { summarizeTls } from '../tls/summary.js';
+import { probeInjectionPartialLine, probeInjectionWholeLine, probeStateReset } from './attacks.js';
+import { deriveHostFindings } from './findings.js';
+import { gradeHost } from './grade.js';
+import { connectAndEhlo, ehloArgument, keywordsOf, printable, summarizeReply, tlsOptions, type CheckContext } from './session.js';
+import { probeSmuggling } from './smuggling.js';
+import { certificateFacts, probeAllCipherClasses, probeAllVersions, probeNoSni, probeRenegotiation } from './tls-scan.js';
+import { SCHEMA_VERSION, type HostReport, type ProbeResults, type SmtpFacts, type TranscriptEntry } from './types.js';
+
+export interface CheckHostOptions {
+  /** Default 25. */
+  port?: number;
+  /** Address to connect to instead of resolving the host name (domain mode passes each address). */
+  address?: string;
+  /** TLS from the first byte; default: port 465. */
+  implicitTls?: boolean;
+  /** Submission semantics (MAIL before TLS should get 530); default: port 587 or 465. */
+  submission?: boolean;
+  /** Extra trust anchors, PEM text. */
+  ca?: string[];
+  /** Per-read and per-handshake timeout; default 15 s. */
+  timeoutMs?: number;
+  ehloName?: string;
+  /** Domain used in the RCPT of the state-reset probe (postmaster@DOMAIN); default: the host. */
+  rcptDomain?: string;
+  /** Default true: version, cipher-class, renegotiation and no-SNI probes. */
+  tlsScan?: boolean;
+  /** Default true: injection and state-reset probes. */
+  attacks?: boolean;
+  /** Opt-in: sends real test mails to `rcpt` (SMTP smuggling end-of-data variants). */
+  smuggling?: { rcpt: string; from?: string } | null;
+  /** Probe connections in flight at once (default 3). */
+  concurrency?: number;
+}
+
+function emptySmtp(): SmtpFacts {
+  return {
+    greeting: null, greetingMs: null, ehlo: null, starttlsAdvertised: false, authBeforeTls: [],
+    starttlsReply: null, bytesAfterStarttls: null, ehloAfterTls: null, starttlsOfferedAgain: null, authAfterTls: null,
+  };
+}
+
+function emptyProbes(): ProbeResults {
+  const nt = { outcome: 'not-tested' as const, evidence: '' };
+  return { injectionWholeLine: nt, injectionPartialLine: nt, stateReset: nt, mailBeforeTls: null, smuggling: null };
+}
+
+/** Runs tasks with at most `n` in flight. */
+async function pool(tasks: Array<() => Promise<void>>, n: number): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < tasks.length) {
+      const t = tasks[next++];
+      if (t) await t();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, n) }, worker));
+}
+
+export async function checkHost(host: string, options: CheckHostOptions = {}): Promise<HostReport> {
+  const port = options.port ?? 25;
+  const implicit = options.implicitTls ?? port === 465;
+  const submission = options.submission ?? (port === 587 || port === 465);
+  const address = options.address ?? host;
+  const startedAt = new Date();
+  const transcript: TranscriptEntry[] = [];
+  const ctx: CheckContext = {
+    target: { host, address, port },
+    implicit,
+    timeoutMs: options.timeoutMs ?? 15_000,
+    ca: options.ca ?? [],
+    ehloName: options.ehloName ?? null,
+  };
+  const report: HostReport = {
+    schemaVersion: SCHEMA_VERSION,
+    kind: 'host',
+    target: { host, address, port, mode: implicit ? 'implicit' : 'starttls', submission },
+    startedAt: startedAt.toISOString(),
+    durationMs: 0,
+    status: 'checked',
+    error: null,
+    grade: null,
+    findings: [],
+    smtp: emptySmtp(),
+    tls: null,
+    certificate: null,
+    probes: emptyProbes(),
+    transcript,
+  };
+  const finish = (): HostReport => {
+    report.durationMs = Date.now() - startedAt.getTime();
+    if (report.status === 'checked') {
+      report.findings = deriveHostFindings(report);
+      report.grade = gradeHost(report);
+    }
+    return report;
+  };
+
+  let tlsSocket: tls.TLSSocket | null = null;
+  let handshakeMs = 0;
+  try {
+    const g = await connectAndEhlo(ctx, transcript);
+    const { conn } = g;
+    report.smtp.greeting = summarizeReply(g.greeting);
+    report.smtp.greetingMs = g.greetingMs;
+    const caps = keywordsOf(g.ehlo);
+    try {
+      if (implicit) {
+        tlsSocket = conn.tlsSocket;
+        report.smtp.ehloAfterTls = caps;
+        report.smtp.starttlsOfferedAgain = 'STARTTLS' in caps;
+        report.smtp.authAfterTls = caps.AUTH ?? [];
+      } else {
+        report.smtp.ehlo = caps;
+        report.smtp.starttlsAdvertised = 'STARTTLS' in caps;
+        report.smtp.authBeforeTls = caps.AUTH ?? [];
+        if (!report.smtp.starttlsAdvertised) conn.note('STARTTLS not advertised; trying it anyway (stripped keyword?)');
+        const st = await conn.command('STARTTLS');
+        report.smtp.starttlsReply = summarizeReply(st);
+        if (st.code === 220) {
+          const extra = conn.takeBuffered();
+          // RFC 3207 §4.2 / response injection: bytes after the 220 are not TLS-protected.
+          if (extra.length > 0) {
+            report.smtp.bytesAfterStarttls = printable(extra);
+            conn.note(`${extra.length} bytes arrived after the 220, before the handshake; discarded`);
+          }
+          conn.note('--- TLS upgrade ---');
+          const up = await conn.upgrade(tlsOptions(ctx));
+          if (up.ok) {
+            tlsSocket = up.socket;
+            handshakeMs = up.handshakeMs;
+            const again = await conn.command(`EHLO ${ehloArgument(ctx, conn)}`);
+            if (again.code === 250) {
+              const after = keywordsOf(again);
+              report.smtp.ehloAfterTls = after;
+              // RFC 3207 §4.2: STARTTLS must not be advertised after a successful negotiation.
+              report.smtp.starttlsOfferedAgain = 'STARTTLS' in after;
+              report.smtp.authAfterTls = after.AUTH ?? [];
+            } else {
+              conn.note(`EHLO inside TLS refused: ${replyText(again)}`);
+            }
+          } else {
+            report.smtp.starttlsReply = { code: st.code, text: `${report.smtp.starttlsReply.text} (handshake failed: ${up.error})` };
+          }
+        }
+      }
+      if (tlsSocket !== null) {
+        const facts = summarizeTls(tlsSocket, { sni: net.isIP(host) === 0 ? host : null });
+        report.tls = {
+          protocol: facts.protocol,
+          cipher: facts.cipher,
+          group: facts.group,
+          handshakeMs,
+          versions: { TLSv1: 'not-tested', 'TLSv1.1': 'not-tested', 'TLSv1.2': 'not-tested', 'TLSv1.3': 'not-tested' },
+          cipherClasses: {
+            null: { outcome: 'not-tested', cipher: null }, export: { outcome: 'not-tested', cipher: null },
+            rc4: { outcome: 'not-tested', cipher: null }, '3des': { outcome: 'not-tested', cipher: null },
+            anon: { outcome: 'not-tested', cipher: null }, 'rsa-kx': { outcome: 'not-tested', cipher: null },
+            'cbc-sha1': { outcome: 'not-tested', cipher: null },
+          },
+          clientRenegotiation: 'not-tested',
+          secureRenegotiation: 'not-tested',
+        };
+        report.certificate = certificateFacts(tlsSocket, host);
+      }
+      await conn.quit();
+    } finally {
+      conn.close();
+    }
+  } catch (e) {
+    report.status = 'error';
+    report.error = e instanceof PostsealError ? { code: e.code, message: e.message } : { code: 'CHECK_FAILED', message: e instanceof Error ? e.message : String(e) };
+    return finish();
+  }
+
+  const tasks: Array<() => Promise<void>> = [];
+  const tlsReport = report.tls;
+  const cert = report.certificate;
+  if (tlsReport !== null && options.tlsScan !== false) {
+    tasks.push(async () => void (tlsReport.versions = await probeAllVersions(ctx)));
+    tasks.push(async () => void (tlsReport.cipherClasses = await probeAllCipherClasses(ctx)));
+    tasks.push(async () => void (tlsReport.clientRenegotiation = await probeRenegotiation(ctx)));
+    if (cert !== null) {
+      tasks.push(async () => {
+        const n = await probeNoSni(ctx);
+        const leaf = cert.chain[0];
+        cert.noSni = n === null ? null : { ...n, same: n.fingerprint256 !== null && leaf !== undefined ? n.fingerprint256 === leaf.fingerprint256 : null };
+      });
+    }
+  }
+  if (!implicit && options.attacks !== false && report.smtp.starttlsReply?.code === 220) {
+    const rcptDomain = options.rcptDomain ?? (net.isIP(host) === 0 ? host : `[${host}]`);
+    tasks.push(async () => void (report.probes.injectionWholeLine = await probeInjectionWholeLine(ctx)));
+    tasks.push(async () => void (report.probes.injectionPartialLine = await probeInjectionPartialLine(ctx)));
+    tasks.push(async () => {
+      const s = await probeStateReset(ctx, rcptDomain);
+      report.probes.stateReset = { outcome: s.outcome, evidence: s.evidence };
+      report.probes.mailBeforeTls = s.mailBeforeTls;
+    });
+  }
+  const smuggling = options.smuggling;
+  if (smuggling) tasks.push(async () => void (report.probes.smuggling = await probeSmuggling(ctx, tlsReport !== null, smuggling)));
+  await pool(tasks, options.concurrency ?? 3);
+  return finish();
+}
