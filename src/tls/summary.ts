@@ -59,20 +59,25 @@ export function summarizeTls(socket: tls.TLSSocket, options: { sni?: string | nu
  * The peer's chain as it stands after the handshake, leaf first (Node's getPeerCertificate(true):
  * the certificates the peer sent, completed with trust anchors when verification found them).
  * Empty when the peer sent no certificate.
+ * Call it synchronously in the 'secureConnect'/'secure' handler: verified on Node 20, the client
+ * loses the peer chain once the server's session ticket is processed (getPeerCertificate()
+ * returns {} and getPeerX509Certificate() undefined after the first read), which can already be
+ * the case one microtask later.
  */
 export function describePeerCertificate(socket: tls.TLSSocket): CertificateSummary[] {
-  const leaf = socket.getPeerX509Certificate();
-  if (leaf === undefined) return [];
-  const out: CertificateSummary[] = [summarizeCertificate(leaf)];
-  const seen = new Set<string>([leaf.fingerprint256]);
-  let node: tls.DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
-  while (node !== undefined) {
-    const next: tls.DetailedPeerCertificate | undefined = node.issuerCertificate;
-    if (next === undefined || next === node || next.raw === undefined) break;
-    const cert = new X509Certificate(next.raw);
+  // One getPeerCertificate(true) call only: on Node 20 a second peer-certificate call on the
+  // same socket (including getPeerX509Certificate) can come back empty.
+  const first: tls.DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
+  const out: CertificateSummary[] = [];
+  const seen = new Set<string>();
+  let node: tls.DetailedPeerCertificate | undefined = first;
+  while (node !== undefined && node.raw !== undefined) {
+    const cert = new X509Certificate(node.raw);
     if (seen.has(cert.fingerprint256)) break;
     seen.add(cert.fingerprint256);
     out.push(summarizeCertificate(cert));
+    const next: tls.DetailedPeerCertificate | undefined = node.issuerCertificate;
+    if (next === node) break; // a self-signed root points at itself
     node = next;
   }
   return out;
@@ -111,7 +116,8 @@ export function summarizeCertificate(input: X509Certificate | string | Buffer): 
     key: { type, bits, curve },
     signatureAlgorithm: signatureAlgorithm(cert.raw),
     isCa: cert.ca,
-    selfSigned: cert.checkIssued(cert) && safeVerify(cert),
+    // Not checkIssued(): OpenSSL says no when keyUsage lacks keyCertSign, as on a self-signed leaf.
+    selfSigned: cert.subject === cert.issuer && safeVerify(cert),
   };
 }
 
