@@ -7,6 +7,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { registerServe } from './serve.js';
 import { registerMailbox } from './mailbox.js';
 import { registerUser } from './user.js';
+import { registerSend } from './send.js';
 import { ConfigError, PostsealError } from '../errors.js';
 
 const program = new Command();
@@ -20,6 +21,7 @@ program
 registerServe(program);
 registerMailbox(program);
 registerUser(program);
+registerSend(program);
 void Option;
 
 async function main(): Promise<void> {

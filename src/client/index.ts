@@ -22,3 +22,7 @@ export { Transcript, redactAuth } from './transcript.js';
 export type { TranscriptEntry, TranscriptPhase } from './transcript.js';
 export { buildMessage, prepareContent, normalizeLineEndings, assertNoLineBreak } from './message.js';
 export type { SimpleMessage, BareLineEndings } from './message.js';
+export { resolveMxHosts, systemResolver } from './resolver.js';
+export type { Resolver, MxHost, MxResult } from './resolver.js';
+export { deliverToDomain } from './mx-deliver.js';
+export type { DomainDelivery } from './mx-deliver.js';

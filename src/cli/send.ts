@@ -1,0 +1,183 @@
+/**
+ * `postseal send`: deliver one message, to --server or by MX, at a chosen TLS level, and print
+ * what happened (--json: the whole DeliveryResult: transcript, TLS facts, per-recipient outcome).
+ * Argument parsing and printing only; the work is deliver()/deliverToDomain() in src/client.
+ *
+ * Default --tls: `may` (opportunistic, like Postfix smtp_tls_security_level for MX delivery);
+ * `verify` when --auth is given (submission: credentials only to a verified server).
+ * Exit status: 0 every recipient delivered, 1 rejected or failed, 2 usage error.
+ */
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import type { Command } from 'commander';
+import { ConfigError } from '../errors.js';
+import {
+  buildMessage,
+  deliver,
+  deliverToDomain,
+  isTlsLevel,
+  systemResolver,
+  TLS_LEVELS,
+  uniformTimeouts,
+  type DeliverOptions,
+  type DeliveryResult,
+  type DomainDelivery,
+  type TlsLevel,
+} from '../client/index.js';
+import { replyText } from '../protocol/reply.js';
+import { collect } from './common.js';
+
+interface SendFlags {
+  from?: string;
+  to: string[];
+  server?: string;
+  tlsName?: string;
+  tls?: string;
+  implicit?: boolean;
+  auth?: string;
+  passwordStdin?: boolean;
+  file?: string;
+  subject?: string;
+  body?: string;
+  ca?: string;
+  helo?: string;
+  timeout?: string;
+  chunking?: boolean;
+  normalize?: boolean;
+  dns?: string;
+  json?: boolean;
+}
+
+export function registerSend(program: Command): void {
+  program
+    .command('send')
+    .description('deliver one message (stdin, --file, or --subject/--body) at a chosen TLS level')
+    .option('--from <address>', 'envelope sender (MAIL FROM); "" for the null sender')
+    .option('--to <address>', 'recipient (repeatable)', collect, [])
+    .option('--server <host[:port]>', 'deliver to this server (default port 25, 465 with --implicit); without it: MX lookup')
+    .option('--tls-name <name>', 'the name the certificate must carry and SNI (default: the --server host)')
+    .option('--tls <level>', `TLS level: ${TLS_LEVELS.join(' | ')} (default may, verify with --auth)`)
+    .option('--implicit', 'implicit TLS from the first byte (RFC 8314, port 465)')
+    .option('--auth <user>', 'authenticate (password from $POSTSEAL_PASSWORD or --password-stdin)')
+    .option('--password-stdin', 'read the password from standard input (the message must then come from --file or --subject/--body)')
+    .option('--file <path>', 'message file (RFC 5322, CRLF or LF line endings with --normalize)')
+    .option('--subject <text>', 'build a message with this subject')
+    .option('--body <text>', 'build a message with this body')
+    .option('--ca <file>', 'trusted CA certificates (PEM) instead of the system roots')
+    .option('--helo <name>', 'EHLO name (default: this machine\'s host name)')
+    .option('--timeout <seconds>', 'one timeout for every step (default: RFC 5321 §4.5.3.2 values)')
+    .option('--chunking', 'use BDAT when the server offers CHUNKING')
+    .option('--normalize', 'convert bare CR/LF in the message to CRLF instead of refusing it')
+    .option('--dns <host:port>', 'DNS server for the MX lookup')
+    .option('--json', 'print the whole result as JSON')
+    .action(async (flags: SendFlags) => {
+      const results = await runSend(flags);
+      if (flags.json === true) process.stdout.write(JSON.stringify(results, null, 2) + '\n');
+      else for (const r of results) printHuman(r);
+      process.exitCode = results.every((r) => r.ok) ? 0 : 1;
+    });
+}
+
+type SendOutcome = { ok: boolean; domain: string | null; result: DeliveryResult | null; mx: DomainDelivery | null; reason: string | null };
+
+async function runSend(flags: SendFlags): Promise<SendOutcome[]> {
+  if (flags.from === undefined) throw new ConfigError('send: --from is required');
+  if (flags.to.length === 0) throw new ConfigError('send: at least one --to is required');
+  const level = flags.tls ?? (flags.auth !== undefined ? 'verify' : 'may');
+  if (!isTlsLevel(level)) throw new ConfigError(`send: --tls ${JSON.stringify(level)}: expected one of ${TLS_LEVELS.join(', ')}`);
+  const built = flags.subject !== undefined || flags.body !== undefined;
+  if (built && flags.file !== undefined) throw new ConfigError('send: --file and --subject/--body exclude each other');
+  if (flags.passwordStdin === true && flags.file === undefined && !built) throw new ConfigError('send: with --password-stdin the message must come from --file or --subject/--body');
+  let password: string | undefined;
+  if (flags.auth !== undefined) {
+    password = flags.passwordStdin === true ? (await readAll()).toString('utf8').replace(/\r?\n$/, '') : process.env['POSTSEAL_PASSWORD'];
+    if (password === undefined || password === '') throw new ConfigError('send: --auth needs a password in $POSTSEAL_PASSWORD or --password-stdin');
+  }
+  let message: Uint8Array;
+  if (built) message = Buffer.from(buildMessage({ from: flags.from, to: flags.to, subject: flags.subject ?? '', body: flags.body ?? '' }), 'utf8');
+  else if (flags.file !== undefined) message = readFile(flags.file);
+  else message = await readAll();
+  let ca: string | undefined;
+  if (flags.ca !== undefined) ca = readFile(flags.ca).toString('utf8');
+  let timeouts: DeliverOptions['timeouts'];
+  if (flags.timeout !== undefined) {
+    const s = Number(flags.timeout);
+    if (!Number.isFinite(s) || s <= 0) throw new ConfigError(`send: --timeout ${JSON.stringify(flags.timeout)}: expected seconds > 0`);
+    timeouts = uniformTimeouts(Math.round(s * 1000));
+  }
+  const common: Omit<DeliverOptions, 'host' | 'to'> = {
+    level: level as TlsLevel,
+    implicitTls: flags.implicit === true,
+    helo: flags.helo ?? hostname(),
+    from: flags.from,
+    message,
+    tls: ca !== undefined ? { ca } : {},
+    bareLineEndings: flags.normalize === true ? 'normalize' : 'reject',
+    chunking: flags.chunking === true,
+    ...(timeouts ? { timeouts } : {}),
+    ...(flags.auth !== undefined && password !== undefined ? { auth: { user: flags.auth, password } } : {}),
+  };
+  if (flags.server !== undefined) {
+    const { host, port } = parseServer(flags.server, flags.implicit === true);
+    const result = await deliver({ ...common, host, port, serverName: flags.tlsName ?? host, to: flags.to });
+    return [{ ok: result.ok, domain: null, result, mx: null, reason: result.error?.message ?? null }];
+  }
+  // MX delivery: one walk per recipient domain (RFC 5321 §5.1).
+  if (flags.tlsName !== undefined) throw new ConfigError('send: --tls-name needs --server (with MX lookup each MX host name is checked)');
+  const byDomain = new Map<string, string[]>();
+  for (const to of flags.to) {
+    const d = to.slice(to.lastIndexOf('@') + 1).toLowerCase();
+    byDomain.set(d, [...(byDomain.get(d) ?? []), to]);
+  }
+  const resolver = systemResolver(flags.dns !== undefined ? [flags.dns] : undefined);
+  const out: SendOutcome[] = [];
+  for (const [domain, to] of byDomain) {
+    const port = flags.implicit === true ? 465 : 25;
+    const mx = await deliverToDomain(domain, { ...common, port, to }, resolver);
+    out.push({ ok: mx.ok, domain, result: mx.final, mx, reason: mx.reason });
+  }
+  return out;
+}
+
+/** HOST, HOST:PORT, [IPv6]:PORT or a bare IPv6 address. */
+export function parseServer(text: string, implicit: boolean): { host: string; port: number } {
+  const def = implicit ? 465 : 25;
+  const m = /^\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?$/.exec(text) ?? /^([^:\s[\]]+)(?::(\d{1,5}))?$/.exec(text);
+  if (m === null) {
+    if (/^[0-9A-Fa-f:]+$/.test(text) && text.includes(':')) return { host: text, port: def };
+    throw new ConfigError(`send: --server ${JSON.stringify(text)}: expected HOST[:PORT] or [IPv6]:PORT`);
+  }
+  const port = m[2] !== undefined ? Number(m[2]) : def;
+  if (port < 1 || port > 65535) throw new ConfigError(`send: --server ${JSON.stringify(text)}: port out of range`);
+  return { host: m[1] ?? text, port };
+}
+
+function readFile(path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new ConfigError(`send: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+}
+
+async function readAll(): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+function printHuman(o: SendOutcome): void {
+  const w = (s: string): boolean => process.stdout.write(s + '\n');
+  if (o.domain !== null) w(`domain ${o.domain}: ${o.mx?.mx.kind === 'hosts' ? o.mx.mx.hosts.map((h) => `${h.name} (${h.preference})`).join(', ') : (o.mx?.mx.kind ?? '')}`);
+  const r = o.result;
+  if (r === null) {
+    w(`not delivered: ${o.reason ?? 'unknown'}`);
+    return;
+  }
+  const tls = r.tls ? `${r.tls.protocol} ${r.tls.cipher}${r.tls.group ? ' ' + r.tls.group : ''}, certificate ${r.tls.verified ? 'verified' : `not verified (${r.tls.verifyError ?? ''})`} for ${r.tls.checkedName}` : 'none (plaintext)';
+  w(`server ${r.host}:${r.port}  level ${r.level}  reached ${r.reached}`);
+  w(`tls    ${tls}`);
+  for (const f of r.findings) w(`note   ${f.kind}${'bytes' in f ? ` (${f.bytes} octets discarded)` : ''}${'reason' in f ? `: ${f.reason}` : ''}`);
+  for (const x of r.recipients) w(`${x.status.padEnd(9)} ${x.address}${x.reply ? `  ${replyText(x.reply)}` : ''}${x.status !== 'delivered' && x.reason && !x.reply ? `  ${x.reason}` : ''}`);
+  if (r.error) w(`error  ${r.error.code}: ${r.error.message}`);
+}
