@@ -72,6 +72,8 @@ export function parseAddress(text: string, key: string): { host: string; port: n
 
 const LEVELS = ['debug', 'info', 'warn', 'error', 'silent'] as const;
 const MIN_VERSIONS = ['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'] as const;
+/** Largest delay setTimeout honours. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 function checkKeys(obj: Record<string, Json>, allowed: readonly string[], where: string): void {
   for (const k of Object.keys(obj)) {
@@ -151,11 +153,23 @@ export function applyConfigObject(cfg: ServeConfig, doc: unknown): ServeConfig {
     checkKeys(lim, Object.keys(DEFAULT_LIMITS), 'limits.');
     for (const [k, v] of Object.entries(lim)) {
       if (k === 'authFailures') {
-        want(isObject(v) && typeof v.max === 'number' && typeof v.windowMs === 'number', 'limits.authFailures', v, '{ max, windowMs }');
-        out.limits.authFailures = { max: v.max as number, windowMs: v.windowMs as number };
+        want(isObject(v), 'limits.authFailures', v, '{ max, windowMs }');
+        checkKeys(v, ['max', 'windowMs'], 'limits.authFailures.');
+        const af = { ...out.limits.authFailures };
+        for (const f of ['max', 'windowMs'] as const) {
+          const n: Json | undefined = v[f];
+          if (n === undefined) continue;
+          want(typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= MAX_TIMER_MS, `limits.authFailures.${f}`, n, 'a whole number >= 1');
+          af[f] = n;
+        }
+        out.limits.authFailures = af;
         continue;
       }
-      want(typeof v === 'number' && Number.isInteger(v) && v >= 0, `limits.${k}`, v, 'a whole number >= 0');
+      // Counts and timeouts of 0 would refuse everything or fire at once; delays and grace may be 0.
+      const min = k === 'greetingDelayMs' || k === 'shutdownGraceMs' ? 0 : 1;
+      // Node clamps a timer over 2^31-1 ms to 1 ms (TimeoutOverflowWarning): refuse it instead.
+      const max = k.endsWith('Ms') ? MAX_TIMER_MS : Number.MAX_SAFE_INTEGER;
+      want(typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max, `limits.${k}`, v, `a whole number from ${min} to ${max}`);
       (out.limits as unknown as Record<string, number>)[k] = v;
     }
     // RFC 5321 §4.5.3.1.8 and §4.5.3.1.4 floors.
