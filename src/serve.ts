@@ -6,6 +6,7 @@ import 'reflect-metadata';
 import { mkdirSync } from 'node:fs';
 import type { ServeConfig, ListenerName } from './config.js';
 import { LISTENER_NAMES, parseAddress } from './config.js';
+import { ConfigError } from './errors.js';
 import { createLogger } from './log.js';
 import { SmtpServer, type BoundListener } from './server/server.js';
 import type { ListenerOptions, Logger, MessageSink, TlsProvider, UserVerifier } from './server/types.js';
@@ -36,7 +37,8 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
   if (cfg.tls.cert && cfg.tls.key) {
     certs = await CertificateStore.fromFiles(cfg.tls.cert, cfg.tls.key, { policy });
   } else if (cfg.tls.cert || cfg.tls.key) {
-    throw new Error('both --cert and --key are needed (or neither, for a self-signed development certificate)');
+    // A configuration mistake, so exit status 2 and the keys named (ConfigError), not a crash.
+    throw new ConfigError(`config: tls.cert and tls.key (--cert/--key) go together: ${cfg.tls.cert ? 'tls.key' : 'tls.cert'} is missing (give both, or neither for a self-signed development certificate)`);
   } else if (!cfg.tls.selfSigned) {
     // No certificate at all: STARTTLS is not offered and answers 454 (RFC 3207 §4).
     logger.warn({ event: 'tls' }, 'no certificate: TLS is unavailable on every listener');
