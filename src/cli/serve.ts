@@ -76,10 +76,6 @@ export function registerServe(program: Command): void {
     .action(async (flags: ServeFlags) => {
       const cfg = flagsToConfig(flags);
       const running = await startServe(cfg);
-      for (const b of running.bound) {
-        const host = b.host.includes(':') ? `[${b.host}]` : b.host;
-        process.stdout.write(`listening ${b.name} ${host}:${b.port} tls=${b.tls}\n`);
-      }
       // SIGHUP: reload the certificate without dropping live sessions.
       process.on('SIGHUP', () => {
         void running.certs.reload().then((r) => {
@@ -103,5 +99,11 @@ export function registerServe(program: Command): void {
       };
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
+      // "listening" means ready, so it comes last: a supervisor that signals as soon as it reads
+      // these lines must find the handlers in place (SIGTERM/SIGHUP would otherwise kill us).
+      for (const b of running.bound) {
+        const host = b.host.includes(':') ? `[${b.host}]` : b.host;
+        process.stdout.write(`listening ${b.name} ${host}:${b.port} tls=${b.tls}\n`);
+      }
     });
 }
