@@ -49,7 +49,8 @@ export function flagsToConfig(flags: ServeFlags): ServeConfig {
     listeners.submission = cur === 'off' ? 'off' : { ...(typeof cur === 'object' ? cur : {}), tls: flags.submissionTls };
   }
   if (Object.keys(listeners).length) doc.listeners = listeners;
-  if (flags.cert || flags.key) doc.tls = { cert: flags.cert ?? null, key: flags.key ?? null };
+  // Only the flags given: --key alone must not erase a tls.cert from the config file.
+  if (flags.cert || flags.key) doc.tls = { ...(flags.cert ? { cert: flags.cert } : {}), ...(flags.key ? { key: flags.key } : {}) };
   if (flags.bareLineEndings) doc.bareLineEndings = flags.bareLineEndings;
   if (flags.logLevel) doc.log = { level: flags.logLevel };
   cfg = applyConfigObject(cfg, doc);
