@@ -10,8 +10,9 @@
  * - partial line: plaintext "STARTTLS\r\nNO", then "OP\r\nQUIT\r\n" inside TLS. A 250 means the
  *   plaintext "NO" was glued to the TLS "OP" (the buffer was not purged); 500/502 for "OP" means it
  *   was purged.
- * - state: MAIL FROM:<> before STARTTLS; after TLS and a new EHLO, RCPT TO: a 503 (no MAIL given)
- *   means the envelope was reset (RFC 3207 §4.2); a 2xx means the plaintext MAIL is still in effect.
+ * - state: MAIL FROM:<> before STARTTLS; inside TLS, RCPT TO right after the handshake and again
+ *   after a new EHLO: a 503 (no MAIL given / EHLO first) means the envelope was reset (RFC 3207
+ *   §4.2); a 2xx to either means the plaintext MAIL is still in effect.
  */
 import { replyText, type Reply } from '../protocol/reply.js';
 import { connectAndEhlo, ehloArgument, printable, summarizeReply, tlsOptions, type CheckContext } from './session.js';
@@ -72,6 +73,12 @@ export interface StateResult {
   mailBeforeTls: ReplySummary | null;
 }
 
+// RFC 5321 §4.1.1.3 / §3.3: RCPT without a MAIL transaction is a sequence error (503).
+function judgeRcpt(r: Reply): StateOutcome {
+  if (r.code === 503) return 'reset';
+  return r.code >= 200 && r.code < 300 ? 'kept' : 'inconclusive';
+}
+
 /** MAIL FROM before STARTTLS, RCPT after TLS + EHLO. Never reaches DATA: no mail is sent. */
 export async function probeStateReset(ctx: CheckContext, rcptDomain: string): Promise<StateResult> {
   let greeted;
@@ -91,13 +98,21 @@ export async function probeStateReset(ctx: CheckContext, rcptDomain: string): Pr
     conn.takeBuffered();
     const up = await conn.upgrade(tlsOptions(ctx));
     if (!up.ok) return { outcome: 'not-tested', evidence: `TLS handshake failed: ${up.error}`, mailBeforeTls };
-    const ehlo = await conn.command(`EHLO ${ehloArgument(ctx, conn)}`);
-    if (ehlo.code !== 250) return { outcome: 'inconclusive', evidence: `EHLO inside TLS answered ${replyText(ehlo)}`, mailBeforeTls };
-    const rcpt = await conn.command(`RCPT TO:<postmaster@${rcptDomain}>`);
-    // RFC 5321 §4.1.1.3 / §3.3: RCPT without a MAIL transaction is a sequence error (503).
-    const outcome: StateOutcome = rcpt.code === 503 ? 'reset' : rcpt.code >= 200 && rcpt.code < 300 ? 'kept' : 'inconclusive';
+    // Straight after the handshake, before any EHLO: a server that reset its state answers 503
+    // (no MAIL, or EHLO needed); one that kept the plaintext MAIL accepts the recipient.
+    const rcpt = `RCPT TO:<postmaster@${rcptDomain}>`;
+    const early = await conn.command(rcpt);
+    let evidence = `RCPT right after the handshake answered ${replyText(early)}`;
+    let outcome: StateOutcome = judgeRcpt(early);
+    if (outcome === 'reset') {
+      const ehlo = await conn.command(`EHLO ${ehloArgument(ctx, conn)}`);
+      if (ehlo.code !== 250) return { outcome: 'inconclusive', evidence: `${evidence}; EHLO inside TLS answered ${replyText(ehlo)}`, mailBeforeTls };
+      const late = await conn.command(rcpt);
+      evidence += `; after EHLO inside TLS, RCPT answered ${replyText(late)}`;
+      outcome = judgeRcpt(late);
+    }
     await conn.quit();
-    return { outcome, evidence: `RCPT inside TLS (MAIL given only in plaintext) answered ${replyText(rcpt)}`, mailBeforeTls };
+    return { outcome, evidence: `MAIL given only in plaintext; ${evidence}`, mailBeforeTls };
   } catch (e) {
     return { outcome: 'inconclusive', evidence: e instanceof Error ? e.message : String(e), mailBeforeTls };
   } finally {
