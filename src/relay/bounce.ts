@@ -1,0 +1,94 @@
+/**
+ * Delivery status notifications (bounces): RFC 3464 message/delivery-status inside an RFC 6522
+ * multipart/report, sent from the null reverse-path (RFC 5321 §4.5.5) so a bounce never bounces.
+ *
+ * Invariants: no bounce for a message whose sender was null; the original message is returned as
+ * headers only (text/rfc822-headers), never whole; every line ends in CRLF and no header takes a
+ * CR or LF from the original (a bounce cannot be used to inject headers).
+ */
+import { randomBytes } from 'node:crypto';
+import { rfc5322Date } from '../server/received.js';
+
+export interface FailedRecipient {
+  recipient: string;
+  /** RFC 3463 status, e.g. '5.1.1'; '4.4.7' for expiry. */
+  status: string;
+  /** 'failed' for a bounce, 'delayed' for a warning. */
+  action: 'failed' | 'delayed';
+  /** The remote MTA that answered, if any. */
+  remoteMta: string | null;
+  /** The SMTP reply text ('550 5.1.1 no such user') or our own reason. */
+  diagnostic: string;
+  lastAttempt: Date;
+}
+
+export interface BounceInput {
+  reportingMta: string;
+  originalSender: string;
+  originalId: string;
+  arrivalDate: Date;
+  /** The original message bytes (only its header section is returned). */
+  original: Uint8Array;
+  recipients: FailedRecipient[];
+  now?: Date;
+}
+
+function clean(s: string): string {
+  return s.replace(/[\r\n\x00]+/g, ' ').slice(0, 998);
+}
+
+/** The header section of a message (up to the first empty line), capped at 64 KiB. */
+export function headerSection(msg: Uint8Array): string {
+  const text = Buffer.from(msg.subarray(0, Math.min(msg.length, 65536))).toString('utf8');
+  const end = text.indexOf('\r\n\r\n');
+  return end >= 0 ? text.slice(0, end + 2) : text.endsWith('\r\n') ? text : text + '\r\n';
+}
+
+/** Returns the bounce message, or null when none may be sent (null sender). */
+export function buildBounce(b: BounceInput): { mailFrom: ''; to: string; data: Buffer } | null {
+  if (b.originalSender === '') return null; // RFC 5321 §4.5.5: never bounce a bounce
+  const now = b.now ?? new Date();
+  const boundary = `postseal-${randomBytes(9).toString('base64url')}`;
+  const failed = b.recipients.filter((r) => r.action === 'failed');
+  const subject = failed.length > 0 ? 'Undelivered Mail Returned to Sender' : 'Delayed Mail (still being retried)';
+  const lines: string[] = [
+    `From: Mail Delivery System <MAILER-DAEMON@${b.reportingMta}>`,
+    `To: <${clean(b.originalSender)}>`,
+    `Subject: ${subject}`,
+    `Date: ${rfc5322Date(now)}`,
+    `Message-ID: <${randomBytes(12).toString('hex')}@${b.reportingMta}>`,
+    'Auto-Submitted: auto-replied', // RFC 3834 §5
+    'MIME-Version: 1.0',
+    `Content-Type: multipart/report; report-type=delivery-status; boundary="${boundary}"`,
+    '',
+    'This is a MIME-encapsulated message.',
+    '',
+    `--${boundary}`,
+    'Content-Type: text/plain; charset=utf-8',
+    '',
+    `This is the mail system at ${b.reportingMta}.`,
+    '',
+    failed.length > 0
+      ? 'Your message could not be delivered to one or more recipients. It has been returned below (headers only).'
+      : 'Your message has not been delivered yet to one or more recipients. Delivery will be retried.',
+    '',
+    ...b.recipients.map((r) => `<${clean(r.recipient)}>: ${clean(r.diagnostic)}`),
+    '',
+    `--${boundary}`,
+    'Content-Type: message/delivery-status',
+    '',
+    // RFC 3464 §2.2: per-message fields.
+    `Reporting-MTA: dns; ${b.reportingMta}`,
+    `X-Postseal-Queue-ID: ${clean(b.originalId)}`,
+    `Arrival-Date: ${rfc5322Date(b.arrivalDate)}`,
+  ];
+  for (const r of b.recipients) {
+    // RFC 3464 §2.3: per-recipient fields, each group preceded by a blank line.
+    lines.push('', `Final-Recipient: rfc822; ${clean(r.recipient)}`, `Action: ${r.action}`, `Status: ${clean(r.status)}`);
+    if (r.remoteMta) lines.push(`Remote-MTA: dns; ${clean(r.remoteMta)}`);
+    lines.push(`Diagnostic-Code: smtp; ${clean(r.diagnostic)}`, `Last-Attempt-Date: ${rfc5322Date(r.lastAttempt)}`);
+  }
+  lines.push('', `--${boundary}`, 'Content-Type: text/rfc822-headers', '');
+  const body = lines.join('\r\n') + '\r\n' + headerSection(b.original) + `\r\n--${boundary}--\r\n`;
+  return { mailFrom: '', to: b.originalSender, data: Buffer.from(body, 'utf8') };
+}
