@@ -126,8 +126,10 @@ export class SmtpClient {
   /** Reads one whole reply, with the reply line-count limit. */
   async readReply(timeoutMs: number, what: string): Promise<Reply> {
     const asm = new ReplyAssembler(this.cfg.limits.maxReplyLines);
+    // One deadline for the whole reply: a server trickling "250-" lines cannot stretch it.
+    const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const line = await this.conn.readLine(timeoutMs, what);
+      const line = await this.conn.readLine(Math.max(1, deadline - Date.now()), what);
       this.transcript.received(line, this.phase);
       const r = asm.push(line);
       if (r === null) continue;
