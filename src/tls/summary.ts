@@ -59,14 +59,13 @@ export function summarizeTls(socket: tls.TLSSocket, options: { sni?: string | nu
  * The peer's chain as it stands after the handshake, leaf first (Node's getPeerCertificate(true):
  * the certificates the peer sent, completed with trust anchors when verification found them).
  * Empty when the peer sent no certificate.
- * Call it synchronously in the 'secureConnect'/'secure' handler: verified on Node 20, the client
- * loses the peer chain once the server's session ticket is processed (getPeerCertificate()
- * returns {} and getPeerX509Certificate() undefined after the first read), which can already be
- * the case one microtask later.
+ * Node 20 pitfall (verified on 20.20): once getPeerX509Certificate() has been called on a
+ * socket, every later getPeerCertificate()/getPeerX509Certificate() on it comes back empty.
+ * So this reads the chain with getPeerCertificate(true) only (safe to repeat, and safe to mix with
+ * getPeerCertificate()), and callers should avoid getPeerX509Certificate() on live sockets.
  */
 export function describePeerCertificate(socket: tls.TLSSocket): CertificateSummary[] {
-  // One getPeerCertificate(true) call only: on Node 20 a second peer-certificate call on the
-  // same socket (including getPeerX509Certificate) can come back empty.
+  // Not getPeerX509Certificate(): see the pitfall above.
   const first: tls.DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
   const out: CertificateSummary[] = [];
   const seen = new Set<string>();

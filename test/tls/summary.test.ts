@@ -104,6 +104,20 @@ describe('summaries', () => {
     assert.equal(root.key.bits, 2048);
   });
 
+  test('describePeerCertificate is repeatable and unaffected by an earlier getPeerCertificate()', async () => {
+    const counts = await new Promise<number[]>((resolve, reject) => {
+      const socket = tls.connect({ host: '127.0.0.1', port: server.port, rejectUnauthorized: false }, () => {
+        const plain = socket.getPeerCertificate();
+        const result = [Object.keys(plain).length > 0 ? 1 : 0, describePeerCertificate(socket).length];
+        result.push(describePeerCertificate(socket).length);
+        socket.destroy();
+        resolve(result);
+      });
+      socket.once('error', reject);
+    });
+    assert.deepEqual(counts, [1, 2, 2]);
+  });
+
   test('signatureAlgorithm degrades to unknown on garbage', () => {
     assert.deepEqual(signatureAlgorithm(new Uint8Array([0x30, 0x03, 0x01])), { oid: '', name: 'unknown' });
     assert.equal(summarizeCertificate(ca.certPem).signatureAlgorithm.oid, '1.2.840.113549.1.1.11');
