@@ -77,26 +77,29 @@ export function registerServe(program: Command): void {
     .action(async (flags: ServeFlags) => {
       const cfg = flagsToConfig(flags);
       const running = await startServe(cfg);
+      // Every reload (SIGHUP or the file watcher) is logged once, here, with what is now served.
+      running.certs.onReload((r) => {
+        if (r.ok) running.logger.info({ event: 'tls-reload', changed: r.changed, fingerprint256: r.certificate.fingerprint256 }, 'certificate reloaded');
+        else running.logger.error({ event: 'tls-reload', error: r.error.message }, 'certificate reload failed; keeping the previous one');
+      });
       // SIGHUP: reload the certificate without dropping live sessions.
       process.on('SIGHUP', () => {
-        void running.certs.reload().then((r) => {
-          if (r.ok) running.logger.info({ event: 'tls-reload', changed: r.changed }, 'certificate reloaded');
-          else running.logger.error({ event: 'tls-reload', error: r.error.message }, 'certificate reload failed; keeping the previous one');
-        });
+        running.logger.info({ event: 'signal', signal: 'SIGHUP' }, 'SIGHUP: reloading the certificate');
+        void running.certs.reload();
       });
-      if (cfg.tls.cert) {
-        running.certs.watch();
-        running.certs.onReload((r) => {
-          if (r.ok && r.changed) running.logger.info({ event: 'tls-reload', source: 'file change' }, 'certificate reloaded');
-          else if (!r.ok) running.logger.error({ event: 'tls-reload', error: r.error.message }, 'certificate reload failed; keeping the previous one');
-        });
-      }
+      if (cfg.tls.cert) running.certs.watch();
       let stopping = false;
       const stop = (signal: string): void => {
         if (stopping) return;
         stopping = true;
         running.logger.info({ event: 'shutdown', signal }, 'stopping: 421 to idle sessions, finishing transactions in flight');
-        void running.close().then(() => process.exit(0));
+        running.close().then(
+          () => process.exit(0),
+          (err: unknown) => {
+            running.logger.error({ event: 'shutdown', error: err instanceof Error ? err.message : String(err) }, 'shutdown failed');
+            process.exit(1);
+          },
+        );
       };
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
