@@ -60,7 +60,7 @@ export interface CliResult {
 
 /** Runs one CLI command to completion (killed and rejected after timeoutMs). */
 export function runCli(args: string[], opts: { input?: string | Buffer; timeoutMs?: number } = {}): Promise<CliResult> {
-  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const timeoutMs = opts.timeoutMs ?? 60_000;
   return new Promise((resolve, reject) => {
     const child = spawnCli(args);
     const out: Buffer[] = [];
@@ -112,7 +112,7 @@ export interface ServeChild {
  */
 export function startServeChild(args: string[], opts: { listeners?: number; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<ServeChild> {
   const want = opts.listeners ?? 1;
-  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const timeoutMs = opts.timeoutMs ?? 60_000;
   const child = spawnCli(['serve', ...args], opts.env);
   child.stdin?.end();
   let stdout = '';
