@@ -113,7 +113,13 @@ export async function probeNoSni(ctx: CheckContext): Promise<{ fingerprint256: s
 export function certificateFacts(socket: tls.TLSSocket, host: string, now = Date.now()): CertificateFacts {
   // Read before describePeerCertificate: on Node 20, getPeerCertificate() returns {} once
   // getPeerCertificate(true) has been called on the same socket.
-  const peer = socket.getPeerCertificate();
+  const peer = socket.getPeerCertificate(true);
+  const chainDer: string[] = [];
+  const seen = new Set<string>();
+  for (let node: tls.DetailedPeerCertificate | undefined = peer; node?.raw !== undefined && !seen.has(node.fingerprint256); node = node.issuerCertificate) {
+    seen.add(node.fingerprint256);
+    chainDer.push(node.raw.toString('base64'));
+  }
   const chain = describePeerCertificate(socket);
   const authErr: unknown = socket.authorizationError;
   const verifyError = socket.authorized ? null : authErr instanceof Error ? (((authErr as { code?: string }).code ?? authErr.message)) : authErr ? String(authErr) : 'UNKNOWN';
@@ -125,5 +131,5 @@ export function certificateFacts(socket: tls.TLSSocket, host: string, now = Date
   }
   const leaf = chain[0];
   const daysLeft = leaf ? Math.floor((Date.parse(leaf.notAfter) - now) / 86_400_000) : null;
-  return { chain, trusted: socket.authorized, verifyError, nameMatches: nameError === null, nameError, daysLeft, noSni: null };
+  return { chain, chainDer, trusted: socket.authorized, verifyError, nameMatches: nameError === null, nameError, daysLeft, noSni: null };
 }

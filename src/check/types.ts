@@ -71,6 +71,8 @@ export interface SmtpFacts {
 
 export interface CertificateFacts {
   chain: CertificateSummary[];
+  /** The same chain as base64 DER, leaf first (for DANE matching and for scripts). */
+  chainDer: string[];
   /** Chain verifies against the system roots (plus --ca). */
   trusted: boolean;
   /** OpenSSL's verify error (e.g. 'CERT_HAS_EXPIRED'), null when trusted. */

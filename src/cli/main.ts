@@ -7,6 +7,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { registerServe } from './serve.js';
 import { registerMailbox } from './mailbox.js';
 import { registerUser } from './user.js';
+import { registerCheck } from './check.js';
 import { registerSend } from './send.js';
 import { ConfigError, PostsealError } from '../errors.js';
 
@@ -21,6 +22,7 @@ program
 registerServe(program);
 registerMailbox(program);
 registerUser(program);
+registerCheck(program);
 registerSend(program);
 void Option;
 
