@@ -64,3 +64,18 @@ export interface MessageSummary {
   tls: TlsFacts | null;
   requireTls: boolean;
 }
+
+/** The TLS outcome of one outbound delivery attempt (issue 3: recorded for every attempt). */
+export interface TlsOutcome {
+  /** Host connected to (MX name or route). */
+  host: string | null;
+  /** Level the policy asked for: none|may|encrypt|verify. */
+  levelAsked: string;
+  /** What the session achieved: none|encrypt|verify. */
+  levelReached: string;
+  protocol: string | null;
+  cipher: string | null;
+  verified: boolean;
+  /** Why TLS was not used or not verified, when it was not. */
+  whyNot: string | null;
+}

@@ -4,7 +4,7 @@
  *
  * Invariant: rows are plain data (structured-cloneable), so the writer thread can return them.
  */
-import type { MessageSummary, TlsFacts } from '../types.js';
+import type { MessageSummary, TlsFacts, TlsOutcome } from '../types.js';
 import { PostsealError } from '../errors.js';
 import { QUEUE_STATUSES, type QueueEntry, type QueueStatus } from './types.js';
 
@@ -42,10 +42,14 @@ export interface QueueRow {
   last_tls: string | null;
 }
 
-function parseTls(json: string | null): TlsFacts | null {
+function parseJsonObject<T>(json: string | null): T | null {
   if (json === null) return null;
   const v: unknown = JSON.parse(json);
-  return v !== null && typeof v === 'object' ? (v as TlsFacts) : null;
+  return v !== null && typeof v === 'object' ? (v as T) : null;
+}
+
+function parseTls(json: string | null): TlsFacts | null {
+  return parseJsonObject<TlsFacts>(json);
 }
 
 function parseStringArray(json: string): string[] {
@@ -86,7 +90,7 @@ export function toQueueEntry(row: QueueRow): QueueEntry {
     attempts: row.attempts,
     nextAttemptAt: new Date(row.next_attempt_at).toISOString(),
     lastError: row.last_error,
-    lastTls: parseTls(row.last_tls),
+    lastTls: parseJsonObject<TlsOutcome>(row.last_tls),
     claimedUntil: row.lease_until === null ? null : new Date(row.lease_until).toISOString(),
     requireTls: row.require_tls !== 0,
   };

@@ -53,7 +53,7 @@ const MIGRATIONS: readonly string[] = [
     next_attempt_at INTEGER NOT NULL,        -- ms since epoch
     lease_until     INTEGER,                 -- ms since epoch, NULL when unclaimed
     last_error      TEXT,
-    last_tls        TEXT,                    -- JSON TlsFacts or NULL
+    last_tls        TEXT,                    -- JSON TlsOutcome of the last attempt, or NULL
     updated_at      INTEGER NOT NULL,
     PRIMARY KEY (seq, recipient)
   );

@@ -10,7 +10,7 @@
  * - Addresses are compared after normalizeAddress() (lower-cased).
  * - Timestamps crossing this interface are ISO-8601 strings in UTC.
  */
-import type { IncomingMessage, MessageSummary, TlsFacts } from '../types.js';
+import type { IncomingMessage, MessageSummary, TlsOutcome } from '../types.js';
 
 export const QUEUE_STATUSES = ['queued', 'deferred', 'delivered', 'failed'] as const;
 export type QueueStatus = (typeof QUEUE_STATUSES)[number];
@@ -28,7 +28,7 @@ export interface QueueEntry {
   nextAttemptAt: string;
   lastError: string | null;
   /** TLS facts of the last attempt's connection, when it had one. */
-  lastTls: TlsFacts | null;
+  lastTls: TlsOutcome | null;
   /** Set while a runner holds the row (claimDue); an expired lease makes it claimable again. */
   claimedUntil: string | null;
   /** RFC 8689 REQUIRETLS was given on MAIL for this message. */
@@ -39,7 +39,7 @@ export interface QueueEntry {
 export type AttemptRecord = {
   id: string;
   recipient: string;
-  tls: TlsFacts | null;
+  tls: TlsOutcome | null;
 } & (
   | { outcome: 'delivered' }
   | { outcome: 'deferred'; error: string; nextAttemptAt: Date }

@@ -42,6 +42,8 @@ test('remote recipients become queued rows; local ones become mailbox entries', 
     assert.equal(store.countMessages({ mailbox: 'ann@remote.example' }), 0);
   }));
 
+const OUTCOME = { host: 'mx.r.example', levelAsked: 'may', levelReached: 'encrypt', protocol: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384', verified: false, whyNot: 'self-signed certificate' };
+
 test('claimDue leases rows; recordAttempt defers, delivers, fails; deleteQueued removes', () =>
   withStore(async (store) => {
     const { id } = await store.accept(makeMessage({ localRecipients: [], remoteRecipients: ['a@r.example', 'b@r.example', 'c@r.example'] }));
@@ -51,15 +53,15 @@ test('claimDue leases rows; recordAttempt defers, delivers, fails; deleteQueued 
     assert.ok(claimed.every((e) => e.claimedUntil === new Date(now.getTime() + 60_000).toISOString()));
     assert.deepEqual(await store.claimDue(now, 10), [], 'leased rows are not claimed twice');
 
-    assert.equal(await store.recordAttempt({ id, recipient: 'a@r.example', outcome: 'delivered', tls: TLS }), true);
+    assert.equal(await store.recordAttempt({ id, recipient: 'a@r.example', outcome: 'delivered', tls: OUTCOME }), true);
     const later = new Date(now.getTime() + 30_000);
     assert.equal(await store.recordAttempt({ id, recipient: 'b@r.example', outcome: 'deferred', error: '451 4.7.0 try later', nextAttemptAt: later, tls: null }), true);
-    assert.equal(await store.recordAttempt({ id, recipient: 'c@r.example', outcome: 'failed', error: '550 5.1.1 no such user', tls: TLS }), true);
+    assert.equal(await store.recordAttempt({ id, recipient: 'c@r.example', outcome: 'failed', error: '550 5.1.1 no such user', tls: OUTCOME }), true);
     assert.equal(await store.recordAttempt({ id, recipient: 'zz@r.example', outcome: 'delivered', tls: null }), false);
 
     const byRcpt = new Map(store.listQueue().map((e) => [e.recipient, e]));
     assert.equal(byRcpt.get('a@r.example')?.status, 'delivered');
-    assert.deepEqual(byRcpt.get('a@r.example')?.lastTls, TLS);
+    assert.deepEqual(byRcpt.get('a@r.example')?.lastTls, OUTCOME);
     assert.equal(byRcpt.get('b@r.example')?.status, 'deferred');
     assert.equal(byRcpt.get('b@r.example')?.attempts, 1);
     assert.equal(byRcpt.get('b@r.example')?.nextAttemptAt, later.toISOString());

@@ -48,7 +48,7 @@ function setPath(cfg: ServeConfig, path: string, value: unknown): void {
 for (const file of files) {
   test(`transcript ${file}`, async () => {
     const lines = readFileSync(join(dir, file), 'utf8').split('\n');
-    let listener: 'mx' | 'submission' | 'submissions' = 'mx';
+    let listener = 'mx' as 'mx' | 'submission' | 'submissions';
     const edits: Array<[string, unknown]> = [];
     const users: Array<{ address: string; password: string }> = [];
     let withCert = true;
