@@ -30,6 +30,7 @@ interface CheckFlags {
   from?: string;
   mtaStsEndpoint?: string;
   submission?: boolean;
+  port?: string;
 }
 
 class UsageError extends Error {}
@@ -50,6 +51,12 @@ function parseHostPort(text: string, flag: string): { host: string; port: number
   const t = parseTarget(text);
   if (t.port === null) throw new UsageError(`${flag} needs HOST:PORT, got ${JSON.stringify(text)}`);
   return { host: t.host, port: t.port };
+}
+
+function parsePort(text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new UsageError(`--port ${text} is not a port number`);
+  return n;
 }
 
 function severityAtOrAbove(f: Finding, threshold: Severity): boolean {
@@ -87,6 +94,7 @@ async function run(target: string | undefined, flags: CheckFlags): Promise<numbe
       ca,
       timeoutMs,
       smuggling,
+      port: flags.port ? parsePort(flags.port) : 25,
       mtaStsEndpoint: flags.mtaStsEndpoint ? parseHostPort(flags.mtaStsEndpoint, '--mta-sts-endpoint') : null,
       onProgress: showProgress ? (line) => void process.stderr.write(line + '\n') : undefined,
     });
@@ -134,6 +142,7 @@ export function registerCheck(program: Command): void {
     .description('check how well a mail server (or every MX of a domain) does STARTTLS, and whether it is safe')
     .argument('[target]', 'HOST[:PORT] (port 25 by default; :465 means implicit TLS)')
     .option('--domain <domain>', 'check every MX host and address of DOMAIN, plus MTA-STS, TLS-RPT, DANE, SPF, DMARC')
+    .option('--port <port>', 'SMTP port of every MX in --domain mode (default 25)')
     .option('--implicit', 'TLS from the first byte (automatic on port 465)')
     .option('--submission', 'submission semantics: MAIL before STARTTLS must get 530 (automatic on 587 and 465)')
     .option('--ca <file>', 'also trust the CA certificates in this PEM file (repeatable)', collect)
