@@ -6,8 +6,9 @@
  * permanent answer (5xx, null MX, no such domain) stops the walk; each host is checked against
  * its own MX name (the name in DNS, never an address), which is what `verify` means for MX.
  */
+import { isIP } from 'node:net';
 import { deliver, type DeliverOptions, type DeliveryResult } from './deliver.js';
-import { resolveMxHosts, type MxResult, type Resolver } from './resolver.js';
+import { resolveMxHosts, systemResolver, type MxResult, type Resolver } from './resolver.js';
 
 export interface DomainDelivery {
   domain: string;
@@ -38,11 +39,26 @@ export async function deliverToDomain(domain: string, opts: Omit<DeliverOptions,
       break;
   }
   const attempts: DeliveryResult[] = [];
-  for (const host of mx.hosts) {
-    const r = await deliver({ ...opts, host: host.name, serverName: host.name });
-    attempts.push(r);
-    if (r.ok || (r.error !== null && r.error.permanent) || r.recipients.some((x) => x.status === 'delivered')) break;
+  const r0 = resolver ?? systemResolver();
+  hosts: for (const host of mx.hosts) {
+    // Addresses come from the same resolver as the MX records (RFC 5321 §5.1: each address of a
+    // host is tried in turn); the certificate is still checked against the MX name.
+    const addresses = await hostAddresses(host.name, r0);
+    if (addresses.length === 0) continue;
+    for (const address of addresses) {
+      const r = await deliver({ ...opts, host: address, serverName: host.name });
+      attempts.push(r);
+      if (r.ok || (r.error !== null && r.error.permanent) || r.recipients.some((x) => x.status === 'delivered')) break hosts;
+    }
   }
+  if (attempts.length === 0) return none(`no address found for the MX hosts of ${domain}`, false);
   const final = attempts[attempts.length - 1] ?? null;
   return { domain, mx, attempts, final, ok: final?.ok ?? false, reason: final?.error?.message ?? null, permanent: final?.error?.permanent ?? false };
+}
+
+/** IPv4 then IPv6 addresses of an MX host; a name that is an address literal is used as is. */
+async function hostAddresses(name: string, resolver: Resolver): Promise<string[]> {
+  if (isIP(name) !== 0) return [name];
+  const [v4, v6] = await Promise.all([resolver.resolve4(name).catch(() => [] as string[]), resolver.resolve6(name).catch(() => [] as string[])]);
+  return [...v4, ...v6];
 }

@@ -139,6 +139,10 @@ export class SqliteStore extends SqliteReader implements Store {
     return this.committer.submit({ kind: 'deleteQueued', id, recipient: recipient ?? null });
   }
 
+  async retryQueued(id?: string): Promise<number> {
+    return this.committer.submit({ kind: 'retryQueued', id: id ?? null, nowMs: Date.now() });
+  }
+
   stats(): StoreStats {
     return this.committer.stats();
   }

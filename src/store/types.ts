@@ -108,6 +108,8 @@ export interface Store extends StoreReader {
   recordAttempt(attempt: AttemptRecord): Promise<boolean>;
   /** Deletes the queue rows of a message (or one recipient of it); returns how many. */
   deleteQueued(id: string, recipient?: string): Promise<number>;
+  /** Makes queued/deferred rows (of one message, or all) due now; returns how many. */
+  retryQueued(id?: string): Promise<number>;
   stats(): StoreStats;
   /** Flushes pending writes, then closes. Later writes reject with code 'STORE_CLOSED'. */
   close(): Promise<void>;

@@ -30,6 +30,8 @@ interface Statements {
   attempt: Statement;
   deleteQueuedAll: Statement;
   deleteQueuedOne: Statement;
+  retryAll: Statement;
+  retryOne: Statement;
 }
 
 function prepare(db: Database): Statements {
@@ -55,6 +57,9 @@ function prepare(db: Database): Statements {
       updated_at = @now
       WHERE recipient = @recipient AND seq = (SELECT seq FROM messages WHERE id = @id)`),
     deleteQueuedAll: db.prepare('DELETE FROM queue WHERE seq = (SELECT seq FROM messages WHERE id = ?)'),
+    retryAll: db.prepare(`UPDATE queue SET next_attempt_at = ?, lease_until = NULL, updated_at = ? WHERE status IN ('queued', 'deferred')`),
+    retryOne: db.prepare(`UPDATE queue SET next_attempt_at = ?, lease_until = NULL, updated_at = ?
+      WHERE status IN ('queued', 'deferred') AND seq = (SELECT seq FROM messages WHERE id = ?)`),
     deleteQueuedOne: db.prepare('DELETE FROM queue WHERE seq = (SELECT seq FROM messages WHERE id = ?) AND recipient = ?'),
   };
 }
@@ -116,6 +121,8 @@ function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['
           id: op.id,
         }).changes > 0
       );
+    case 'retryQueued':
+      return op.id === null ? s.retryAll.run(op.nowMs, op.nowMs).changes : s.retryOne.run(op.nowMs, op.nowMs, op.id).changes;
     case 'deleteQueued':
       return op.recipient === null ? s.deleteQueuedAll.run(op.id).changes : s.deleteQueuedOne.run(op.id, op.recipient).changes;
   }

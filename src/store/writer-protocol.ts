@@ -43,7 +43,8 @@ export type WriteOp =
       nextAttemptAt: number | null;
       nowMs: number;
     }
-  | { kind: 'deleteQueued'; id: string; recipient: string | null };
+  | { kind: 'deleteQueued'; id: string; recipient: string | null }
+  | { kind: 'retryQueued'; id: string | null; nowMs: number };
 
 export type OpKind = WriteOp['kind'];
 
@@ -56,6 +57,7 @@ export interface OpValues {
   claimDue: QueueRow[];
   recordAttempt: boolean;
   deleteQueued: number;
+  retryQueued: number;
 }
 
 export type OpResult = { ok: true; value: OpValues[OpKind] } | { ok: false; code: string; message: string };

@@ -1,0 +1,268 @@
+/**
+ * The outbound queue runner of `postseal serve`: claims due queue rows, delivers each message to
+ * each destination domain with the TLS level its policy asks for, records the outcome of every
+ * attempt (TLS included), retries with backoff, and bounces permanent failures and expired mail.
+ *
+ * Invariants:
+ * - a recipient is delivered, deferred or failed by exactly one recordAttempt per attempt;
+ * - the TLS level is never lowered: the per-destination policy, or the default, raised to
+ *   `verify` for a message that carried REQUIRETLS (RFC 8689 §5: verified TLS on every hop);
+ * - a bounce is sent from the null sender and never for a message from the null sender;
+ * - content is sent with CRLF line endings only (a relay never forwards a bare CR or LF).
+ */
+import { deliver, deliverToDomain, tlsLevelRank, type DeliveryResult, type Resolver, type TlsLevel, type Timeouts, type DomainDelivery } from '../client/index.js';
+import type { Logger } from '../server/types.js';
+import { domainOf, newMessageId, type QueueEntry, type Store } from '../store/index.js';
+import type { TlsOutcome } from '../types.js';
+import { buildBounce, type FailedRecipient } from './bounce.js';
+import { DEFAULT_RETRY, nextAttempt, type RetryPolicy } from './schedule.js';
+
+export interface RelayConfig {
+  /** Our name in EHLO and in bounces. */
+  hostname: string;
+  /** Static routes, like Postfix transport maps: domain (or '*' for a relayhost) → host:port. */
+  routes: Record<string, { host: string; port: number }>;
+  /** Per-destination TLS level (Postfix smtp_tls_policy_maps); others get defaultTls. */
+  tlsPolicy: Record<string, TlsLevel>;
+  defaultTls: TlsLevel;
+  /** Port for MX deliveries (25; tests point it at their own servers). */
+  smtpPort: number;
+  /** Extra trusted CA (PEM) for `verify`, besides the system roots. */
+  ca: string | null;
+  retry: RetryPolicy;
+  /** How often to look for due rows. */
+  intervalMs: number;
+  /** Parallel deliveries. */
+  concurrency: number;
+  timeouts?: Partial<Timeouts>;
+  /** Local domains: bounces to them go to a mailbox, not out again. */
+  localDomains: string[];
+}
+
+export const DEFAULT_RELAY: Omit<RelayConfig, 'hostname' | 'localDomains'> = {
+  routes: {},
+  tlsPolicy: {},
+  defaultTls: 'may',
+  smtpPort: 25,
+  ca: null,
+  retry: DEFAULT_RETRY,
+  intervalMs: 30_000,
+  concurrency: 8,
+};
+
+export interface RunSummary {
+  claimed: number;
+  delivered: number;
+  deferred: number;
+  failed: number;
+  bounces: number;
+}
+
+interface Job {
+  id: string;
+  domain: string;
+  mailFrom: string;
+  requireTls: boolean;
+  entries: QueueEntry[];
+}
+
+export class QueueRunner {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<RunSummary> | null = null;
+  private again = false;
+  private stopped = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly cfg: RelayConfig,
+    private readonly resolver: Resolver,
+    private readonly logger: Logger,
+  ) {}
+
+  start(): void {
+    this.stopped = false;
+    this.schedule(0);
+  }
+
+  /** Run soon (new mail was queued). */
+  kick(): void {
+    if (this.stopped) return;
+    if (this.running) this.again = true;
+    else this.schedule(0);
+  }
+
+  private schedule(ms: number): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.runOnce().finally(() => {
+        if (this.stopped) return;
+        const more = this.again;
+        this.again = false;
+        this.schedule(more ? 0 : this.cfg.intervalMs);
+      });
+    }, ms);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await this.running?.catch(() => undefined);
+  }
+
+  /** One pass over the due rows. Concurrent calls share the pass in progress. */
+  runOnce(now = new Date()): Promise<RunSummary> {
+    this.running ??= this.pass(now).finally(() => {
+      this.running = null;
+    });
+    return this.running;
+  }
+
+  private async pass(now: Date): Promise<RunSummary> {
+    const summary: RunSummary = { claimed: 0, delivered: 0, deferred: 0, failed: 0, bounces: 0 };
+    for (;;) {
+      const rows = await this.store.claimDue(now, 500);
+      if (rows.length === 0) break;
+      summary.claimed += rows.length;
+      const jobs = groupJobs(rows);
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        while (next < jobs.length && !this.stopped) {
+          const job = jobs[next++];
+          if (job) await this.runJob(job, now, summary);
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(this.cfg.concurrency, jobs.length) }, worker));
+      if (this.stopped || rows.length < 500) break;
+    }
+    return summary;
+  }
+
+  levelFor(domain: string, requireTls: boolean): TlsLevel {
+    const policy = this.cfg.tlsPolicy[domain] ?? this.cfg.defaultTls;
+    // RFC 8689 §5: a REQUIRETLS message goes only over verified TLS.
+    return requireTls && tlsLevelRank(policy) < tlsLevelRank('verify') ? 'verify' : policy;
+  }
+
+  private async runJob(job: Job, now: Date, summary: RunSummary): Promise<void> {
+    const stored = this.store.getMessage(job.id);
+    if (!stored) {
+      await this.store.deleteQueued(job.id);
+      return;
+    }
+    const level = this.levelFor(job.domain, job.requireTls);
+    const base = {
+      level,
+      helo: this.cfg.hostname,
+      from: job.mailFrom,
+      to: job.entries.map((e) => e.recipient),
+      message: stored.data,
+      bareLineEndings: 'normalize' as const,
+      requireTls: job.requireTls,
+      ...(this.cfg.ca ? { tls: { ca: this.cfg.ca } } : {}),
+      ...(this.cfg.timeouts ? { timeouts: this.cfg.timeouts } : {}),
+    };
+    const route = this.cfg.routes[job.domain] ?? this.cfg.routes['*'];
+    let final: DeliveryResult | null;
+    let dnsReason: { message: string; permanent: boolean } | null = null;
+    if (route) {
+      final = await deliver({ ...base, host: route.host, port: route.port, serverName: route.host });
+    } else {
+      const d: DomainDelivery = await deliverToDomain(job.domain, { ...base, port: this.cfg.smtpPort }, this.resolver);
+      final = d.final;
+      if (!final) dnsReason = { message: d.reason ?? 'no MX host could be tried', permanent: d.permanent };
+    }
+    const tls = outcomeOf(level, final, dnsReason?.message ?? null);
+    const failed: FailedRecipient[] = [];
+    const counts = { delivered: 0, deferred: 0 };
+    for (const entry of job.entries) {
+      const r = final?.recipients.find((x) => x.address === entry.recipient);
+      const status = r?.status ?? (final?.error?.permanent || dnsReason?.permanent ? 'failed' : 'deferred');
+      const reason = r?.reply ? replyLine(r.reply) : r?.reason ?? final?.error?.message ?? dnsReason?.message ?? 'not attempted';
+      if (status === 'delivered') {
+        await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'delivered', tls });
+        summary.delivered++;
+        counts.delivered++;
+        continue;
+      }
+      if (status === 'deferred') {
+        const at = nextAttempt(this.cfg.retry, entry.attempts + 1, new Date(stored.summary.receivedAt), now);
+        if (at) {
+          await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'deferred', error: reason, nextAttemptAt: at, tls });
+          summary.deferred++;
+          counts.deferred++;
+          continue;
+        }
+        failed.push({ recipient: entry.recipient, status: '4.4.7', action: 'failed', remoteMta: final?.host ?? null, diagnostic: `message expired in the queue; last error: ${reason}`, lastAttempt: now });
+      } else {
+        failed.push({ recipient: entry.recipient, status: r?.reply?.enhanced ?? '5.0.0', action: 'failed', remoteMta: final?.host ?? null, diagnostic: reason, lastAttempt: now });
+      }
+      await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'failed', error: reason, tls });
+      summary.failed++;
+    }
+    this.logger.info(
+      { event: 'delivery', id: job.id, domain: job.domain, host: final?.host ?? null, tls, ...counts, failed: failed.length },
+      'delivery attempt',
+    );
+    if (failed.length > 0 && (await this.bounce(job, stored.data, new Date(stored.summary.receivedAt), failed))) summary.bounces++;
+  }
+
+  private async bounce(job: Job, original: Buffer, arrival: Date, failed: FailedRecipient[]): Promise<boolean> {
+    const b = buildBounce({ reportingMta: this.cfg.hostname, originalSender: job.mailFrom, originalId: job.id, arrivalDate: arrival, original, recipients: failed });
+    if (!b) return false;
+    const local = this.cfg.localDomains.includes(domainOf(b.to));
+    await this.store.accept({
+      id: newMessageId(),
+      mailFrom: '',
+      localRecipients: local ? [b.to] : [],
+      remoteRecipients: local ? [] : [b.to],
+      data: b.data,
+      receivedAt: new Date(),
+      listener: 'bounce',
+      clientAddress: '127.0.0.1',
+      heloName: this.cfg.hostname,
+      authUser: null,
+      tls: null,
+      requireTls: false,
+      body: null,
+      smtpUtf8: false,
+      envId: null,
+      ret: null,
+    });
+    if (!local) this.kick();
+    return true;
+  }
+}
+
+function replyLine(r: { code: number; enhanced: string | null; lines: string[] }): string {
+  return `${r.code}${r.enhanced ? ' ' + r.enhanced : ''} ${r.lines.join(' ')}`.trim();
+}
+
+function groupJobs(rows: QueueEntry[]): Job[] {
+  const jobs = new Map<string, Job>();
+  for (const e of rows) {
+    const key = `${e.id}\u0000${e.domain}`;
+    let j = jobs.get(key);
+    if (!j) {
+      j = { id: e.id, domain: e.domain, mailFrom: e.mailFrom, requireTls: e.requireTls, entries: [] };
+      jobs.set(key, j);
+    }
+    j.entries.push(e);
+  }
+  return [...jobs.values()];
+}
+
+/** What TLS this attempt asked for and got (issue 3: recorded for every attempt). */
+export function outcomeOf(level: TlsLevel, r: DeliveryResult | null, dnsReason: string | null): TlsOutcome {
+  if (!r) return { host: null, levelAsked: level, levelReached: 'none', protocol: null, cipher: null, verified: false, whyNot: dnsReason };
+  let whyNot: string | null = null;
+  if (!r.tls) {
+    const f = r.findings.find((x) => x.kind === 'starttls-not-offered' || x.kind === 'starttls-refused' || x.kind === 'handshake-failed-plaintext-retry');
+    whyNot = f ? f.kind : level === 'none' ? 'policy none' : r.error?.message ?? null;
+  } else if (!r.tls.verified) {
+    whyNot = r.tls.verifyError;
+  }
+  return { host: r.tls?.checkedName ?? r.host, levelAsked: level, levelReached: r.reached, protocol: r.tls?.protocol ?? null, cipher: r.tls?.cipher ?? null, verified: r.tls?.verified ?? false, whyNot };
+}
