@@ -26,7 +26,9 @@ export const FINDING_RULES = {
   'tls.cipher.null': { severity: 'critical', title: 'NULL (unencrypted) cipher suites accepted' },
   'tls.cipher.export': { severity: 'critical', title: 'EXPORT cipher suites accepted' },
   'tls.cipher.rc4': { severity: 'critical', title: 'RC4 cipher suites accepted (RFC 7465)' },
-  'tls.cipher.anon': { severity: 'critical', title: 'Anonymous (unauthenticated) cipher suites accepted' },
+  // Medium, not critical: only a client that offers anonymous suites (so verifies nothing anyway)
+  // can end up on one; Postfix enables them by default for opportunistic TLS.
+  'tls.cipher.anon': { severity: 'medium', title: 'Anonymous (unauthenticated) cipher suites accepted' },
   'tls.cipher.3des': { severity: 'high', title: '3DES cipher suites accepted (Sweet32)' },
   'tls.cipher.rsa-kx': { severity: 'medium', title: 'RSA key exchange accepted: no forward secrecy (RFC 9325 §4.1)' },
   'tls.cipher.cbc-sha1': { severity: 'low', title: 'CBC cipher suites with SHA-1 MAC accepted (RFC 9325 §4.2)' },

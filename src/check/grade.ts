@@ -5,10 +5,10 @@
  *
  * | rule                                                                  | grade |
  * |-----------------------------------------------------------------------|-------|
- * | any critical finding (no STARTTLS, injection, NULL/EXPORT/RC4/anon)   | F     |
+ * | any critical finding (no STARTTLS, injection, NULL/EXPORT/RC4, DANE)  | F     |
  * | two or more high findings                                             | D     |
  * | one high finding (untrusted/expired/mismatched cert, state kept, ...) | C     |
- * | any medium finding (TLS 1.0/1.1, RSA key exchange, SHA-1 cert, ...)   | B     |
+ * | any medium finding (TLS 1.0/1.1, RSA kx, anonymous suites, SHA-1 ...) | B     |
  * | any low finding (no TLS 1.3, CBC-SHA1, client renegotiation)          | A-    |
  * | TLS 1.3 accepted, certificate trusted and matching, nothing above     | A+    |
  * | otherwise                                                             | A     |
