@@ -1,0 +1,86 @@
+/**
+ * The `postseal check` command line: JSON output with schemaVersion, exit statuses 0/1/2, text
+ * output with the grade and the marked TLS upgrade, domain mode with --dns and progress on stderr.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { runPeer, ROOT } from '../helpers/peers.js';
+import { startDnsServer, type DnsServer } from '../helpers/dns-server.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+
+let server: TestServer;
+let dns: DnsServer;
+let dir = '';
+let caFile = '';
+
+before(async () => {
+  server = await startTestServer();
+  dir = await mkdtemp(join(tmpdir(), 'postseal-cli-check-'));
+  caFile = join(dir, 'ca.pem');
+  await writeFile(caFile, server.caPem);
+  dns = await startDnsServer([
+    { name: 'postseal.test', type: 'MX', preference: 10, exchange: 'localhost' },
+    { name: 'localhost', type: 'A', address: '127.0.0.1' },
+  ]);
+});
+after(async () => {
+  await server.close();
+  await dns.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+function cli(...args: string[]) {
+  return runPeer(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), 'check', ...args], { timeoutMs: 120_000 });
+}
+
+describe('postseal check (CLI)', () => {
+  test('--json: a report with schemaVersion 1; exit 0 at the default --fail-on high', async () => {
+    const r = await cli(`127.0.0.1:${server.port('mx')}`, '--ca', caFile, '--json');
+    assert.equal(r.code, 0, r.stderr);
+    const doc = JSON.parse(r.stdout.toString('utf8')) as { schemaVersion: number; kind: string; grade: string; findings: Array<{ id: string }> };
+    assert.equal(doc.schemaVersion, 1);
+    assert.equal(doc.kind, 'host');
+    assert.equal(doc.grade, 'A-');
+  });
+
+  test('--fail-on low: the low finding makes exit 1; text shows grade, findings and the upgrade', async () => {
+    const r = await cli(`127.0.0.1:${server.port('mx')}`, '--ca', caFile, '--fail-on', 'low');
+    assert.equal(r.code, 1, r.stderr);
+    const text = r.stdout.toString('utf8');
+    assert.match(text, /^Grade A- /m);
+    assert.match(text, /LOW +CBC cipher suites/);
+    assert.match(text, /plain S: 220 /);
+    assert.match(text, /TLS upgrade: everything below is encrypted/);
+  });
+
+  test('nothing listening: exit 2 with the reason', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const s = net.createServer().listen(0, '127.0.0.1', () => {
+        const a = s.address();
+        s.close(() => resolve(a !== null && typeof a === 'object' ? a.port : 0));
+      });
+    });
+    const r = await cli(`127.0.0.1:${port}`, '--timeout', '5');
+    assert.equal(r.code, 2);
+    assert.match(r.stdout.toString('utf8'), /could not check: CHECK_CONNECT/);
+  });
+
+  test('bad flags: exit 2', async () => {
+    const r = await cli('127.0.0.1:25', '--fail-on', 'severe');
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /--fail-on/);
+  });
+
+  test('--domain with --dns and --port: progress on stderr, domain report on stdout', async () => {
+    const r = await cli('--domain', 'postseal.test', '--dns', `127.0.0.1:${dns.port}`, '--port', String(server.port('mx')), '--ca', caFile);
+    const text = r.stdout.toString('utf8');
+    assert.match(text, /^Encryption grade A- +Downgrade resistance: none$/m);
+    assert.match(r.stderr, /\[1\/1\] localhost \[127\.0\.0\.1\]: grade A-/);
+    // No MTA-STS or DANE: downgrade.unprotected is medium, below the default --fail-on high.
+    assert.equal(r.code, 0, r.stderr);
+  });
+});
