@@ -159,6 +159,11 @@ function startTls(s: Session, args: string): Reply | Promise<Reply | null> {
     s.facts = newFacts(summarizeTlsSocket(socket));
     s.envelope = null;
     return null;
+  }, () => {
+    // A failed or stalled handshake is the client's business, not a server error: the
+    // connection is already closed without a plaintext reply, and the session line records
+    // the reason ('tls handshake failed: …').
+    return null;
   });
 }
 
