@@ -73,6 +73,8 @@ export class Session {
   readonly startedAt = Date.now();
   /** Set by graceful shutdown: close at the next command boundary. */
   draining = false;
+  /** The asynchronous step running in phase 'busy' (store commit, password check, TLS handshake). */
+  private inflight: Promise<void> | null = null;
 
   constructor(conn: ServerConnection, listener: ListenerOptions, opts: ServerOptions, ctx: ServerContext, tls: TlsFacts | null) {
     this.conn = conn;
@@ -96,7 +98,8 @@ export class Session {
   }
 
   private sendGreeting(): void {
-    if (this.conn.isClosed) return;
+    // The session may have been closed during the greeting delay (shutdown, timeout).
+    if (this.conn.isClosed || this.phase !== 'greeting') return;
     if (this.conn.buffered > 0) {
       // Bytes before the greeting: an early talker (spamware that does not wait for us).
       this.closeWith(R.earlyTalker, 'early talker');
@@ -125,7 +128,21 @@ export class Session {
     if (this.phase === 'closed') return;
     this.phase = 'closed';
     if (!this.closeReason) this.closeReason = reason;
-    this.ctx.sessionEnded(this, this.closeReason);
+    this.ended(this.closeReason);
+  }
+
+  /**
+   * Tell the server the session is over, once. When the peer left while a step was running (a
+   * message being committed), wait for it: the session line then counts that message, and a
+   * graceful shutdown does not count the session as gone before its commit settled.
+   */
+  private ended(reason: string): void {
+    const step = this.inflight;
+    if (step === null) this.ctx.sessionEnded(this, reason);
+    else {
+      const done = (): void => this.ctx.sessionEnded(this, reason);
+      void step.then(done, done);
+    }
   }
 
   get result(): string {
@@ -198,12 +215,15 @@ export class Session {
   }
 
   closeWith(r: Reply, reason: string): void {
-    if (this.conn.isClosed) return;
+    // Once only: the connection is not marked closed until the socket is, so without the phase
+    // check a second call (error budget reached inside send(), then the caller's own closeWith)
+    // wrote after end.
+    if (this.phase === 'closed' || this.conn.isClosed) return;
     this.closeReason = reason;
     this.conn.queue(formatReply(r));
     this.conn.end();
     this.phase = 'closed';
-    this.ctx.sessionEnded(this, reason);
+    this.ended(reason);
   }
 
   /** Run an asynchronous step: input stops until it settles, then the pump resumes. */
@@ -211,14 +231,16 @@ export class Session {
     this.phase = 'busy';
     this.conn.flush();
     this.conn.wantInput(false);
-    p.then(
+    const settled: Promise<void> = p.then(
       (r) => {
+        this.inflight = null;
         if (this.phase !== 'busy') return;
         this.phase = next;
         if (r) this.send(r);
         this.pump();
       },
       (err: unknown) => {
+        this.inflight = null;
         this.opts.logger.error({ err: String(err), client: this.conn.remoteAddress }, 'session step failed');
         if (this.phase !== 'busy') return;
         this.phase = 'command';
@@ -226,6 +248,7 @@ export class Session {
         this.pump();
       },
     );
+    this.inflight = settled;
   }
 
   // ---- the dispatcher ----
