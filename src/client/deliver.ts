@@ -1,53 +1,62 @@
 /**
- * deliver(): one delivery attempt to one host at one TLS level — the function the queue runner,
- * `postseal send` and the checker share. It never throws for network or protocol trouble: the
- * result says what happened, per recipient, with the TLS facts and the transcript.
+ * deliver() and deliverBatch(): delivery attempts to one host at one TLS level — the functions
+ * the queue runner, `postseal send` and the checker share. They never throw for network or
+ * protocol trouble: each message's result says what happened, per recipient, with the TLS facts
+ * and the transcript. The TLS-level rules (connect, EHLO, STARTTLS, EHLO, AUTH) are session.ts.
  *
- * Invariants (ARCHITECTURE.md "The STARTTLS upgrade", client side; tls_level.c semantics):
- * - arguments are checked before connecting: a CR/LF/NUL anywhere means no connection at all;
- * - at encrypt/verify, no MAIL, no AUTH and no content is sent unless TLS is up (and, at verify,
- *   the certificate verified); STARTTLS missing or refused, EHLO refused or a failed handshake
- *   end the attempt with a code;
- * - at may, a refused or absent STARTTLS continues in plaintext on the same connection; a failed
- *   handshake (the connection is gone) retries in plaintext on a NEW connection, never when
- *   credentials are to be sent;
- * - STARTTLS at most once per connection; capabilities from the post-TLS EHLO only;
- * - AUTH never travels in plaintext here (RFC 8314): with credentials and no TLS the attempt fails.
+ * deliverBatch() sends several messages over one connection (connection reuse, like Postfix's
+ * smtp_connection_cache): one session, then one transaction per message, RSET between when the
+ * last one was left half-open, QUIT after at most `maxPerConnection` messages.
+ *
+ * Invariants:
+ * - arguments are checked before connecting: a CR/LF/NUL anywhere means no connection at all
+ *   (for one message: that message is failed and never sent; the others go);
+ * - every message gets exactly one result, and each of its recipients its own outcome;
+ * - a message is sent again on a new connection only when the old one was lost (or answered 421)
+ *   before the first octet of its content was written, and only when an earlier message on that
+ *   connection went through (so every connection settles at least one message); a message whose
+ *   content was under way when the connection was lost is deferred, never counted as delivered;
+ * - everything of session.ts: at encrypt/verify nothing of a message leaves without the TLS the
+ *   level asks for, on every connection of the batch.
  */
-import { SmtpClient, type AuthMechanism } from './client.js';
+import { SmtpClient } from './client.js';
 import { SmtpClientError, type ClientErrorCode } from './errors.js';
-import { requiresTls, triesTls, verifiesCert, type TlsLevel, type TlsReached } from './levels.js';
+import type { TlsLevel, TlsReached } from './levels.js';
 import { checkHeloName, checkMailbox, checkParam, assertNoLineBreak, prepareContent, type BareLineEndings } from './message.js';
-import type { ConnectOptions, ReplyLimits, Timeouts } from './options.js';
 import { replyText, type Reply } from '../protocol/reply.js';
-import type { ClientTlsOptions, TlsSessionInfo } from './tls-session.js';
+import { endSession, openSession, portOf, toClientError, type Finding, type SessionAttempt, type SessionOptions } from './session.js';
+import type { TlsSessionInfo } from './tls-session.js';
+import type { TransactionResult } from './transaction.js';
 import { Transcript, type TranscriptEntry } from './transcript.js';
 
-export interface DeliverOptions {
-  host: string;
-  /** Default 25, or 465 with implicitTls. */
-  port?: number;
-  /** The name we mean to reach (MX host name): SNI and certificate check. Default `host`. */
-  serverName?: string;
-  implicitTls?: boolean;
-  level: TlsLevel;
-  /** Our EHLO name. */
-  helo: string;
+export type { Finding, SessionOptions } from './session.js';
+
+/** What goes with each message rather than with the connection. */
+export interface BatchMessage {
+  /** Reverse path without brackets; '' is the null sender. */
   from: string;
   to: string[];
   message: Uint8Array | string;
-  auth?: { user: string; password: string; mechanism?: AuthMechanism };
-  tls?: ClientTlsOptions;
-  timeouts?: Partial<Timeouts>;
-  limits?: Partial<ReplyLimits>;
-  bareLineEndings?: BareLineEndings;
-  /** BDAT when CHUNKING is offered. */
-  chunking?: boolean;
   requireTls?: boolean;
   mailParams?: string[];
   rcptParams?: string[];
-  localAddress?: string;
 }
+
+export interface DeliverOptions extends SessionOptions, BatchMessage {
+  bareLineEndings?: BareLineEndings;
+  /** BDAT when CHUNKING is offered. */
+  chunking?: boolean;
+}
+
+export interface BatchOptions extends SessionOptions {
+  bareLineEndings?: BareLineEndings;
+  /** BDAT when CHUNKING is offered. */
+  chunking?: boolean;
+  /** Most messages over one connection before QUIT and a new one (default 100). */
+  maxPerConnection?: number;
+}
+
+export const DEFAULT_MAX_PER_CONNECTION = 100;
 
 export type RecipientStatus = 'delivered' | 'deferred' | 'failed';
 
@@ -58,13 +67,6 @@ export interface RecipientOutcome {
   /** Why, when not delivered (the server reply text or the error). */
   reason: string | null;
 }
-
-export type Finding =
-  | { kind: 'bytes-after-starttls'; bytes: number; action: 'discarded' }
-  | { kind: 'starttls-not-offered' }
-  | { kind: 'starttls-refused'; reply: Reply }
-  | { kind: 'handshake-failed-plaintext-retry'; reason: string }
-  | { kind: 'certificate-not-verified'; reason: string };
 
 export interface DeliveryError {
   code: ClientErrorCode;
@@ -86,143 +88,202 @@ export interface DeliveryResult {
   error: DeliveryError | null;
   recipients: RecipientOutcome[];
   findings: Finding[];
+  /** The conversation on the connection(s) this message used (in a batch: with the others' transactions). */
   transcript: TranscriptEntry[];
-  /** TCP connections used (2 after a plaintext retry). */
+  /** TCP connections this message used (2 after a plaintext retry or a reconnect; 0 when refused before connecting). */
   connections: number;
 }
 
-const CONTINUE = Symbol('continue');
+export interface BatchResult {
+  /** One per message, in the order given. */
+  results: DeliveryResult[];
+  /** TCP connections opened for the whole batch. */
+  connections: number;
+  transcript: TranscriptEntry[];
+}
 
+/** One message, one attempt: deliverBatch() with a batch of one. */
 export async function deliver(opts: DeliverOptions): Promise<DeliveryResult> {
-  const port = opts.port ?? (opts.implicitTls === true ? 465 : 25);
+  const { from, to, message, requireTls, mailParams, rcptParams, ...session } = opts;
+  const b = await deliverBatch({ ...session, maxPerConnection: 1 }, [{ from, to, message, requireTls, mailParams, rcptParams }]);
+  const r = b.results[0];
+  if (r === undefined) throw new Error('deliverBatch returned no result for the message');
+  return r;
+}
+
+/** Errors thrown by a transaction before it wrote anything: the message fails, the connection stays usable. */
+const MESSAGE_ONLY: ReadonlySet<ClientErrorCode> = new Set<ClientErrorCode>(['CRLF_INJECTION', 'INVALID_ARGUMENT', 'BARE_LINE_ENDING', 'NOT_SUPPORTED', 'MESSAGE_TOO_BIG', 'REQUIRETLS_NOT_SUPPORTED']);
+
+interface Settled {
+  error: SmtpClientError | null;
+  recipients: RecipientOutcome[] | null;
+  tls: TlsSessionInfo | null;
+  findings: Finding[];
+  conns: number[];
+}
+
+export async function deliverBatch(opts: BatchOptions, messages: BatchMessage[]): Promise<BatchResult> {
+  const port = portOf(opts);
   const transcript = new Transcript();
-  const findings: Finding[] = [];
-  const result = (error: SmtpClientError | null, recipients: RecipientOutcome[], tls: TlsSessionInfo | null): DeliveryResult => ({
-    ok: error === null && recipients.every((r) => r.status === 'delivered'),
-    host: opts.host,
-    port,
-    level: opts.level,
-    reached: tls === null ? 'none' : tls.verified ? 'verify' : 'encrypt',
-    tls,
-    error: error ? { code: error.code, message: error.message, reply: error.reply, permanent: error.permanent } : null,
-    recipients,
-    findings,
-    transcript: transcript.entries,
-    connections: transcript.connection,
-  });
-  const allFailed = (err: SmtpClientError): RecipientOutcome[] =>
-    opts.to.map((address) => ({ address, status: err.permanent ? 'failed' : 'deferred', reply: err.reply, reason: `${err.code}: ${err.message}` }));
+  const max = Math.max(1, Math.floor(opts.maxPerConnection ?? DEFAULT_MAX_PER_CONNECTION));
+  const bare = opts.bareLineEndings ?? 'reject';
+  const settled: Array<Settled | null> = messages.map(() => null);
+  const settle = (i: number, s: Settled): void => {
+    settled[i] = s;
+  };
 
   // Nothing goes out (not even a SYN) while an argument could inject a command.
+  let shared: SmtpClientError | null = null;
   try {
     checkHeloName(opts.helo);
-    checkMailbox(opts.from, 'sender', true);
-    for (const to of opts.to) checkMailbox(to, 'recipient');
-    for (const p of [...(opts.mailParams ?? []), ...(opts.rcptParams ?? [])]) checkParam(p);
     if (opts.auth) assertNoLineBreak(opts.auth.user, 'AUTH user');
-    prepareContent(opts.message, opts.bareLineEndings ?? 'reject');
   } catch (err) {
-    const e = toClientError(err);
-    return result(e, allFailed(e), null);
+    shared = toClientError(err);
   }
-
-  let retryPlain = false;
-  for (;;) {
-    const attempt = await oneConnection(opts, port, transcript, findings, retryPlain);
-    if (attempt === CONTINUE) {
-      retryPlain = true;
-      transcript.connection++;
-      continue;
+  const pending: number[] = [];
+  messages.forEach((m, i) => {
+    try {
+      if (shared) throw shared;
+      checkMailbox(m.from, 'sender', true);
+      for (const to of m.to) checkMailbox(to, 'recipient');
+      for (const p of [...(m.mailParams ?? []), ...(m.rcptParams ?? [])]) checkParam(p);
+      prepareContent(m.message, bare);
+      pending.push(i);
+    } catch (err) {
+      settle(i, { error: toClientError(err), recipients: null, tls: null, findings: [], conns: [] });
     }
-    const { error, recipients, tls } = attempt;
-    return result(error, recipients ?? (error ? allFailed(error) : []), tls);
-  }
-}
+  });
 
-type Attempt = { error: SmtpClientError | null; recipients: RecipientOutcome[] | null; tls: TlsSessionInfo | null } | typeof CONTINUE;
-
-async function oneConnection(opts: DeliverOptions, port: number, transcript: Transcript, findings: Finding[], plainRetry: boolean): Promise<Attempt> {
-  const level = opts.level;
-  const connect: ConnectOptions = {
-    host: opts.host,
-    port,
-    serverName: opts.serverName ?? opts.host,
-    implicitTls: opts.implicitTls === true,
-    verifyCertificate: verifiesCert(level),
-    tls: opts.tls ?? {},
-    timeouts: opts.timeouts ?? {},
-    limits: opts.limits ?? {},
-    transcript,
-  };
-  if (opts.localAddress !== undefined) connect.localAddress = opts.localAddress;
-  let client: SmtpClient | null = null;
-  let tlsInfo: TlsSessionInfo | null = null;
-  try {
-    client = await SmtpClient.connect(connect);
-    tlsInfo = client.tls;
-    // HELO only where TLS is not required (a HELO session has no STARTTLS, no extensions).
-    await client.ehlo(opts.helo, { heloFallback: !requiresTls(level) || client.tls !== null });
-    if (client.tls === null && triesTls(level) && !plainRetry) {
-      let st;
+  let connections = 0;
+  while (pending.length > 0) {
+    // One session: connect, EHLO, STARTTLS at the level, EHLO (session.ts).
+    if (connections > 0) transcript.connection++;
+    connections++;
+    const conns = [transcript.connection];
+    const findings: Finding[] = [];
+    let s: SessionAttempt = await openSession(opts, transcript, findings, false);
+    if (s.kind === 'retry-plain') {
+      transcript.connection++;
+      connections++;
+      conns.push(transcript.connection);
+      s = await openSession(opts, transcript, findings, true);
+    }
+    if (s.kind !== 'open') {
+      const error = s.kind === 'failed' ? s.error : new SmtpClientError('PROTOCOL_ERROR', 'plaintext retry asked for twice');
+      const tls = s.kind === 'failed' ? s.tls : null;
+      // The next connection would meet the same fate: every message still waiting gets this outcome.
+      for (const i of pending.splice(0)) settle(i, { error, recipients: null, tls, findings, conns });
+      break;
+    }
+    const client: SmtpClient = s.client;
+    const tls = s.tls;
+    let used = 0;
+    let needRset = false;
+    let lost: SmtpClientError | null = null;
+    let lostOnFirst = false;
+    while (lost === null && used < max && pending.length > 0) {
+      const i = pending[0];
+      const m = i === undefined ? undefined : messages[i];
+      if (i === undefined || m === undefined) break;
+      let contentStarted = false;
       try {
-        st = await client.startTls();
+        if (needRset) {
+          // RFC 5321 §4.1.1.5: clear what the last transaction left behind before the next MAIL.
+          const r = await client.rset();
+          needRset = false;
+          if (r.code !== 250) {
+            lost = new SmtpClientError('REJECTED', `RSET refused: ${replyText(r)}`, { reply: r });
+            break;
+          }
+        }
+        const tx = await client.send(
+          { from: m.from, to: m.to, mailParams: m.mailParams ?? [], rcptParams: m.rcptParams ?? [], requireTls: m.requireTls === true },
+          m.message,
+          { bareLineEndings: bare, chunking: opts.chunking === true, onContent: () => (contentStarted = true) },
+        );
+        const closing = serverClosing(tx);
+        if (closing !== null) lost = new SmtpClientError('REJECTED', `server closing the connection: ${replyText(closing)}`, { reply: closing });
+        // RFC 5321 §3.8: 421 to MAIL on a reused connection: nothing of this message was taken,
+        // it goes on the next connection.
+        if (closing !== null && tx.mail.code === 421 && used > 0) break;
+        lostOnFirst = lost !== null && used === 0;
+        pending.shift();
+        used++;
+        settle(i, { ...outcomeOf(tx), tls, findings, conns });
+        // After a 2xx end of data the server has reset (RFC 5321 §4.1.1.4); after a refused DATA
+        // or BDAT the envelope may still be open. (sendTransaction itself RSETs when no RCPT passed.)
+        needRset = tx.mail.code === 250 && tx.data !== null && (tx.data.code < 200 || tx.data.code >= 300);
       } catch (err) {
         const e = toClientError(err);
-        // RFC 7435: at may, a failed handshake may fall back to plaintext, but the connection is
-        // gone, so on a new one; never with credentials (they would then travel in clear).
-        if (e.code === 'TLS_HANDSHAKE_FAILED' && !requiresTls(level) && !opts.auth) {
-          findings.push({ kind: 'handshake-failed-plaintext-retry', reason: e.message });
-          transcript.event(`TLS handshake failed at level may: retrying in plaintext on a new connection (${e.message})`, 'plaintext');
-          return CONTINUE;
+        if (MESSAGE_ONLY.has(e.code)) {
+          pending.shift();
+          used++;
+          settle(i, { error: e, recipients: null, tls, findings, conns });
+          continue;
         }
-        throw e;
-      }
-      if (st.kind === 'secured') {
-        client = st.client;
-        tlsInfo = st.tls;
-        if (st.discardedBytes > 0) findings.push({ kind: 'bytes-after-starttls', bytes: st.discardedBytes, action: 'discarded' });
-        // RFC 3207 §4.2: forget everything learned before TLS; EHLO again.
-        await client.ehlo(opts.helo, { heloFallback: true });
-      } else if (st.kind === 'not-offered') {
-        findings.push({ kind: 'starttls-not-offered' });
-        if (requiresTls(level)) throw new SmtpClientError('TLS_REQUIRED_NOT_OFFERED', `TLS level ${level} and ${opts.host} does not offer STARTTLS`);
-      } else {
-        findings.push({ kind: 'starttls-refused', reply: st.reply });
-        if (requiresTls(level)) throw new SmtpClientError('STARTTLS_REFUSED', `TLS level ${level} and STARTTLS was refused: ${replyText(st.reply)}`, { reply: st.reply });
+        lost = e;
+        // Lost before any of its content left, after an earlier message got through: next connection.
+        if (used > 0 && !contentStarted) break;
+        lostOnFirst = used === 0;
+        pending.shift();
+        used++;
+        settle(i, { error: e, recipients: null, tls, findings, conns });
       }
     }
-    if (tlsInfo !== null && !tlsInfo.verified) findings.push({ kind: 'certificate-not-verified', reason: tlsInfo.verifyError ?? 'unknown' });
-    if (opts.auth) {
-      // Never in plaintext from deliver(): RFC 8314 §3, and the "may" downgrade would leak them.
-      await client.auth(opts.auth.user, opts.auth.password, opts.auth.mechanism ? { mechanism: opts.auth.mechanism } : {});
+    if (lost === null) {
+      await client.quit();
+      continue;
     }
-    const sendOpts = { bareLineEndings: opts.bareLineEndings ?? 'reject', chunking: opts.chunking === true } as const;
-    const env = { from: opts.from, to: opts.to, mailParams: opts.mailParams ?? [], rcptParams: opts.rcptParams ?? [], requireTls: opts.requireTls === true };
-    const tx = await client.send(env, opts.message, sendOpts);
-    await client.quit();
-    const recipients: RecipientOutcome[] = tx.recipients.map((r) => {
-      if (r.delivered) return { address: r.address, status: 'delivered', reply: tx.data, reason: null };
-      const reply = r.accepted ? (tx.data ?? r.reply) : r.reply;
-      return { address: r.address, status: reply.code >= 500 ? 'failed' : 'deferred', reply, reason: replyText(reply) };
-    });
-    let error: SmtpClientError | null = null;
-    if (tx.delivered.length === 0) {
-      const reply = tx.mail.code !== 250 ? tx.mail : (tx.data ?? recipients[0]?.reply ?? tx.mail);
-      error = new SmtpClientError('REJECTED', `not delivered: ${replyText(reply)}`, { reply });
+    transcript.event(`connection ended after ${used} message(s): ${lost.message}`, client.phase);
+    await endSession(client, lost);
+    if (lostOnFirst) {
+      // Lost on its first transaction: the server is not taking mail now, so the rest wait too
+      // (and every connection of a batch settles at least one message: no endless reconnecting).
+      for (const i of pending.splice(0)) settle(i, { error: lost, recipients: null, tls, findings, conns });
     }
-    return { error, recipients, tls: tlsInfo };
-  } catch (err) {
-    const e = toClientError(err);
-    if (client !== null && client.isOpen) {
-      // Polite end where the session still works (refused STARTTLS, rejected AUTH); else drop.
-      if (e.code === 'TIMEOUT' || e.code === 'PROTOCOL_ERROR') client.destroy();
-      else await client.quit();
-    }
-    return { error: e, recipients: null, tls: e.tls ?? tlsInfo };
   }
+
+  const entries = transcript.entries;
+  const results = messages.map((m, i): DeliveryResult => {
+    const s = settled[i] ?? { error: new SmtpClientError('PROTOCOL_ERROR', 'message not attempted'), recipients: null, tls: null, findings: [], conns: [] };
+    const err = s.error;
+    const recipients =
+      s.recipients ??
+      (err ? m.to.map((address): RecipientOutcome => ({ address, status: err.permanent ? 'failed' : 'deferred', reply: err.reply, reason: `${err.code}: ${err.message}` })) : []);
+    return {
+      ok: err === null && recipients.every((r) => r.status === 'delivered'),
+      host: opts.host,
+      port,
+      level: opts.level,
+      reached: s.tls === null ? 'none' : s.tls.verified ? 'verify' : 'encrypt',
+      tls: s.tls,
+      error: err ? { code: err.code, message: err.message, reply: err.reply, permanent: err.permanent } : null,
+      recipients,
+      findings: [...s.findings],
+      transcript: s.conns.length === connections ? entries : entries.filter((e) => s.conns.includes(e.connection)),
+      connections: s.conns.length,
+    };
+  });
+  return { results, connections, transcript: entries };
 }
 
-function toClientError(err: unknown): SmtpClientError {
-  if (err instanceof SmtpClientError) return err;
-  return new SmtpClientError('PROTOCOL_ERROR', err instanceof Error ? err.message : String(err), { cause: err });
+/** A 421 anywhere in the transaction: RFC 5321 §3.8, the server is closing the channel. */
+function serverClosing(tx: TransactionResult): Reply | null {
+  if (tx.mail.code === 421) return tx.mail;
+  for (const r of tx.recipients) if (r.reply.code === 421) return r.reply;
+  return tx.data !== null && tx.data.code === 421 ? tx.data : null;
+}
+
+function outcomeOf(tx: TransactionResult): { error: SmtpClientError | null; recipients: RecipientOutcome[] } {
+  const recipients: RecipientOutcome[] = tx.recipients.map((r) => {
+    if (r.delivered) return { address: r.address, status: 'delivered', reply: tx.data, reason: null };
+    const reply = r.accepted ? (tx.data ?? r.reply) : r.reply;
+    return { address: r.address, status: reply.code >= 500 ? 'failed' : 'deferred', reply, reason: replyText(reply) };
+  });
+  let error: SmtpClientError | null = null;
+  if (tx.delivered.length === 0) {
+    const reply = tx.mail.code !== 250 ? tx.mail : (tx.data ?? recipients[0]?.reply ?? tx.mail);
+    error = new SmtpClientError('REJECTED', `not delivered: ${replyText(reply)}`, { reply });
+  }
+  return { error, recipients };
 }

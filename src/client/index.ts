@@ -1,6 +1,7 @@
 /**
  * Public surface of the SMTP client (issue 3): the SmtpClient conversation API, TLS levels,
- * deliver() (one attempt at one level), message helpers, and the error codes.
+ * deliver() (one attempt at one level), deliverBatch() (several messages over one connection),
+ * message helpers, and the error codes.
  *
  * Invariant: everything `postseal send`, the queue runner and `postseal check` need is exported
  * here; they import nothing else from src/client.
@@ -9,8 +10,8 @@ export { SmtpClient, AUTH_MECHANISMS } from './client.js';
 export type { StartTlsResult, AuthMechanism } from './client.js';
 export { TLS_LEVELS, TLS_REACHED, isTlsLevel, atLeast, triesTls, requiresTls, verifiesCert, satisfies, tlsLevelRank } from './levels.js';
 export type { TlsLevel, TlsReached } from './levels.js';
-export { deliver } from './deliver.js';
-export type { DeliverOptions, DeliveryResult, DeliveryError, RecipientOutcome, RecipientStatus, Finding } from './deliver.js';
+export { deliver, deliverBatch, DEFAULT_MAX_PER_CONNECTION } from './deliver.js';
+export type { DeliverOptions, DeliveryResult, DeliveryError, RecipientOutcome, RecipientStatus, Finding, BatchOptions, BatchMessage, BatchResult, SessionOptions } from './deliver.js';
 export type { Envelope, SendOptions, TransactionResult, RecipientResult } from './transaction.js';
 export { describeTransaction } from './transaction.js';
 export { SmtpClientError, CLIENT_ERROR_CODES, isClientError } from './errors.js';
@@ -24,5 +25,5 @@ export { buildMessage, prepareContent, normalizeLineEndings, assertNoLineBreak }
 export type { SimpleMessage, BareLineEndings } from './message.js';
 export { resolveMxHosts, systemResolver } from './resolver.js';
 export type { Resolver, MxHost, MxResult } from './resolver.js';
-export { deliverToDomain } from './mx-deliver.js';
-export type { DomainDelivery } from './mx-deliver.js';
+export { deliverToDomain, deliverBatchToDomain } from './mx-deliver.js';
+export type { DomainDelivery, DomainBatchDelivery } from './mx-deliver.js';

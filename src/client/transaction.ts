@@ -38,6 +38,12 @@ export interface SendOptions {
   chunking?: boolean;
   /** BDAT chunk size in octets (default 1 MiB). */
   chunkSize?: number;
+  /**
+   * Called just before the first octet of content (or the BDAT command carrying it) is written:
+   * until then a lost connection cannot have delivered the message (deliverBatch retries it on a
+   * new connection; after it, the outcome is unknown and the message is deferred).
+   */
+  onContent?: () => void;
 }
 
 export interface RecipientResult {
@@ -131,16 +137,17 @@ export async function sendTransaction(client: SmtpClient, caps: Capabilities, en
   }
 
   // 4. Content.
-  const data = useBdat ? await sendBdat(client, bytes, options.chunkSize ?? 1024 * 1024) : await sendData(client, bytes);
+  const data = useBdat ? await sendBdat(client, bytes, options.chunkSize ?? 1024 * 1024, options.onContent) : await sendData(client, bytes, options.onContent);
   const ok = data.code >= 200 && data.code < 300;
   for (const r of recipients) r.delivered = ok && r.accepted;
   return { mail, recipients, data, delivered: recipients.filter((r) => r.delivered).map((r) => r.address), method, pipelined };
 }
 
-async function sendData(client: SmtpClient, bytes: Uint8Array): Promise<Reply> {
+async function sendData(client: SmtpClient, bytes: Uint8Array, onContent?: () => void): Promise<Reply> {
   const t = client.timeouts;
   const go = await client.command('DATA', t.dataInitMs);
   if (go.code !== 354) return go;
+  onContent?.();
   // RFC 5321 §4.5.2: dot-stuffing, and <CRLF>.<CRLF> as the only end of data.
   const parts = dotStuff(bytes);
   client.transcript.event(`[${bytes.length} octets of message content, dot-stuffed]`, client.phase);
@@ -150,8 +157,9 @@ async function sendData(client: SmtpClient, bytes: Uint8Array): Promise<Reply> {
 }
 
 /** RFC 3030 §2: BDAT n [LAST] followed by exactly n octets, no dot-stuffing. */
-async function sendBdat(client: SmtpClient, bytes: Uint8Array, chunkSize: number): Promise<Reply> {
+async function sendBdat(client: SmtpClient, bytes: Uint8Array, chunkSize: number, onContent?: () => void): Promise<Reply> {
   const t = client.timeouts;
+  onContent?.();
   const size = Math.max(1, chunkSize);
   let off = 0;
   for (;;) {
