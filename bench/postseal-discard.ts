@@ -2,10 +2,17 @@
  * postseal's protocol engine alone: startServe with a sink that discards every message (no
  * store, no fsync). Prints "listening PORT" once bound on 127.0.0.1:0; stops on SIGTERM/SIGINT.
  * Usage: node --import tsx bench/postseal-discard.ts --cert C --key K --data DIR
- * It loads the compiled server (dist/), the same code the durable peer runs.
+ * It loads the compiled server from $POSTSEAL_DIST (default ../dist), the same build the durable
+ * peer runs.
  */
-import { defaultConfig } from '../dist/config.js';
-import { startServe } from '../dist/serve.js';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type * as ConfigModule from '../dist/config.js';
+import type * as ServeModule from '../dist/serve.js';
+
+const dist = process.env.POSTSEAL_DIST ?? new URL('../dist', import.meta.url).pathname;
+const { defaultConfig } = (await import(pathToFileURL(join(dist, 'config.js')).href)) as typeof ConfigModule;
+const { startServe } = (await import(pathToFileURL(join(dist, 'serve.js')).href)) as typeof ServeModule;
 
 function arg(name: string): string {
   const i = process.argv.indexOf(name);

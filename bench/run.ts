@@ -8,7 +8,7 @@
  * removed, on success, failure and Ctrl-C alike.
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,10 +43,10 @@ function usage(): never {
   process.stdout.write(`usage: npm run bench -- [options]
   --scenario LIST   ${SCENARIOS.join(',')} (default: all)
   --peers LIST      ${PEER_NAMES.join(',')} (default: all)
-  --duration S      seconds per (scenario, peer) run (default 15; --quick: 2)
+  --duration S      seconds per (scenario, peer) run (default 15; --quick: 1)
   --count N         at most N messages per run (default 500000; --quick: 20000)
   --conns C         concurrent connections (default 50)
-  --idle N          idle connections held in the idle scenario (default 1000; --quick: 300)
+  --idle N          idle connections held in the idle scenario (default 1000; --quick: 200)
   --pipelining      MAIL+RCPT+DATA in one write
   --cert-type T     ec (default, ECDSA P-256) or rsa (RSA-2048)
   --rounds R        run every (scenario, peer) R times, peers interleaved; report the median (default 1)
@@ -95,11 +95,11 @@ function parseOptions(argv: string[]): Options {
     }
   }
   if (o.quick) {
-    o.durationS = 2;
+    o.durationS = 1;
     o.count = 20_000;
     o.speedSeconds = 1;
-    o.warmupS = 0.3;
-    if (!idleGiven) o.idle = 300;
+    o.warmupS = 0.2;
+    if (!idleGiven) o.idle = 200;
   }
   if (duration !== null) o.durationS = duration;
   if (count !== null) o.count = count;
@@ -124,22 +124,35 @@ function newestMtime(dir: string): number {
 
 let staleNote: string | null = null;
 
-/** Builds dist/ when it is missing or older than src/. Returns an error text or null. */
-function ensureBuilt(): string | null {
-  const main = join(ROOT, 'dist/cli/main.js');
+/**
+ * Returns the dist/ directory to measure, or throws. The working tree's dist/ is rebuilt when it
+ * is missing or older than src/. Others may be mid-edit in src/ (tsc then fails and still emits a
+ * half-consistent dist/): in that case the committed HEAD is built into a private temp dir and
+ * measured instead, and the output says so.
+ */
+function ensureBuilt(work: string): string {
+  const dist = join(ROOT, 'dist');
+  const main = join(dist, 'cli/main.js');
+  const loads = (d: string): boolean => spawnSync(process.execPath, [join(d, 'cli/main.js'), 'serve', '--help'], { stdio: 'ignore', timeout: 30_000 }).status === 0;
   const stale = !existsSync(main) || statSync(main).mtimeMs < newestMtime(join(ROOT, 'src'));
-  if (!stale) return null;
-  process.stdout.write('dist/ is missing or older than src/: npm run build …\n');
-  const r = spawnSync('npm', ['run', 'build'], { cwd: ROOT, encoding: 'utf8', timeout: 300_000 });
-  if (r.status === 0) return null;
-  const why = (r.stdout + r.stderr).split('\n').filter((l) => /error/i.test(l)).slice(0, 3).join(' / ');
-  if (existsSync(main)) {
-    // Others may be mid-edit in src/: measure the last good build rather than nothing, and say so.
-    staleNote = `npm run build failed (${why}); measured the previous dist/ build`;
-    process.stdout.write(`WARNING: ${staleNote}\n`);
-    return null;
+  let why = 'dist/cli/main.js does not load';
+  if (!stale && loads(dist)) return dist;
+  if (stale) {
+    process.stdout.write('dist/ is missing or older than src/: npm run build …\n');
+    const r = spawnSync('npm', ['run', 'build'], { cwd: ROOT, encoding: 'utf8', timeout: 300_000 });
+    if (r.status === 0 && loads(dist)) return dist;
+    why = (r.stdout + r.stderr).split('\n').filter((l) => /error/i.test(l)).slice(0, 2).join(' / ') || why;
   }
-  return `npm run build failed: ${why}`;
+  process.stdout.write(`WARNING: the working tree does not build (${why}); building the committed HEAD instead …\n`);
+  const head = join(work, 'head');
+  mkdirSync(head, { recursive: true });
+  const tar = spawnSync('sh', ['-c', `git -C "${ROOT}" archive HEAD src tsconfig.json package.json | tar -x -C "${head}"`], { encoding: 'utf8' });
+  if (tar.status !== 0) throw new Error(`cannot export HEAD: ${tar.stderr}`);
+  symlinkSync(join(ROOT, 'node_modules'), join(head, 'node_modules'));
+  const b = spawnSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(head, 'tsconfig.json')], { cwd: head, encoding: 'utf8', timeout: 300_000 });
+  if (b.status !== 0) throw new Error(`neither the working tree nor HEAD builds: ${(b.stdout + b.stderr).slice(0, 500)}`);
+  staleNote = `working tree did not build (${why}); measured git HEAD ${gitHead()} built in a temp dir`;
+  return join(head, 'dist');
 }
 
 interface Spec {
@@ -285,12 +298,12 @@ async function runIdle(peer: RunningPeer, o: Options, genCore: number | null): P
   const lg = startLoadgen(['--mode', 'idle', '--port', String(peer.port), '--conns', String(o.conns), '--idle', String(o.idle), '--warmup', String(o.warmupS)], genCore);
   try {
     await lg.next('ready', 60_000 + o.warmupS * 1000);
-    await sleep(500);
+    await sleep(o.quick ? 200 : 500);
     const before = sampleTree(peer.pid, true);
     lg.send('go');
     const held = await lg.next('holding', 180_000);
     const opened = sampleTree(peer.pid, false);
-    await sleep(1500); // let the peer settle (GC, lazily freed buffers)
+    await sleep(o.quick ? 500 : 1500); // let the peer settle (GC, lazily freed buffers)
     const after = sampleTree(peer.pid, true);
     lg.send('release');
     await lg.next('end', 30_000).catch(() => null);
@@ -372,7 +385,7 @@ async function main(): Promise<void> {
       mkdirSync(o.profileDir, { recursive: true });
       nodeFlags.push('--cpu-prof', '--cpu-prof-dir', o.profileDir);
     }
-    const env: PeerEnv = { root: ROOT, certFile, keyFile, serverCore, nodeFlags };
+    const env: PeerEnv = { root: ROOT, dist: join(ROOT, 'dist'), certFile, keyFile, serverCore, nodeFlags };
 
     process.stdout.write(`postseal bench: scenarios ${o.scenarios.join(',')} · peers ${o.peers.join(',')} · C=${o.conns} · ${o.durationS}s/run, ≤${o.count} msgs/run${o.pipelining ? ' · PIPELINING' : ''} · cert ${o.certType === 'ec' ? 'ECDSA P-256' : 'RSA-2048'} · TLS 1.3 X25519\n`);
     process.stdout.write(pin ? 'pinning: server core 1, load generator core 0 (taskset)\n' : `pinning: off (${cores} core(s) or no taskset): numbers are not per-core\n`);
@@ -384,8 +397,11 @@ async function main(): Promise<void> {
       if (why) skipped.set(p, why);
     }
     if (o.peers.some((p) => p.startsWith('postseal'))) {
-      const err = ensureBuilt();
-      if (err) for (const p of o.peers) if (p.startsWith('postseal')) skipped.set(p, err);
+      try {
+        env.dist = ensureBuilt(work);
+      } catch (e) {
+        for (const p of o.peers) if (p.startsWith('postseal')) skipped.set(p, e instanceof Error ? e.message : String(e));
+      }
     }
     for (const [p, why] of skipped) process.stdout.write(`skipped ${p}: ${why}\n`);
 

@@ -25,6 +25,8 @@ export interface RunningPeer {
 
 export interface PeerEnv {
   root: string; // repository root
+  /** Compiled postseal to run (the working tree's dist/, or HEAD built in a temp dir). */
+  dist: string;
   certFile: string;
   keyFile: string;
   serverCore: number | null;
@@ -60,7 +62,7 @@ function tmp(prefix: string): { dir: string; unregister: () => void } {
 }
 
 async function nodePeer(name: PeerName, env: PeerEnv, args: string[], portRe: RegExp, notes: string[]): Promise<RunningPeer> {
-  const sp = spawnPinned(env.serverCore, process.execPath, [...env.nodeFlags, ...args], { cwd: env.root });
+  const sp = spawnPinned(env.serverCore, process.execPath, [...env.nodeFlags, ...args], { cwd: env.root, env: { ...process.env, POSTSEAL_DIST: env.dist } });
   try {
     const m = await waitForLine(sp, portRe, 30_000);
     return { name, port: Number(m[1]), pid: sp.pid, multiProcess: false, notes, stop: () => sp.stop(5000) };
@@ -77,7 +79,7 @@ export async function startPeer(name: PeerName, env: PeerEnv): Promise<RunningPe
       const p = await nodePeer(
         name,
         env,
-        ['dist/cli/main.js', 'serve', '--data', t.dir, '--hostname', 'bench.localhost', '--mx', '127.0.0.1:0', '--submission', 'off', '--submissions', 'off', '--cert', env.certFile, '--key', env.keyFile, '--log-level', 'silent'],
+        [join(env.dist, 'cli/main.js'), 'serve', '--data', t.dir, '--hostname', 'bench.localhost', '--mx', '127.0.0.1:0', '--submission', 'off', '--submissions', 'off', '--cert', env.certFile, '--key', env.keyFile, '--log-level', 'silent'],
         /listening mx 127\.0\.0\.1:(\d+)/,
         ['SQLite store in a temp data dir (fsync before 250, group commit)'],
       ).catch((e: unknown) => {
