@@ -5,14 +5,17 @@
  *
  * Invariants:
  * - a recipient is delivered, deferred or failed by exactly one recordAttempt per attempt;
+ * - jobs of one pass for the same destination (route host:port, or MX domain) and the same TLS
+ *   level share connections (deliverBatch): at most maxMessagesPerConnection messages each, and
+ *   every message keeps its own per-recipient outcome;
  * - the TLS level is never lowered: the per-destination policy, or the default, raised to
  *   `verify` for a message that carried REQUIRETLS (RFC 8689 §5: verified TLS on every hop);
  * - a bounce is sent from the null sender and never for a message from the null sender;
  * - content is sent with CRLF line endings only (a relay never forwards a bare CR or LF).
  */
-import { deliver, deliverToDomain, tlsLevelRank, type DeliveryResult, type Resolver, type TlsLevel, type Timeouts, type DomainDelivery } from '../client/index.js';
+import { deliverBatch, deliverBatchToDomain, tlsLevelRank, DEFAULT_MAX_PER_CONNECTION, type BatchMessage, type DeliveryResult, type Resolver, type TlsLevel, type Timeouts } from '../client/index.js';
 import type { Logger } from '../server/types.js';
-import { domainOf, newMessageId, type QueueEntry, type Store } from '../store/index.js';
+import { domainOf, newMessageId, type QueueEntry, type Store, type StoredMessage } from '../store/index.js';
 import type { TlsOutcome } from '../types.js';
 import { buildBounce, type FailedRecipient } from './bounce.js';
 import { DEFAULT_RETRY, nextAttempt, type RetryPolicy } from './schedule.js';
@@ -37,6 +40,8 @@ export interface RelayConfig {
   timeouts?: Partial<Timeouts>;
   /** Local domains: bounces to them go to a mailbox, not out again. */
   localDomains: string[];
+  /** Connection reuse: most messages over one connection (default 100; 1 turns reuse off). */
+  maxMessagesPerConnection?: number;
 }
 
 export const DEFAULT_RELAY: Omit<RelayConfig, 'hostname' | 'localDomains'> = {
@@ -48,6 +53,7 @@ export const DEFAULT_RELAY: Omit<RelayConfig, 'hostname' | 'localDomains'> = {
   retry: DEFAULT_RETRY,
   intervalMs: 30_000,
   concurrency: 8,
+  maxMessagesPerConnection: DEFAULT_MAX_PER_CONNECTION,
 };
 
 export interface RunSummary {
@@ -56,6 +62,8 @@ export interface RunSummary {
   deferred: number;
   failed: number;
   bounces: number;
+  /** TCP connections opened for deliveries in this pass. */
+  connections: number;
 }
 
 interface Job {
@@ -64,6 +72,15 @@ interface Job {
   mailFrom: string;
   requireTls: boolean;
   entries: QueueEntry[];
+}
+
+/** Jobs that go over the same connection(s): same destination, same TLS level. */
+interface Batch {
+  level: TlsLevel;
+  route: { host: string; port: number } | null;
+  /** The MX domain (for a route: the domain of the first job, for logs). */
+  domain: string;
+  jobs: Job[];
 }
 
 export class QueueRunner {
@@ -121,20 +138,20 @@ export class QueueRunner {
   }
 
   private async pass(now: Date): Promise<RunSummary> {
-    const summary: RunSummary = { claimed: 0, delivered: 0, deferred: 0, failed: 0, bounces: 0 };
+    const summary: RunSummary = { claimed: 0, delivered: 0, deferred: 0, failed: 0, bounces: 0, connections: 0 };
     for (;;) {
       const rows = await this.store.claimDue(now, 500);
       if (rows.length === 0) break;
       summary.claimed += rows.length;
-      const jobs = groupJobs(rows);
+      const batches = this.batches(groupJobs(rows));
       let next = 0;
       const worker = async (): Promise<void> => {
-        while (next < jobs.length && !this.stopped) {
-          const job = jobs[next++];
-          if (job) await this.runJob(job, now, summary);
+        while (next < batches.length && !this.stopped) {
+          const batch = batches[next++];
+          if (batch) await this.runBatch(batch, now, summary);
         }
       };
-      await Promise.all(Array.from({ length: Math.min(this.cfg.concurrency, jobs.length) }, worker));
+      await Promise.all(Array.from({ length: Math.max(1, Math.min(this.cfg.concurrency, batches.length)) }, worker));
       if (this.stopped || rows.length < 500) break;
     }
     return summary;
@@ -146,34 +163,74 @@ export class QueueRunner {
     return requireTls && tlsLevelRank(policy) < tlsLevelRank('verify') ? 'verify' : policy;
   }
 
-  private async runJob(job: Job, now: Date, summary: RunSummary): Promise<void> {
-    const stored = this.store.getMessage(job.id);
-    if (!stored) {
-      await this.store.deleteQueued(job.id);
-      return;
+  /**
+   * Jobs grouped by destination and level, in chunks of at most maxMessagesPerConnection: one
+   * chunk is one deliverBatch (one connection unless the server drops it), and chunks for the
+   * same destination may run in parallel up to `concurrency`.
+   */
+  private batches(jobs: Job[]): Batch[] {
+    const max = Math.max(1, Math.floor(this.cfg.maxMessagesPerConnection ?? DEFAULT_MAX_PER_CONNECTION));
+    const groups = new Map<string, Batch>();
+    for (const job of jobs) {
+      const level = this.levelFor(job.domain, job.requireTls);
+      const route = this.cfg.routes[job.domain] ?? this.cfg.routes['*'] ?? null;
+      const key = route ? `route ${route.host} ${route.port} ${level}` : `mx ${job.domain} ${level}`;
+      let g = groups.get(key);
+      if (!g) {
+        g = { level, route, domain: job.domain, jobs: [] };
+        groups.set(key, g);
+      }
+      g.jobs.push(job);
     }
-    const level = this.levelFor(job.domain, job.requireTls);
+    const out: Batch[] = [];
+    for (const g of groups.values()) {
+      for (let i = 0; i < g.jobs.length; i += max) out.push({ ...g, jobs: g.jobs.slice(i, i + max) });
+    }
+    return out;
+  }
+
+  private async runBatch(batch: Batch, now: Date, summary: RunSummary): Promise<void> {
+    const items: Array<{ job: Job; stored: StoredMessage }> = [];
+    for (const job of batch.jobs) {
+      const stored = this.store.getMessage(job.id);
+      if (stored) items.push({ job, stored });
+      else await this.store.deleteQueued(job.id);
+    }
+    if (items.length === 0) return;
+    const level = batch.level;
     const base = {
       level,
       helo: this.cfg.hostname,
-      from: job.mailFrom,
-      to: job.entries.map((e) => e.recipient),
-      message: stored.data,
       bareLineEndings: 'normalize' as const,
-      requireTls: job.requireTls,
+      maxPerConnection: this.cfg.maxMessagesPerConnection ?? DEFAULT_MAX_PER_CONNECTION,
       ...(this.cfg.ca ? { tls: { ca: this.cfg.ca } } : {}),
       ...(this.cfg.timeouts ? { timeouts: this.cfg.timeouts } : {}),
     };
-    const route = this.cfg.routes[job.domain] ?? this.cfg.routes['*'];
-    let final: DeliveryResult | null;
-    let dnsReason: { message: string; permanent: boolean } | null = null;
-    if (route) {
-      final = await deliver({ ...base, host: route.host, port: route.port, serverName: route.host });
+    const messages: BatchMessage[] = items.map(({ job, stored }) => ({
+      from: job.mailFrom,
+      to: job.entries.map((e) => e.recipient),
+      message: stored.data,
+      requireTls: job.requireTls,
+    }));
+    let finals: Array<{ final: DeliveryResult | null; dnsReason: { message: string; permanent: boolean } | null }>;
+    if (batch.route) {
+      const b = await deliverBatch({ ...base, host: batch.route.host, port: batch.route.port, serverName: batch.route.host }, messages);
+      summary.connections += b.connections;
+      finals = b.results.map((final) => ({ final, dnsReason: null }));
     } else {
-      const d: DomainDelivery = await deliverToDomain(job.domain, { ...base, port: this.cfg.smtpPort }, this.resolver);
-      final = d.final;
-      if (!final) dnsReason = { message: d.reason ?? 'no MX host could be tried', permanent: d.permanent };
+      const d = await deliverBatchToDomain(batch.domain, { ...base, port: this.cfg.smtpPort }, messages, this.resolver);
+      summary.connections += d.connections;
+      finals = d.deliveries.map((x) => ({ final: x.final, dnsReason: x.final ? null : { message: x.reason ?? 'no MX host could be tried', permanent: x.permanent } }));
     }
+    for (let k = 0; k < items.length; k++) {
+      const item = items[k];
+      const f = finals[k];
+      if (item && f) await this.record(item.job, item.stored, level, f.final, f.dnsReason, now, summary);
+    }
+  }
+
+  /** Records one job's attempt: each recipient delivered, deferred (with the next attempt) or failed (bounced). */
+  private async record(job: Job, stored: StoredMessage, level: TlsLevel, final: DeliveryResult | null, dnsReason: { message: string; permanent: boolean } | null, now: Date, summary: RunSummary): Promise<void> {
     const tls = outcomeOf(level, final, dnsReason?.message ?? null);
     const failed: FailedRecipient[] = [];
     const counts = { delivered: 0, deferred: 0 };

@@ -1,0 +1,382 @@
+/**
+ * Real receiving MTAs for the outbound interop and reuse tests (test/relay): nodemailer's
+ * smtp-server in-process, aiosmtpd as a /usr/bin/python3 child, a private Postfix instance, each
+ * on 127.0.0.1 with a port chosen by binding :0, STARTTLS offered with a certificate from the
+ * test CA for the MX name, and a way to read back the bytes each received.
+ *
+ * Invariants: every child process and every wait has a timeout; close() stops what start made
+ * and removes its temp dir; a missing peer is a skip locally and a failure on CI (CI=true).
+ */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, watch } from 'node:fs';
+import { chmod, chown, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir, userInfo } from 'node:os';
+import { basename, join } from 'node:path';
+import type { TestContext } from 'node:test';
+import { SMTPServer } from 'smtp-server';
+import { writeKeyPair, type PemKeyPair } from './certs.js';
+import { ROOT, runPeer } from './peers.js';
+
+export interface ReceivedMessage {
+  data: Buffer;
+  /** Whether the receiver saw the message inside TLS (as the receiver reports it). */
+  tls: boolean | null;
+}
+
+export interface Receiver {
+  name: string;
+  port: number;
+  /** Version or build, for the table. */
+  version: string;
+  /** Every message received so far, as the receiver stored it. */
+  messages(): Promise<ReceivedMessage[]>;
+  /** Waits (bounded) until a message containing `marker` has been stored, and returns it. */
+  waitFor(marker: string, timeoutMs?: number): Promise<ReceivedMessage>;
+  /** TCP connections accepted so far, when the receiver can count them. */
+  connections(): number | null;
+  close(): Promise<void>;
+}
+
+/** Binds 127.0.0.1:0, notes the port the kernel chose, frees it (for peers that cannot report theirs). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => (a !== null && typeof a === 'object' ? resolve(a.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** Why a peer cannot run here, or null. On CI a missing peer is a failure, locally a skip. */
+export function peerMissing(name: 'postfix' | 'aiosmtpd' | 'smtp-server'): string | null {
+  switch (name) {
+    case 'postfix':
+      if (!existsSync('/usr/sbin/postfix') || !existsSync('/usr/lib/postfix/sbin/master')) return 'Postfix not installed (apt-get install -y postfix)';
+      if (userInfo().uid !== 0) return 'a private Postfix instance needs root (postfix -c DIR start)';
+      if (spawnSync('getent', ['passwd', 'postfix'], { timeout: 5000 }).status !== 0) return 'no postfix user (reinstall the postfix package)';
+      return null;
+    case 'aiosmtpd': {
+      if (!existsSync('/usr/bin/python3')) return '/usr/bin/python3 missing (apt-get install -y python3 python3-aiosmtpd)';
+      const r = spawnSync('/usr/bin/python3', ['-c', 'import aiosmtpd'], { stdio: 'ignore', timeout: 15_000 });
+      return r.status === 0 ? null : 'aiosmtpd not importable by /usr/bin/python3 (apt-get install -y python3-aiosmtpd)';
+    }
+    case 'smtp-server':
+      return existsSync(join(ROOT, 'node_modules/smtp-server/package.json')) ? null : 'smtp-server missing (npm install: it is a devDependency)';
+  }
+}
+
+/** true when the test may go on; otherwise the test was skipped (locally) or failed (CI). */
+export function requirePeer(t: TestContext, name: 'postfix' | 'aiosmtpd' | 'smtp-server'): boolean {
+  const why = peerMissing(name);
+  if (why === null) return true;
+  if (process.env.CI === 'true') assert.fail(`${name}: ${why}`);
+  t.skip(why);
+  return false;
+}
+
+function findIn(list: ReceivedMessage[], marker: string): ReceivedMessage | null {
+  return list.find((m) => m.data.includes(marker)) ?? null;
+}
+
+// --- nodemailer smtp-server, in-process -------------------------------------------------------
+
+export interface SmtpServerReceiverOptions {
+  hostname: string;
+  pair: PemKeyPair;
+  /** Answer 421 (and close) to MAIL after this many messages on one connection. */
+  maxMessagesPerConnection?: number;
+}
+
+export async function startSmtpServerReceiver(opts: SmtpServerReceiverOptions): Promise<Receiver> {
+  const received: ReceivedMessage[] = [];
+  const waiters = new Set<() => void>();
+  const perSession = new Map<string, number>();
+  let connections = 0;
+  const server = new SMTPServer({
+    secure: false,
+    name: opts.hostname,
+    key: opts.pair.keyPem,
+    cert: opts.pair.certPem,
+    disabledCommands: ['AUTH'],
+    authOptional: true,
+    logger: false,
+    size: 10 * 1024 * 1024,
+    onConnect(_session, cb) {
+      connections++;
+      cb();
+    },
+    onMailFrom(_address, session, cb) {
+      const n = perSession.get(session.id) ?? 0;
+      if (opts.maxMessagesPerConnection !== undefined && n >= opts.maxMessagesPerConnection) {
+        // smtp-server closes the connection after a 421 (RFC 5321 §3.8).
+        cb(Object.assign(new Error('too many messages on this connection'), { responseCode: 421 }));
+        return;
+      }
+      cb();
+    },
+    onData(stream, session, cb) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (d: Buffer) => chunks.push(d));
+      stream.on('end', () => {
+        perSession.set(session.id, (perSession.get(session.id) ?? 0) + 1);
+        received.push({ data: Buffer.concat(chunks), tls: session.secure });
+        for (const w of [...waiters]) w();
+        cb();
+      });
+    },
+  });
+  server.on('error', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    server.server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const addr = server.server.address();
+  if (addr === null || typeof addr !== 'object') throw new Error('smtp-server: no port');
+  const pkg = JSON.parse(await readFile(join(ROOT, 'node_modules/smtp-server/package.json'), 'utf8')) as { version?: string };
+  return {
+    name: 'smtp-server',
+    port: addr.port,
+    version: `smtp-server ${pkg.version ?? '?'}`,
+    messages: async () => [...received],
+    waitFor(marker, timeoutMs = 15_000) {
+      return new Promise((resolve, reject) => {
+        const check = (): boolean => {
+          const m = findIn(received, marker);
+          if (!m) return false;
+          clearTimeout(timer);
+          waiters.delete(onMessage);
+          resolve(m);
+          return true;
+        };
+        const onMessage = (): void => void check();
+        const timer = setTimeout(() => {
+          waiters.delete(onMessage);
+          reject(new Error(`smtp-server: no message with ${marker} within ${timeoutMs} ms`));
+        }, timeoutMs);
+        waiters.add(onMessage);
+        check();
+      });
+    },
+    connections: () => connections,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+// --- files in a directory, announced by the receiver ------------------------------------------
+
+/**
+ * Waits for a file containing `marker` in `dir` (fs.watch, plus a look at what is already there).
+ * Files are expected to appear whole (the writers rename into place).
+ */
+async function waitForFile(dir: string, marker: string, timeoutMs: number, read: (file: string) => Promise<ReceivedMessage>): Promise<ReceivedMessage> {
+  const scan = async (): Promise<ReceivedMessage | null> => {
+    for (const f of (await readdir(dir)).sort()) {
+      if (f.startsWith('.')) continue;
+      const m = await read(join(dir, f)).catch(() => null);
+      if (m && m.data.includes(marker)) return m;
+    }
+    return null;
+  };
+  return new Promise((resolve, reject) => {
+    let done = false;
+    const finish = (err: Error | null, m: ReceivedMessage | null): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      watcher.close();
+      if (m) resolve(m);
+      else reject(err ?? new Error('no message'));
+    };
+    const look = (): void => {
+      scan().then(
+        (m) => {
+          if (m) finish(null, m);
+        },
+        (e: unknown) => finish(e instanceof Error ? e : new Error(String(e)), null),
+      );
+    };
+    const watcher = watch(dir, () => look());
+    const timer = setTimeout(() => finish(new Error(`no message with ${marker} in ${dir} within ${timeoutMs} ms`), null), timeoutMs);
+    look();
+  });
+}
+
+async function readAll(dir: string, read: (file: string) => Promise<ReceivedMessage>): Promise<ReceivedMessage[]> {
+  const out: ReceivedMessage[] = [];
+  for (const f of (await readdir(dir)).sort()) if (!f.startsWith('.')) out.push(await read(join(dir, f)));
+  return out;
+}
+
+// --- aiosmtpd, a /usr/bin/python3 child ---------------------------------------------------------
+
+export interface ChildReceiverOptions {
+  hostname: string;
+  pair: PemKeyPair;
+}
+
+export async function startAiosmtpdReceiver(opts: ChildReceiverOptions): Promise<Receiver> {
+  const dir = await mkdtemp(join(tmpdir(), 'postseal-aiosmtpd-'));
+  const mail = join(dir, 'mail');
+  await mkdir(mail);
+  const files = await writeKeyPair(join(dir, 'certs'), opts.pair);
+  const child = spawn('/usr/bin/python3', [join(ROOT, 'test/helpers/aiosmtpd-receiver.py'), '--cert', files.certFile, '--key', files.keyFile, '--dir', mail, '--hostname', opts.hostname], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(t);
+    }
+    await rm(dir, { recursive: true, force: true });
+  };
+  let port: number;
+  let version: string;
+  try {
+    // The script prints "listening PORT VERSION" once bound on 127.0.0.1:0.
+    [port, version] = await new Promise<[number, string]>((resolve, reject) => {
+      let out = '';
+      const timer = setTimeout(() => reject(new Error(`aiosmtpd did not start within 20 s: ${stderr}`)), 20_000);
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString('utf8');
+        const m = /listening (\d+) (\S+)/.exec(out);
+        if (m) {
+          clearTimeout(timer);
+          resolve([Number(m[1]), m[2] ?? '?']);
+        }
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`aiosmtpd exited (${String(code)}): ${stderr}`));
+      });
+    });
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  const read = async (file: string): Promise<ReceivedMessage> => {
+    const data = await readFile(file);
+    const meta = JSON.parse(await readFile(join(dir, 'meta', basename(file)), 'utf8').catch(() => '{}')) as { tls?: boolean };
+    return { data, tls: meta.tls ?? null };
+  };
+  return {
+    name: 'aiosmtpd',
+    port,
+    version: `aiosmtpd ${version}`,
+    messages: () => readAll(mail, read),
+    waitFor: (marker, timeoutMs = 15_000) => waitForFile(mail, marker, timeoutMs, read),
+    connections: () => null,
+    close: stop,
+  };
+}
+
+// --- Postfix, a private instance ----------------------------------------------------------------
+
+export interface PostfixReceiverOptions {
+  hostname: string;
+  pair: PemKeyPair;
+  /** Domains delivered to the one virtual maildir. */
+  domains: string[];
+}
+
+/**
+ * A private Postfix (the approach of bench/lib/peers.ts and test/check/postfix.test.ts): config,
+ * queue and data directories under a temp dir, Debian's master.cf with smtpd on 127.0.0.1:PORT
+ * and no chroot, smtpd_tls_security_level=may, and every recipient of `domains` delivered by the
+ * virtual(8) agent to one maildir under the temp dir, whose files the test reads.
+ * Postfix stores maildir files with LF line ends (its local format), after Return-Path,
+ * Delivered-To and its Received header.
+ */
+export async function startPostfixReceiver(opts: PostfixReceiverOptions): Promise<Receiver> {
+  const dir = await mkdtemp(join(tmpdir(), 'postseal-postfix-'));
+  await chmod(dir, 0o755); // the postfix user must reach data/, the certificate and the maildir
+  const conf = join(dir, 'etc');
+  const data = join(dir, 'data');
+  const vmail = join(dir, 'vmail');
+  const maildir = join(vmail, 'mbox');
+  for (const d of [conf, join(dir, 'queue'), data, join(maildir, 'new'), join(maildir, 'cur'), join(maildir, 'tmp')]) await mkdir(d, { recursive: true, mode: 0o755 });
+  const pw = spawnSync('getent', ['passwd', 'postfix'], { encoding: 'utf8', timeout: 5000 }).stdout.split(':');
+  const uid = Number(pw[2]);
+  const gid = Number(pw[3]);
+  for (const d of [data, vmail, maildir, join(maildir, 'new'), join(maildir, 'cur'), join(maildir, 'tmp')]) await chown(d, uid, gid);
+  const files = await writeKeyPair(join(dir, 'certs'), opts.pair);
+  await chmod(files.keyFile, 0o600);
+  const port = await freePort();
+  await writeFile(
+    join(conf, 'main.cf'),
+    [
+      'compatibility_level = 3.6',
+      `queue_directory = ${join(dir, 'queue')}`,
+      `data_directory = ${data}`,
+      'mail_owner = postfix',
+      'setgid_group = postdrop',
+      'inet_interfaces = 127.0.0.1',
+      'inet_protocols = ipv4',
+      `myhostname = ${opts.hostname}`,
+      'mydestination =',
+      'mynetworks = 127.0.0.0/8',
+      'relay_domains =',
+      'alias_maps =',
+      'alias_database =',
+      // No header rewriting for clients on our own interface (the default rewrites them).
+      'local_header_rewrite_clients =',
+      `virtual_mailbox_domains = ${opts.domains.join(', ')}`,
+      `virtual_mailbox_base = ${vmail}`,
+      'virtual_mailbox_maps = static:mbox/',
+      `virtual_uid_maps = static:${uid}`,
+      `virtual_gid_maps = static:${gid}`,
+      `virtual_minimum_uid = ${Math.min(uid, 100)}`,
+      `maillog_file = ${join(dir, 'maillog')}`,
+      `maillog_file_prefixes = ${dir}`,
+      `smtpd_tls_cert_file = ${files.certFile}`,
+      `smtpd_tls_key_file = ${files.keyFile}`,
+      'smtpd_tls_security_level = may',
+      'smtpd_tls_received_header = yes',
+      '',
+    ].join('\n'),
+  );
+  // Debian's master.cf with our listener instead of smtp inet, and no chroot (no /etc copy inside).
+  const master = (await readFile('/etc/postfix/master.cf', 'utf8'))
+    .replace(/^smtp\s+inet.*$/m, `127.0.0.1:${port} inet n - n - - smtpd`)
+    .replace(/^(\S+\s+(?:unix|unix-dgram|inet|fifo)\s+\S+\s+\S+\s+)y/gm, '$1n');
+  await writeFile(join(conf, 'master.cf'), master);
+  const log = async (): Promise<string> => (await readFile(join(dir, 'maillog'), 'utf8').catch(() => '')).slice(-3000);
+  // `postfix start` returns once the master daemon is ready (master -w).
+  const start = await runPeer('/usr/sbin/postfix', ['-c', conf, 'start'], { timeoutMs: 60_000 });
+  const stop = async (): Promise<void> => {
+    await runPeer('/usr/sbin/postfix', ['-c', conf, 'stop'], { timeoutMs: 60_000 });
+    await rm(dir, { recursive: true, force: true });
+  };
+  if (start.code !== 0) {
+    const l = await log();
+    await stop();
+    throw new Error(`postfix start failed (${String(start.code)}): ${start.stderr}\n${l}`);
+  }
+  const version = spawnSync('/usr/sbin/postconf', ['-c', conf, '-h', 'mail_version'], { encoding: 'utf8', timeout: 10_000 }).stdout.trim();
+  const read = async (file: string): Promise<ReceivedMessage> => {
+    const d = await readFile(file);
+    // smtpd_tls_received_header: "(using TLSv1.3 with cipher ...)" in Postfix's Received header.
+    const head = d.subarray(0, Math.min(d.length, 2000)).toString('latin1');
+    return { data: d, tls: /^Received: [^\n]*\n(?:[ \t][^\n]*\n)*/m.exec(head)?.[0].includes('(using TLS') ?? null };
+  };
+  return {
+    name: 'postfix',
+    port,
+    version: `Postfix ${version}`,
+    messages: () => readAll(join(maildir, 'new'), read),
+    waitFor: (marker, timeoutMs = 30_000) =>
+      waitForFile(join(maildir, 'new'), marker, timeoutMs, read).catch(async (e: unknown) => {
+        throw new Error(`${e instanceof Error ? e.message : String(e)}\n--- maillog\n${await log()}`);
+      }),
+    connections: () => null,
+    close: stop,
+  };
+}
