@@ -207,7 +207,9 @@ export class Session {
   /** Queue a reply; 4xx/5xx replies are charged to the error budget. */
   send(r: Reply): void {
     this.conn.queue(formatReply(r));
-    if (r.code >= 400 && r.code !== 421) {
+    // 452 for recipients past the limit is not a client error: RFC 5321 §4.5.3.1.10 has the
+    // client send the rest in a later transaction, so it must not use up the error budget.
+    if (r.code >= 400 && r.code !== 421 && r !== R.tooManyRecipients) {
       this.errors++;
       // Error budget (Postfix smtpd_hard_error_limit): a client that keeps failing is cut off.
       if (this.errors >= this.opts.limits.maxErrors) this.closeWith(R.tooManyErrors, 'too many errors');
