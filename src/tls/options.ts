@@ -27,6 +27,23 @@ export const SMTP_ALPN = 'smtp' as const;
 /** Protocol floor for production: RFC 8996 §2-§3 deprecates TLS 1.0 and 1.1. */
 export const DEFAULT_MIN_VERSION: tls.SecureVersion = 'TLSv1.2';
 
+/**
+ * TLS 1.2 suites: ECDHE (or DHE) key exchange with an AEAD cipher only (RFC 9325 §4.2: no CBC,
+ * no static RSA key exchange, no SHA-1 MAC). Node's default list adds CBC-SHA1/SHA2 suites via
+ * "HIGH", which no TLS 1.2 MTA needs. TLS 1.3 suites are configured separately by OpenSSL and are
+ * all AEAD.
+ */
+export const AEAD_CIPHERS = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+  'DHE-RSA-AES128-GCM-SHA256',
+  'DHE-RSA-AES256-GCM-SHA384',
+].join(':');
+
 /** Knobs a caller may turn. Production code passes nothing. */
 export interface ServerTlsPolicyOptions {
   /**
@@ -55,7 +72,7 @@ export function serverContextOptions(policy: ServerTlsPolicyOptions = {}): tls.S
     // RFC 9325 §4.1, §4.2: AEAD suites with forward secrecy. Node's default list is exactly that
     // (TLS 1.3 suites, then ECDHE/DHE-GCM, no RC4/3DES/export/NULL). Legacy test mode only
     // lowers the security level so OpenSSL 3 will complete a TLS 1.0 handshake at all.
-    ciphers: legacy ? `${tls.DEFAULT_CIPHERS}:@SECLEVEL=0` : tls.DEFAULT_CIPHERS,
+    ciphers: legacy ? `${tls.DEFAULT_CIPHERS}:@SECLEVEL=0` : AEAD_CIPHERS,
     // RFC 9325 §4.2: the server enforces its own preference order (TLS 1.2 and below).
     honorCipherOrder: true,
     secureOptions:

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { constants } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import tls from 'node:tls';
-import { serverContextOptions, upgradeSocketOptions } from '../../src/tls/options.js';
+import { AEAD_CIPHERS, serverContextOptions, upgradeSocketOptions } from '../../src/tls/options.js';
 import { makeTestCa, issueCert } from '../helpers/certs.js';
 import { closeSocket, connectTls, echo, startWrapServer, type WrapServer } from './harness.js';
 
@@ -54,6 +54,12 @@ describe('server TLS policy (STARTTLS-style wrap of a plaintext socket)', () => 
     assert.match(socket.getCipher().name, /^ECDHE-.*-GCM-|^ECDHE-.*CHACHA20/);
     assert.equal(await echo(socket, 'ping'), 'ping');
     await closeSocket(socket);
+  });
+
+  test('a TLS 1.2 client offering only CBC suites is refused (RFC 9325 §4.2: AEAD only)', async () => {
+    await assert.rejects(connectTls(server.port, { maxVersion: 'TLSv1.2', ciphers: 'ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA' }), {
+      code: 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE',
+    });
   });
 
   test('TLS 1.3 is chosen when the client offers 1.2 and 1.3', async () => {
@@ -113,7 +119,7 @@ describe('server TLS policy (STARTTLS-style wrap of a plaintext socket)', () => 
     assert.equal(o.minVersion, 'TLSv1.2');
     assert.equal(o.maxVersion, undefined);
     assert.equal(o.honorCipherOrder, true);
-    assert.equal(o.ciphers, tls.DEFAULT_CIPHERS);
+    assert.equal(o.ciphers, AEAD_CIPHERS);
     const flags = o.secureOptions ?? 0;
     assert.ok(flags & constants.SSL_OP_NO_RENEGOTIATION);
     assert.ok(flags & constants.SSL_OP_NO_COMPRESSION);
