@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import type { TestContext } from 'node:test';
 import type { MessageSummary } from '../../src/types.js';
+import { makeTestCa } from './certs.js';
 import { startTestServer, type TestServer } from './server.js';
 
 export const USER = { address: 'alice@postseal.test', password: 'interop-Pw.42' } as const;
@@ -130,6 +131,8 @@ export async function tempDir(prefix: string): Promise<{ dir: string; cleanup: (
 /** The test server for interop: the interop user exists, the CA is on disk as `caFile`. */
 export interface InteropServer extends TestServer {
   caFile: string;
+  /** A different test CA: a client that really verifies must refuse our certificate with it. */
+  foreignCaFile: string;
   /** Ids of the messages stored so far; pass to expectDelivered to find the one new message. */
   ids(): Set<string>;
 }
@@ -138,9 +141,12 @@ export async function startInteropServer(): Promise<InteropServer> {
   const server = await startTestServer({ users: [{ ...USER }] });
   const caFile = join(server.dataDir, 'certs', 'test-ca.pem');
   await writeFile(caFile, server.caPem);
+  const foreignCaFile = join(server.dataDir, 'certs', 'foreign-ca.pem');
+  await writeFile(foreignCaFile, (await makeTestCa({ commonName: 'some other CA' })).certPem);
   return {
     ...server,
     caFile,
+    foreignCaFile,
     ids: () => new Set(server.running.store.listMessages({ limit: 10_000 }).map((m) => m.id)),
   };
 }
@@ -192,4 +198,11 @@ export async function expectDelivered(server: InteropServer, before: Set<string>
   assert.equal(summary.authUser, want.authUser);
   assert.equal(summary.tls?.protocol, 'TLSv1.3');
   return summary;
+}
+
+/** A refused delivery: the client failed (not by timeout) and nothing was stored. */
+export function expectRefused(server: InteropServer, before: Set<string>, r: PeerResult, what: string): void {
+  assert.equal(r.timedOut, false, `${what}: timed out`);
+  assert.notEqual(r.code, 0, `${what}: exited 0 although the certificate is not from its CA\n${r.stderr}`);
+  assert.equal(server.ids().size, before.size, `${what}: a message was stored`);
 }

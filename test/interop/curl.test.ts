@@ -7,7 +7,7 @@
 import { after, before, test } from 'node:test';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { assertExitedOk, expectDelivered, findPeer, makeMessage, RCPT, runPeer, startInteropServer, tempDir, USER, type InteropServer } from '../helpers/peers.js';
+import { assertExitedOk, expectDelivered, expectRefused, findPeer, makeMessage, RCPT, runPeer, startInteropServer, tempDir, USER, type InteropServer } from '../helpers/peers.js';
 
 let server: InteropServer;
 let tmp: Awaited<ReturnType<typeof tempDir>>;
@@ -25,6 +25,7 @@ const cases = [
   { name: 'STARTTLS to submission, AUTH PLAIN', url: 'smtp', listener: 'submission', auth: 'PLAIN' },
   { name: 'STARTTLS to submission, AUTH LOGIN', url: 'smtp', listener: 'submission', auth: 'LOGIN' },
   { name: 'implicit TLS to submissions, AUTH PLAIN', url: 'smtps', listener: 'submissions', auth: 'PLAIN' },
+  { name: 'refuses our certificate when it trusts another CA (mx STARTTLS)', url: 'smtp', listener: 'mx', auth: null, foreign: true },
 ] as const;
 
 for (const c of cases) {
@@ -38,11 +39,12 @@ for (const c of cases) {
     const ids = server.ids();
     const r = await runPeer(bin, [
       '--silent', '--show-error', '--max-time', '20',
-      '--ssl-reqd', '--cacert', server.caFile,
+      '--ssl-reqd', '--cacert', 'foreign' in c ? server.foreignCaFile : server.caFile,
       `${c.url}://127.0.0.1:${server.port(c.listener)}/curl.interop.test`,
       '--mail-from', msg.from, '--mail-rcpt', RCPT,
       '--upload-file', file, ...authArgs,
     ]);
+    if ('foreign' in c) return expectRefused(server, ids, r, 'curl');
     assertExitedOk(r, `curl ${c.name}`);
     await expectDelivered(server, ids, msg, { listener: c.listener, authUser: c.auth ? USER.address : null });
   });

@@ -8,7 +8,7 @@
 import { after, before, test } from 'node:test';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { assertExitedOk, expectDelivered, findPeer, makeMessage, RCPT, runPeer, startInteropServer, tempDir, USER, type InteropServer } from '../helpers/peers.js';
+import { assertExitedOk, expectDelivered, expectRefused, findPeer, makeMessage, RCPT, runPeer, startInteropServer, tempDir, USER, type InteropServer } from '../helpers/peers.js';
 
 let server: InteropServer;
 let tmp: Awaited<ReturnType<typeof tempDir>>;
@@ -26,6 +26,7 @@ const cases = [
   { name: 'tls_starttls on to submission, AUTH PLAIN', starttls: 'on', listener: 'submission', auth: 'plain' },
   { name: 'tls_starttls on to submission, AUTH LOGIN', starttls: 'on', listener: 'submission', auth: 'login' },
   { name: 'tls_starttls off (implicit TLS) to submissions, AUTH PLAIN', starttls: 'off', listener: 'submissions', auth: 'plain' },
+  { name: 'refuses our certificate when it trusts another CA (mx STARTTLS)', starttls: 'on', listener: 'mx', auth: null, foreign: true },
 ] as const;
 
 for (const c of cases) {
@@ -41,14 +42,15 @@ for (const c of cases) {
       `from ${msg.from}`,
       'tls on',
       `tls_starttls ${c.starttls}`,
-      `tls_trust_file ${server.caFile}`,
+      `tls_trust_file ${'foreign' in c ? server.foreignCaFile : server.caFile}`,
       'timeout 20',
       ...(c.auth ? [`auth ${c.auth}`, `user ${USER.address}`, `password ${USER.password}`] : ['auth off']),
     ];
-    const configFile = join(tmp.dir, `${c.listener}-${c.auth ?? 'none'}.msmtprc`);
+    const configFile = join(tmp.dir, `${c.listener}-${c.auth ?? 'none'}${'foreign' in c ? '-foreign' : ''}.msmtprc`);
     await writeFile(configFile, config.join('\n') + '\n', { mode: 0o600 }); // msmtp refuses a readable file with a password
     const ids = server.ids();
     const r = await runPeer(bin, ['-C', configFile, '-f', msg.from, '--', RCPT], { input: msg.bytes });
+    if ('foreign' in c) return expectRefused(server, ids, r, 'msmtp');
     assertExitedOk(r, `msmtp ${c.name}`);
     await expectDelivered(server, ids, msg, { listener: c.listener, authUser: c.auth ? USER.address : null });
   });

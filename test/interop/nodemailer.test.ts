@@ -7,6 +7,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import nodemailer from 'nodemailer';
 import { expectDelivered, makeMessage, RCPT, startInteropServer, USER, type InteropServer } from '../helpers/peers.js';
 
@@ -51,3 +52,23 @@ for (const c of cases) {
     }
   });
 }
+
+test('nodemailer: refuses our certificate when it trusts another CA (requireTLS to mx)', async () => {
+  const msg = makeMessage('nodemailer foreign CA');
+  const transport = nodemailer.createTransport({
+    host: '127.0.0.1',
+    port: server.port('mx'),
+    requireTLS: true,
+    tls: { ca: await readFile(server.foreignCaFile, 'utf8'), servername: 'localhost', rejectUnauthorized: true },
+    connectionTimeout: 10_000,
+    greetingTimeout: 10_000,
+    socketTimeout: 20_000,
+  });
+  try {
+    const ids = server.ids();
+    await assert.rejects(transport.sendMail({ envelope: { from: msg.from, to: [RCPT] }, raw: msg.bytes }), /certificate/i);
+    assert.equal(server.ids().size, ids.size);
+  } finally {
+    transport.close();
+  }
+});

@@ -127,3 +127,18 @@ for (const c of cases) {
     await expectDelivered(server, ids, msg, { listener: c.listener, authUser: c.auth ? USER.address : null });
   });
 }
+
+test('openssl s_client: refuses our certificate when it trusts another CA (-starttls smtp to mx)', async (t) => {
+  const bin = await findPeer(t, 'openssl');
+  if (!bin) return;
+  const ids = server.ids();
+  const s = new SClient(bin, [
+    's_client', '-starttls', 'smtp', '-connect', `127.0.0.1:${server.port('mx')}`, '-servername', 'localhost',
+    '-CAfile', server.foreignCaFile, '-verify_hostname', 'localhost', '-verify_return_error', '-quiet',
+  ]);
+  s.send('EHLO openssl.interop.test\r\n');
+  const { code, timedOut } = await s.exited;
+  assert.equal(timedOut, false);
+  assert.notEqual(code, 0);
+  assert.equal(server.ids().size, ids.size);
+});

@@ -7,7 +7,7 @@
 import { after, before, test } from 'node:test';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { assertExitedOk, expectDelivered, findPeer, makeMessage, RCPT, runPeer, startInteropServer, tempDir, USER, type InteropServer } from '../helpers/peers.js';
+import { assertExitedOk, expectDelivered, expectRefused, findPeer, makeMessage, RCPT, runPeer, startInteropServer, tempDir, USER, type InteropServer } from '../helpers/peers.js';
 
 // argv: mode(starttls|ssl) port cafile msgfile from to mech(none|PLAIN|LOGIN) user password
 const SCRIPT = `
@@ -49,6 +49,7 @@ const cases = [
   { name: 'starttls() to submission, AUTH PLAIN', mode: 'starttls', listener: 'submission', auth: 'PLAIN' },
   { name: 'starttls() to submission, AUTH LOGIN', mode: 'starttls', listener: 'submission', auth: 'LOGIN' },
   { name: 'SMTP_SSL to submissions, AUTH PLAIN', mode: 'ssl', listener: 'submissions', auth: 'PLAIN' },
+  { name: 'refuses our certificate when it trusts another CA (mx starttls())', mode: 'starttls', listener: 'mx', auth: null, foreign: true },
 ] as const;
 
 for (const c of cases) {
@@ -59,7 +60,8 @@ for (const c of cases) {
     const file = join(tmp.dir, `${c.listener}-${c.auth ?? 'none'}.eml`);
     await writeFile(file, msg.bytes);
     const ids = server.ids();
-    const r = await runPeer(python, ['-c', SCRIPT, c.mode, String(server.port(c.listener)), server.caFile, file, msg.from, RCPT, c.auth ?? 'none', USER.address, USER.password]);
+    const r = await runPeer(python, ['-c', SCRIPT, c.mode, String(server.port(c.listener)), 'foreign' in c ? server.foreignCaFile : server.caFile, file, msg.from, RCPT, c.auth ?? 'none', USER.address, USER.password]);
+    if ('foreign' in c) return expectRefused(server, ids, r, 'smtplib');
     assertExitedOk(r, `smtplib ${c.name}`);
     await expectDelivered(server, ids, msg, { listener: c.listener, authUser: c.auth ? USER.address : null });
   });

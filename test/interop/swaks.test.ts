@@ -8,7 +8,7 @@
 import { after, before, test } from 'node:test';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { assertExitedOk, expectDelivered, findPeer, makeMessage, RCPT, runPeer, startInteropServer, tempDir, USER, type InteropServer } from '../helpers/peers.js';
+import { assertExitedOk, expectDelivered, expectRefused, type PeerResult, findPeer, makeMessage, RCPT, runPeer, startInteropServer, tempDir, USER, type InteropServer } from '../helpers/peers.js';
 
 let server: InteropServer;
 let tmp: Awaited<ReturnType<typeof tempDir>>;
@@ -21,7 +21,7 @@ after(async () => {
   await tmp.cleanup();
 });
 
-async function deliver(bin: string, label: string, args: string[]): Promise<{ msg: ReturnType<typeof makeMessage>; before: Set<string> }> {
+async function deliver(bin: string, label: string, args: string[], caFile = server.caFile): Promise<{ msg: ReturnType<typeof makeMessage>; before: Set<string>; r: PeerResult }> {
   const msg = makeMessage(`swaks ${label}`);
   const file = join(tmp.dir, `${label}.eml`);
   await writeFile(file, msg.bytes.subarray(0, msg.bytes.length - 2)); // swaks adds the final CRLF
@@ -29,11 +29,11 @@ async function deliver(bin: string, label: string, args: string[]): Promise<{ ms
   const r = await runPeer(bin, [
     '--server', '127.0.0.1', '--helo', 'swaks.interop.test',
     '--from', msg.from, '--to', RCPT,
-    '--tls-verify', '--tls-ca-path', server.caFile, '--tls-sni', 'localhost',
+    '--tls-verify', '--tls-ca-path', caFile, '--tls-sni', 'localhost',
     '--data', `@${file}`, ...args,
   ]);
-  assertExitedOk(r, `swaks ${label}`);
-  return { msg, before: ids };
+  if (caFile === server.caFile) assertExitedOk(r, `swaks ${label}`);
+  return { msg, before: ids, r };
 }
 
 test('swaks: STARTTLS to mx, no AUTH (read back via the CLI)', async (t) => {
@@ -59,4 +59,11 @@ test('swaks: implicit TLS to submissions, AUTH PLAIN', async (t) => {
   const auth = ['--auth', 'PLAIN', '--auth-user', USER.address, '--auth-password', USER.password];
   const { msg, before } = await deliver(bin, 'submissions', ['--port', String(server.port('submissions')), '--tls-on-connect', ...auth]);
   await expectDelivered(server, before, msg, { listener: 'submissions', authUser: USER.address });
+});
+
+test('swaks: refuses our certificate when it trusts another CA (mx STARTTLS)', async (t) => {
+  const bin = await findPeer(t, 'swaks');
+  if (!bin) return;
+  const { before, r } = await deliver(bin, 'foreign-ca', ['--port', String(server.port('mx')), '--tls'], server.foreignCaFile);
+  expectRefused(server, before, r, 'swaks');
 });
