@@ -67,9 +67,10 @@ describe('checkHost against postseal serve', () => {
     assert.equal(r.probes.injectionWholeLine.outcome, 'discarded');
     assert.equal(r.probes.injectionPartialLine.outcome, 'discarded');
     assert.equal(r.probes.stateReset.outcome, 'reset');
-    // Node's default cipher list still has ECDHE CBC-SHA1 suites: a low finding, recorded as such.
-    assert.deepEqual(ids(r), ['tls.cipher.cbc-sha1']);
-    assert.equal(r.grade, 'A-');
+    // AEAD-only TLS 1.2 suites (RFC 9325 §4.2): no cipher finding at all.
+    assert.equal(r.tls?.cipherClasses['cbc-sha1'].outcome, 'refused');
+    assert.deepEqual(ids(r), []);
+    assert.match(r.grade, /^A/);
     // Everything before the upgrade is marked plaintext; the upgrade happens exactly once.
     const firstTls = r.transcript.findIndex((e) => e.tls);
     assert.ok(firstTls > 0);
