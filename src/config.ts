@@ -24,7 +24,31 @@ export interface ServeConfig {
   limits: Limits;
   bareLineEndings: 'reject' | 'normalize';
   log: { level: 'debug' | 'info' | 'warn' | 'error' | 'silent' };
+  relay: RelaySettings;
 }
+
+/** Outbound delivery of what authenticated users submit for other domains (issue 3 item 4). */
+export interface RelaySettings {
+  enabled: boolean;
+  /** domain (or '*' for a relayhost) → HOST:PORT, like Postfix transport maps. */
+  routes: Record<string, string>;
+  /** domain → none|may|encrypt|verify, like Postfix smtp_tls_policy_maps. */
+  tlsPolicy: Record<string, 'none' | 'may' | 'encrypt' | 'verify'>;
+  defaultTls: 'none' | 'may' | 'encrypt' | 'verify';
+  /** Port for MX deliveries. */
+  smtpPort: number;
+  /** DNS servers (HOST:PORT) for MX lookups; empty = the system's. */
+  dns: string[];
+  /** Extra trusted CA file (PEM) for `verify`. */
+  ca: string | null;
+  intervalMs: number;
+  concurrency: number;
+  minBackoffMs: number;
+  maxBackoffMs: number;
+  maxQueueAgeMs: number;
+}
+
+const OUT_LEVELS = ['none', 'may', 'encrypt', 'verify'] as const;
 
 export const LISTENER_NAMES = ['mx', 'submission', 'submissions'] as const;
 export type ListenerName = (typeof LISTENER_NAMES)[number];
@@ -44,6 +68,20 @@ export function defaultConfig(): ServeConfig {
     limits: { ...DEFAULT_LIMITS, authFailures: { ...DEFAULT_LIMITS.authFailures } },
     bareLineEndings: 'reject',
     log: { level: 'info' },
+    relay: {
+      enabled: true,
+      routes: {},
+      tlsPolicy: {},
+      defaultTls: 'may',
+      smtpPort: 25,
+      dns: [],
+      ca: null,
+      intervalMs: 30_000,
+      concurrency: 8,
+      minBackoffMs: 5 * 60_000,
+      maxBackoffMs: 4 * 3600_000,
+      maxQueueAgeMs: 5 * 86_400_000,
+    },
   };
 }
 
@@ -105,7 +143,7 @@ function listener(v: Json, key: string, base: ListenerConfig | null): ListenerCo
 /** Applies a parsed JSON document onto a config; throws ConfigError naming the bad key. */
 export function applyConfigObject(cfg: ServeConfig, doc: unknown): ServeConfig {
   want(isObject(doc), '(top level)', doc, 'a JSON object');
-  checkKeys(doc, ['dataDir', 'hostname', 'domains', 'listeners', 'tls', 'limits', 'bareLineEndings', 'log'], '');
+  checkKeys(doc, ['dataDir', 'hostname', 'domains', 'listeners', 'tls', 'limits', 'bareLineEndings', 'log', 'relay'], '');
   const out: ServeConfig = structuredClone(cfg);
   if (doc.dataDir !== undefined) {
     want(typeof doc.dataDir === 'string' && doc.dataDir.length > 0, 'dataDir', doc.dataDir, 'a directory path');
@@ -189,6 +227,7 @@ export function applyConfigObject(cfg: ServeConfig, doc: unknown): ServeConfig {
       out.log.level = lv as ServeConfig['log']['level'];
     }
   }
+  if (doc.relay !== undefined) out.relay = applyRelay(out.relay, doc.relay);
   return out;
 }
 
@@ -206,4 +245,54 @@ export function loadConfigFile(file: string, base: ServeConfig = defaultConfig()
     throw new ConfigError(`config: ${file} is not valid JSON: ${(err as Error).message}`);
   }
   return applyConfigObject(base, doc);
+}
+
+const DOMAIN_OR_STAR = /^(\*|[A-Za-z0-9.-]{1,253})$/;
+
+function applyRelay(base: RelaySettings, r: Json): RelaySettings {
+  want(isObject(r), 'relay', r, 'an object');
+  checkKeys(r, Object.keys(base), 'relay.');
+  const out: RelaySettings = structuredClone(base);
+  if (r.enabled !== undefined) {
+    want(typeof r.enabled === 'boolean', 'relay.enabled', r.enabled, 'true|false');
+    out.enabled = r.enabled;
+  }
+  if (r.routes !== undefined) {
+    want(isObject(r.routes), 'relay.routes', r.routes, 'an object { domain: "HOST:PORT" }');
+    for (const [d, a] of Object.entries(r.routes)) {
+      want(DOMAIN_OR_STAR.test(d), `relay.routes.${d}`, d, 'a domain or *');
+      want(typeof a === 'string', `relay.routes.${d}`, a, 'HOST:PORT');
+      parseAddress(a, `relay.routes.${d}`);
+      out.routes[d.toLowerCase()] = a;
+    }
+  }
+  if (r.tlsPolicy !== undefined) {
+    want(isObject(r.tlsPolicy), 'relay.tlsPolicy', r.tlsPolicy, 'an object { domain: level }');
+    for (const [d, l] of Object.entries(r.tlsPolicy)) {
+      want(DOMAIN_OR_STAR.test(d), `relay.tlsPolicy.${d}`, d, 'a domain');
+      want(typeof l === 'string' && (OUT_LEVELS as readonly string[]).includes(l), `relay.tlsPolicy.${d}`, l, OUT_LEVELS.join('|'));
+      out.tlsPolicy[d.toLowerCase()] = l as RelaySettings['defaultTls'];
+    }
+  }
+  if (r.defaultTls !== undefined) {
+    want(typeof r.defaultTls === 'string' && (OUT_LEVELS as readonly string[]).includes(r.defaultTls), 'relay.defaultTls', r.defaultTls, OUT_LEVELS.join('|'));
+    out.defaultTls = r.defaultTls as RelaySettings['defaultTls'];
+  }
+  if (r.dns !== undefined) {
+    want(Array.isArray(r.dns) && r.dns.every((x) => typeof x === 'string'), 'relay.dns', r.dns, 'a list of HOST:PORT');
+    for (const a of r.dns as string[]) parseAddress(a, 'relay.dns');
+    out.dns = r.dns as string[];
+  }
+  if (r.ca !== undefined) {
+    want(r.ca === null || typeof r.ca === 'string', 'relay.ca', r.ca, 'a PEM file path');
+    out.ca = r.ca as string | null;
+  }
+  for (const k of ['smtpPort', 'intervalMs', 'concurrency', 'minBackoffMs', 'maxBackoffMs', 'maxQueueAgeMs'] as const) {
+    const v: Json | undefined = r[k];
+    if (v === undefined) continue;
+    const max = k === 'smtpPort' ? 65535 : k === 'concurrency' ? 1000 : 2 ** 31 - 1;
+    want(typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= max, `relay.${k}`, v, `a whole number from 1 to ${max}`);
+    out[k] = v;
+  }
+  return out;
 }

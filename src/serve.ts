@@ -3,7 +3,7 @@
  * certificate, starts the listeners. The CLI only adds signals and printing.
  */
 import 'reflect-metadata';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import type { ServeConfig, ListenerName } from './config.js';
 import { LISTENER_NAMES, parseAddress } from './config.js';
 import { ConfigError } from './errors.js';
@@ -12,6 +12,8 @@ import { SmtpServer, type BoundListener } from './server/server.js';
 import type { ListenerOptions, Logger, MessageSink, TlsProvider, UserVerifier } from './server/types.js';
 import { openSqliteStore, type Store } from './store/index.js';
 import { CertificateStore, ensureSelfSigned, upgradeSocketOptions } from './tls/index.js';
+import { QueueRunner, type RelayConfig } from './relay/runner.js';
+import { systemResolver } from './client/index.js';
 
 export interface RunningServer {
   server: SmtpServer;
@@ -19,6 +21,8 @@ export interface RunningServer {
   certs: CertificateStore;
   bound: BoundListener[];
   logger: Logger;
+  /** The outbound queue runner, or null when relay is disabled. */
+  relay: QueueRunner | null;
   /** Graceful stop (421 to idle sessions, in-flight transactions finish), then the store closes. */
   close(graceMs?: number): Promise<void>;
 }
@@ -65,13 +69,22 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
   }
   const localDomains = [...new Set([cfg.hostname.toLowerCase(), 'localhost', ...cfg.domains])];
   const users: UserVerifier = store;
+  const relay = cfg.relay.enabled ? createRunner(cfg, store, localDomains, logger) : null;
+  // Mail for other domains (authenticated submission only) waits in the queue; wake the runner.
+  const durable: MessageSink = {
+    accept: async (msg) => {
+      const r = await store.accept(msg);
+      if (msg.remoteRecipients.length > 0) relay?.kick();
+      return r;
+    },
+  };
   const server = new SmtpServer({
     hostname: cfg.hostname,
     localDomains,
     listeners,
     limits: cfg.limits,
     bareLineEndings: cfg.bareLineEndings,
-    sink: overrides.sink ?? store,
+    sink: overrides.sink ?? durable,
     users,
     tls,
     logger,
@@ -81,6 +94,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     bound = await server.listen();
   } catch (err) {
     await server.close(0);
+    await relay?.stop();
     await store.close();
     certs.close();
     throw err;
@@ -91,10 +105,45 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     certs,
     bound,
     logger,
+    relay,
     async close(graceMs?: number) {
       await server.close(graceMs);
+      await relay?.stop();
       certs.close();
       await store.close();
     },
   };
+}
+
+function createRunner(cfg: ServeConfig, store: Store, localDomains: string[], logger: Logger): QueueRunner {
+  const r = cfg.relay;
+  const routes: RelayConfig['routes'] = {};
+  for (const [domain, addr] of Object.entries(r.routes)) routes[domain] = parseAddress(addr, `relay.routes.${domain}`);
+  let ca: string | null = null;
+  if (r.ca) {
+    try {
+      ca = readFileSync(r.ca, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`config: relay.ca = ${JSON.stringify(r.ca)} cannot be read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+  }
+  const runner = new QueueRunner(
+    store,
+    {
+      hostname: cfg.hostname,
+      localDomains,
+      routes,
+      tlsPolicy: r.tlsPolicy,
+      defaultTls: r.defaultTls,
+      smtpPort: r.smtpPort,
+      ca,
+      retry: { minBackoffMs: r.minBackoffMs, maxBackoffMs: r.maxBackoffMs, maxAgeMs: r.maxQueueAgeMs },
+      intervalMs: r.intervalMs,
+      concurrency: r.concurrency,
+    },
+    systemResolver(r.dns.length > 0 ? r.dns : undefined),
+    logger,
+  );
+  runner.start();
+  return runner;
 }

@@ -3,12 +3,13 @@
  * The `postseal` command line. Argument parsing and printing only: every command is a library
  * call (startServe, the store, ...). Exit status: 0 success, 1 failure, 2 usage or config error.
  */
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { registerServe } from './serve.js';
 import { registerMailbox } from './mailbox.js';
 import { registerUser } from './user.js';
 import { registerCheck } from './check.js';
 import { registerSend } from './send.js';
+import { registerQueue } from './queue.js';
 import { ConfigError, PostsealError } from '../errors.js';
 
 const program = new Command();
@@ -24,7 +25,7 @@ registerMailbox(program);
 registerUser(program);
 registerCheck(program);
 registerSend(program);
-void Option;
+registerQueue(program);
 
 async function main(): Promise<void> {
   try {

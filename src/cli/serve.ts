@@ -20,6 +20,24 @@ interface ServeFlags {
   domain?: string[];
   bareLineEndings?: string;
   logLevel?: string;
+  route?: string[];
+  tlsPolicy?: string[];
+  relayTls?: string;
+  dns?: string[];
+  relayCa?: string;
+  smtpPort?: string;
+  relay?: boolean;
+}
+
+/** "example.net=VALUE" pairs from a repeatable flag. */
+function pairs(list: string[] | undefined, flag: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of list ?? []) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) throw new ConfigError(`${flag} ${item} is not valid: expected DOMAIN=VALUE`);
+    out[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return out;
 }
 
 export function flagsToConfig(flags: ServeFlags): ServeConfig {
@@ -53,6 +71,15 @@ export function flagsToConfig(flags: ServeFlags): ServeConfig {
   if (flags.cert || flags.key) doc.tls = { ...(flags.cert ? { cert: flags.cert } : {}), ...(flags.key ? { key: flags.key } : {}) };
   if (flags.bareLineEndings) doc.bareLineEndings = flags.bareLineEndings;
   if (flags.logLevel) doc.log = { level: flags.logLevel };
+  const relay: Record<string, unknown> = {};
+  if (flags.route) relay.routes = pairs(flags.route, '--route');
+  if (flags.tlsPolicy) relay.tlsPolicy = pairs(flags.tlsPolicy, '--tls-policy');
+  if (flags.relayTls) relay.defaultTls = flags.relayTls;
+  if (flags.dns) relay.dns = flags.dns;
+  if (flags.relayCa) relay.ca = flags.relayCa;
+  if (flags.smtpPort) relay.smtpPort = Number(flags.smtpPort);
+  if (flags.relay === false) relay.enabled = false;
+  if (Object.keys(relay).length) doc.relay = relay;
   cfg = applyConfigObject(cfg, doc);
   return cfg;
 }
@@ -74,6 +101,13 @@ export function registerServe(program: Command): void {
     .option('--domain <domain>', 'a local domain (repeatable)', collect)
     .option('--bare-line-endings <mode>', 'reject (default) or normalize bare CR/LF in messages')
     .option('--log-level <level>', 'debug|info|warn|error|silent')
+    .option('--route <domain=host:port>', 'static route for outbound mail, * for a relayhost (repeatable)', collect)
+    .option('--tls-policy <domain=level>', 'outbound TLS level for a domain: none|may|encrypt|verify (repeatable)', collect)
+    .option('--relay-tls <level>', 'outbound TLS level for other domains (default may)')
+    .option('--dns <host:port>', 'DNS server for MX lookups (repeatable)', collect)
+    .option('--relay-ca <file>', 'extra trusted CA (PEM) for outbound verify')
+    .option('--smtp-port <port>', 'port for MX deliveries (default 25)')
+    .option('--no-relay', 'do not deliver queued outbound mail')
     .action(async (flags: ServeFlags) => {
       const cfg = flagsToConfig(flags);
       const running = await startServe(cfg);

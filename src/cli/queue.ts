@@ -1,0 +1,83 @@
+/** `postseal queue list|show|retry|delete`: the outbound queue (safe while the server runs). */
+import type { Command } from 'commander';
+import { openSqliteStore, openSqliteStoreReadOnly, type QueueEntry } from '../store/index.js';
+import { DEFAULT_DATA_DIR } from './common.js';
+
+function line(e: QueueEntry): string {
+  const tls = e.lastTls ? ` tls=${e.lastTls.levelReached}/${e.lastTls.levelAsked}${e.lastTls.protocol ? ` ${e.lastTls.protocol}` : ''}${e.lastTls.whyNot ? ` (${e.lastTls.whyNot})` : ''}` : '';
+  return `${e.id}  ${e.status.padEnd(9)} <${e.mailFrom}> -> <${e.recipient}>  attempts=${e.attempts}  next=${e.nextAttemptAt}${tls}${e.lastError ? `  last: ${e.lastError}` : ''}${e.requireTls ? '  REQUIRETLS' : ''}`;
+}
+
+export function registerQueue(program: Command): void {
+  const queue = program.command('queue').description('inspect and manage the outbound queue');
+  queue
+    .command('list')
+    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+    .option('--status <status>', 'queued|deferred|delivered|failed')
+    .option('--json', 'JSON output')
+    .action(async (flags: { data: string; status?: string; json?: boolean }) => {
+      const store = openSqliteStoreReadOnly(flags.data);
+      try {
+        const all = store.listQueue();
+        const rows = flags.status ? all.filter((e) => e.status === flags.status) : all;
+        if (flags.json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+        else if (rows.length === 0) process.stdout.write('queue is empty\n');
+        else for (const e of rows) process.stdout.write(line(e) + '\n');
+      } finally {
+        await store.close();
+      }
+    });
+  queue
+    .command('show')
+    .argument('<id>', 'message id')
+    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+    .option('--json', 'JSON output')
+    .action(async (id: string, flags: { data: string; json?: boolean }) => {
+      const store = openSqliteStoreReadOnly(flags.data);
+      try {
+        const rows = store.listQueue().filter((e) => e.id === id);
+        const msg = store.getMessage(id);
+        if (rows.length === 0 && !msg) {
+          process.stderr.write(`postseal: no queued message ${id}\n`);
+          process.exitCode = 1;
+          return;
+        }
+        if (flags.json) process.stdout.write(JSON.stringify({ message: msg?.summary ?? null, recipients: rows }, null, 2) + '\n');
+        else {
+          if (msg) process.stdout.write(`${id}  received ${msg.summary.receivedAt}  from <${msg.summary.mailFrom}>  ${msg.summary.size} bytes\n`);
+          for (const e of rows) process.stdout.write('  ' + line(e) + '\n');
+        }
+      } finally {
+        await store.close();
+      }
+    });
+  queue
+    .command('retry')
+    .description('make deferred mail due now (all, or one message); a running server picks it up at its next pass')
+    .argument('[id]', 'message id')
+    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+    .action(async (id: string | undefined, flags: { data: string }) => {
+      const store = await openSqliteStore(flags.data);
+      try {
+        const n = await store.retryQueued(id);
+        process.stdout.write(`${n} recipient(s) due now\n`);
+      } finally {
+        await store.close();
+      }
+    });
+  queue
+    .command('delete')
+    .argument('<id>', 'message id')
+    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+    .option('--recipient <address>', 'only this recipient')
+    .action(async (id: string, flags: { data: string; recipient?: string }) => {
+      const store = await openSqliteStore(flags.data);
+      try {
+        const n = await store.deleteQueued(id, flags.recipient);
+        if (n === 0) process.exitCode = 1;
+        process.stdout.write(`${n} queue row(s) deleted\n`);
+      } finally {
+        await store.close();
+      }
+    });
+}
