@@ -1,6 +1,6 @@
 /**
  * Interop: testssl.sh 3.0 scans the STARTTLS listeners (mx, then submission; sequential, one
- * test each, ~45 s per target). Checks run: --protocols --server-defaults --server-preference
+ * test each, 35-70 s per target here). Checks run: --protocols --server-defaults --server-preference
  * --vulnerable --each-cipher (everything except the client simulation, header and rating
  * parts, which are for HTTPS). Offline: --nodns none; our test CA is trusted via --add-ca.
  *
