@@ -565,6 +565,58 @@ export function interopSuite(suite: InteropSuite): void {
       }
     });
   }
+
+  test(`queue runner → ${suite.name} at verify, trusting another CA: deferred, nothing of the message sent`, async (t) => {
+    if (suite.name !== 'postseal' && !requirePeer(t, suite.name)) return;
+    if (startError !== null) throw startError;
+    assert.ok(receiver && dns, 'receiver started');
+    const dir = await mkdtemp(join(tmpdir(), 'postseal-interop-sender-'));
+    dirs.push(dir);
+    const store = await openSqliteStore(dir);
+    try {
+      const msg = makeMessage(`${suite.name} untrusted`, 'alice@sender.test', `bob@${domain}`);
+      const { id } = await store.accept({
+        id: newMessageId(),
+        mailFrom: msg.from,
+        localRecipients: [],
+        remoteRecipients: [msg.to],
+        data: msg.bytes,
+        receivedAt: new Date(),
+        listener: 'submission',
+        clientAddress: '127.0.0.1',
+        heloName: 'client',
+        authUser: msg.from,
+        tls: null,
+        requireTls: false,
+        body: null,
+        smtpUtf8: false,
+        envId: null,
+        ret: null,
+      });
+      const other = await makeTestCa({ commonName: 'some other CA' });
+      const cfg: RelayConfig = {
+        ...DEFAULT_RELAY,
+        hostname: 'out.sender.test',
+        localDomains: ['sender.test'],
+        ca: other.certPem,
+        smtpPort: receiver.port,
+        tlsPolicy: { [domain]: 'verify' },
+        timeouts: uniformTimeouts(15_000),
+      };
+      const s = await new QueueRunner(store, cfg, systemResolver([`127.0.0.1:${dns.port}`]), silentLogger).runOnce();
+      assert.equal(s.deferred, 1);
+      const row = store.listQueue().find((e) => e.id === id);
+      assert.equal(row?.status, 'deferred');
+      assert.match(row?.lastError ?? '', /TLS_VERIFY_FAILED/);
+      assert.equal(row?.lastTls?.levelAsked, 'verify');
+      assert.equal(row?.lastTls?.verified, false);
+      // Verification fails inside the handshake, before MAIL: the receiver never accepted it.
+      assert.equal((await receiver.messages()).filter((m) => m.data.includes(msg.messageId)).length, 0);
+      t.diagnostic(`${suite.name}: verify with an untrusted CA → deferred (${row?.lastError ?? ''})`);
+    } finally {
+      await store.close();
+    }
+  });
 }
 
 export function formatTable(rows: InteropRow[]): string {
