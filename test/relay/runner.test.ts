@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import net from 'node:net';
 import { openSqliteStore, type Store } from '../../src/store/index.js';
 import { QueueRunner, DEFAULT_RELAY, type RelayConfig } from '../../src/relay/runner.js';
-import { systemResolver } from '../../src/client/index.js';
+import { systemResolver, uniformTimeouts } from '../../src/client/index.js';
 import { silentLogger } from '../../src/log.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.js';
@@ -49,7 +49,7 @@ function runner(store: Store, over: Partial<RelayConfig> = {}): QueueRunner {
     localDomains: ['sender.test'],
     ca: receiver.caPem,
     smtpPort: receiver.port('mx'),
-    timeouts: { greeting: 5000, ehlo: 5000, starttls: 5000, mail: 5000, rcpt: 5000, dataInit: 5000, dataBlock: 5000, dataDone: 5000 },
+    timeouts: uniformTimeouts(10_000),
     ...over,
   };
   return new QueueRunner(store, cfg, systemResolver([`127.0.0.1:${dns.port}`]), silentLogger);
