@@ -13,12 +13,15 @@ import { startDnsServer, type DnsServer } from '../helpers/dns-server.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;
+let legacy: TestServer;
 let dns: DnsServer;
 let dir = '';
 let caFile = '';
 
 before(async () => {
   server = await startTestServer();
+  // A server that still accepts TLS 1.0 and 1.1: medium findings, grade B.
+  legacy = await startTestServer({ configure: (cfg) => { cfg.tls.minVersion = 'TLSv1'; } });
   dir = await mkdtemp(join(tmpdir(), 'postseal-cli-check-'));
   caFile = join(dir, 'ca.pem');
   await writeFile(caFile, server.caPem);
@@ -29,6 +32,7 @@ before(async () => {
 });
 after(async () => {
   await server.close();
+  await legacy.close();
   await dns.close();
   await rm(dir, { recursive: true, force: true });
 });
@@ -44,15 +48,18 @@ describe('postseal check (CLI)', () => {
     const doc = JSON.parse(r.stdout.toString('utf8')) as { schemaVersion: number; kind: string; grade: string; findings: Array<{ id: string }> };
     assert.equal(doc.schemaVersion, 1);
     assert.equal(doc.kind, 'host');
-    assert.equal(doc.grade, 'A-');
+    assert.equal(doc.grade, 'A+');
+    assert.deepEqual(doc.findings, []);
   });
 
-  test('--fail-on low: the low finding makes exit 1; text shows grade, findings and the upgrade', async () => {
-    const r = await cli(`127.0.0.1:${server.port('mx')}`, '--ca', caFile, '--fail-on', 'low');
+  test('--fail-on medium: medium findings make exit 1 (0 at the default high); text shows grade, findings and the upgrade', async () => {
+    const lenient = await cli(`127.0.0.1:${legacy.port('mx')}`, '--ca', caFile);
+    assert.equal(lenient.code, 0, lenient.stderr);
+    const r = await cli(`127.0.0.1:${legacy.port('mx')}`, '--ca', caFile, '--fail-on', 'medium');
     assert.equal(r.code, 1, r.stderr);
     const text = r.stdout.toString('utf8');
-    assert.match(text, /^Grade A- /m);
-    assert.match(text, /LOW +CBC cipher suites/);
+    assert.match(text, /^Grade B /m);
+    assert.match(text, /MEDIUM +TLS 1\.0 accepted/);
     assert.match(text, /plain S: 220 /);
     assert.match(text, /TLS upgrade: everything below is encrypted/);
   });
@@ -78,8 +85,8 @@ describe('postseal check (CLI)', () => {
   test('--domain with --dns and --port: progress on stderr, domain report on stdout', async () => {
     const r = await cli('--domain', 'postseal.test', '--dns', `127.0.0.1:${dns.port}`, '--port', String(server.port('mx')), '--ca', caFile);
     const text = r.stdout.toString('utf8');
-    assert.match(text, /^Encryption grade A- +Downgrade resistance: none$/m);
-    assert.match(r.stderr, /\[1\/1\] localhost \[127\.0\.0\.1\]: grade A-/);
+    assert.match(text, /^Encryption grade A\+ +Downgrade resistance: none$/m);
+    assert.match(r.stderr, /\[1\/1\] localhost \[127\.0\.0\.1\]: grade A\+/);
     // No MTA-STS or DANE: downgrade.unprotected is medium, below the default --fail-on high.
     assert.equal(r.code, 0, r.stderr);
   });

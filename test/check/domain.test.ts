@@ -104,8 +104,8 @@ describe('checkDomain', () => {
     assert.equal(r.dmarc.policy, 'reject');
     assert.ok(r.dane.every((d) => d.validated && d.records.every((x) => x.result === 'match')));
     assert.equal(r.downgrade, 'dane');
-    assert.equal(r.grade, 'A-');
-    assert.deepEqual([...new Set(ids)], ['tls.cipher.cbc-sha1']);
+    assert.equal(r.grade, 'A+');
+    assert.deepEqual([...new Set(ids)], []);
     assert.equal(progress.filter((l) => l.startsWith('[')).length, 2);
   });
 
