@@ -46,6 +46,8 @@ export interface RelaySettings {
   minBackoffMs: number;
   maxBackoffMs: number;
   maxQueueAgeMs: number;
+  /** Messages sent over one connection to one destination before a new one (1 = no reuse). */
+  maxMessagesPerConnection: number;
 }
 
 const OUT_LEVELS = ['none', 'may', 'encrypt', 'verify'] as const;
@@ -81,6 +83,7 @@ export function defaultConfig(): ServeConfig {
       minBackoffMs: 5 * 60_000,
       maxBackoffMs: 4 * 3600_000,
       maxQueueAgeMs: 5 * 86_400_000,
+      maxMessagesPerConnection: 100,
     },
   };
 }
@@ -287,10 +290,10 @@ function applyRelay(base: RelaySettings, r: Json): RelaySettings {
     want(r.ca === null || typeof r.ca === 'string', 'relay.ca', r.ca, 'a PEM file path');
     out.ca = r.ca as string | null;
   }
-  for (const k of ['smtpPort', 'intervalMs', 'concurrency', 'minBackoffMs', 'maxBackoffMs', 'maxQueueAgeMs'] as const) {
+  for (const k of ['smtpPort', 'intervalMs', 'concurrency', 'minBackoffMs', 'maxBackoffMs', 'maxQueueAgeMs', 'maxMessagesPerConnection'] as const) {
     const v: Json | undefined = r[k];
     if (v === undefined) continue;
-    const max = k === 'smtpPort' ? 65535 : k === 'concurrency' ? 1000 : 2 ** 31 - 1;
+    const max = k === 'smtpPort' ? 65535 : k === 'concurrency' || k === 'maxMessagesPerConnection' ? 1000 : 2 ** 31 - 1;
     want(typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= max, `relay.${k}`, v, `a whole number from 1 to ${max}`);
     out[k] = v;
   }

@@ -140,6 +140,7 @@ function createRunner(cfg: ServeConfig, store: Store, localDomains: string[], lo
       retry: { minBackoffMs: r.minBackoffMs, maxBackoffMs: r.maxBackoffMs, maxAgeMs: r.maxQueueAgeMs },
       intervalMs: r.intervalMs,
       concurrency: r.concurrency,
+      maxMessagesPerConnection: r.maxMessagesPerConnection,
     },
     systemResolver(r.dns.length > 0 ? r.dns : undefined),
     logger,
