@@ -10,4 +10,4 @@ export function createLogger(level: 'debug' | 'info' | 'warn' | 'error' | 'silen
 }
 
 /** A logger that drops everything (library use without logs, benchmarks). */
-export const silentLogger: Logger = { info() {}, warn() {}, error() {}, debug() {} };
+export const silentLogger: Logger = { info() {}, warn() {}, error() {}, debug() {}, isLevelEnabled: () => false };

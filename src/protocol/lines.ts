@@ -22,7 +22,14 @@ export type FramedLine =
  */
 export class LineFramer {
   private skipping = false;
-  constructor(readonly maxLength: number) {}
+  /**
+   * `asciiSlice`, when given, turns buf[start..end) of a line already known to be ASCII into a
+   * string (the transport passes Buffer's native latin1 slice; this module stays free of node:*).
+   */
+  constructor(
+    readonly maxLength: number,
+    private readonly asciiSlice: AsciiSlice | null = null,
+  ) {}
 
   /** True while the framer is discarding the rest of an over-long line. */
   get isSkipping(): boolean {
@@ -56,7 +63,7 @@ export class LineFramer {
     let stop = lf;
     if (stop > start && buf[stop - 1] === CR) stop--;
     if (stop - start > this.maxLength) return { kind: 'too-long', end: lf + 1 };
-    return { kind: 'line', text: decodeUtf8(buf, start, stop), end: lf + 1 };
+    return { kind: 'line', text: decodeUtf8(buf, start, stop, this.asciiSlice), end: lf + 1 };
   }
 }
 
@@ -67,17 +74,20 @@ export function indexOfByte(buf: Uint8Array, byte: number, start: number, end: n
 
 const decoder = new TextDecoder('utf-8', { fatal: false });
 
-export function decodeUtf8(buf: Uint8Array, start: number, end: number): string {
+/** Decodes bytes known to be ASCII (so latin1 and UTF-8 agree) into a string. */
+export type AsciiSlice = (buf: Uint8Array, start: number, end: number) => string;
+
+export function decodeUtf8(buf: Uint8Array, start: number, end: number, asciiSlice: AsciiSlice | null = null): string {
   // Fast path for ASCII, which is nearly every command line.
   if (end - start < 256) {
-    let ascii = true;
-    for (let i = start; i < end; i++) {
-      if ((buf[i] ?? 0) > 0x7f) {
-        ascii = false;
-        break;
-      }
+    let i = start;
+    while (i < end && (buf[i] as number) < 0x80) i++;
+    if (i === end) {
+      if (asciiSlice !== null) return asciiSlice(buf, start, end);
+      let s = '';
+      for (let j = start; j < end; j++) s += String.fromCharCode(buf[j] as number);
+      return s;
     }
-    if (ascii) return String.fromCharCode.apply(null, Array.from(buf.subarray(start, end)));
   }
   return decoder.decode(buf.subarray(start, end));
 }

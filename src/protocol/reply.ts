@@ -12,17 +12,33 @@ export interface Reply {
   enhanced: string | null;
   /** Text lines without the code and enhanced code. */
   lines: string[];
+  /**
+   * The wire form, when it was computed once ahead (constant replies, `fixedReply`): formatReply
+   * returns it as is. Never set by hand: it must equal what formatReply would build.
+   */
+  readonly wire?: string;
 }
 
 export function reply(code: number, enhanced: string | null, ...lines: string[]): Reply {
   return { code, enhanced, lines: lines.length ? lines : [''] };
 }
 
+/** A reply whose text never changes: formatted once, here, instead of at every send. */
+export function fixedReply(code: number, enhanced: string | null, ...lines: string[]): Reply {
+  const r = reply(code, enhanced, ...lines);
+  return { ...r, wire: formatLines(r) };
+}
+
 function clean(text: string): string {
-  return text.replace(/[\r\n]/g, ' ');
+  // Nearly every text is clean: look before building a new string.
+  return text.indexOf('\r') < 0 && text.indexOf('\n') < 0 ? text : text.replace(/[\r\n]/g, ' ');
 }
 
 export function formatReply(r: Reply): string {
+  return r.wire ?? formatLines(r);
+}
+
+function formatLines(r: Reply): string {
   // RFC 3463 §2 / RFC 2034: the enhanced code is repeated on every line of a multi-line reply.
   const enh = r.enhanced ? r.enhanced + ' ' : '';
   let out = '';

@@ -26,17 +26,44 @@ const ehlo = (s: Session, args: string, extended: boolean): Reply => {
   s.envelope = null; // RFC 5321 §4.1.4: EHLO resets the transaction
   if (!extended) return reply(250, null, `${s.opts.hostname}`);
   const tlsOn = s.facts.tls !== null;
-  const lines = [`${s.opts.hostname} greets ${name.slice(0, 64)}`, 'PIPELINING', `SIZE ${s.opts.limits.maxMessageSize}`, '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'CHUNKING'];
   // RFC 3207 §4.2: STARTTLS is not offered once TLS is on (nor on implicit TLS, where it is on
   // from the start), and only when we have a certificate to offer.
-  if (!tlsOn && (s.listener.tls === 'may' || s.listener.tls === 'encrypt') && s.opts.tls.serverOptions() !== null) lines.push('STARTTLS');
+  const starttls = !tlsOn && (s.listener.tls === 'may' || s.listener.tls === 'encrypt') && s.opts.tls.serverOptions() !== null;
   // AUTH only inside TLS: credentials never cross the wire in plaintext (RFC 4954 §4, RFC 8314).
-  if (tlsOn && s.listener.auth !== 'none' && s.opts.users) lines.push('AUTH PLAIN LOGIN');
-  // RFC 8689 §4: REQUIRETLS is advertised only on a TLS-protected session.
-  if (tlsOn) lines.push('REQUIRETLS');
-  lines.push('HELP');
-  return reply(250, null, ...lines);
+  const auth = tlsOn && s.listener.auth !== 'none' && !!s.opts.users;
+  const tail = ehloTail(s, tlsOn, starttls, auth);
+  const first = `${s.opts.hostname} greets ${name.slice(0, 64)}`;
+  // The name passed isValidHeloName (printable, no CR/LF): the first line needs no cleaning.
+  return { code: 250, enhanced: null, lines: [first, ...tail.lines], wire: `250-${first}\r\n${tail.wire}` };
 };
+
+interface EhloTail {
+  lines: string[];
+  wire: string;
+}
+
+/** The capability lines after the first, per server and (TLS on, STARTTLS offered, AUTH offered). */
+const ehloTails = new WeakMap<object, Map<string, EhloTail>>();
+
+function ehloTail(s: Session, tlsOn: boolean, starttls: boolean, auth: boolean): EhloTail {
+  let perServer = ehloTails.get(s.opts);
+  if (perServer === undefined) ehloTails.set(s.opts, (perServer = new Map()));
+  const size = s.opts.limits.maxMessageSize;
+  const key = `${tlsOn ? 1 : 0}${starttls ? 1 : 0}${auth ? 1 : 0}${size}`;
+  let t = perServer.get(key);
+  if (t === undefined) {
+    const lines = ['PIPELINING', `SIZE ${size}`, '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'CHUNKING'];
+    if (starttls) lines.push('STARTTLS');
+    if (auth) lines.push('AUTH PLAIN LOGIN');
+    // RFC 8689 §4: REQUIRETLS is advertised only on a TLS-protected session.
+    if (tlsOn) lines.push('REQUIRETLS');
+    lines.push('HELP');
+    const wire = lines.map((l, i) => `250${i === lines.length - 1 ? ' ' : '-'}${l}\r\n`).join('');
+    t = { lines, wire };
+    perServer.set(key, t);
+  }
+  return t;
+}
 
 function isAscii(s: string): boolean {
   return !/[^\x00-\x7f]/.test(s);

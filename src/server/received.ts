@@ -23,18 +23,41 @@ function sanitize(s: string): string {
 }
 
 export function buildReceived(r: ReceivedInput): string {
+  return receivedHead(r) + r.id + receivedTls(r.tls) + receivedTail(r.recipient, r.date);
+}
+
+/** The part before the id: the same for every message of a session (until EHLO/STARTTLS/AUTH). */
+export function receivedHead(r: Pick<ReceivedInput, 'heloName' | 'clientAddress' | 'hostname' | 'protocol'>): string {
   const ip = r.clientAddress.includes(':') ? `IPv6:${r.clientAddress}` : r.clientAddress;
-  let h = `Received: from ${sanitize(r.heloName)} ([${ip}])\r\n\tby ${r.hostname} (postseal) with ${r.protocol} id ${r.id}`;
-  if (r.tls) h += `\r\n\t(using ${sanitize(r.tls.protocol)} with cipher ${sanitize(r.tls.cipher)})`;
-  if (r.recipient) h += `\r\n\tfor <${sanitize(r.recipient)}>`;
-  h += `;\r\n\t${rfc5322Date(r.date)}\r\n`;
-  return h;
+  return `Received: from ${sanitize(r.heloName)} ([${ip}])\r\n\tby ${r.hostname} (postseal) with ${r.protocol} id `;
+}
+
+/** The TLS clause after the id ('' without TLS): the same for every message of a session. */
+export function receivedTls(tls: TlsFacts | null): string {
+  return tls ? `\r\n\t(using ${sanitize(tls.protocol)} with cipher ${sanitize(tls.cipher)})` : '';
+}
+
+/** The per-message end: recipient (when there is exactly one) and date. */
+export function receivedTail(recipient: string | null, date: Date): string {
+  return `${recipient ? `\r\n\tfor <${sanitize(recipient)}>` : ''};\r\n\t${rfc5322Date(date)}\r\n`;
 }
 
 const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
+let dateSecond = Number.NaN;
+let dateText = '';
+
 export function rfc5322Date(d: Date): string {
+  // Many messages share a second: format each second once.
+  const sec = Math.floor(d.getTime() / 1000);
+  if (sec === dateSecond) return dateText;
+  dateText = formatDate(d);
+  dateSecond = sec;
+  return dateText;
+}
+
+function formatDate(d: Date): string {
   const p = (n: number): string => String(n).padStart(2, '0');
   return `${DAYS[d.getUTCDay()]}, ${d.getUTCDate()} ${MONTHS[d.getUTCMonth()]} ${d.getUTCFullYear()} ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`;
 }

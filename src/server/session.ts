@@ -14,11 +14,11 @@ import { LineFramer } from '../protocol/lines.js';
 import { parseCommand } from '../protocol/command.js';
 import { DotReader, hasBareCrOrLf } from '../protocol/data.js';
 import { formatReply, type Reply } from '../protocol/reply.js';
-import { ServerConnection } from '../transport/server-connection.js';
+import { ServerConnection, latin1Slice } from '../transport/server-connection.js';
 import type { ReceivedProtocol, TlsFacts } from '../types.js';
 import { COMMANDS } from './commands.js';
 import { R, chunkOk, greeting, queued } from './replies.js';
-import { buildReceived } from './received.js';
+import { receivedHead, receivedTail, receivedTls } from './received.js';
 import type { ListenerOptions, ServerOptions } from './types.js';
 import type { ServerContext } from './context.js';
 import { newMessageId as newQueueId } from '../store/ids.js';
@@ -75,6 +75,8 @@ export class Session {
   draining = false;
   /** The asynchronous step running in phase 'busy' (store commit, password check, TLS handshake). */
   private inflight: Promise<void> | null = null;
+  /** The session-constant parts of the Received header, and the facts they were built from. */
+  private received: { facts: SessionFacts; helo: string | null; auth: string | null; esmtp: boolean; head: string; tls: string } | null = null;
 
   constructor(conn: ServerConnection, listener: ListenerOptions, opts: ServerOptions, ctx: ServerContext, tls: TlsFacts | null) {
     this.conn = conn;
@@ -82,7 +84,7 @@ export class Session {
     this.opts = opts;
     this.ctx = ctx;
     this.facts = newFacts(tls);
-    this.framer = new LineFramer(opts.limits.maxLineLength);
+    this.framer = new LineFramer(opts.limits.maxLineLength, latin1Slice);
   }
 
   /** Called once the connection is accepted (and, on implicit TLS, secured). */
@@ -397,17 +399,16 @@ export class Session {
   private storeMessage(env: Envelope, content: Uint8Array[], knownSize: number): void {
     const id = newQueueId();
     const receivedAt = new Date();
-    const recipients = [...env.localRecipients, ...env.remoteRecipients];
-    const header = buildReceived({
-      heloName: this.facts.heloName ?? 'unknown',
-      clientAddress: this.conn.remoteAddress,
-      hostname: this.opts.hostname,
-      protocol: this.protocol(),
-      id,
-      tls: this.facts.tls,
-      recipient: recipients.length === 1 ? (recipients[0] ?? null) : null,
-      date: receivedAt,
-    });
+    const nLocal = env.localRecipients.length;
+    const nRcpts = nLocal + env.remoteRecipients.length;
+    const recipient = nRcpts === 1 ? ((nLocal === 1 ? env.localRecipients[0] : env.remoteRecipients[0]) ?? null) : null;
+    const f = this.facts;
+    let rc = this.received;
+    if (rc === null || rc.facts !== f || rc.helo !== f.heloName || rc.auth !== f.authUser || rc.esmtp !== f.esmtp) {
+      const head = receivedHead({ heloName: f.heloName ?? 'unknown', clientAddress: this.conn.remoteAddress, hostname: this.opts.hostname, protocol: this.protocol() });
+      rc = this.received = { facts: f, helo: f.heloName, auth: f.authUser, esmtp: f.esmtp, head, tls: receivedTls(f.tls) };
+    }
+    const header = rc.head + id + rc.tls + receivedTail(recipient, receivedAt);
     const data = Buffer.concat([Buffer.from(header, 'utf8'), ...content]);
     const size = knownSize >= 0 ? knownSize : data.length - Buffer.byteLength(header);
     const p = this.opts.sink
@@ -431,7 +432,10 @@ export class Session {
       })
       .then((res) => {
         this.messages++;
-        this.opts.logger.info({ event: 'message', id: res.id, size, rcpts: recipients.length, from: env.mailFrom, listener: this.listener.name, client: this.conn.remoteAddress, tls: this.facts.tls?.protocol ?? null }, 'message accepted');
+        const log = this.opts.logger;
+        if (log.isLevelEnabled?.('info') !== false) {
+          log.info({ event: 'message', id: res.id, size, rcpts: nRcpts, from: env.mailFrom, listener: this.listener.name, client: this.conn.remoteAddress, tls: this.facts.tls?.protocol ?? null }, 'message accepted');
+        }
         return queued(res.id);
       });
     // RFC 5321 §4.1.1.4 + the durability contract: 250 only after the store says it is on disk.

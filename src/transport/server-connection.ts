@@ -15,6 +15,17 @@ import { TLSSocket, type TLSSocketOptions } from 'node:tls';
 
 const EMPTY = Buffer.alloc(0);
 
+const nativeLatin1Slice = (Buffer.prototype as unknown as { latin1Slice?: (this: Buffer, start: number, end: number) => string }).latin1Slice;
+
+/**
+ * ASCII bytes of a received buffer as a string (for protocol/lines.ts, which stays free of node:*):
+ * Buffer's native latin1 slice, the cheapest decode there is for bytes already checked < 0x80.
+ */
+export function latin1Slice(buf: Uint8Array, start: number, end: number): string {
+  if (nativeLatin1Slice !== undefined && buf instanceof Buffer) return nativeLatin1Slice.call(buf, start, end);
+  return Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).toString('latin1', start, end);
+}
+
 export interface ConnectionEvents {
   /** New bytes are in the buffer. */
   onInput(): void;
@@ -32,6 +43,8 @@ export class ServerConnection {
   readonly remoteAddress: string;
   readonly remotePort: number;
   private out = '';
+  /** The idle timeout in force on the current socket. */
+  private idleMs = 0;
   private closed = false;
   private reading = true;
   private events: ConnectionEvents;
@@ -64,6 +77,7 @@ export class ServerConnection {
     socket.on('error', this.onError);
     socket.on('timeout', this.onTimeoutEvent);
     socket.setTimeout(idleTimeoutMs);
+    this.idleMs = idleTimeoutMs;
   }
 
   private detach(socket: Socket): void {
@@ -73,6 +87,7 @@ export class ServerConnection {
     socket.off('error', this.onError);
     socket.off('timeout', this.onTimeoutEvent);
     socket.setTimeout(0);
+    this.idleMs = 0;
   }
 
   get isClosed(): boolean {
@@ -84,6 +99,10 @@ export class ServerConnection {
   }
 
   setIdleTimeout(ms: number): void {
+    // Re-arming Node's socket timer costs a timer-list insert; the command and data timeouts are
+    // usually equal, so only a different value is passed on.
+    if (ms === this.idleMs) return;
+    this.idleMs = ms;
     this.socket.setTimeout(ms);
   }
 
