@@ -33,8 +33,13 @@ export interface IncomingMessage {
   localRecipients: string[];
   /** Recipients for other domains: they go to the outbound queue (authenticated submission only). */
   remoteRecipients: string[];
-  /** The whole message as stored: our Received header first, then the bytes the client sent (unstuffed). */
-  data: Uint8Array;
+  /**
+   * The whole message as stored: our Received header first, then the bytes the client sent
+   * (unstuffed). The server hands it over as a list of pieces (views into the received buffers,
+   * so a big message is not copied once more just to be joined); the store joins them as it
+   * copies them into its batch. A single Uint8Array is accepted too.
+   */
+  data: Uint8Array | readonly Uint8Array[];
   receivedAt: Date;
   /** Listener name ('mx', 'submission', 'submissions'). */
   listener: string;

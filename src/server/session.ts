@@ -409,8 +409,14 @@ export class Session {
       rc = this.received = { facts: f, helo: f.heloName, auth: f.authUser, esmtp: f.esmtp, head, tls: receivedTls(f.tls) };
     }
     const header = rc.head + id + rc.tls + receivedTail(recipient, receivedAt);
-    const data = Buffer.concat([Buffer.from(header, 'utf8'), ...content]);
-    const size = knownSize >= 0 ? knownSize : data.length - Buffer.byteLength(header);
+    // No join here: the sink gets the pieces (the store copies them into its batch buffer once).
+    const data: Uint8Array[] = [Buffer.from(header, 'utf8')];
+    let contentSize = 0;
+    for (const part of content) {
+      data.push(part);
+      contentSize += part.byteLength;
+    }
+    const size = knownSize >= 0 ? knownSize : contentSize;
     const p = this.opts.sink
       .accept({
         id,

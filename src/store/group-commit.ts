@@ -16,9 +16,11 @@ import type { StoreStats } from './types.js';
 import type { WriterBackend } from './writer-backends.js';
 import { byteLength, type OpKind, type OpValues, type WriteOp } from './writer-protocol.js';
 
+type Bytes = Uint8Array | readonly Uint8Array[];
+
 interface Pending {
   op: WriteOp;
-  data: Uint8Array | null;
+  data: Bytes | null;
   resolve: (value: OpValues[OpKind]) => void;
   reject: (err: Error) => void;
 }
@@ -48,7 +50,7 @@ export class GroupCommitter {
    * Queues one op. For 'accept', `data` is the message: it is copied into the batch buffer when
    * the batch is packed, so the caller must not modify it until the promise settles.
    */
-  submit<K extends OpKind>(op: Extract<WriteOp, { kind: K }>, data: Uint8Array | null = null): Promise<OpValues[K]> {
+  submit<K extends OpKind>(op: Extract<WriteOp, { kind: K }>, data: Bytes | null = null): Promise<OpValues[K]> {
     if (this.failure !== null) return Promise.reject(this.failure);
     if (this.closing) return Promise.reject(new PostsealError('STORE_CLOSED', 'store is closed'));
     return new Promise<OpValues[K]>((resolve, reject) => {
@@ -131,9 +133,17 @@ export class GroupCommitter {
     let offset = 0;
     for (const p of batch) {
       if (p.op.kind === 'accept' && p.data !== null) {
-        view.set(p.data, offset);
         p.op.offset = offset;
-        offset += p.data.byteLength;
+        // The one copy of the message on its way to disk: pieces are joined here.
+        if (p.data instanceof Uint8Array) {
+          view.set(p.data, offset);
+          offset += p.data.byteLength;
+        } else {
+          for (const part of p.data) {
+            view.set(part, offset);
+            offset += part.byteLength;
+          }
+        }
       }
     }
     const ops = batch.map((p) => p.op);

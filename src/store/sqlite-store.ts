@@ -52,6 +52,13 @@ function messageId(msg: IncomingMessage, nowMs: number): string {
   return given;
 }
 
+function dataLength(data: Uint8Array | readonly Uint8Array[]): number {
+  if (data instanceof Uint8Array) return data.byteLength;
+  let n = 0;
+  for (const part of data) n += part.byteLength;
+  return n;
+}
+
 function checkPassword(password: string): void {
   if (password.length === 0 || password.length > MAX_PASSWORD) {
     throw new PostsealError('STORE_BAD_PASSWORD', `password must be 1 to ${MAX_PASSWORD} characters`);
@@ -92,7 +99,7 @@ export class SqliteStore extends SqliteReader implements Store {
       envId: msg.envId,
       ret: msg.ret,
     };
-    await this.committer.submit({ kind: 'accept', msg: record, offset: 0, length: msg.data.byteLength, nowMs }, msg.data);
+    await this.committer.submit({ kind: 'accept', msg: record, offset: 0, length: dataLength(msg.data), nowMs }, msg.data);
     return { id: record.id };
   }
 
