@@ -41,16 +41,45 @@ export interface TlsSessionInfo extends TlsFacts {
 export function tlsConnectOptions(intendedName: string, opts: ClientTlsOptions): tls.ConnectionOptions {
   const o: tls.ConnectionOptions = {
     rejectUnauthorized: false,
-    minVersion: opts.minVersion ?? 'TLSv1.2',
+    // One context per distinct trust/identity setting, reused across connections: building one
+    // parses every CA certificate, which would otherwise be paid on each delivery.
+    secureContext: contextFor(opts),
     // Our own identity check runs in inspectSession(); keep Node's from throwing on 'encrypt'.
     checkServerIdentity: () => undefined,
   };
   // RFC 6066 §3: "Literal IPv4 and IPv6 addresses are not permitted in HostName".
   if (net.isIP(stripBrackets(intendedName)) === 0) o.servername = intendedName;
-  if (opts.ca !== undefined) o.ca = opts.ca;
-  if (opts.cert !== undefined) o.cert = opts.cert;
-  if (opts.key !== undefined) o.key = opts.key;
   return o;
+}
+
+const contexts = new Map<string, tls.SecureContext>();
+const contextKeys = new WeakMap<object, string>();
+
+function keyPart(v: string | Buffer | Array<string | Buffer> | undefined): string {
+  if (v === undefined) return '';
+  if (Array.isArray(v)) return v.map((x) => keyPart(x)).join('\u0000');
+  return typeof v === 'string' ? v : v.toString('latin1');
+}
+
+/** The client SecureContext for these options (RFC 8996: TLS 1.2 minimum unless lowered). */
+export function contextFor(opts: ClientTlsOptions): tls.SecureContext {
+  let key = contextKeys.get(opts);
+  if (key === undefined) {
+    key = [opts.minVersion ?? 'TLSv1.2', keyPart(opts.ca), keyPart(opts.cert), keyPart(opts.key)].join('\u0001');
+    contextKeys.set(opts, key);
+  }
+  let ctx = contexts.get(key);
+  if (!ctx) {
+    const o: tls.SecureContextOptions = { minVersion: opts.minVersion ?? 'TLSv1.2' };
+    if (opts.ca !== undefined) o.ca = opts.ca;
+    if (opts.cert !== undefined) o.cert = opts.cert;
+    if (opts.key !== undefined) o.key = opts.key;
+    ctx = tls.createSecureContext(o);
+    // Bounded: a long-running process sees few distinct settings; start over if it sees many.
+    if (contexts.size >= 64) contexts.clear();
+    contexts.set(key, ctx);
+  }
+  return ctx;
 }
 
 /** Chain result from OpenSSL plus our name check (RFC 6125 via tls.checkServerIdentity). */

@@ -2,12 +2,11 @@
  * Plain-data summaries of a negotiated TLS session and of certificates, for logs, Received
  * headers (RFC 8314 §4.3), stored messages and checker reports.
  *
- * Invariants: nothing here throws on an odd peer certificate (unknown signature OIDs, SAN types
- * @peculiar/x509 cannot render): fields degrade to 'unknown'/empty instead; outputs are JSON-safe
- * (strings, numbers, booleans, null; dates as ISO 8601).
+ * Invariants: nothing here throws on an odd peer certificate (unknown signature OIDs, odd SAN
+ * types): fields degrade to 'unknown'/empty instead; outputs are JSON-safe (strings, numbers,
+ * booleans, null; dates as ISO 8601). Only Node's own X509 parser runs here (no ASN.1 library):
+ * the client summarizes the peer chain on every connection, so this is on the delivery path.
  */
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
 import { X509Certificate } from 'node:crypto';
 import type tls from 'node:tls';
 import type { TlsFacts } from '../types.js';
@@ -17,7 +16,7 @@ export interface CertificateSummary {
   /** RFC 4514 string, e.g. 'CN=mx.example.org, O=Example'. */
   subject: string;
   issuer: string;
-  /** SAN entries; type is 'dns' | 'ip' | 'email' | 'url' | ... as @peculiar/x509 names them. */
+  /** SAN entries; type is 'dns' | 'ip' | 'email' | 'url' | 'dn' | 'id' | 'other'. */
   subjectAltNames: Array<{ type: string; value: string }>;
   notBefore: string;
   notAfter: string;
@@ -95,7 +94,6 @@ const CURVE_BITS: Readonly<Record<string, number>> = {
 /** Summarize one certificate (Node X509Certificate, PEM or DER). */
 export function summarizeCertificate(input: X509Certificate | string | Buffer): CertificateSummary {
   const cert = input instanceof X509Certificate ? input : new X509Certificate(input);
-  const parsed = new x509.X509Certificate(cert.raw);
   const pub = cert.publicKey;
   const details = pub.asymmetricKeyDetails ?? {};
   const type = pub.asymmetricKeyType ?? 'unknown';
@@ -105,9 +103,9 @@ export function summarizeCertificate(input: X509Certificate | string | Buffer): 
   if (bits === null && (type === 'ed25519' || type === 'x25519')) bits = 256;
   if (bits === null && (type === 'ed448' || type === 'x448')) bits = 448;
   return {
-    subject: parsed.subject,
-    issuer: parsed.issuer,
-    subjectAltNames: subjectAltNames(parsed, cert),
+    subject: dn(cert.subject),
+    issuer: dn(cert.issuer),
+    subjectAltNames: subjectAltNames(cert),
     notBefore: new Date(cert.validFrom).toISOString(),
     notAfter: new Date(cert.validTo).toISOString(),
     fingerprint256: cert.fingerprint256,
@@ -128,22 +126,25 @@ function safeVerify(cert: X509Certificate): boolean {
   }
 }
 
-function subjectAltNames(parsed: x509.X509Certificate, cert: X509Certificate): Array<{ type: string; value: string }> {
-  try {
-    const ext = parsed.getExtension(x509.SubjectAlternativeNameExtension);
-    if (ext === null) return [];
-    return ext.names.items.map((n) => ({ type: n.type, value: n.value }));
-  } catch {
-    // Fallback: Node's rendering ("DNS:a, IP Address:1.2.3.4"); good enough for odd name types.
-    const text = cert.subjectAltName ?? '';
-    return text
-      .split(', ')
-      .filter((s) => s !== '')
-      .map((s) => {
-        const i = s.indexOf(':');
-        return i < 0 ? { type: 'unknown', value: s } : { type: s.slice(0, i).toLowerCase(), value: s.slice(i + 1) };
-      });
-  }
+/** Node's SAN rendering ("DNS:a, IP Address:1.2.3.4") as typed entries. */
+const SAN_TYPES: Readonly<Record<string, string>> = { DNS: 'dns', 'IP Address': 'ip', email: 'email', URI: 'url', DirName: 'dn', 'Registered ID': 'id', othername: 'other' };
+
+function subjectAltNames(cert: X509Certificate): Array<{ type: string; value: string }> {
+  const text = cert.subjectAltName ?? '';
+  return text
+    .split(', ')
+    .filter((s) => s !== '')
+    .map((s) => {
+      const i = s.indexOf(':');
+      if (i < 0) return { type: 'unknown', value: s };
+      const type = s.slice(0, i);
+      return { type: SAN_TYPES[type] ?? type.toLowerCase(), value: s.slice(i + 1) };
+    });
+}
+
+/** Node renders a distinguished name one RDN per line, in certificate order; we join with ", ". */
+function dn(text: string): string {
+  return text.split('\n').filter((x) => x !== '').join(', ');
 }
 
 /** Signature algorithm OIDs we name; anything else is reported by OID. */
