@@ -8,7 +8,7 @@
 import net from 'node:net';
 import type tls from 'node:tls';
 import { formatReply } from '../protocol/reply.js';
-import { ServerConnection, normalizeIp, secureServerSocket } from '../transport/server-connection.js';
+import { IdleSweeper, ServerConnection, normalizeIp, secureServerSocket } from '../transport/server-connection.js';
 import { AuthLimiter, type ServerContext } from './context.js';
 import { R } from './replies.js';
 import { Session } from './session.js';
@@ -28,6 +28,8 @@ export class SmtpServer implements ServerContext {
   private readonly servers: net.Server[] = [];
   private readonly sessions = new Set<Session>();
   private readonly perIp = new Map<string, number>();
+  /** One interval checks every connection's idle, handshake and close deadlines. */
+  private readonly sweeper = new IdleSweeper();
   private closing = false;
   readonly bound: BoundListener[] = [];
   /** Counters for metrics and tests. */
@@ -98,6 +100,7 @@ export class SmtpServer implements ServerContext {
         onTimeout: () => session?.onTimeout(),
       },
       limits.commandTimeoutMs,
+      this.sweeper,
     );
     session = new Session(conn, l, this.opts, this, secure ? summarizeTlsSocket(secure) : null);
     this.sessions.add(session);

@@ -8,12 +8,18 @@
  * - the buffer never holds more than one partial command line plus one TCP read: DATA and BDAT
  *   consume input as it arrives;
  * - upgradeToTls() purges every byte received before the handshake (RFC 3207 §4.2 / CVE-2011-0411)
- *   and never writes plaintext once the 220 is out; a failed or stalled handshake closes the socket.
+ *   and never writes plaintext once the 220 is out; a failed or stalled handshake closes the socket;
+ * - no Node timer per socket: one server-wide IdleSweeper (an unref'd interval) checks every
+ *   connection's last-activity time (set on each read and write), its handshake deadline and its
+ *   close grace. The sweep period is min(1000, smallest timeout / 4) ms, so a timeout fires
+ *   between 1× and 1.25× its value (and never early).
  */
 import type { Socket } from 'node:net';
 import { TLSSocket, type TLSSocketOptions } from 'node:tls';
 
 const EMPTY = Buffer.alloc(0);
+/** After we end a connection, how long a peer that does not close may keep it. */
+const CLOSE_GRACE_MS = 5000;
 
 const nativeLatin1Slice = (Buffer.prototype as unknown as { latin1Slice?: (this: Buffer, start: number, end: number) => string }).latin1Slice;
 
@@ -35,7 +41,70 @@ export interface ConnectionEvents {
   onTimeout(): void;
 }
 
-export class ServerConnection {
+/** Something the sweeper looks at once per period. */
+export interface Sweepable {
+  /** Check deadlines against `now` (Date.now()); return false to be dropped from the sweep. */
+  sweep(now: number): boolean;
+}
+
+/**
+ * One interval for every connection of a server instead of a Node timer per socket (a
+ * `socket.setTimeout` re-armed on every read and write, a handshake timer, a close grace timer).
+ * The interval runs only while something is registered, and is unref'd.
+ */
+export class IdleSweeper {
+  private readonly items = new Set<Sweepable>();
+  private timer: NodeJS.Timeout | null = null;
+  private periodMs: number;
+
+  constructor(private readonly maxPeriodMs = 1000) {
+    this.periodMs = maxPeriodMs;
+  }
+
+  /** Register an item with deadlines of `timeoutMs` (or more). Idempotent. */
+  add(item: Sweepable, timeoutMs: number): void {
+    this.fit(timeoutMs);
+    if (this.items.has(item)) return;
+    this.items.add(item);
+    if (this.timer === null) this.start();
+  }
+
+  delete(item: Sweepable): void {
+    this.items.delete(item);
+    if (this.items.size === 0 && this.timer !== null) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+  }
+
+  /** Make sure a timeout of `timeoutMs` is seen within a quarter of its value. */
+  fit(timeoutMs: number): void {
+    if (!(timeoutMs > 0)) return;
+    const want = Math.max(5, Math.min(this.maxPeriodMs, Math.floor(timeoutMs / 4)));
+    if (want >= this.periodMs) return;
+    this.periodMs = want;
+    if (this.timer !== null) {
+      clearInterval(this.timer);
+      this.start();
+    }
+  }
+
+  get size(): number {
+    return this.items.size;
+  }
+
+  private start(): void {
+    this.timer = setInterval(this.run, this.periodMs);
+    this.timer.unref();
+  }
+
+  private readonly run = (): void => {
+    const now = Date.now();
+    for (const item of this.items) if (!item.sweep(now)) this.delete(item);
+  };
+}
+
+export class ServerConnection implements Sweepable {
   socket: Socket;
   /** Unread input is buf[pos..buf.length). */
   buf: Buffer = EMPTY;
@@ -43,8 +112,16 @@ export class ServerConnection {
   readonly remoteAddress: string;
   readonly remotePort: number;
   private out = '';
-  /** The idle timeout in force on the current socket. */
+  /** The idle timeout in force (0: none). */
   private idleMs = 0;
+  /** Date.now() at the last read or write (or when the idle timeout was last set). */
+  private lastActivity = 0;
+  /** While a TLS handshake runs: when it must be over, and how to end it (else 0 / null). */
+  private handshakeDeadline = 0;
+  private abortHandshake: ((err: Error) => void) | null = null;
+  /** After end(): when the socket is destroyed if the peer has not closed (else 0). */
+  private closeDeadline = 0;
+  private readonly sweeper: IdleSweeper;
   private closed = false;
   private reading = true;
   private events: ConnectionEvents;
@@ -55,29 +132,30 @@ export class ServerConnection {
       this.buf = Buffer.concat([this.buf.subarray(this.pos), chunk]);
     }
     this.pos = 0;
+    this.lastActivity = Date.now();
     this.events.onInput();
   };
   private readonly onEnd = (): void => this.finish('peer closed');
   private readonly onError = (err: Error): void => this.finish(`socket error: ${(err as NodeJS.ErrnoException).code ?? err.message}`);
-  private readonly onTimeoutEvent = (): void => this.events.onTimeout();
 
-  constructor(socket: Socket, events: ConnectionEvents, idleTimeoutMs: number) {
+  constructor(socket: Socket, events: ConnectionEvents, idleTimeoutMs: number, sweeper: IdleSweeper) {
     this.socket = socket;
     this.events = events;
+    this.sweeper = sweeper;
     this.remoteAddress = normalizeIp(socket.remoteAddress ?? '');
     this.remotePort = socket.remotePort ?? 0;
     socket.setNoDelay(true);
-    this.attach(socket, idleTimeoutMs);
+    this.attach(socket);
+    this.idleMs = idleTimeoutMs;
+    this.lastActivity = Date.now();
+    sweeper.add(this, idleTimeoutMs);
   }
 
-  private attach(socket: Socket, idleTimeoutMs: number): void {
+  private attach(socket: Socket): void {
     socket.on('data', this.onData);
     socket.on('end', this.onEnd);
     socket.on('close', this.onEnd);
     socket.on('error', this.onError);
-    socket.on('timeout', this.onTimeoutEvent);
-    socket.setTimeout(idleTimeoutMs);
-    this.idleMs = idleTimeoutMs;
   }
 
   private detach(socket: Socket): void {
@@ -85,9 +163,29 @@ export class ServerConnection {
     socket.off('end', this.onEnd);
     socket.off('close', this.onEnd);
     socket.off('error', this.onError);
-    socket.off('timeout', this.onTimeoutEvent);
-    socket.setTimeout(0);
-    this.idleMs = 0;
+  }
+
+  /** Called by the IdleSweeper once per period. */
+  sweep(now: number): boolean {
+    if (this.closed) return false;
+    if (this.closeDeadline !== 0) {
+      if (now >= this.closeDeadline) {
+        // A peer that never reads must not hold the socket.
+        this.socket.destroy();
+        return false;
+      }
+      return true;
+    }
+    if (this.abortHandshake !== null) {
+      if (now >= this.handshakeDeadline) this.abortHandshake(Object.assign(new Error('TLS handshake timed out'), { code: 'TLS_HANDSHAKE_TIMEOUT' }));
+      return true;
+    }
+    if (this.idleMs > 0 && now - this.lastActivity >= this.idleMs) {
+      // Like Node's socket 'timeout': once, then again only after another idle period.
+      this.lastActivity = now;
+      this.events.onTimeout();
+    }
+    return true;
   }
 
   get isClosed(): boolean {
@@ -98,12 +196,11 @@ export class ServerConnection {
     return this.buf.length - this.pos;
   }
 
+  /** The idle timeout from now on (the sweeper reads it; nothing is armed). */
   setIdleTimeout(ms: number): void {
-    // Re-arming Node's socket timer costs a timer-list insert; the command and data timeouts are
-    // usually equal, so only a different value is passed on.
     if (ms === this.idleMs) return;
     this.idleMs = ms;
-    this.socket.setTimeout(ms);
+    this.sweeper.fit(ms);
   }
 
   /** Ask for more input (resume) or stop reading (pause) while the session is busy. */
@@ -123,6 +220,7 @@ export class ServerConnection {
     if (this.out.length === 0 || this.closed) return;
     const text = this.out;
     this.out = '';
+    this.lastActivity = Date.now();
     this.socket.write(text, 'latin1');
   }
 
@@ -132,6 +230,7 @@ export class ServerConnection {
     this.out = '';
     return new Promise((resolve, reject) => {
       if (this.closed) return reject(new Error('connection closed'));
+      this.lastActivity = Date.now();
       this.socket.write(text, 'latin1', (err) => (err ? reject(err) : resolve()));
     });
   }
@@ -173,15 +272,24 @@ export class ServerConnection {
     // Step 5: wrap the raw socket; Node feeds bytes the stream already buffered to OpenSSL.
     let secure: TLSSocket;
     try {
-      secure = await secureServerSocket(raw, tlsOptions, handshakeTimeoutMs);
+      // The handshake deadline is absolute (bytes trickling in do not extend it); the sweeper
+      // enforces it through the abort hook secureServerSocket hands back.
+      this.handshakeDeadline = Date.now() + handshakeTimeoutMs;
+      this.sweeper.fit(handshakeTimeoutMs);
+      secure = await secureServerSocket(raw, tlsOptions, 0, (abort) => (this.abortHandshake = abort));
     } catch (err) {
+      this.abortHandshake = null;
       // No plaintext reply on a failed handshake: just close (replying in plaintext would hand
       // a man in the middle a readable channel).
       this.finish(`tls handshake failed: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
       throw err;
     }
+    this.abortHandshake = null;
     this.socket = secure;
-    this.attach(secure, idleTimeoutMs);
+    this.attach(secure);
+    this.idleMs = idleTimeoutMs;
+    this.sweeper.fit(idleTimeoutMs);
+    this.lastActivity = Date.now();
     this.reading = true;
     secure.resume();
     return { purged, socket: secure };
@@ -193,9 +301,9 @@ export class ServerConnection {
     const text = this.out;
     this.out = '';
     this.socket.end(text, 'latin1');
-    // A peer that never reads must not hold the socket: destroy after a short grace.
-    const s = this.socket;
-    setTimeout(() => s.destroy(), 5000).unref();
+    // A peer that never reads must not hold the socket: destroyed by the sweeper after a short
+    // grace (no timer of its own).
+    if (this.closeDeadline === 0) this.closeDeadline = Date.now() + CLOSE_GRACE_MS;
   }
 
   destroy(reason: string): void {
@@ -206,6 +314,7 @@ export class ServerConnection {
   private finish(reason: string): void {
     if (this.closed) return;
     this.closed = true;
+    this.sweeper.delete(this);
     this.events.onClose(reason);
   }
 }
@@ -218,26 +327,33 @@ export function normalizeIp(ip: string): string {
 /**
  * Server-side TLS handshake on an accepted socket (STARTTLS upgrade or implicit TLS, RFC 8314):
  * resolves once the handshake is done; on failure or after timeoutMs destroys the socket and
- * rejects. Nothing is ever written in plaintext here.
+ * rejects. Nothing is ever written in plaintext here. timeoutMs 0: no timer of its own — the
+ * caller gets an abort function through `onAbort` and enforces its deadline (the IdleSweeper).
  */
-export function secureServerSocket(raw: Socket, tlsOptions: TLSSocketOptions, timeoutMs: number): Promise<TLSSocket> {
+export function secureServerSocket(raw: Socket, tlsOptions: TLSSocketOptions, timeoutMs: number, onAbort?: (abort: (err: Error) => void) => void): Promise<TLSSocket> {
   const secure = new TLSSocket(raw, { ...tlsOptions, isServer: true });
   return new Promise<TLSSocket>((resolve, reject) => {
+    let done = false;
     const fail = (err: Error): void => {
-      clearTimeout(timer);
+      if (done) return;
+      done = true;
+      if (timer !== null) clearTimeout(timer);
       secure.off('secure', ok);
       secure.destroy();
       raw.destroy();
       reject(err);
     };
     const ok = (): void => {
-      clearTimeout(timer);
+      if (done) return;
+      done = true;
+      if (timer !== null) clearTimeout(timer);
       secure.off('error', fail);
       secure.off('close', onClose);
       resolve(secure);
     };
     const onClose = (): void => fail(new Error('connection closed during TLS handshake'));
-    const timer = setTimeout(() => fail(Object.assign(new Error('TLS handshake timed out'), { code: 'TLS_HANDSHAKE_TIMEOUT' })), timeoutMs);
+    const timer = timeoutMs > 0 ? setTimeout(() => fail(Object.assign(new Error('TLS handshake timed out'), { code: 'TLS_HANDSHAKE_TIMEOUT' })), timeoutMs) : null;
+    onAbort?.(fail);
     secure.once('secure', ok);
     secure.once('error', fail);
     secure.once('close', onClose);
