@@ -7,13 +7,10 @@
  */
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { openSqliteStore, newMessageId, type Store } from '../../src/store/index.js';
-import { QueueRunner, DEFAULT_RELAY, type RelayConfig } from '../../src/relay/runner.js';
-import { deliverBatch, systemResolver, uniformTimeouts } from '../../src/client/index.js';
-import { silentLogger } from '../../src/log.js';
+import type { Store } from '../../src/store/index.js';
+import type { QueueRunner, RelayConfig } from '../../src/relay/runner.js';
+import { RelayFixture, queueMessage } from './fixture.js';
+import { deliverBatch, uniformTimeouts } from '../../src/client/index.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.js';
 import { issueCert } from '../helpers/certs.js';
@@ -22,7 +19,6 @@ import { startScriptedServer, type ScriptPeer } from '../client/scripted-server.
 
 let receiver: TestServer;
 let dns: DnsServer;
-const dirs: string[] = [];
 const closers: Array<() => Promise<void>> = [];
 
 before(async () => {
@@ -37,61 +33,14 @@ after(async () => {
   for (const c of closers) await c();
   await receiver.close();
   await dns.close();
-  for (const d of dirs) await rm(d, { recursive: true, force: true });
+  await fx.cleanup();
 });
 
-async function senderStore(): Promise<Store> {
-  const dir = await mkdtemp(join(tmpdir(), 'postseal-reuse-'));
-  dirs.push(dir);
-  return openSqliteStore(dir);
-}
-
-function runner(store: Store, over: Partial<RelayConfig> = {}): QueueRunner {
-  const cfg: RelayConfig = {
-    ...DEFAULT_RELAY,
-    hostname: 'out.sender.test',
-    localDomains: ['sender.test'],
-    ca: receiver.caPem,
-    smtpPort: receiver.port('mx'),
-    timeouts: uniformTimeouts(10_000),
-    ...over,
-  };
-  return new QueueRunner(store, cfg, systemResolver([`127.0.0.1:${dns.port}`]), silentLogger);
-}
-
-const body = (tag: string): Buffer =>
-  Buffer.from(`From: <a@sender.test>\r\nSubject: ${tag}\r\nMessage-ID: <${tag}@sender.test>\r\n\r\nbody ${tag}\r\n.leading dot line\r\n..two dots\r\n`);
-
-async function queue(store: Store, to: string[], tag: string): Promise<string> {
-  const { id } = await store.accept({
-    id: newMessageId(),
-    mailFrom: 'a@sender.test',
-    localRecipients: [],
-    remoteRecipients: to,
-    data: body(tag),
-    receivedAt: new Date(),
-    listener: 'submission',
-    clientAddress: '127.0.0.1',
-    heloName: 'client',
-    authUser: 'a@sender.test',
-    tls: null,
-    requireTls: false,
-    body: null,
-    smtpUtf8: false,
-    envId: null,
-    ret: null,
-  });
-  return id;
-}
-
-/** The bytes the postseal receiver stored for the message tagged `tag` (Received header first). */
-function receivedByTag(tag: string): Buffer | null {
-  for (const m of receiver.running.store.listMessages({ limit: 10_000 })) {
-    const full = receiver.running.store.getMessage(m.id);
-    if (full && full.data.includes(`Message-ID: <${tag}@sender.test>`)) return full.data;
-  }
-  return null;
-}
+const fx = new RelayFixture(() => receiver, () => dns);
+const senderStore = (): Promise<Store> => fx.senderStore();
+const runner = (store: Store, over: Partial<RelayConfig> = {}): QueueRunner => fx.runner(store, over);
+const queue = queueMessage;
+const receivedByTag = (tag: string): Buffer | null => fx.receivedByTag(tag);
 
 /** `got` is one Received header (possibly folded) followed by exactly `sent`. */
 function assertReceivedExact(got: Buffer | null, sent: Buffer, what: string): void {

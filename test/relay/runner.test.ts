@@ -5,21 +5,15 @@
  */
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import net from 'node:net';
-import { openSqliteStore, type Store } from '../../src/store/index.js';
-import { QueueRunner, DEFAULT_RELAY, type RelayConfig } from '../../src/relay/runner.js';
-import { systemResolver, uniformTimeouts } from '../../src/client/index.js';
-import { silentLogger } from '../../src/log.js';
+import type { Store } from '../../src/store/index.js';
+import type { QueueRunner, RelayConfig } from '../../src/relay/runner.js';
+import { RelayFixture, queueMessage } from './fixture.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.js';
-import { newMessageId } from '../../src/store/index.js';
 
 let receiver: TestServer;
 let dns: DnsServer;
-const dirs: string[] = [];
 
 before(async () => {
   receiver = await startTestServer({ configure: (cfg) => { cfg.domains = ['example.net', 'example.org', 'postseal.test']; } });
@@ -33,60 +27,14 @@ before(async () => {
 after(async () => {
   await receiver.close();
   await dns.close();
-  for (const d of dirs) await rm(d, { recursive: true, force: true });
+  await fx.cleanup();
 });
 
-async function senderStore(): Promise<Store> {
-  const dir = await mkdtemp(join(tmpdir(), 'postseal-relay-'));
-  dirs.push(dir);
-  return openSqliteStore(dir);
-}
-
-function runner(store: Store, over: Partial<RelayConfig> = {}): QueueRunner {
-  const cfg: RelayConfig = {
-    ...DEFAULT_RELAY,
-    hostname: 'out.sender.test',
-    localDomains: ['sender.test'],
-    ca: receiver.caPem,
-    smtpPort: receiver.port('mx'),
-    timeouts: uniformTimeouts(10_000),
-    ...over,
-  };
-  return new QueueRunner(store, cfg, systemResolver([`127.0.0.1:${dns.port}`]), silentLogger);
-}
-
-const body = (tag: string): Buffer => Buffer.from(`From: <a@sender.test>\r\nSubject: ${tag}\r\nMessage-ID: <${tag}@sender.test>\r\n\r\nbody ${tag}\r\n.leading dot line\r\n`);
-
-async function queue(store: Store, to: string[], tag: string, extra: { receivedAt?: Date; requireTls?: boolean; mailFrom?: string } = {}): Promise<string> {
-  const { id } = await store.accept({
-    id: newMessageId(),
-    mailFrom: extra.mailFrom ?? 'a@sender.test',
-    localRecipients: [],
-    remoteRecipients: to,
-    data: body(tag),
-    receivedAt: extra.receivedAt ?? new Date(),
-    listener: 'submission',
-    clientAddress: '127.0.0.1',
-    heloName: 'client',
-    authUser: 'a@sender.test',
-    tls: null,
-    requireTls: extra.requireTls ?? false,
-    body: null,
-    smtpUtf8: false,
-    envId: null,
-    ret: null,
-  });
-  return id;
-}
-
-function receivedByTag(tag: string): Buffer | null {
-  const list = receiver.running.store.listMessages({ limit: 1000 });
-  for (const m of list) {
-    const full = receiver.running.store.getMessage(m.id);
-    if (full && full.data.includes(`Message-ID: <${tag}@sender.test>`)) return full.data;
-  }
-  return null;
-}
+const fx = new RelayFixture(() => receiver, () => dns);
+const senderStore = (): Promise<Store> => fx.senderStore();
+const runner = (store: Store, over: Partial<RelayConfig> = {}): QueueRunner => fx.runner(store, over);
+const queue = queueMessage;
+const receivedByTag = (tag: string): Buffer | null => fx.receivedByTag(tag);
 
 test('a static route at verify delivers byte-exact and records the TLS outcome', async () => {
   const store = await senderStore();
