@@ -8,8 +8,10 @@
  * (a relay never forwards one: SMTP smuggling, CVE-2023-51764 class, RFC 5321 §2.3.8).
  */
 import { randomBytes } from 'node:crypto';
-import { hasBareCrOrLf } from '../protocol/data.js';
-import { isValidHeloName, isValidMailbox } from '../protocol/command.js';
+import { hasBareCrOrLf, normalizeLineEndings } from '../protocol/data.js';
+import { isAscii, isValidHeloName, isValidMailbox } from '../protocol/command.js';
+
+export { isAscii, normalizeLineEndings };
 import { SmtpClientError } from './errors.js';
 
 const CONTROL = /[\r\n\0]/;
@@ -52,31 +54,11 @@ export function prepareContent(content: Uint8Array | string, mode: BareLineEndin
   return normalizeLineEndings(bytes);
 }
 
-/** Every CR, LF and CRLF becomes CRLF. */
-export function normalizeLineEndings(bytes: Uint8Array): Uint8Array {
-  const out: number[] = [];
-  for (let i = 0; i < bytes.length; i++) {
-    const b = bytes[i] ?? 0;
-    if (b === 0x0d) {
-      out.push(0x0d, 0x0a);
-      if (bytes[i + 1] === 0x0a) i++;
-    } else if (b === 0x0a) {
-      out.push(0x0d, 0x0a);
-    } else {
-      out.push(b);
-    }
-  }
-  return Uint8Array.from(out);
-}
-
 export function has8bit(bytes: Uint8Array): boolean {
   for (const b of bytes) if (b > 0x7f) return true;
   return false;
 }
 
-export function isAscii(s: string): boolean {
-  return !/[^\x00-\x7f]/.test(s);
-}
 
 export interface SimpleMessage {
   from: string;

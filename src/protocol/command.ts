@@ -155,6 +155,11 @@ export function domainOf(address: string): string {
   return at < 0 ? '' : address.slice(at + 1).toLowerCase();
 }
 
+/** True when the text is 7-bit ASCII (RFC 6531 §3.4: anything else needs SMTPUTF8). */
+export function isAscii(s: string): boolean {
+  return !/[^\x00-\x7f]/.test(s);
+}
+
 /** EHLO/HELO argument: a domain or an address literal; we accept any printable token. */
 export function isValidHeloName(name: string): boolean {
   return name.length > 0 && name.length <= 255 && /^[\x21-\x7e\u0080-\uffff]+$/.test(name);

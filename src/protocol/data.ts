@@ -219,6 +219,39 @@ const DOT_BYTES = new Uint8Array([DOT]);
 const END_OF_DATA = new Uint8Array([DOT, CR, LF]);
 const CRLF_END_OF_DATA = new Uint8Array([CR, LF, DOT, CR, LF]);
 
+/**
+ * Every bare CR, bare LF and CRLF becomes CRLF (the `normalize` choice for bare line endings, on
+ * the server for BDAT content and on the client before sending). Runs of ordinary bytes are
+ * copied as slices, not byte by byte.
+ */
+export function normalizeLineEndings(bytes: Uint8Array): Uint8Array {
+  const parts: Uint8Array[] = [];
+  let seg = 0;
+  let size = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i];
+    if (b !== CR && b !== LF) continue;
+    if (b === CR && bytes[i + 1] === LF) {
+      i++;
+      continue;
+    }
+    // A bare CR or LF: keep what came before it, then a CRLF in its place.
+    parts.push(bytes.subarray(seg, i), CRLF_BYTES);
+    size += i - seg + 2;
+    seg = i + 1;
+  }
+  if (parts.length === 0) return bytes;
+  parts.push(bytes.subarray(seg));
+  size += bytes.length - seg;
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
 /** True when the bytes contain a CR not followed by LF, or an LF not preceded by CR. */
 export function hasBareCrOrLf(content: Uint8Array): boolean {
   let i = content.indexOf(CR);

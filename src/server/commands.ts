@@ -3,11 +3,11 @@
  * session.ts applies the gates (TLS required, EHLO first) from the flags; handlers only do the
  * verb's own work and return a reply (or null when they changed phase themselves).
  */
-import { isValidHeloName, parsePathArgs, domainOf, type Verb, type EsmtpParam } from '../protocol/command.js';
+import { isAscii, isValidHeloName, parsePathArgs, domainOf, type Verb, type EsmtpParam } from '../protocol/command.js';
 import { reply, type Reply } from '../protocol/reply.js';
 import { R } from './replies.js';
 import { newFacts, type Session } from './session.js';
-import { summarizeTlsSocket } from './tls-facts.js';
+import { summarizeTls } from '../tls/summary.js';
 import { handleAuth } from './auth.js';
 
 export interface CommandSpec {
@@ -63,10 +63,6 @@ function ehloTail(s: Session, tlsOn: boolean, starttls: boolean, auth: boolean):
     perServer.set(key, t);
   }
   return t;
-}
-
-function isAscii(s: string): boolean {
-  return !/[^\x00-\x7f]/.test(s);
 }
 
 function mail(s: Session, args: string): Reply {
@@ -183,7 +179,7 @@ function startTls(s: Session, args: string): Reply | Promise<Reply | null> {
     s.purgedAtStartTls = purged;
     if (purged > 0) s.opts.logger.warn({ event: 'starttls-purge', client: s.conn.remoteAddress, bytes: purged }, 'discarded bytes pipelined after STARTTLS');
     // RFC 3207 §4.2: forget everything learned before TLS — EHLO name, AUTH, the envelope.
-    s.facts = newFacts(summarizeTlsSocket(socket));
+    s.facts = newFacts(summarizeTls(socket));
     s.envelope = null;
     return null;
   }, () => {

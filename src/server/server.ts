@@ -12,7 +12,7 @@ import { IdleSweeper, ServerConnection, normalizeIp, secureServerSocket } from '
 import { AuthLimiter, type ServerContext } from './context.js';
 import { R } from './replies.js';
 import { Session } from './session.js';
-import { summarizeTlsSocket } from './tls-facts.js';
+import { summarizeTls } from '../tls/summary.js';
 import type { ListenerOptions, ServerOptions } from './types.js';
 
 export interface BoundListener {
@@ -102,7 +102,7 @@ export class SmtpServer implements ServerContext {
       limits.commandTimeoutMs,
       this.sweeper,
     );
-    session = new Session(conn, l, this.opts, this, secure ? summarizeTlsSocket(secure) : null);
+    session = new Session(conn, l, this.opts, this, secure ? summarizeTls(secure) : null);
     this.sessions.add(session);
     session.start();
   }

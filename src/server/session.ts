@@ -12,7 +12,7 @@
  */
 import { LineFramer } from '../protocol/lines.js';
 import { parseCommand } from '../protocol/command.js';
-import { DotReader, hasBareCrOrLf } from '../protocol/data.js';
+import { DotReader, hasBareCrOrLf, normalizeLineEndings } from '../protocol/data.js';
 import { formatReply, type Reply } from '../protocol/reply.js';
 import { ServerConnection, latin1Slice } from '../transport/server-connection.js';
 import type { ReceivedProtocol, TlsFacts } from '../types.js';
@@ -447,21 +447,4 @@ export class Session {
     // RFC 5321 §4.1.1.4 + the durability contract: 250 only after the store says it is on disk.
     this.runAsync(p);
   }
-}
-
-/** Rewrites each bare CR or bare LF to CRLF (the `normalize` option for BDAT content). */
-export function normalizeLineEndings(buf: Uint8Array): Buffer {
-  const out: number[] = [];
-  for (let i = 0; i < buf.length; i++) {
-    const b = buf[i] ?? 0;
-    if (b === 0x0d) {
-      out.push(0x0d, 0x0a);
-      if (buf[i + 1] === 0x0a) i++;
-    } else if (b === 0x0a) {
-      out.push(0x0d, 0x0a);
-    } else {
-      out.push(b);
-    }
-  }
-  return Buffer.from(out);
 }

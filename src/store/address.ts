@@ -18,8 +18,5 @@ export function normalizeAddress(address: string): string {
   return a;
 }
 
-/** The domain of an address, lower-cased; '' when there is no '@'. */
-export function domainOf(address: string): string {
-  const at = address.lastIndexOf('@');
-  return at < 0 ? '' : address.slice(at + 1).toLowerCase();
-}
+/** The domain of an address, lower-cased ('' without '@'): the protocol core's own. */
+export { domainOf } from '../protocol/command.js';

@@ -47,7 +47,8 @@ export function summarizeTls(socket: tls.TLSSocket, options: { sni?: string | nu
   const alpn = typeof socket.alpnProtocol === 'string' ? socket.alpnProtocol : null;
   return {
     protocol: socket.getProtocol() ?? 'unknown',
-    cipher: cipher.name,
+    // The IANA name (RFC 8446 / RFC 5246 registries), the same on every TLS version and library.
+    cipher: cipher.standardName ?? cipher.name,
     group,
     sni,
     alpn,
