@@ -19,7 +19,8 @@ import { defaultConfig } from '../src/config.js';
 import { silentLogger } from '../src/log.js';
 import { DEFAULT_RELAY, QueueRunner, type RunSummary } from '../src/relay/runner.js';
 import { startServe } from '../src/serve.js';
-import { newMessageId, openSqliteStore } from '../src/store/index.js';
+import { openSqliteStore } from '../src/store/index.js';
+import { queueOutbound } from '../test/helpers/outbound.js';
 import { createCertificate } from '../src/tls/generate.js';
 
 function arg(name: string, dflt: string): string {
@@ -110,24 +111,7 @@ try {
     const store = await openSqliteStore(join(root, `sender-${mode}`));
     try {
       for (let i = 0; i < N; i++) {
-        await store.accept({
-          id: newMessageId(),
-          mailFrom: 'bench@sender.test',
-          localRecipients: [],
-          remoteRecipients: [`rcpt${i}@bench.test`],
-          data: message(i),
-          receivedAt: new Date(),
-          listener: 'submission',
-          clientAddress: '127.0.0.1',
-          heloName: 'bench',
-          authUser: 'bench@sender.test',
-          tls: null,
-          requireTls: false,
-          body: null,
-          smtpUtf8: false,
-          envId: null,
-          ret: null,
-        });
+        await queueOutbound(store, { from: 'bench@sender.test', to: [`rcpt${i}@bench.test`], data: message(i) });
       }
       const max = mode === 'reuse' ? 100 : 1;
       const runner = new QueueRunner(

@@ -19,7 +19,8 @@ import { SMTPServer } from 'smtp-server';
 import { systemResolver, uniformTimeouts, type TlsLevel } from '../../src/client/index.js';
 import { silentLogger } from '../../src/log.js';
 import { DEFAULT_RELAY, QueueRunner, type RelayConfig } from '../../src/relay/runner.js';
-import { newMessageId, openSqliteStore } from '../../src/store/index.js';
+import { openSqliteStore } from '../../src/store/index.js';
+import { queueOutbound } from './outbound.js';
 import { issueCert, makeTestCa, writeKeyPair, type PemKeyPair, type TestCa } from './certs.js';
 import { startDnsServer, type DnsServer } from './dns-server.js';
 import { makeMessage, ROOT, runPeer } from './peers.js';
@@ -497,24 +498,7 @@ export function interopSuite(suite: InteropSuite): void {
       const store = await openSqliteStore(dir);
       try {
         const msg = makeMessage(`${suite.name} ${level}`, 'alice@sender.test', `bob@${domain}`);
-        const { id } = await store.accept({
-          id: newMessageId(),
-          mailFrom: msg.from,
-          localRecipients: [],
-          remoteRecipients: [msg.to],
-          data: msg.bytes,
-          receivedAt: new Date(),
-          listener: 'submission',
-          clientAddress: '127.0.0.1',
-          heloName: 'client',
-          authUser: msg.from,
-          tls: null,
-          requireTls: false,
-          body: null,
-          smtpUtf8: false,
-          envId: null,
-          ret: null,
-        });
+        const id = await queueOutbound(store, { from: msg.from, to: [msg.to], data: msg.bytes });
         const cfg: RelayConfig = {
           ...DEFAULT_RELAY,
           hostname: 'out.sender.test',
@@ -575,24 +559,7 @@ export function interopSuite(suite: InteropSuite): void {
     const store = await openSqliteStore(dir);
     try {
       const msg = makeMessage(`${suite.name} untrusted`, 'alice@sender.test', `bob@${domain}`);
-      const { id } = await store.accept({
-        id: newMessageId(),
-        mailFrom: msg.from,
-        localRecipients: [],
-        remoteRecipients: [msg.to],
-        data: msg.bytes,
-        receivedAt: new Date(),
-        listener: 'submission',
-        clientAddress: '127.0.0.1',
-        heloName: 'client',
-        authUser: msg.from,
-        tls: null,
-        requireTls: false,
-        body: null,
-        smtpUtf8: false,
-        envId: null,
-        ret: null,
-      });
+      const id = await queueOutbound(store, { from: msg.from, to: [msg.to], data: msg.bytes });
       const other = await makeTestCa({ commonName: 'some other CA' });
       const cfg: RelayConfig = {
         ...DEFAULT_RELAY,

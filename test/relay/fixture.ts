@@ -6,7 +6,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openSqliteStore, newMessageId, type Store } from '../../src/store/index.js';
+import { openSqliteStore, type Store } from '../../src/store/index.js';
+import { queueOutbound } from '../helpers/outbound.js';
 import { QueueRunner, DEFAULT_RELAY, type RelayConfig } from '../../src/relay/runner.js';
 import { systemResolver, uniformTimeouts } from '../../src/client/index.js';
 import { silentLogger } from '../../src/log.js';
@@ -62,23 +63,5 @@ export function taggedBody(tag: string): Buffer {
 
 /** Queue a message for remote recipients as authenticated submission would. */
 export async function queueMessage(store: Store, to: string[], tag: string, extra: { receivedAt?: Date; requireTls?: boolean; mailFrom?: string } = {}): Promise<string> {
-  const { id } = await store.accept({
-    id: newMessageId(),
-    mailFrom: extra.mailFrom ?? 'a@sender.test',
-    localRecipients: [],
-    remoteRecipients: to,
-    data: taggedBody(tag),
-    receivedAt: extra.receivedAt ?? new Date(),
-    listener: 'submission',
-    clientAddress: '127.0.0.1',
-    heloName: 'client',
-    authUser: 'a@sender.test',
-    tls: null,
-    requireTls: extra.requireTls ?? false,
-    body: null,
-    smtpUtf8: false,
-    envId: null,
-    ret: null,
-  });
-  return id;
+  return queueOutbound(store, { from: extra.mailFrom ?? 'a@sender.test', to, data: taggedBody(tag), ...(extra.receivedAt ? { receivedAt: extra.receivedAt } : {}), requireTls: extra.requireTls ?? false });
 }
