@@ -295,7 +295,7 @@ export interface PostfixReceiverOptions {
 }
 
 /**
- * A private Postfix (the approach of bench/lib/peers.ts and test/check/postfix.test.ts): config,
+ * A private Postfix (as bench/lib/peers.ts runs one; test/check/postfix.test.ts checks this one): config,
  * queue and data directories under a temp dir, Debian's master.cf with smtpd on 127.0.0.1:PORT
  * and no chroot, smtpd_tls_security_level=may, and every recipient of `domains` delivered by the
  * virtual(8) agent to one maildir under the temp dir, whose files the test reads.
