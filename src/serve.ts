@@ -55,6 +55,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
   }
   const store = await openSqliteStore(cfg.dataDir, { logger });
   const tls: TlsProvider = {
+    hasCertificate: () => certs.current() !== null,
     serverOptions: () => {
       const o = upgradeSocketOptions(certs.getter);
       return o && o.secureContext ? { ...o, secureContext: o.secureContext } : null;

@@ -28,7 +28,7 @@ const ehlo = (s: Session, args: string, extended: boolean): Reply => {
   const tlsOn = s.facts.tls !== null;
   // RFC 3207 §4.2: STARTTLS is not offered once TLS is on (nor on implicit TLS, where it is on
   // from the start), and only when we have a certificate to offer.
-  const starttls = !tlsOn && (s.listener.tls === 'may' || s.listener.tls === 'encrypt') && s.opts.tls.serverOptions() !== null;
+  const starttls = !tlsOn && (s.listener.tls === 'may' || s.listener.tls === 'encrypt') && s.opts.tls.hasCertificate();
   // AUTH only inside TLS: credentials never cross the wire in plaintext (RFC 4954 §4, RFC 8314).
   const auth = tlsOn && s.listener.auth !== 'none' && !!s.opts.users;
   const tail = ehloTail(s, tlsOn, starttls, auth);

@@ -63,6 +63,8 @@ export interface UserVerifier {
 
 /** The current TLS material; null means no certificate (STARTTLS answers 454). */
 export interface TlsProvider {
+  /** Whether a certificate is loaded (decides whether EHLO offers STARTTLS; no allocation). */
+  hasCertificate(): boolean;
   /** Options for wrapping an existing socket (STARTTLS) or for tls.createServer (implicit TLS). */
   serverOptions(): (TLSSocketOptions & { secureContext: SecureContext }) | null;
 }
