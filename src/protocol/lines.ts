@@ -1,11 +1,14 @@
 /**
  * Command-line framing over a byte buffer, with a hard length limit.
  *
- * Invariants: a line is returned without its terminator; CRLF ends a line and so does a bare LF
- * (command lines only: RFC 5321 §2.3.8 asks for CRLF, but real clients send LF and Postfix accepts
- * it; DATA uses the strict reader in data.ts instead). Memory is bounded: a line longer than the
- * limit is never held whole; its bytes are dropped as they arrive and the caller is told once the
- * line ends (RFC 5321 §4.5.3.1.4 → 500).
+ * Invariants: a line is returned without its terminator. CRLF ends a line (`line`); a bare LF also
+ * ends one but is reported as its own kind (`bare-lf`), so the caller decides: RFC 5321 §2.3.8
+ * says CRLF only, the server's `bareLineEndings` setting chooses refuse-and-close ('reject', as
+ * Postfix smtpd_forbid_bare_newline=reject) or accept ('normalize', Postfix ≥ 3.9's default,
+ * aiosmtpd, go-smtp). DATA uses the strict reader in data.ts instead. A bare CR inside a line is
+ * just a byte of it. Memory is bounded: a line longer than the limit is never held whole; its
+ * bytes are dropped as they arrive and the caller is told once the line ends (RFC 5321
+ * §4.5.3.1.4 → 500), whatever ended it.
  */
 
 export const CR = 0x0d;
@@ -13,6 +16,8 @@ export const LF = 0x0a;
 
 export type FramedLine =
   | { kind: 'line'; text: string; end: number }
+  /** A line that ended in LF without CR before it (RFC 5321 §2.3.8 violation); text as for 'line'. */
+  | { kind: 'bare-lf'; text: string; end: number }
   | { kind: 'too-long'; end: number };
 
 /**
@@ -60,10 +65,11 @@ export class LineFramer {
       this.skipping = false;
       return { kind: 'too-long', end: lf + 1 };
     }
-    let stop = lf;
-    if (stop > start && buf[stop - 1] === CR) stop--;
+    // RFC 5321 §2.3.8: CRLF is the only line ending; one compare tells a bare LF apart.
+    const crlf = lf > start && buf[lf - 1] === CR;
+    const stop = crlf ? lf - 1 : lf;
     if (stop - start > this.maxLength) return { kind: 'too-long', end: lf + 1 };
-    return { kind: 'line', text: decodeUtf8(buf, start, stop, this.asciiSlice), end: lf + 1 };
+    return { kind: crlf ? 'line' : 'bare-lf', text: decodeUtf8(buf, start, stop, this.asciiSlice), end: lf + 1 };
   }
 }
 

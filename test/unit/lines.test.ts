@@ -1,14 +1,15 @@
 /**
- * Command-line framing (src/protocol/lines.ts): lines end at LF (CRLF or bare LF), a line longer
- * than the limit (RFC 5321 §4.5.3.1.4) is reported once as too-long, memory stays bounded, and
- * the result does not depend on how the bytes arrive.
+ * Command-line framing (src/protocol/lines.ts): lines end at LF; a CRLF line is a `line`, a bare-LF
+ * one a `bare-lf` (RFC 5321 §2.3.8: the server decides), a line longer than the limit (RFC 5321
+ * §4.5.3.1.4) is reported once as too-long whatever ended it, memory stays bounded, and the result
+ * does not depend on how the bytes arrive.
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { LineFramer, decodeUtf8 } from '../../src/protocol/lines.js';
 
-type Out = string | { tooLong: true };
+type Out = string | { tooLong: true } | { bareLf: string };
 
 /**
  * Drives a framer exactly as the server connection does: the unread tail of the buffer is kept,
@@ -44,7 +45,7 @@ function frame(bytes: Uint8Array, maxLength: number, cuts: number[] = []): { out
         break;
       }
       pos = r.end;
-      out.push(r.kind === 'line' ? r.text : { tooLong: true });
+      out.push(r.kind === 'line' ? r.text : r.kind === 'bare-lf' ? { bareLf: r.text } : { tooLong: true });
     }
     maxHeld = Math.max(maxHeld, buf.length - pos);
   }
@@ -57,9 +58,13 @@ describe('LineFramer', () => {
   test('table', () => {
     const cases: Array<[string, number, Out[]]> = [
       ['EHLO a\r\n', 10, ['EHLO a']],
-      ['EHLO a\n', 10, ['EHLO a']], // bare LF accepted on command lines (Postfix does too)
-      ['A\r\nB\nC', 10, ['A', 'B']], // C is pending
-      ['\r\n\n', 10, ['', '']],
+      ['EHLO a\n', 10, [{ bareLf: 'EHLO a' }]], // RFC 5321 §2.3.8: reported, the server decides
+      ['A\r\nB\nC', 10, ['A', { bareLf: 'B' }]], // C is pending
+      ['\r\n\n', 10, ['', { bareLf: '' }]],
+      ['\n\r\n', 10, [{ bareLf: '' }, '']],
+      ['a\r\r\n', 10, ['a\r']], // CRLF ends it; the CR before is text
+      ['a\n\r\n', 10, [{ bareLf: 'a' }, '']],
+      ['01234567890\n', 10, [{ tooLong: true }]], // too long wins over bare LF: the line is gone anyway
       ['a\rb\r\n', 10, ['a\rb']], // a bare CR inside a command line is just a byte
       ['0123456789\r\n', 10, ['0123456789']], // exactly the limit (CRLF excluded) is fine
       ['01234567890\r\n', 10, [{ tooLong: true }]],
@@ -101,7 +106,10 @@ describe('LineFramer properties (fast-check)', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 400 }), fc.array(fc.nat(400), { maxLength: 10 }), fc.integer({ min: 0, max: 64 }), (bytes, cuts, max) => {
         const { out, maxHeld } = frame(bytes, max, cuts);
-        for (const o of out) if (typeof o === 'string') assert.ok(!o.includes('\n'));
+        for (const o of out) {
+          const text = typeof o === 'string' ? o : 'bareLf' in o ? o.bareLf : '';
+          assert.ok(!text.includes('\n'));
+        }
         // Between reads the framer keeps at most one partial line of limit + 1 bytes (a CR
         // waiting for its LF); everything past that is dropped as it arrives.
         assert.ok(maxHeld <= max + 1, `held ${maxHeld} > ${max + 1}`);
@@ -117,8 +125,11 @@ describe('LineFramer properties (fast-check)', () => {
         const parts = s.split('\n');
         parts.pop(); // the unterminated tail is pending
         const want: Out[] = parts.map((p) => {
-          const text = p.endsWith('\r') ? p.slice(0, -1) : p;
-          return text.length > max ? { tooLong: true } : decodeUtf8(enc(text), 0, text.length);
+          const crlf = p.endsWith('\r');
+          const text = crlf ? p.slice(0, -1) : p;
+          if (text.length > max) return { tooLong: true };
+          const decoded = decodeUtf8(enc(text), 0, text.length);
+          return crlf ? decoded : { bareLf: decoded };
         });
         assert.deepEqual(frame(bytes, max, cuts).out, want);
       }),
