@@ -17,10 +17,10 @@ import { ReplyAssembler, replyText, type Reply } from '../protocol/reply.js';
 import { authMechanisms, has, parseEhloReply, type Capabilities } from '../protocol/ehlo.js';
 import { SmtpClientError } from './errors.js';
 import { assertNoLineBreak, checkHeloName } from './message.js';
-import { DEFAULT_REPLY_LIMITS, DEFAULT_TIMEOUTS, type ConnectOptions, type ReplyLimits, type Timeouts } from './options.js';
+import { DEFAULT_REPLY_LIMITS, DEFAULT_TIMEOUTS, limitOf, type ConnectOptions, type ReplyLimits, type TimeoutName, type Timeouts } from './options.js';
 import { inspectSession, tlsConnectOptions, type TlsSessionInfo } from './tls-session.js';
 import { Transcript } from './transcript.js';
-import { connectImplicitTls, connectPlain, LineSocket } from './transport.js';
+import { connectImplicitTls, connectPlain, LineSocket, type SocketStats } from './transport.js';
 import { sendTransaction, type Envelope, type SendOptions, type TransactionResult } from './transaction.js';
 
 export type StartTlsResult =
@@ -76,14 +76,15 @@ export class SmtpClient {
     let conn: LineSocket;
     let tlsInfo: TlsSessionInfo | null = null;
     if (options.implicitTls === true) {
-      const secure = await connectImplicitTls(cfg.host, cfg.port, tlsConnectOptions(cfg.serverName, options.tls ?? {}), cfg.timeouts.connectMs, options.localAddress);
+      const limits = { connect: limitOf(cfg.timeouts, 'connectMs'), handshake: limitOf(cfg.timeouts, 'tlsHandshakeMs') };
+      const secure = await connectImplicitTls(cfg.host, cfg.port, tlsConnectOptions(cfg.serverName, options.tls ?? {}), limits, options.localAddress);
       tlsInfo = checkVerified(secure, cfg, transcript);
       conn = new LineSocket(secure, cfg.limits);
     } else {
-      conn = new LineSocket(await connectPlain(cfg.host, cfg.port, cfg.timeouts.connectMs, options.localAddress), cfg.limits);
+      conn = new LineSocket(await connectPlain(cfg.host, cfg.port, limitOf(cfg.timeouts, 'connectMs'), options.localAddress), cfg.limits);
     }
     const client = new SmtpClient(conn, cfg, { code: 0, enhanced: null, lines: [] }, tlsInfo, transcript);
-    const greeting = await client.readReply(cfg.timeouts.greetingMs, 'the greeting');
+    const greeting = await client.readReply('greetingMs', 'the greeting');
     // RFC 5321 §3.1: 554 (or anything but 220) means "no SMTP service here".
     if (greeting.code !== 220) {
       await client.quit();
@@ -111,9 +112,14 @@ export class SmtpClient {
     return this.state === 'open';
   }
 
-  /** The timeouts in force (transaction.ts reads them). */
+  /** The timeouts in force. */
   get timeouts(): Timeouts {
     return this.cfg.timeouts;
+  }
+
+  /** Octets queued for sending and received-but-unread on this connection, right now. */
+  get stats(): SocketStats {
+    return this.conn.stats;
   }
 
   private usable(): void {
@@ -122,14 +128,21 @@ export class SmtpClient {
   }
 
   // --- low-level I/O (used by transaction.ts) ---
+  // Timeouts are passed by name (a key of Timeouts): the timer and its TIMEOUT message both come
+  // from limitOf(), so the message names the limit that was applied and where it came from.
 
   /** Reads one whole reply, with the reply line-count limit. */
-  async readReply(timeoutMs: number, what: string): Promise<Reply> {
-    const asm = new ReplyAssembler(this.cfg.limits.maxReplyLines);
+  async readReply(timeout: TimeoutName, what: string): Promise<Reply> {
+    const maxLines = this.cfg.limits.maxReplyLines;
+    const asm = new ReplyAssembler(maxLines);
+    const limit = limitOf(this.cfg.timeouts, timeout);
     // One deadline for the whole reply: a server trickling "250-" lines cannot stretch it.
-    const deadline = Date.now() + timeoutMs;
+    const deadline = Date.now() + limit.ms;
+    let lines = 0;
     for (;;) {
-      const line = await this.conn.readLine(Math.max(1, deadline - Date.now()), what);
+      const line = await this.conn.readLine(limit, what, deadline);
+      // An endless "250-" stream ends here, after maxReplyLines lines, not when memory runs out.
+      if (++lines > maxLines) throw this.conn.abort('PROTOCOL_ERROR', `reply to ${what} has more than ${maxLines} lines (limits.maxReplyLines)`);
       this.transcript.received(line, this.phase);
       const r = asm.push(line);
       if (r === null) continue;
@@ -139,22 +152,22 @@ export class SmtpClient {
   }
 
   /** Writes command lines in ONE write (RFC 2920 pipelining groups); `shown` are transcript forms. */
-  async writeLines(lines: string[], timeoutMs: number, shown: string[] = lines): Promise<void> {
+  async writeLines(lines: string[], timeout: TimeoutName, shown: string[] = lines): Promise<void> {
     this.usable();
     for (const l of lines) assertNoLineBreak(l, 'command line');
     for (const s of shown) this.transcript.sent(s, this.phase);
-    await this.conn.write(lines.map((l) => l + '\r\n').join(''), timeoutMs, lines[0]?.split(' ')[0] ?? 'command');
+    await this.conn.write(lines.map((l) => l + '\r\n').join(''), limitOf(this.cfg.timeouts, timeout), shown[0]?.split(' ')[0] ?? 'command');
   }
 
-  /** Writes raw content bytes (message data), recorded as a byte count only. */
-  async writeBytes(bytes: Uint8Array, timeoutMs: number): Promise<void> {
+  /** Writes raw content bytes (message data), recorded as a byte count only; with backpressure. */
+  async writeBytes(bytes: Uint8Array, timeout: TimeoutName): Promise<void> {
     this.usable();
-    await this.conn.write(bytes, timeoutMs, 'message content');
+    await this.conn.write(bytes, limitOf(this.cfg.timeouts, timeout), 'message content');
   }
 
-  async command(line: string, timeoutMs: number, shown = line): Promise<Reply> {
-    await this.writeLines([line], timeoutMs, [shown]);
-    return this.readReply(timeoutMs, shown);
+  async command(line: string, timeout: TimeoutName, shown = line): Promise<Reply> {
+    await this.writeLines([line], timeout, [shown]);
+    return this.readReply(timeout, shown);
   }
 
   // --- the conversation ---
@@ -166,13 +179,13 @@ export class SmtpClient {
   async ehlo(name: string, options: { heloFallback?: boolean } = {}): Promise<Capabilities> {
     this.usable();
     checkHeloName(name);
-    const r = await this.command(`EHLO ${name}`, this.cfg.timeouts.commandMs);
+    const r = await this.command(`EHLO ${name}`, 'commandMs');
     if (r.code === 250) {
       this.caps = parseEhloReply(r);
       return this.caps;
     }
     if (options.heloFallback === true && r.code >= 500) {
-      const h = await this.command(`HELO ${name}`, this.cfg.timeouts.commandMs);
+      const h = await this.command(`HELO ${name}`, 'commandMs');
       if (h.code === 250) {
         this.caps = { greeting: h.lines[0] ?? '', keywords: new Map() };
         return this.caps;
@@ -193,10 +206,10 @@ export class SmtpClient {
     if (this.tls) throw new SmtpClientError('TLS_ALREADY_ACTIVE', 'TLS is already active on this connection');
     if (!this.caps) throw new SmtpClientError('PROTOCOL_ERROR', 'EHLO first: STARTTLS is decided from the EHLO reply');
     if (!has(this.caps, 'STARTTLS')) return { kind: 'not-offered' };
-    const r = await this.command('STARTTLS', this.cfg.timeouts.commandMs);
+    const r = await this.command('STARTTLS', 'commandMs');
     if (r.code !== 220) return { kind: 'refused', reply: r };
     this.state = 'upgraded';
-    const { secure, discarded } = await this.conn.upgrade(tlsConnectOptions(this.cfg.serverName, this.cfg.options.tls ?? {}), this.cfg.timeouts.tlsHandshakeMs);
+    const { secure, discarded } = await this.conn.upgrade(tlsConnectOptions(this.cfg.serverName, this.cfg.options.tls ?? {}), limitOf(this.cfg.timeouts, 'tlsHandshakeMs'));
     if (discarded.length > 0) {
       // Response injection (NO STARTTLS, Exim CVE-2021-38371): bytes after the 220 are never replies.
       this.transcript.event(`discarded ${discarded.length} octets received after the 220 to STARTTLS, before TLS (never read as replies)`, 'plaintext');
@@ -220,7 +233,7 @@ export class SmtpClient {
     const offered = authMechanisms(this.caps);
     const mech = options.mechanism ?? (offered.includes('PLAIN') ? 'PLAIN' : offered.includes('LOGIN') ? 'LOGIN' : null);
     if (mech === null || !offered.includes(mech)) throw new SmtpClientError('AUTH_NOT_OFFERED', `server does not offer AUTH ${options.mechanism ?? 'PLAIN or LOGIN'} (offered: ${offered.join(' ') || 'none'})`);
-    const t = this.cfg.timeouts.commandMs;
+    const t = 'commandMs';
     const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
     let r: Reply;
     if (mech === 'PLAIN') {
@@ -236,19 +249,19 @@ export class SmtpClient {
   }
 
   async mail(from: string, params: string[] = []): Promise<Reply> {
-    return this.command(['MAIL FROM:<' + from + '>', ...params].join(' '), this.cfg.timeouts.mailMs);
+    return this.command(['MAIL FROM:<' + from + '>', ...params].join(' '), 'mailMs');
   }
 
   async rcpt(to: string, params: string[] = []): Promise<Reply> {
-    return this.command(['RCPT TO:<' + to + '>', ...params].join(' '), this.cfg.timeouts.rcptMs);
+    return this.command(['RCPT TO:<' + to + '>', ...params].join(' '), 'rcptMs');
   }
 
   async rset(): Promise<Reply> {
-    return this.command('RSET', this.cfg.timeouts.commandMs);
+    return this.command('RSET', 'commandMs');
   }
 
   async noop(): Promise<Reply> {
-    return this.command('NOOP', this.cfg.timeouts.commandMs);
+    return this.command('NOOP', 'commandMs');
   }
 
   /** One mail transaction: MAIL, RCPTs (pipelined when offered), DATA or BDAT. See transaction.ts. */
@@ -262,7 +275,7 @@ export class SmtpClient {
   async quit(): Promise<void> {
     if (this.state !== 'open') return;
     try {
-      await this.command('QUIT', this.cfg.timeouts.quitMs);
+      await this.command('QUIT', 'quitMs');
     } catch {
       // The session is over either way.
     }

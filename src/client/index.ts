@@ -17,7 +17,7 @@ export { describeTransaction } from './transaction.js';
 export { SmtpClientError, CLIENT_ERROR_CODES, isClientError } from './errors.js';
 export type { ClientErrorCode } from './errors.js';
 export { DEFAULT_TIMEOUTS, DEFAULT_REPLY_LIMITS, uniformTimeouts } from './options.js';
-export type { Timeouts, ReplyLimits, ConnectOptions } from './options.js';
+export type { Timeouts, TimeoutName, Limit, ReplyLimits, ConnectOptions } from './options.js';
 export type { ClientTlsOptions, TlsSessionInfo } from './tls-session.js';
 export { Transcript, redactAuth } from './transcript.js';
 export type { TranscriptEntry, TranscriptPhase } from './transcript.js';

@@ -43,6 +43,22 @@ export const DEFAULT_TIMEOUTS: Readonly<Timeouts> = {
   quitMs: 10_000,
 };
 
+export type TimeoutName = keyof Timeouts;
+
+/**
+ * One deadline as it is applied: its length and the setting it came from. Every TIMEOUT message
+ * names both, taken from the same object as the timer, so the text cannot disagree with the
+ * limit that fired (`no complete reply to DATA within 120000 ms (dataInitMs)`).
+ */
+export interface Limit {
+  ms: number;
+  name: string;
+}
+
+export function limitOf(t: Timeouts, name: TimeoutName): Limit {
+  return { ms: t[name], name };
+}
+
 /** Every timeout set to `ms` (tests, and `postseal send --timeout`). */
 export function uniformTimeouts(ms: number): Timeouts {
   const out = { ...DEFAULT_TIMEOUTS };

@@ -18,6 +18,7 @@ import { replyText, type Reply } from '../protocol/reply.js';
 import { SmtpClientError } from './errors.js';
 import { checkMailbox, checkParam, has8bit, isAscii, prepareContent, type BareLineEndings } from './message.js';
 import type { SmtpClient } from './client.js';
+import { WRITE_PIECE } from './transport.js';
 
 export interface Envelope {
   /** Reverse path without brackets; '' is the null sender. */
@@ -66,7 +67,6 @@ export interface TransactionResult {
   pipelined: boolean;
 }
 
-const WRITE_CHUNK = 64 * 1024;
 
 export async function sendTransaction(client: SmtpClient, caps: Capabilities, env: Envelope, content: Uint8Array | string, options: SendOptions): Promise<TransactionResult> {
   // 1. Arguments first: nothing is written when one of them would break the command line.
@@ -103,7 +103,6 @@ export async function sendTransaction(client: SmtpClient, caps: Capabilities, en
   const rcptParams = env.rcptParams ?? [];
   const useBdat = options.chunking === true && has(caps, 'CHUNKING');
   const pipelined = has(caps, 'PIPELINING');
-  const t = client.timeouts;
 
   // 3. Envelope.
   const mailLine = ['MAIL FROM:<' + env.from + '>', ...mailParams].join(' ');
@@ -112,18 +111,18 @@ export async function sendTransaction(client: SmtpClient, caps: Capabilities, en
   const recipients: RecipientResult[] = [];
   if (pipelined) {
     // RFC 2920 §3.1: MAIL and RCPT may be grouped; one write, then the replies in order.
-    await client.writeLines([mailLine, ...rcptLines], t.mailMs);
-    mail = await client.readReply(t.mailMs, 'MAIL');
+    await client.writeLines([mailLine, ...rcptLines], 'mailMs');
+    mail = await client.readReply('mailMs', 'MAIL');
     for (const to of env.to) {
-      const r = await client.readReply(t.rcptMs, 'RCPT');
+      const r = await client.readReply('rcptMs', 'RCPT');
       const ok = mail.code === 250 && r.code >= 200 && r.code < 300;
       recipients.push({ address: to, reply: r, accepted: ok, delivered: false });
     }
   } else {
-    mail = await client.command(mailLine, t.mailMs);
+    mail = await client.command(mailLine, 'mailMs');
     if (mail.code === 250) {
       for (let i = 0; i < env.to.length; i++) {
-        const r = await client.command(rcptLines[i] ?? '', t.rcptMs);
+        const r = await client.command(rcptLines[i] ?? '', 'rcptMs');
         recipients.push({ address: env.to[i] ?? '', reply: r, accepted: r.code >= 200 && r.code < 300, delivered: false });
       }
     } else {
@@ -144,21 +143,23 @@ export async function sendTransaction(client: SmtpClient, caps: Capabilities, en
 }
 
 async function sendData(client: SmtpClient, bytes: Uint8Array, onContent?: () => void): Promise<Reply> {
-  const t = client.timeouts;
-  const go = await client.command('DATA', t.dataInitMs);
+  const go = await client.command('DATA', 'dataInitMs');
   if (go.code !== 354) return go;
   onContent?.();
   // RFC 5321 §4.5.2: dot-stuffing, and <CRLF>.<CRLF> as the only end of data.
   const parts = dotStuff(bytes);
   client.transcript.event(`[${bytes.length} octets of message content, dot-stuffed]`, client.phase);
-  for (const chunk of coalesce(parts)) await client.writeBytes(chunk, t.dataBlockMs);
+  // Each piece waits for the one before to be taken (writeBytes: backpressure, transport.ts).
+  for (const chunk of coalesce(parts)) await client.writeBytes(chunk, 'dataBlockMs');
   client.transcript.sent('.', client.phase);
-  return client.readReply(t.dataFinalMs, 'end of data');
+  return client.readReply('dataFinalMs', 'end of data');
 }
 
-/** RFC 3030 §2: BDAT n [LAST] followed by exactly n octets, no dot-stuffing. */
+/**
+ * RFC 3030 §2: BDAT n [LAST] followed by exactly n octets, no dot-stuffing. A chunk of any size
+ * leaves in WRITE_PIECE pieces with backpressure (writeBytes), never as one write.
+ */
 async function sendBdat(client: SmtpClient, bytes: Uint8Array, chunkSize: number, onContent?: () => void): Promise<Reply> {
-  const t = client.timeouts;
   onContent?.();
   const size = Math.max(1, chunkSize);
   let off = 0;
@@ -166,23 +167,23 @@ async function sendBdat(client: SmtpClient, bytes: Uint8Array, chunkSize: number
     const end = Math.min(bytes.length, off + size);
     const last = end >= bytes.length;
     const header = `BDAT ${end - off}${last ? ' LAST' : ''}`;
-    await client.writeLines([header], t.dataBlockMs);
+    await client.writeLines([header], 'dataBlockMs');
     client.transcript.event(`[${end - off} octets of message content]`, client.phase);
-    await client.writeBytes(bytes.subarray(off, end), t.dataBlockMs);
-    const r = await client.readReply(last ? t.dataFinalMs : t.dataBlockMs, header);
+    await client.writeBytes(bytes.subarray(off, end), 'dataBlockMs');
+    const r = await client.readReply(last ? 'dataFinalMs' : 'dataBlockMs', header);
     if (last || r.code !== 250) return r;
     off = end;
   }
 }
 
-/** Joins the many small dot-stuffing slices into writes of about WRITE_CHUNK octets. */
+/** Joins the many small dot-stuffing slices into writes of about WRITE_PIECE octets. */
 function* coalesce(parts: Uint8Array[]): Generator<Uint8Array> {
   let pending: Uint8Array[] = [];
   let n = 0;
   for (const p of parts) {
     pending.push(p);
     n += p.length;
-    if (n >= WRITE_CHUNK) {
+    if (n >= WRITE_PIECE) {
       yield Buffer.concat(pending);
       pending = [];
       n = 0;

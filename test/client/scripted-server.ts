@@ -136,6 +136,16 @@ export class ScriptPeer {
     this.attach(secure);
   }
 
+  /** Stop reading from the socket: TCP then pushes back on the client (backpressure tests). */
+  pause(): void {
+    this.socket.pause();
+  }
+
+  /** Read again after pause(). */
+  resume(): void {
+    this.socket.resume();
+  }
+
   /** Resolves when the client has closed (or after timeoutMs). */
   async waitClose(timeoutMs = 5000): Promise<void> {
     while (!this.closed) if (!(await this.wait(timeoutMs))) return;
