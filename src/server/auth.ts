@@ -2,12 +2,18 @@
  * AUTH PLAIN (RFC 4616) and LOGIN on the server (RFC 4954).
  *
  * Invariants: AUTH is accepted only inside TLS (538 otherwise, RFC 4954 §4/§6); one success per
- * session; never inside a transaction; "*" cancels (501); failed attempts are counted per client IP
- * and past the limit the connection is closed; secrets are never logged or echoed.
+ * session; never inside a transaction; "*" cancels (501); secrets are never logged or echoed.
+ * Every attempt that reaches a password goes through the AuthLimiter (context.ts) first: it is
+ * counted before the check, waits out its delay (exponential past limits.auth.maxFailures), and
+ * is refused with 454 without any check when too many are in flight from its network or for
+ * its account. A client that leaves while its attempt waits keeps the attempt counted.
+ * After a success the user's sender patterns are looked up once and kept for the session.
  */
 import { reply, type Reply } from '../protocol/reply.js';
 import { R } from './replies.js';
 import type { Session } from './session.js';
+import type { AuthAdmission } from './context.js';
+import { rememberSenders } from './senders.js';
 
 const USERNAME_PROMPT = reply(334, null, 'VXNlcm5hbWU6'); // "Username:"
 const PASSWORD_PROMPT = reply(334, null, 'UGFzc3dvcmQ6'); // "Password:"
@@ -25,10 +31,6 @@ export function handleAuth(s: Session, args: string): Reply | Promise<Reply | nu
   if (s.facts.tls === null) return R.authNeedsTls;
   if (s.facts.authUser !== null) return R.alreadyAuth;
   if (s.envelope) return R.authInTransaction;
-  if (s.ctx.authLimiter.blocked(s.conn.remoteAddress)) {
-    s.closeWith(R.tooManyAuthFailures, 'auth rate limit');
-    return null;
-  }
   const [mechRaw = '', initial, extra] = args.trim().split(/\s+/);
   if (extra !== undefined) return R.syntax;
   const mech = mechRaw.toUpperCase();
@@ -76,21 +78,58 @@ function plainResponse(s: Session, text: string): Reply | Promise<Reply | null> 
   return verify(s, authcid, passwd);
 }
 
-async function verify(s: Session, user: string, password: string): Promise<Reply | null> {
-  const users = s.opts.users;
+/** Longest a held attempt sleeps before looking whether its client is still there. */
+const HOLD_STEP_MS = 1000;
+
+/**
+ * Waits `ms` unless the session ends (or the server starts to drain) first; true when the wait
+ * ran its course. In steps, so a client that leaves frees its session within HOLD_STEP_MS.
+ */
+async function hold(s: Session, ms: number): Promise<boolean> {
+  const until = Date.now() + ms;
+  for (;;) {
+    if (s.conn.isClosed || s.phase === 'closed' || s.draining) return false;
+    const left = until - Date.now();
+    if (left <= 0) return true;
+    // Not unref()d: a held session is a session in progress (close() waits for it, briefly).
+    await new Promise<void>((resolve) => setTimeout(resolve, Math.min(left, HOLD_STEP_MS)));
+  }
+}
+
+function verify(s: Session, user: string, password: string): Reply | Promise<Reply | null> {
   const ip = s.conn.remoteAddress;
-  const ok = users !== null && user.length > 0 && user.length <= 320 && (await users.verifyUser(user, password));
+  const admission = s.ctx.authLimiter.admit(ip, user);
+  if (!admission.ok) {
+    // Not checked and not counted: the attempts already in flight are what is being limited.
+    s.opts.logger.warn({ event: 'auth', client: ip, user: user.slice(0, 64), result: 'refused', reason: admission.reason }, 'authentication refused: too many attempts in flight');
+    return R.authBusy;
+  }
+  return check(s, user, password, admission);
+}
+
+async function check(s: Session, user: string, password: string, admission: Extract<AuthAdmission, { ok: true }>): Promise<Reply | null> {
+  const ip = s.conn.remoteAddress;
+  const { ticket, delayMs } = admission;
+  let ok = false;
+  try {
+    if (delayMs > 0) {
+      s.opts.logger.warn({ event: 'auth', client: ip, user: user.slice(0, 64), result: 'delayed', delayMs, by: admission.delayedBy }, 'authentication delayed after earlier failures');
+      // The client left (or the server is stopping): the attempt stays counted, nothing is checked.
+      if (!(await hold(s, delayMs))) return null;
+    }
+    ticket.checking();
+    const users = s.opts.users;
+    ok = users !== null && user.length > 0 && user.length <= 320 && (await users.verifyUser(user, password));
+  } finally {
+    ticket.settle(ok);
+  }
   if (ok) {
+    // Read once here, so MAIL FROM checks cost no store read (senders.ts).
+    rememberSenders(s.facts, s.opts.users?.senderPatterns?.(user) ?? []);
     s.facts.authUser = user;
     s.opts.logger.info({ event: 'auth', client: ip, user, result: 'ok' }, 'authenticated');
     return R.authOk;
   }
-  s.ctx.authLimiter.fail(ip);
   s.opts.logger.warn({ event: 'auth', client: ip, user: user.slice(0, 64), result: 'failed' }, 'authentication failed');
-  if (s.ctx.authLimiter.blocked(ip)) {
-    s.send(R.authFailed);
-    s.closeWith(R.tooManyAuthFailures, 'auth rate limit');
-    return null;
-  }
   return R.authFailed;
 }
