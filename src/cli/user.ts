@@ -1,9 +1,15 @@
-/** `postseal user add|list|remove`: submission accounts, stored as scrypt hashes. */
+/**
+ * `postseal user add|list|remove|senders`: submission accounts, stored as scrypt hashes, and the
+ * addresses each may send as besides the login (`--sender`, repeatable: an address, '*@domain'
+ * or '*'; `user senders ADDRESS --add P --remove P` changes them later, without options it
+ * prints them). Users are also the local recipients the mx listener accepts (unless catch-all).
+ */
 import type { Command } from 'commander';
 import { isValidMailbox } from '../protocol/command.js';
 import { openSqliteStore, openSqliteStoreReadOnly } from '../store/index.js';
+import { isSenderPattern } from '../store/address.js';
 import { ConfigError } from '../errors.js';
-import { DEFAULT_DATA_DIR, promptSecret, readStdin } from './common.js';
+import { DEFAULT_DATA_DIR, collect, promptSecret, readStdin } from './common.js';
 
 export function registerUser(program: Command): void {
   const user = program.command('user').description('manage submission users');
@@ -13,16 +19,19 @@ export function registerUser(program: Command): void {
     .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
     .option('--password-stdin', 'read the password from standard input')
     .option('--update', 'replace the password of an existing user')
-    .action(async (address: string, flags: { data: string; passwordStdin?: boolean; update?: boolean }) => {
+    .option('--sender <pattern>', 'may also send as this address, *@domain or * (repeatable)', collect)
+    .action(async (address: string, flags: { data: string; passwordStdin?: boolean; update?: boolean; sender?: string[] }) => {
       if (!isValidMailbox(address)) throw new ConfigError(`user add: ${JSON.stringify(address)} is not an email address`);
+      const senders = checkPatterns('user add', flags.sender ?? []);
       const password = flags.passwordStdin ? await readStdin() : await promptSecret(`password for ${address}: `);
       if (password.length < 8) throw new ConfigError('user add: the password must have at least 8 characters');
       const store = await openSqliteStore(flags.data);
       try {
         if (flags.update) {
           if (!(await store.setPassword(address, password))) throw new ConfigError(`user add: no user ${address} to update`);
+          if (senders.length > 0) await store.editSenders(address, { add: senders });
         } else {
-          await store.addUser(address, password);
+          await store.addUser(address, password, { senders });
         }
         process.stdout.write(`${flags.update ? 'updated' : 'added'} ${address}\n`);
       } finally {
@@ -38,6 +47,40 @@ export function registerUser(program: Command): void {
         for (const u of store.listUsers()) process.stdout.write(u + '\n');
       } finally {
         await store.close();
+      }
+    });
+  user
+    .command('senders')
+    .description('show or change the addresses a user may send as besides the login')
+    .argument('<address>')
+    .option('--add <pattern>', 'allow this address, *@domain or * (repeatable)', collect)
+    .option('--remove <pattern>', 'no longer allow this pattern (repeatable)', collect)
+    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+    .action(async (address: string, flags: { data: string; add?: string[]; remove?: string[] }) => {
+      const add = checkPatterns('user senders', flags.add ?? []);
+      const remove = flags.remove ?? [];
+      if (add.length + remove.length > 0) {
+        const store = await openSqliteStore(flags.data);
+        try {
+          if (!(await store.editSenders(address, { add, remove }))) {
+            process.stderr.write(`postseal: no user ${address}\n`);
+            process.exitCode = 1;
+            return;
+          }
+        } finally {
+          await store.close();
+        }
+      }
+      const reader = openSqliteStoreReadOnly(flags.data);
+      try {
+        if (!reader.hasUser(address)) {
+          process.stderr.write(`postseal: no user ${address}\n`);
+          process.exitCode = 1;
+          return;
+        }
+        for (const p of reader.senderPatterns(address)) process.stdout.write(p + '\n');
+      } finally {
+        await reader.close();
       }
     });
   user
@@ -57,4 +100,13 @@ export function registerUser(program: Command): void {
         await store.close();
       }
     });
+}
+
+/** Lower-cased patterns, or a ConfigError naming the bad one. */
+function checkPatterns(cmd: string, patterns: string[]): string[] {
+  return patterns.map((raw) => {
+    const p = raw.trim().toLowerCase();
+    if (!isSenderPattern(p)) throw new ConfigError(`${cmd}: sender ${JSON.stringify(raw)} is not valid: expected local@domain, *@domain or *`);
+    return p;
+  });
 }

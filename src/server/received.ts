@@ -2,6 +2,9 @@
  * The Received header the server prepends to every accepted message (RFC 5321 §4.4), naming the
  * protocol with RFC 3848 keywords (ESMTPS/ESMTPSA: the "S" records TLS, RFC 8314 §7.4 asks for
  * the TLS facts too). Header lines are folded under 78 characters where the parts allow.
+ * On an authenticated session the login is named as Postfix does,
+ * "(Authenticated sender: alice@example.org)" after the from clause, unless the operator hides it
+ * (config received.showAuthenticatedSender = false; the ESMTPA/ESMTPSA keyword stays).
  */
 import type { ReceivedProtocol, TlsFacts } from '../types.js';
 
@@ -15,6 +18,8 @@ export interface ReceivedInput {
   /** Named only when there is exactly one recipient (privacy of the others). */
   recipient: string | null;
   date: Date;
+  /** The AUTH identity to name, or null (not authenticated, or hidden by configuration). */
+  authenticatedSender?: string | null;
 }
 
 function sanitize(s: string): string {
@@ -27,9 +32,10 @@ export function buildReceived(r: ReceivedInput): string {
 }
 
 /** The part before the id: the same for every message of a session (until EHLO/STARTTLS/AUTH). */
-export function receivedHead(r: Pick<ReceivedInput, 'heloName' | 'clientAddress' | 'hostname' | 'protocol'>): string {
+export function receivedHead(r: Pick<ReceivedInput, 'heloName' | 'clientAddress' | 'hostname' | 'protocol' | 'authenticatedSender'>): string {
   const ip = r.clientAddress.includes(':') ? `IPv6:${r.clientAddress}` : r.clientAddress;
-  return `Received: from ${sanitize(r.heloName)} ([${ip}])\r\n\tby ${r.hostname} (postseal) with ${r.protocol} id `;
+  const auth = r.authenticatedSender ? `\r\n\t(Authenticated sender: ${sanitize(r.authenticatedSender)})` : '';
+  return `Received: from ${sanitize(r.heloName)} ([${ip}])${auth}\r\n\tby ${r.hostname} (postseal) with ${r.protocol} id `;
 }
 
 /** The TLS clause after the id ('' without TLS): the same for every message of a session. */

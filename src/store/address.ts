@@ -20,3 +20,15 @@ export function normalizeAddress(address: string): string {
 
 /** The domain of an address, lower-cased ('' without '@'): the protocol core's own. */
 export { domainOf } from '../protocol/command.js';
+
+/**
+ * A sender pattern a user may be given (issue 8 item 4): '*' (any sender), '*@domain' (any local
+ * part at that domain) or one address. Checked on the lower-cased form the store keeps.
+ */
+export function isSenderPattern(p: string): boolean {
+  if (p === '*') return true;
+  const domain = /^[a-z0-9-]+(\.[a-z0-9-]+)*$/;
+  if (p.startsWith('*@')) return domain.test(p.slice(2));
+  const at = p.lastIndexOf('@');
+  return at > 0 && p.length <= 320 && !FORBIDDEN.test(p) && !p.includes('*') && domain.test(p.slice(at + 1));
+}

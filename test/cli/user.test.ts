@@ -1,5 +1,5 @@
 /**
- * `postseal user add|list|remove` (issue 2 item 10): scrypt hashes in the store, never the
+ * `postseal user add|list|remove|senders` (issue 2 item 10, issue 8 item 4): scrypt hashes in the store, never the
  * password; AUTH against a server on that data directory works, and stops working on removal.
  */
 import { after, test } from 'node:test';
@@ -99,4 +99,43 @@ test('user add/list/remove, scrypt hash stored, AUTH works against a server on t
   server.signal('SIGTERM');
   assert.deepEqual(await server.waitExit(), { code: 0, signal: null });
   assert.ok(!server.stderr().includes(PASSWORD), 'the password is in the server log');
+});
+
+test('user add --sender and user senders: the patterns a running serve checks MAIL FROM against; unknown local users refused', { timeout: 120_000 }, async () => {
+  const dataDir = dirs.make('postseal-senders-');
+  const added = await runCli(['user', 'add', 'alice@postseal.test', '--sender', '*@Example.org', '--sender', 'sales@example.net', '--password-stdin', '--data', dataDir], { input: PASSWORD + '\n' });
+  assert.equal(added.code, 0, added.stderr);
+  assert.equal((await runCli(['user', 'senders', 'alice@postseal.test', '--data', dataDir])).stdout, '*@example.org\nsales@example.net\n');
+  const edited = await runCli(['user', 'senders', 'alice@postseal.test', '--add', 'ceo@example.com', '--remove', '*@example.org', '--data', dataDir]);
+  assert.equal(edited.code, 0, edited.stderr);
+  assert.equal(edited.stdout, 'ceo@example.com\nsales@example.net\n');
+  const bad = await runCli(['user', 'senders', 'alice@postseal.test', '--add', '*.example.org', '--data', dataDir]);
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /\*\.example\.org/);
+  const nobody = await runCli(['user', 'senders', 'nobody@postseal.test', '--add', 'x@example.org', '--data', dataDir]);
+  assert.equal(nobody.code, 1);
+  assert.match(nobody.stderr, /no user/);
+
+  const ca = await makeTestCa();
+  const { certFile, keyFile } = await writeKeyPair(join(dataDir, 'certs'), await issueCert(ca, { names: ['localhost'] }));
+  const server = await startServeChild(
+    ['--data', dataDir, '--mx', '127.0.0.1:0', '--submission', '127.0.0.1:0', '--submissions', 'off', '--cert', certFile, '--key', keyFile, '--domain', 'postseal.test'],
+    { listeners: 2 },
+  );
+  const sub = (await startTlsSession(server.port('submission'), { ca: ca.certPem })).c;
+  assert.deepEqual(await sub.cmd(`AUTH PLAIN ${plain('alice@postseal.test', PASSWORD)}`), ['235 2.7.0 Authentication successful']);
+  assert.deepEqual(await sub.cmd('MAIL FROM:<ceo@bank.example>'), ['553 5.7.1 Sender address rejected: not owned by user alice@postseal.test']);
+  assert.match((await sub.cmd('MAIL FROM:<Sales@example.net>'))[0] ?? '', /^250 /);
+  sub.close();
+  // serve without --catch-all: the store's users are the local recipients.
+  const mx = await WireClient.connect(server.port('mx'));
+  assert.match((await mx.readReply())[0] ?? '', /^220 /);
+  await mx.cmd('EHLO client.test');
+  assert.match((await mx.cmd('MAIL FROM:<>'))[0] ?? '', /^250 /);
+  assert.deepEqual(await mx.cmd('RCPT TO:<bob@postseal.test>'), ['550 5.1.1 <bob@postseal.test>: Recipient address rejected: User unknown']);
+  assert.match((await mx.cmd('RCPT TO:<alice@postseal.test>'))[0] ?? '', /^250 /);
+  assert.match((await mx.cmd('RCPT TO:<postmaster>'))[0] ?? '', /^250 /);
+  mx.close();
+  server.signal('SIGTERM');
+  assert.deepEqual(await server.waitExit(), { code: 0, signal: null });
 });

@@ -5,7 +5,7 @@
  *   !listener mx|submission|submissions      which listener to talk to (default mx)
  *   !config KEY=JSON                         edit the config before start (limits.maxErrors=3)
  *   !nocert                                  start without any certificate
- *   !user ADDRESS PASSWORD                   create a user
+ *   !user ADDRESS PASSWORD [SENDER…]         create a user (with sender patterns)
  *   C: line                                  send line + CRLF
  *   S: glob                                  next line must match (* matches anything)
  *   S*: glob                                 read a whole reply; its last line must match
@@ -50,7 +50,7 @@ for (const file of files) {
     const lines = readFileSync(join(dir, file), 'utf8').split('\n');
     let listener = 'mx' as 'mx' | 'submission' | 'submissions';
     const edits: Array<[string, unknown]> = [];
-    const users: Array<{ address: string; password: string }> = [];
+    const users: Array<{ address: string; password: string; senders: string[] }> = [];
     let withCert = true;
     for (const raw of lines) {
       const line = raw.trimEnd();
@@ -58,7 +58,7 @@ for (const file of files) {
       if ((m = /^!listener (\S+)$/.exec(line))) listener = m[1] as typeof listener;
       else if ((m = /^!config ([\w.]+)=(.*)$/.exec(line))) edits.push([m[1] ?? '', JSON.parse(m[2] ?? 'null')]);
       else if (line === '!nocert') withCert = false;
-      else if ((m = /^!user (\S+) (\S+)$/.exec(line))) users.push({ address: m[1] ?? '', password: m[2] ?? '' });
+      else if ((m = /^!user (\S+) (\S+)((?: \S+)*)$/.exec(line))) users.push({ address: m[1] ?? '', password: m[2] ?? '', senders: (m[3] ?? '').split(' ').filter(Boolean) });
     }
     const server = await startTestServer({ withCert, users, configure: (cfg) => edits.forEach(([k, v]) => setPath(cfg, k, v)) });
     let client: WireClient | null = null;
