@@ -33,7 +33,7 @@ test('mailbox list --json and mailbox show return what the server stored, byte-e
 
   const ca = await makeTestCa();
   const { certFile, keyFile } = await writeKeyPair(join(dataDir, 'certs'), await issueCert(ca, { names: ['localhost'] }));
-  const server = await startServeChild(mxOnly(dataDir, ['--cert', certFile, '--key', keyFile, '--hostname', 'mail.postseal.test', '--domain', 'postseal.test']));
+  const server = await startServeChild(mxOnly(dataDir, ['--cert', certFile, '--key', keyFile, '--hostname', 'mail.postseal.test', '--domain', 'postseal.test', '--catch-all']));
   const port = server.port('mx');
 
   // Over STARTTLS: 8-bit content and a dot-stuffed line.

@@ -1,6 +1,9 @@
 /**
  * Starts a real postseal server for a test: SQLite store in a fresh temp dir, a certificate
  * issued by a fresh test CA for "localhost" and 127.0.0.1, every listener on 127.0.0.1:0.
+ * Recipients are catch-all unless `checkRecipients` is set: most tests are about something else
+ * and send to any address at a local domain; the recipient tests (and transcripts with
+ * `!config recipients.catchAll=false`) see the real default, known users and postmaster only.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -28,7 +31,9 @@ export interface TestServerOptions {
   /** false: start with no certificate configured and no self-signed fallback allowed. */
   withCert?: boolean;
   logger?: Logger;
-  users?: Array<{ address: string; password: string }>;
+  users?: Array<{ address: string; password: string; senders?: string[] }>;
+  /** true: only known users (and postmaster) are local recipients, as `serve` does by default. */
+  checkRecipients?: boolean;
 }
 
 let shared: { ca: TestCa; pair: { certPem: string; keyPem: string } } | null = null;
@@ -58,9 +63,10 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   }
   for (const l of Object.values(cfg.listeners)) if (l) l.address = '127.0.0.1:0';
   cfg.log.level = 'silent';
+  cfg.recipients.catchAll = opts.checkRecipients !== true;
   opts.configure?.(cfg);
   const running = await startServe(cfg, { logger: opts.logger ?? silentLogger });
-  for (const u of opts.users ?? []) await running.store.addUser(u.address, u.password);
+  for (const u of opts.users ?? []) await running.store.addUser(u.address, u.password, { senders: u.senders ?? [] });
   return {
     running,
     dataDir,

@@ -30,7 +30,7 @@ before(async () => {
     users: [{ address: 'u@postseal.test', password: 'right password 1' }],
     configure: (cfg) => {
       cfg.limits.maxErrors = 3;
-      cfg.limits.authFailures = { max: 3, windowMs: 600_000 };
+      cfg.limits.auth = { ...cfg.limits.auth, maxFailures: 3, windowMs: 600_000 };
     },
   });
 });

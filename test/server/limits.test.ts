@@ -1,13 +1,13 @@
 /**
  * Limits and abuse rules against a real server (issue 2 item 7): command line length with a
  * bounded-memory check, recipients, message size, connection limits (total, per IP), idle
- * timeout, error budget, early talkers, AUTH failure rate limit, HTTP lines before/after TLS.
+ * timeout, error budget, early talkers, HTTP lines before/after TLS. The AUTH limiter has its own
+ * file (auth-limit.test.ts).
  * Every wait is on an event (a reply, a close) with a timeout; nothing asserts on durations.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import tls from 'node:tls';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { startTestServer, type TestServer, type TestServerOptions } from '../helpers/server.js';
@@ -261,39 +261,3 @@ describe('timeouts, errors, early talkers', () => {
   });
 });
 
-describe('AUTH failure rate limit', () => {
-  const user = { address: 'carol@postseal.test', password: 'correct horse' };
-  const plain = (u: string, p: string): string => `AUTH PLAIN ${Buffer.from(`\0${u}\0${p}`).toString('base64')}`;
-
-  test('after authFailures.max failures: 421 and close; the same IP is refused at AUTH; another IP is not', async () => {
-    await withServer({ users: [user], configure: (cfg) => void (cfg.limits.authFailures = { max: 3, windowMs: 600_000 }) }, async (s) => {
-      const port = s.port('submissions');
-      const c = await WireClient.connectTls(port, s.caPem);
-      assert.match((await c.readReply())[0] ?? '', /^220 /);
-      await ehlo(c);
-      assert.match((await c.cmd(plain(user.address, 'wrong1')))[0] ?? '', /^535 5\.7\.8 /);
-      assert.match((await c.cmd(plain(user.address, 'wrong2')))[0] ?? '', /^535 5\.7\.8 /);
-      c.write(plain(user.address, 'wrong3') + '\r\n');
-      assert.match((await c.readReply())[0] ?? '', /^535 5\.7\.8 /);
-      await expectReplyThenClose(c, /^421 4\.7\.0 /);
-
-      // Same IP, right password: refused at AUTH (the limiter is per IP, not per connection).
-      const again = await WireClient.connectTls(port, s.caPem);
-      assert.match((await again.readReply())[0] ?? '', /^220 /);
-      await ehlo(again);
-      again.write(plain(user.address, user.password) + '\r\n');
-      await expectReplyThenClose(again, /^421 4\.7\.0 /);
-
-      // Another client address is unaffected.
-      const sock = await rawConnect(port, '127.0.0.2');
-      const other = await new Promise<WireClient>((resolve, reject) => {
-        const t = tls.connect({ socket: sock, ca: s.caPem, servername: 'localhost' }, () => resolve(new WireClient(t)));
-        t.once('error', reject);
-      });
-      assert.match((await other.readReply())[0] ?? '', /^220 /);
-      await ehlo(other);
-      assert.match((await other.cmd(plain(user.address, user.password)))[0] ?? '', /^235 /);
-      other.close();
-    });
-  });
-});

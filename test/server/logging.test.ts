@@ -31,7 +31,7 @@ test('one structured line per session and per message; AUTH secrets never logged
   const ca = await makeTestCa();
   const { certFile, keyFile } = await writeKeyPair(join(dataDir, 'certs'), await issueCert(ca, { names: ['localhost'] }));
   const server = await startServeChild(
-    ['--data', dataDir, '--mx', '127.0.0.1:0', '--submission', '127.0.0.1:0', '--submissions', '127.0.0.1:0', '--cert', certFile, '--key', keyFile, '--hostname', 'mail.postseal.test', '--domain', 'postseal.test', '--log-level', 'debug'],
+    ['--data', dataDir, '--mx', '127.0.0.1:0', '--submission', '127.0.0.1:0', '--submissions', '127.0.0.1:0', '--cert', certFile, '--key', keyFile, '--hostname', 'mail.postseal.test', '--domain', 'postseal.test', '--log-level', 'debug', '--catch-all'],
     { listeners: 3 },
   );
 

@@ -56,7 +56,7 @@ test('SIGHUP and file changes reload the certificate; live sessions keep working
   const keyFile = join(certDir, 'key.pem');
   symlinkSync(real.certFile, certFile);
   symlinkSync(real.keyFile, keyFile);
-  const server = await startServeChild(mxOnly(dataDir, ['--cert', certFile, '--key', keyFile, '--hostname', 'mail.postseal.test']));
+  const server = await startServeChild(mxOnly(dataDir, ['--cert', certFile, '--key', keyFile, '--hostname', 'mail.postseal.test', '--catch-all']));
   const port = server.port('mx');
   const reloads = (fp: string) => (l: Record<string, unknown>): boolean => l.event === 'tls-reload' && l.fingerprint256 === fp;
 

@@ -60,7 +60,7 @@ for (const sig of ['SIGTERM', 'SIGINT'] as const) {
     const dataDir = dirs.make('postseal-shutdown-');
     const ca = await makeTestCa();
     const { certFile, keyFile } = await writeKeyPair(join(dataDir, 'certs'), await issueCert(ca, { names: ['localhost'] }));
-    const server = await startServeChild(mxOnly(dataDir, ['--cert', certFile, '--key', keyFile]));
+    const server = await startServeChild(mxOnly(dataDir, ['--cert', certFile, '--key', keyFile, '--catch-all']));
     const port = server.port('mx');
 
     const idleTls = (await startTlsSession(port, { ca: ca.certPem })).c;
@@ -105,7 +105,7 @@ test('grace period over: a session that never finishes DATA is cut off and the p
   const dataDir = dirs.make('postseal-shutdown-grace-');
   const config = join(dataDir, 'postseal.json');
   writeFileSync(config, JSON.stringify({ limits: { shutdownGraceMs: 300 }, tls: { selfSigned: false } }));
-  const server = await startServeChild(mxOnly(dataDir, ['--config', config]));
+  const server = await startServeChild(mxOnly(dataDir, ['--config', config, '--catch-all']));
   const stuck = await plainSessionInData(server.port('mx'));
   stuck.write('Subject: never finished\r\n\r\npartial');
   server.signal('SIGTERM');
