@@ -79,7 +79,7 @@ function receivedHeader(server: TestServer, id: string): string {
 describe('TLS policy of the running server', () => {
   let server: TestServer;
   before(async () => {
-    server = await startTestServer({ users: [USER] });
+    server = await startTestServer({ users: [{ ...USER, senders: ['*@example.org'] }] }) // sendOne() uses bob@example.org as MAIL FROM;
   });
   after(() => server.close());
 
