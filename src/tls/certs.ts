@@ -90,14 +90,20 @@ export function validateKeyPair(
   return { certFile, keyFile, certPem, keyPem, context, chain, leaf };
 }
 
+/** Read a pair's PEM texts; PostsealError('TLS_CERT_INVALID') naming the unreadable file. */
+export async function readKeyPairFiles(certFile: string, keyFile: string): Promise<{ certPem: string; keyPem: string }> {
+  const certPem = await readText(certFile, 'certificate');
+  const keyPem = await readText(keyFile, 'key');
+  return { certPem, keyPem };
+}
+
 /** Read and validate a PEM certificate (chain allowed, leaf first) and its private key. */
 export async function loadKeyPair(
   certFile: string,
   keyFile: string,
   policy: ServerTlsPolicyOptions = {},
 ): Promise<LoadedKeyPair> {
-  const certPem = await readText(certFile, 'certificate');
-  const keyPem = await readText(keyFile, 'key');
+  const { certPem, keyPem } = await readKeyPairFiles(certFile, keyFile);
   return validateKeyPair(certPem, keyPem, { certFile, keyFile }, policy);
 }
 

@@ -115,17 +115,43 @@ export type SecureContextGetter = () => tls.SecureContext | null;
  * (RFC 3207 §4) and keeps the plaintext session usable.
  * The handshake timeout is the caller's job (TLSSocket has none).
  */
-export function upgradeSocketOptions(getContext: SecureContextGetter): tls.TLSSocketOptions | null {
+export function upgradeSocketOptions(getContext: SecureContextGetter): ServerSocketOptions | null {
   const secureContext = getContext();
-  if (secureContext === null) return null;
-  return {
+  return secureContext === null ? null : serverSocketOptions({ context: secureContext, sniCallback: null });
+}
+
+/** Node's SNICallback shape: hand back the context for `servername` (undefined: the default). */
+export type SniCallback = (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => void;
+
+/** What a handshake needs from the certificate store: the default context and, with several, SNI. */
+export interface ServerContexts {
+  /** For clients that send no SNI or ask for a name no certificate covers. */
+  readonly context: tls.SecureContext;
+  /** Present only when there is more than one context to choose from. */
+  readonly sniCallback: SniCallback | null;
+}
+
+export type ServerSocketOptions = tls.TLSSocketOptions & { secureContext: tls.SecureContext };
+
+/**
+ * Socket options for one server handshake from the store's current contexts (see
+ * upgradeSocketOptions). With several contexts the options carry `SNICallback`; the transport's
+ * secureServerSocket honours it by choosing the context from the ClientHello *before* building
+ * the TLSSocket, because Node's own SNI path keeps only one key pair of a context
+ * (transport/client-hello.ts). Null without a certificate (454, RFC 3207 §4).
+ */
+export function serverSocketOptions(contexts: ServerContexts | null): ServerSocketOptions | null {
+  if (contexts === null) return null;
+  const options: ServerSocketOptions = {
     isServer: true,
-    secureContext,
+    secureContext: contexts.context,
     // We do not ask for client certificates; AUTH happens in SMTP.
     requestCert: false,
     rejectUnauthorized: false,
     ALPNCallback: smtpAlpnCallback,
   };
+  if (contexts.sniCallback !== null) options.SNICallback = contexts.sniCallback;
+  return options;
 }
 
 /**
@@ -134,7 +160,9 @@ export function upgradeSocketOptions(getContext: SecureContextGetter): tls.TLSSo
  * sends SNI; a client without SNI (e.g. one connecting by IP) gets the server's default context,
  * built from `defaults` (cert/key PEM). Keep that default current after reloads with
  * `CertificateStore.bindServer(server)`. Wrapping accepted sockets with `upgradeSocketOptions`
- * has no such caveat and shares the STARTTLS code path, so it is the preferred way.
+ * has no such caveat and shares the STARTTLS code path, so it is the preferred way. A second
+ * caveat: Node's SNI path applies one key pair of the chosen context (nodejs/node#54235), so
+ * ECDSA+RSA for one name only works through serverSocketOptions + transport's secureServerSocket.
  */
 export function implicitTlsServerOptions(
   getContext: SecureContextGetter,
