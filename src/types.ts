@@ -40,6 +40,11 @@ export interface IncomingMessage {
    * copies them into its batch. A single Uint8Array is accepted too.
    */
   data: Uint8Array | readonly Uint8Array[];
+  /**
+   * A large message's content, already fsync'd in the store's spool directory (store/spool.ts):
+   * then `data` holds only our Received header, and the content is the file.
+   */
+  spooled?: { file: string; size: number } | null;
   receivedAt: Date;
   /** Listener name ('mx', 'submission', 'submissions'). */
   listener: string;

@@ -32,7 +32,7 @@ export interface DotReaderOptions {
 
 export class DotReader {
   private state: State = S.LineStart;
-  private readonly out: Uint8Array[] = [];
+  private out: Uint8Array[] = [];
   /** Bytes of content produced so far (counted even past maxSize). */
   size = 0;
   bareCr = false;
@@ -154,9 +154,20 @@ export class DotReader {
     return -1;
   }
 
-  /** The content read so far (whole message once done). */
+  /** The content read so far and not yet taken (whole message once done, if never taken). */
   content(): Uint8Array[] {
     return this.out;
+  }
+
+  /**
+   * Hands over the content produced since the last take (views into the input buffers) and
+   * forgets it, so a caller can stream a large message elsewhere as it arrives.
+   */
+  take(): Uint8Array[] {
+    const out = this.out;
+    if (out.length === 0) return out;
+    this.out = [];
+    return out;
   }
 
   private emit(buf: Uint8Array, from: number, to: number): void {
@@ -250,6 +261,72 @@ export function normalizeLineEndings(bytes: Uint8Array): Uint8Array {
     at += p.length;
   }
   return out;
+}
+
+/**
+ * Bare CR / bare LF over a stream of pieces (BDAT chunks, RFC 3030: content arrives in pieces of
+ * the client's choosing, so a CRLF may be split between two). With `normalize`, push() returns the
+ * pieces with every bare CR or LF rewritten to CRLF (a CR at the end of a piece is held back until
+ * the next piece says whether an LF follows); otherwise it returns them unchanged and only records
+ * `bare`. end() settles a CR held at the very end (bare: the content does not end in CRLF there).
+ */
+export class LineEndingStream {
+  bare = false;
+  /** The previous piece ended with CR (held back when normalizing). */
+  private lastCr = false;
+
+  constructor(private readonly normalize: boolean) {}
+
+  push(p: Uint8Array): Uint8Array[] {
+    if (p.length === 0) return [];
+    if (!this.normalize) {
+      if (!this.bare) this.bare = this.scan(p);
+      this.lastCr = p[p.length - 1] === CR;
+      return [p];
+    }
+    const out: Uint8Array[] = [];
+    let body = p;
+    if (this.lastCr) {
+      out.push(CRLF_BYTES);
+      if (body[0] === LF) body = body.subarray(1);
+      else this.bare = true;
+      this.lastCr = false;
+    }
+    if (body.length > 0 && body[body.length - 1] === CR) {
+      this.lastCr = true;
+      body = body.subarray(0, body.length - 1);
+    }
+    if (hasBareCrOrLf(body)) {
+      this.bare = true;
+      out.push(normalizeLineEndings(body));
+    } else if (body.length > 0) {
+      out.push(body);
+    }
+    return out;
+  }
+
+  end(): Uint8Array[] {
+    if (!this.lastCr) return [];
+    this.lastCr = false;
+    this.bare = true;
+    return this.normalize ? [CRLF_BYTES] : [];
+  }
+
+  /** Bare CR or LF in p, given whether the previous piece ended with CR. */
+  private scan(p: Uint8Array): boolean {
+    if (this.lastCr && p[0] !== LF) return true;
+    let i = p.indexOf(CR);
+    while (i >= 0) {
+      if (i + 1 < p.length && p[i + 1] !== LF) return true;
+      i = p.indexOf(CR, i + 1);
+    }
+    let j = p.indexOf(LF);
+    while (j >= 0) {
+      if (!(j === 0 ? this.lastCr : p[j - 1] === CR)) return true;
+      j = p.indexOf(LF, j + 1);
+    }
+    return false;
+  }
 }
 
 /** True when the bytes contain a CR not followed by LF, or an LF not preceded by CR. */

@@ -11,7 +11,8 @@
 import type { Database } from 'better-sqlite3';
 import { PostsealError } from '../errors.js';
 
-export const SCHEMA_VERSION = 1;
+/** MIGRATIONS.length: a new migration is a new array element, and the version follows. */
+export const SCHEMA_VERSION = 3;
 export const DB_FILE = 'postseal.db';
 
 const MIGRATIONS: readonly string[] = [
@@ -63,6 +64,21 @@ const MIGRATIONS: readonly string[] = [
     password_hash TEXT NOT NULL,
     created_at    TEXT NOT NULL
   );
+  `,
+  // 1 -> 2: the addresses a user may send as besides the login (issue 8 item 4):
+  // an exact address, '*@domain' or '*'. Lower-cased, like users.address.
+  `
+  CREATE TABLE user_senders (
+    address TEXT NOT NULL REFERENCES users(address) ON DELETE CASCADE,
+    pattern TEXT NOT NULL,
+    PRIMARY KEY (address, pattern)
+  ) WITHOUT ROWID;
+  `,
+  // 2 -> 3: a large message's content lives in a spool file (store/spool.ts), named here; the
+  // data column then holds only our Received header (issue 8 item 2).
+  `
+  ALTER TABLE message_data ADD COLUMN file TEXT;
+  CREATE INDEX message_data_file ON message_data (file) WHERE file IS NOT NULL;
   `,
 ];
 

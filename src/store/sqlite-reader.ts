@@ -5,9 +5,13 @@
  *
  * Invariants: this connection never writes (opened readonly); every statement sees the last
  * committed state, so an accept() that resolved is visible to the next read; password checks
- * run scrypt asynchronously and spend the same work for unknown users.
+ * run scrypt asynchronously and spend the same work for unknown users; hasUser() and
+ * senderPatterns() are single indexed reads (the server calls hasUser() at every local RCPT).
  */
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { Database, Statement } from 'better-sqlite3';
+import { BODIES_DIR } from './spool.js';
 import type { MessageSummary } from '../types.js';
 import { PostsealError } from '../errors.js';
 import { normalizeAddress } from './address.js';
@@ -28,10 +32,13 @@ export class SqliteReader implements StoreReader {
     list: Statement;
     listMailbox: Statement;
     get: Statement;
+    bodyRef: Statement;
     count: Statement;
     countMailbox: Statement;
     users: Statement;
     userHash: Statement;
+    userExists: Statement;
+    senders: Statement;
     queue: Statement;
   };
   private closed = false;
@@ -41,11 +48,14 @@ export class SqliteReader implements StoreReader {
       list: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages m ORDER BY m.seq DESC LIMIT ?`),
       listMailbox: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM mailbox_entries e JOIN messages m ON m.seq = e.seq
         WHERE e.mailbox = ? ORDER BY e.seq DESC LIMIT ?`),
-      get: db.prepare(`SELECT ${MESSAGE_COLUMNS}, d.data FROM messages m JOIN message_data d ON d.seq = m.seq WHERE m.id = ?`),
+      get: db.prepare(`SELECT ${MESSAGE_COLUMNS}, d.data, d.file FROM messages m JOIN message_data d ON d.seq = m.seq WHERE m.id = ?`),
+      bodyRef: db.prepare('SELECT 1 FROM message_data WHERE file = ?').pluck(),
       count: db.prepare('SELECT count(*) FROM messages').pluck(),
       countMailbox: db.prepare('SELECT count(*) FROM mailbox_entries WHERE mailbox = ?').pluck(),
       users: db.prepare('SELECT address FROM users ORDER BY address').pluck(),
       userHash: db.prepare('SELECT password_hash FROM users WHERE address = ?').pluck(),
+      userExists: db.prepare('SELECT 1 FROM users WHERE address = ?').pluck(),
+      senders: db.prepare('SELECT pattern FROM user_senders WHERE address = ? ORDER BY pattern').pluck(),
       queue: db.prepare(`SELECT ${QUEUE_COLUMNS} FROM queue q JOIN messages m ON m.seq = q.seq
         WHERE (@status IS NULL OR q.status = @status) ORDER BY q.next_attempt_at, q.seq LIMIT @limit`),
     };
@@ -60,9 +70,23 @@ export class SqliteReader implements StoreReader {
   }
 
   getMessage(id: string): StoredMessage | null {
-    const row = this.q.get.get(id) as (MessageRow & { data: Buffer }) | undefined;
+    const row = this.q.get.get(id) as (MessageRow & { data: Buffer; file: string | null }) | undefined;
     if (row === undefined) return null;
-    return { summary: toSummary(row), data: row.data };
+    if (row.file === null) return { summary: toSummary(row), data: row.data };
+    // A spooled message: our Received header in the row, the content in its file.
+    const path = join(dirname(this.db.name), BODIES_DIR, row.file);
+    let content: Buffer;
+    try {
+      content = readFileSync(path);
+    } catch (err) {
+      throw new PostsealError('STORE_BODY_MISSING', `message ${id}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+    }
+    return { summary: toSummary(row), data: Buffer.concat([row.data, content]) };
+  }
+
+  /** Whether a message row names this spool file. */
+  isBodyReferenced(file: string): boolean {
+    return this.q.bodyRef.get(file) !== undefined;
   }
 
   countMessages(opts: { mailbox?: string } = {}): number {
@@ -84,6 +108,28 @@ export class SqliteReader implements StoreReader {
       if (!(err instanceof PostsealError)) throw err;
     }
     return verifyPassword(password, stored);
+  }
+
+  hasUser(address: string): boolean {
+    let a: string;
+    try {
+      a = normalizeAddress(address);
+    } catch (err) {
+      if (err instanceof PostsealError) return false;
+      throw err;
+    }
+    return this.q.userExists.get(a) !== undefined;
+  }
+
+  senderPatterns(address: string): string[] {
+    let a: string;
+    try {
+      a = normalizeAddress(address);
+    } catch (err) {
+      if (err instanceof PostsealError) return [];
+      throw err;
+    }
+    return this.q.senders.all(a).filter((p): p is string => typeof p === 'string');
   }
 
   listQueue(opts: ListQueueOptions = {}): QueueEntry[] {

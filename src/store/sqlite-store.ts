@@ -7,12 +7,12 @@
  * synchronous=FULL in WAL mode (fsync'd); the schema is migrated before any writer or reader
  * starts; close() commits everything already submitted before closing connections.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { IncomingMessage } from '../types.js';
 import { PostsealError } from '../errors.js';
-import { domainOf, normalizeAddress } from './address.js';
+import { domainOf, isSenderPattern, normalizeAddress } from './address.js';
 import { GroupCommitter } from './group-commit.js';
 import { newMessageId } from './ids.js';
 import { hashPassword } from './passwords.js';
@@ -22,6 +22,7 @@ import { checkLimit, SqliteReader } from './sqlite-reader.js';
 import type { AttemptRecord, QueueEntry, SqliteStoreOptions, Store, StoreReader, StoreStats } from './types.js';
 import { openInlineBackend, openWorkerBackend, type WriterBackend } from './writer-backends.js';
 import type { MessageRecord } from './writer-protocol.js';
+import { BODIES_DIR, FileSpool, fsyncDir, removeOrphans, type BodySpool } from './spool.js';
 
 const DEFAULT_LEASE_MS = 10 * 60 * 1000;
 const MAX_PASSWORD = 1024;
@@ -65,14 +66,39 @@ function checkPassword(password: string): void {
   }
 }
 
+/** Sender patterns as stored: lower-cased, checked, without duplicates. */
+function checkSenders(patterns: readonly string[]): string[] {
+  const out = new Set<string>();
+  for (const raw of patterns) {
+    const p = raw.trim().toLowerCase();
+    if (!isSenderPattern(p)) {
+      throw new PostsealError('STORE_BAD_SENDER', `not a sender pattern: ${JSON.stringify(raw.slice(0, 80))} (expected local@domain, *@domain or *)`);
+    }
+    out.add(p);
+  }
+  return [...out];
+}
+
 export class SqliteStore extends SqliteReader implements Store {
   private closing: Promise<void> | null = null;
+  /** Where the server writes large bodies as they arrive (`<dataDir>/bodies/`). */
+  readonly spool: BodySpool;
 
   constructor(
     db: Database.Database,
     private readonly committer: GroupCommitter,
+    private readonly bodiesDir: string,
   ) {
     super(db);
+    this.spool = new FileSpool(bodiesDir);
+  }
+
+  /**
+   * Removes spool files no message row names (left by a crash between the file's fsync and the
+   * row's commit), older than `minAgeMs`. `serve` runs it at start; returns how many went.
+   */
+  removeOrphanBodies(minAgeMs?: number): number {
+    return removeOrphans(this.bodiesDir, (name) => this.isBodyReferenced(name), minAgeMs);
   }
 
   async accept(msg: IncomingMessage): Promise<{ id: string }> {
@@ -98,16 +124,24 @@ export class SqliteStore extends SqliteReader implements Store {
       smtpUtf8: msg.smtpUtf8,
       envId: msg.envId,
       ret: msg.ret,
+      file: msg.spooled?.file ?? null,
+      fileSize: msg.spooled?.size ?? 0,
     };
     await this.committer.submit({ kind: 'accept', msg: record, offset: 0, length: dataLength(msg.data), nowMs }, msg.data);
     return { id: record.id };
   }
 
-  async addUser(address: string, password: string): Promise<void> {
+  async addUser(address: string, password: string, opts: { senders?: readonly string[] } = {}): Promise<void> {
     const a = normalizeAddress(address);
     checkPassword(password);
+    const senders = checkSenders(opts.senders ?? []);
     const hash = await hashPassword(password);
-    await this.committer.submit({ kind: 'addUser', address: a, hash, createdAt: new Date().toISOString() });
+    await this.committer.submit({ kind: 'addUser', address: a, hash, createdAt: new Date().toISOString(), senders });
+  }
+
+  async editSenders(address: string, change: { add?: readonly string[]; remove?: readonly string[] }): Promise<boolean> {
+    const a = normalizeAddress(address);
+    return this.committer.submit({ kind: 'editSenders', address: a, add: checkSenders(change.add ?? []), remove: (change.remove ?? []).map((p) => p.trim().toLowerCase()) });
   }
 
   async setPassword(address: string, password: string): Promise<boolean> {
@@ -160,15 +194,6 @@ export class SqliteStore extends SqliteReader implements Store {
   }
 }
 
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 async function openBackend(file: string, opts: SqliteStoreOptions): Promise<WriterBackend> {
   const mode = opts.writer ?? 'auto';
   if (mode === 'inline') return openInlineBackend(file);
@@ -195,7 +220,8 @@ export async function openSqliteStore(dataDir: string, opts: SqliteStoreOptions 
   } finally {
     setup.close();
   }
-  // Make the new file's directory entry durable too.
+  mkdirSync(join(dataDir, BODIES_DIR), { recursive: true, mode: 0o700 });
+  // Make the new entries (database, bodies directory) durable too.
   fsyncDir(dataDir);
   const backend = await openBackend(file, opts);
   const reader = new Database(file, { readonly: true, fileMustExist: true });
@@ -204,7 +230,7 @@ export async function openSqliteStore(dataDir: string, opts: SqliteStoreOptions 
     maxBatchOps: opts.maxBatchOps ?? 512,
     maxBatchBytes: opts.maxBatchBytes ?? 32 * 1024 * 1024,
   });
-  return new SqliteStore(reader, committer);
+  return new SqliteStore(reader, committer, join(dataDir, BODIES_DIR));
 }
 
 /** Opens an existing store for reads only (CLI while the server runs). Never migrates or writes. */

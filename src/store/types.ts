@@ -10,6 +10,7 @@
  * - Addresses are compared after normalizeAddress() (lower-cased).
  * - Timestamps crossing this interface are ISO-8601 strings in UTC.
  */
+import type { BodySpool } from './spool.js';
 import type { IncomingMessage, MessageSummary, TlsOutcome } from '../types.js';
 
 export const QUEUE_STATUSES = ['queued', 'deferred', 'delivered', 'failed'] as const;
@@ -87,6 +88,10 @@ export interface StoreReader {
   listUsers(): string[];
   /** Constant-time; spends the same scrypt work for unknown users. */
   verifyUser(address: string, password: string): Promise<boolean>;
+  /** Whether the user exists (one indexed read; false for a malformed address). */
+  hasUser(address: string): boolean;
+  /** The user's sender patterns besides the login ('*', '*@domain', addresses), sorted. */
+  senderPatterns(address: string): string[];
   listQueue(opts?: ListQueueOptions): QueueEntry[];
   close(): Promise<void>;
 }
@@ -94,8 +99,14 @@ export interface StoreReader {
 export interface Store extends StoreReader {
   /** Resolves once durable; the id is short, sortable and unique. */
   accept(msg: IncomingMessage): Promise<{ id: string }>;
+  /** Where the server writes large bodies as they arrive; accept() takes them as `spooled`. */
+  readonly spool: BodySpool;
+  /** Removes spool files no message names (crash leftovers), older than minAgeMs; returns how many. */
+  removeOrphanBodies(minAgeMs?: number): number;
   /** Rejects with code 'USER_EXISTS' when the address already has a password. */
-  addUser(address: string, password: string): Promise<void>;
+  addUser(address: string, password: string, opts?: { senders?: readonly string[] }): Promise<void>;
+  /** Adds and removes sender patterns of a user; false when there is no such user. */
+  editSenders(address: string, change: { add?: readonly string[]; remove?: readonly string[] }): Promise<boolean>;
   /** Replaces the password of an existing user; false when there is no such user. */
   setPassword(address: string, password: string): Promise<boolean>;
   removeUser(address: string): Promise<boolean>;

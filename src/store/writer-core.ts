@@ -10,7 +10,9 @@
  * - A message row, its bytes, its mailbox entries and its queue rows are written in the same
  *   savepoint: never half a message.
  */
+import { dirname, join } from 'node:path';
 import type { Database, Statement } from 'better-sqlite3';
+import { BODIES_DIR, fsyncDir } from './spool.js';
 import { domainOf } from './address.js';
 import { QUEUE_COLUMNS, type QueueRow } from './rows.js';
 import type { OpResult, OpValues, WriteOp } from './writer-protocol.js';
@@ -25,6 +27,9 @@ interface Statements {
   insertUser: Statement;
   updateUser: Statement;
   deleteUser: Statement;
+  userExists: Statement;
+  insertSender: Statement;
+  deleteSender: Statement;
   selectDue: Statement;
   lease: Statement;
   attempt: Statement;
@@ -40,13 +45,16 @@ function prepare(db: Database): Statements {
       client_address, helo_name, auth_user, tls, require_tls, body, smtp_utf8, env_id, ret)
       VALUES (@id, @receivedAt, @mailFrom, @recipients, @size, @listener, @clientAddress, @heloName,
       @authUser, @tls, @requireTls, @body, @smtpUtf8, @envId, @ret)`),
-    insertData: db.prepare('INSERT INTO message_data (seq, data) VALUES (?, ?)'),
+    insertData: db.prepare('INSERT INTO message_data (seq, data, file) VALUES (?, ?, ?)'),
     insertMailbox: db.prepare('INSERT OR IGNORE INTO mailbox_entries (mailbox, seq) VALUES (?, ?)'),
     insertQueue: db.prepare(`INSERT OR IGNORE INTO queue (seq, recipient, domain, status, attempts,
       next_attempt_at, updated_at) VALUES (?, ?, ?, 'queued', 0, ?, ?)`),
     insertUser: db.prepare('INSERT INTO users (address, password_hash, created_at) VALUES (?, ?, ?)'),
     updateUser: db.prepare('UPDATE users SET password_hash = ? WHERE address = ?'),
     deleteUser: db.prepare('DELETE FROM users WHERE address = ?'),
+    userExists: db.prepare('SELECT 1 FROM users WHERE address = ?').pluck(),
+    insertSender: db.prepare('INSERT OR IGNORE INTO user_senders (address, pattern) VALUES (?, ?)'),
+    deleteSender: db.prepare('DELETE FROM user_senders WHERE address = ? AND pattern = ?'),
     selectDue: db.prepare(`SELECT q.seq AS qseq, ${QUEUE_COLUMNS} FROM queue q JOIN messages m ON m.seq = q.seq
       WHERE q.status IN ('queued', 'deferred') AND q.next_attempt_at <= @now
         AND (q.lease_until IS NULL OR q.lease_until <= @now)
@@ -76,7 +84,7 @@ function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['
         receivedAt: m.receivedAt,
         mailFrom: m.mailFrom,
         recipients: JSON.stringify([...m.localRecipients, ...m.remoteRecipients]),
-        size: op.length,
+        size: op.length + m.fileSize,
         listener: m.listener,
         clientAddress: m.clientAddress,
         heloName: m.heloName,
@@ -89,14 +97,21 @@ function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['
         ret: m.ret,
       });
       const seq = info.lastInsertRowid;
-      s.insertData.run(seq, bytes);
+      s.insertData.run(seq, bytes, m.file);
       for (const rcpt of m.localRecipients) s.insertMailbox.run(rcpt, seq);
       for (const rcpt of m.remoteRecipients) s.insertQueue.run(seq, rcpt, domainOf(rcpt), op.nowMs, op.nowMs);
       return null;
     }
     case 'addUser':
       s.insertUser.run(op.address, op.hash, op.createdAt);
+      for (const p of op.senders) s.insertSender.run(op.address, p);
       return null;
+    case 'editSenders': {
+      if (s.userExists.get(op.address) === undefined) return false;
+      for (const p of op.remove) s.deleteSender.run(op.address, p);
+      for (const p of op.add) s.insertSender.run(op.address, p);
+      return true;
+    }
     case 'setPassword':
       return s.updateUser.run(op.hash, op.address).changes > 0;
     case 'removeUser':
@@ -152,7 +167,11 @@ export function createApplier(db: Database): BatchApplier {
       }
     }
   });
+  const bodies = join(dirname(db.name), BODIES_DIR);
   return (ops, data) => {
+    // A spooled message's file was fsync'd by the session; its directory entry must be durable
+    // too before the row that names it commits (one directory fsync for the whole batch).
+    if (ops.some((op) => op.kind === 'accept' && op.msg.file !== null)) fsyncDir(bodies);
     batch.immediate(ops, data);
     return results;
   };

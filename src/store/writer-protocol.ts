@@ -25,11 +25,16 @@ export interface MessageRecord {
   smtpUtf8: boolean;
   envId: string | null;
   ret: string | null;
+  /** The spool file holding the content (store/spool.ts), or null when the bytes are inline. */
+  file: string | null;
+  /** Bytes in that file (0 without one). */
+  fileSize: number;
 }
 
 export type WriteOp =
   | { kind: 'accept'; msg: MessageRecord; offset: number; length: number; nowMs: number }
-  | { kind: 'addUser'; address: string; hash: string; createdAt: string }
+  | { kind: 'addUser'; address: string; hash: string; createdAt: string; senders: string[] }
+  | { kind: 'editSenders'; address: string; add: string[]; remove: string[] }
   | { kind: 'setPassword'; address: string; hash: string }
   | { kind: 'removeUser'; address: string }
   | { kind: 'claimDue'; nowMs: number; limit: number; leaseMs: number }
@@ -52,6 +57,8 @@ export type OpKind = WriteOp['kind'];
 export interface OpValues {
   accept: null;
   addUser: null;
+  /** False when there is no such user. */
+  editSenders: boolean;
   setPassword: boolean;
   removeUser: boolean;
   claimDue: QueueRow[];

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { newMessageId, openSqliteStore, openSqliteStoreReadOnly } from '../../src/store/index.js';
 import { isMessageId } from '../../src/store/ids.js';
+import { SCHEMA_VERSION } from '../../src/store/schema.js';
 import { makeMessage, tempDirs } from './helpers.js';
 
 const dirs = tempDirs();
@@ -43,7 +44,7 @@ test('schema version is recorded; a newer schema is refused', async () => {
   const store = await openSqliteStore(dir);
   await store.close();
   const db = new Database(join(dir, 'postseal.db'));
-  assert.equal(db.pragma('user_version', { simple: true }), 1);
+  assert.equal(db.pragma('user_version', { simple: true }), SCHEMA_VERSION);
   db.pragma('user_version = 99');
   db.close();
   assert.throws(() => openSqliteStoreReadOnly(dir), { code: 'STORE_SCHEMA_TOO_NEW' });
