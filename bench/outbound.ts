@@ -87,9 +87,10 @@ try {
   cfg.dataDir = join(root, 'receiver');
   cfg.hostname = 'mx.bench.test';
   cfg.domains = ['bench.test'];
-  cfg.listeners = { mx: { address: '127.0.0.1:0', tls: 'may', auth: 'none' }, submission: null, submissions: null };
+  cfg.listeners = { mx: { address: '127.0.0.1:0', tls: 'may', auth: 'none', maxConnections: 2000 }, submission: null, submissions: null };
   cfg.tls = { ...cfg.tls, cert: certFile, key: keyFile, selfSigned: false };
   cfg.log = { level: 'silent' };
+  cfg.recipients.catchAll = true; // rcptN@bench.test are not users
   let accepted = 0;
   const receiver = await startServe(cfg, {
     logger: silentLogger,

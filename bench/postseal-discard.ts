@@ -24,9 +24,10 @@ function arg(name: string): string {
 const cfg = defaultConfig();
 cfg.dataDir = arg('--data');
 cfg.hostname = 'bench.localhost';
-cfg.listeners = { mx: { address: '127.0.0.1:0', tls: 'may', auth: 'none' }, submission: null, submissions: null };
+cfg.listeners = { mx: { address: '127.0.0.1:0', tls: 'may', auth: 'none', maxConnections: 2000 }, submission: null, submissions: null };
 cfg.tls = { ...cfg.tls, cert: arg('--cert'), key: arg('--key'), selfSigned: false };
 cfg.log = { level: 'silent' };
+cfg.recipients.catchAll = true; // the load generator writes to bench@localhost, not a user
 
 const running = await startServe(cfg, { sink: { accept: async (m) => ({ id: m.id }) } });
 const mx = running.bound.find((b) => b.name === 'mx');

@@ -6,13 +6,15 @@
 import { readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { ConfigError } from './errors.js';
-import { DEFAULT_LIMITS, type Limits } from './server/types.js';
+import { DEFAULT_LIMITS, type AuthLimits, type Limits } from './server/types.js';
 import { LISTENER_TLS_LEVELS, type ListenerTlsLevel } from './types.js';
 
 export interface ListenerConfig {
   address: string;
   tls: ListenerTlsLevel;
   auth: 'none' | 'optional' | 'required';
+  /** Connections this listener holds at once (its own cap, beside limits.maxConnections). */
+  maxConnections: number;
 }
 
 export interface ServeConfig {
@@ -20,11 +22,22 @@ export interface ServeConfig {
   hostname: string;
   domains: string[];
   listeners: { mx: ListenerConfig | null; submission: ListenerConfig | null; submissions: ListenerConfig | null };
-  tls: { cert: string | null; key: string | null; minVersion: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3'; selfSigned: boolean };
+  tls: {
+    cert: string | null;
+    key: string | null;
+    /** More certificates, chosen by SNI from their SAN DNS names; an ECDSA and an RSA pair may share names. */
+    certificates: Array<{ cert: string; key: string }>;
+    minVersion: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3';
+    selfSigned: boolean;
+  };
   limits: Limits;
   bareLineEndings: 'reject' | 'normalize';
   log: { level: 'debug' | 'info' | 'warn' | 'error' | 'silent' };
   relay: RelaySettings;
+  /** catchAll: accept mail for any address at a local domain (default false: users only). */
+  recipients: { catchAll: boolean };
+  /** showAuthenticatedSender: "(Authenticated sender: login)" in Received (default true). */
+  received: { showAuthenticatedSender: boolean };
 }
 
 /** Outbound delivery of what authenticated users submit for other domains (issue 3 item 4). */
@@ -62,14 +75,18 @@ export function defaultConfig(): ServeConfig {
     hostname,
     domains: [],
     listeners: {
-      mx: { address: '127.0.0.1:2525', tls: 'may', auth: 'none' },
-      submission: { address: '127.0.0.1:2587', tls: 'encrypt', auth: 'required' },
-      submissions: { address: '127.0.0.1:2465', tls: 'implicit', auth: 'required' },
+      // Each listener has its own cap below the total, so a flood on the public mx port never
+      // locks authenticated users out of submission.
+      mx: { address: '127.0.0.1:2525', tls: 'may', auth: 'none', maxConnections: 1500 },
+      submission: { address: '127.0.0.1:2587', tls: 'encrypt', auth: 'required', maxConnections: 500 },
+      submissions: { address: '127.0.0.1:2465', tls: 'implicit', auth: 'required', maxConnections: 500 },
     },
-    tls: { cert: null, key: null, minVersion: 'TLSv1.2', selfSigned: true },
-    limits: { ...DEFAULT_LIMITS, authFailures: { ...DEFAULT_LIMITS.authFailures } },
+    tls: { cert: null, key: null, certificates: [], minVersion: 'TLSv1.2', selfSigned: true },
+    limits: { ...DEFAULT_LIMITS, auth: { ...DEFAULT_LIMITS.auth } },
     bareLineEndings: 'reject',
     log: { level: 'info' },
+    recipients: { catchAll: false },
+    received: { showAuthenticatedSender: true },
     relay: {
       enabled: true,
       routes: {},
@@ -124,9 +141,14 @@ function checkKeys(obj: Record<string, Json>, allowed: readonly string[], where:
 
 function listener(v: Json, key: string, base: ListenerConfig | null): ListenerConfig | null {
   if (v === null || v === 'off' || v === false) return null;
-  want(isObject(v), key, v, 'an object { address, tls, auth } or "off"');
-  checkKeys(v, ['address', 'tls', 'auth'], key + '.');
-  const out: ListenerConfig = { ...(base ?? { address: '127.0.0.1:0', tls: 'may', auth: 'none' }) };
+  want(isObject(v), key, v, 'an object { address, tls, auth, maxConnections } or "off"');
+  checkKeys(v, ['address', 'tls', 'auth', 'maxConnections'], key + '.');
+  const out: ListenerConfig = { ...(base ?? { address: '127.0.0.1:0', tls: 'may', auth: 'none', maxConnections: 500 }) };
+  if (v.maxConnections !== undefined) {
+    const n = v.maxConnections;
+    want(typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 1_000_000, key + '.maxConnections', n, 'a whole number from 1 to 1000000');
+    out.maxConnections = n;
+  }
   if (v.address !== undefined) {
     want(typeof v.address === 'string', key + '.address', v.address, 'a string HOST:PORT');
     parseAddress(v.address, key + '.address');
@@ -146,7 +168,7 @@ function listener(v: Json, key: string, base: ListenerConfig | null): ListenerCo
 /** Applies a parsed JSON document onto a config; throws ConfigError naming the bad key. */
 export function applyConfigObject(cfg: ServeConfig, doc: unknown): ServeConfig {
   want(isObject(doc), '(top level)', doc, 'a JSON object');
-  checkKeys(doc, ['dataDir', 'hostname', 'domains', 'listeners', 'tls', 'limits', 'bareLineEndings', 'log', 'relay'], '');
+  checkKeys(doc, ['dataDir', 'hostname', 'domains', 'listeners', 'tls', 'limits', 'bareLineEndings', 'log', 'relay', 'recipients', 'received'], '');
   const out: ServeConfig = structuredClone(cfg);
   if (doc.dataDir !== undefined) {
     want(typeof doc.dataDir === 'string' && doc.dataDir.length > 0, 'dataDir', doc.dataDir, 'a directory path');
@@ -171,8 +193,23 @@ export function applyConfigObject(cfg: ServeConfig, doc: unknown): ServeConfig {
   }
   if (doc.tls !== undefined) {
     const t = doc.tls;
-    want(isObject(t), 'tls', t, 'an object { cert, key, minVersion }');
-    checkKeys(t, ['cert', 'key', 'minVersion', 'selfSigned'], 'tls.');
+    want(isObject(t), 'tls', t, 'an object { cert, key, certificates, minVersion }');
+    checkKeys(t, ['cert', 'key', 'certificates', 'minVersion', 'selfSigned'], 'tls.');
+    if (t.certificates !== undefined) {
+      const list = t.certificates;
+      want(Array.isArray(list), 'tls.certificates', list, 'a list of { cert, key } (PEM file paths)');
+      out.tls.certificates = list.map((entry, i) => {
+        const key = `tls.certificates[${i}]`;
+        want(isObject(entry), key, entry, 'an object { cert, key } (PEM file paths)');
+        checkKeys(entry, ['cert', 'key'], key + '.');
+        // A certificate without its key (or the reverse) is refused here, naming the missing half.
+        for (const half of ['cert', 'key'] as const) {
+          const v: Json | undefined = entry[half];
+          want(typeof v === 'string' && v.length > 0, `${key}.${half}`, v ?? null, 'a PEM file path (cert and key go together)');
+        }
+        return { cert: entry.cert as string, key: entry.key as string };
+      });
+    }
     if (t.selfSigned !== undefined) {
       want(typeof t.selfSigned === 'boolean', 'tls.selfSigned', t.selfSigned, 'true|false');
       out.tls.selfSigned = t.selfSigned;
@@ -191,23 +228,16 @@ export function applyConfigObject(cfg: ServeConfig, doc: unknown): ServeConfig {
   if (doc.limits !== undefined) {
     const lim = doc.limits;
     want(isObject(lim), 'limits', lim, 'an object');
+    // Replaced by limits.auth (issue 8 item 3): say so instead of only "unknown key".
+    if (lim.authFailures !== undefined) throw new ConfigError('config: limits.authFailures was replaced by limits.auth { maxFailures, windowMs, delayMs, maxDelayMs, maxInFlightPerNetwork, maxInFlightPerAccount, ipv4Prefix, ipv6Prefix, maxTrackedKeys }');
     checkKeys(lim, Object.keys(DEFAULT_LIMITS), 'limits.');
     for (const [k, v] of Object.entries(lim)) {
-      if (k === 'authFailures') {
-        want(isObject(v), 'limits.authFailures', v, '{ max, windowMs }');
-        checkKeys(v, ['max', 'windowMs'], 'limits.authFailures.');
-        const af = { ...out.limits.authFailures };
-        for (const f of ['max', 'windowMs'] as const) {
-          const n: Json | undefined = v[f];
-          if (n === undefined) continue;
-          want(typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= MAX_TIMER_MS, `limits.authFailures.${f}`, n, 'a whole number >= 1');
-          af[f] = n;
-        }
-        out.limits.authFailures = af;
+      if (k === 'auth') {
+        out.limits.auth = applyAuthLimits(out.limits.auth, v);
         continue;
       }
       // Counts and timeouts of 0 would refuse everything or fire at once; delays and grace may be 0.
-      const min = k === 'greetingDelayMs' || k === 'shutdownGraceMs' ? 0 : 1;
+      const min = k === 'greetingDelayMs' || k === 'shutdownGraceMs' || k === 'minDataRate' ? 0 : 1;
       // Node clamps a timer over 2^31-1 ms to 1 ms (TimeoutOverflowWarning): refuse it instead.
       const max = k.endsWith('Ms') ? MAX_TIMER_MS : Number.MAX_SAFE_INTEGER;
       want(typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max, `limits.${k}`, v, `a whole number from ${min} to ${max}`);
@@ -231,6 +261,42 @@ export function applyConfigObject(cfg: ServeConfig, doc: unknown): ServeConfig {
     }
   }
   if (doc.relay !== undefined) out.relay = applyRelay(out.relay, doc.relay);
+  if (doc.recipients !== undefined) {
+    want(isObject(doc.recipients), 'recipients', doc.recipients, 'an object { catchAll }');
+    checkKeys(doc.recipients, ['catchAll'], 'recipients.');
+    const c = doc.recipients.catchAll;
+    if (c !== undefined) {
+      want(typeof c === 'boolean', 'recipients.catchAll', c, 'true|false');
+      out.recipients.catchAll = c;
+    }
+  }
+  if (doc.received !== undefined) {
+    want(isObject(doc.received), 'received', doc.received, 'an object { showAuthenticatedSender }');
+    checkKeys(doc.received, ['showAuthenticatedSender'], 'received.');
+    const v = doc.received.showAuthenticatedSender;
+    if (v !== undefined) {
+      want(typeof v === 'boolean', 'received.showAuthenticatedSender', v, 'true|false');
+      out.received.showAuthenticatedSender = v;
+    }
+  }
+  return out;
+}
+
+const AUTH_LIMIT_KEYS = Object.keys(DEFAULT_LIMITS.auth) as Array<keyof AuthLimits>;
+
+function applyAuthLimits(base: AuthLimits, v: Json): AuthLimits {
+  want(isObject(v), 'limits.auth', v, `an object { ${AUTH_LIMIT_KEYS.join(', ')} }`);
+  checkKeys(v, AUTH_LIMIT_KEYS, 'limits.auth.');
+  const out = { ...base };
+  for (const f of AUTH_LIMIT_KEYS) {
+    const n: Json | undefined = v[f];
+    if (n === undefined) continue;
+    // Prefixes are bit counts; a delay may be 0 (no delay, the in-flight caps still hold).
+    const [min, max] = f === 'ipv4Prefix' ? [0, 32] : f === 'ipv6Prefix' ? [0, 128] : f === 'delayMs' || f === 'maxDelayMs' ? [0, MAX_TIMER_MS] : [1, f === 'windowMs' ? MAX_TIMER_MS : 10_000_000];
+    want(typeof n === 'number' && Number.isInteger(n) && n >= min && n <= max, `limits.auth.${f}`, n, `a whole number from ${min} to ${max}`);
+    out[f] = n;
+  }
+  want(out.maxDelayMs >= out.delayMs, 'limits.auth.maxDelayMs', out.maxDelayMs, `at least limits.auth.delayMs (${out.delayMs})`);
   return out;
 }
 

@@ -11,7 +11,7 @@ import { createLogger } from './log.js';
 import { SmtpServer, type BoundListener } from './server/server.js';
 import type { ListenerOptions, Logger, MessageSink, TlsProvider, UserVerifier } from './server/types.js';
 import { openSqliteStore, type Store } from './store/index.js';
-import { CertificateStore, ensureSelfSigned, upgradeSocketOptions } from './tls/index.js';
+import { CertificateStore, ensureSelfSigned, serverSocketOptions } from './tls/index.js';
 import { QueueRunner, type RelayConfig } from './relay/runner.js';
 import { systemResolver } from './client/index.js';
 
@@ -37,12 +37,17 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
   const logger = overrides.logger ?? createLogger(cfg.log.level);
   mkdirSync(cfg.dataDir, { recursive: true });
   const policy = { minVersion: cfg.tls.minVersion };
+  // More certificates, chosen by SNI (tls.certificates / --cert-pair); labels name them in errors.
+  const more = cfg.tls.certificates.map((c, i) => ({ certFile: c.cert, keyFile: c.key, label: `tls.certificates[${i}]` }));
   let certs: CertificateStore;
   if (cfg.tls.cert && cfg.tls.key) {
-    certs = await CertificateStore.fromFiles(cfg.tls.cert, cfg.tls.key, { policy });
+    certs = await CertificateStore.fromPairs([{ certFile: cfg.tls.cert, keyFile: cfg.tls.key, label: 'tls.cert/tls.key' }, ...more], { policy });
   } else if (cfg.tls.cert || cfg.tls.key) {
     // A configuration mistake, so exit status 2 and the keys named (ConfigError), not a crash.
     throw new ConfigError(`config: tls.cert and tls.key (--cert/--key) go together: ${cfg.tls.cert ? 'tls.key' : 'tls.cert'} is missing (give both, or neither for a self-signed development certificate)`);
+  } else if (more.length > 0) {
+    // No tls.cert: the first of tls.certificates is the default (no SNI, or a name none covers).
+    certs = await CertificateStore.fromPairs(more, { policy });
   } else if (!cfg.tls.selfSigned) {
     // No certificate at all: STARTTLS is not offered and answers 454 (RFC 3207 §4).
     logger.warn({ event: 'tls' }, 'no certificate: TLS is unavailable on every listener');
@@ -54,19 +59,19 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     certs = await CertificateStore.fromFiles(made.certFile, made.keyFile, { policy });
   }
   const store = await openSqliteStore(cfg.dataDir, { logger });
+  const orphans = store.removeOrphanBodies();
+  if (orphans > 0) logger.warn({ event: 'store', removed: orphans }, 'removed spool files that no message names (left by a crash before commit)');
   const tls: TlsProvider = {
     hasCertificate: () => certs.current() !== null,
-    serverOptions: () => {
-      const o = upgradeSocketOptions(certs.getter);
-      return o && o.secureContext ? { ...o, secureContext: o.secureContext } : null;
-    },
+    // Contexts are built at load/reload; per connection this is one small options object.
+    serverOptions: () => serverSocketOptions(certs.select()),
   };
   const listeners: ListenerOptions[] = [];
   for (const name of LISTENER_NAMES as readonly ListenerName[]) {
     const l = cfg.listeners[name];
     if (!l) continue;
     const { host, port } = parseAddress(l.address, `listeners.${name}.address`);
-    listeners.push({ name, host, port, tls: l.tls, auth: l.auth });
+    listeners.push({ name, host, port, tls: l.tls, auth: l.auth, maxConnections: l.maxConnections });
   }
   const localDomains = [...new Set([cfg.hostname.toLowerCase(), 'localhost', ...cfg.domains])];
   const users: UserVerifier = store;
@@ -86,7 +91,13 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     limits: cfg.limits,
     bareLineEndings: cfg.bareLineEndings,
     sink: overrides.sink ?? durable,
+    // Large bodies go to the store's spool directory as they arrive (a sink of one's own gets
+    // them in memory, still bounded by limits.maxBodyMemory).
+    spool: overrides.sink ? null : store.spool,
     users,
+    // The store's users are the local recipients (one indexed read per RCPT); catch-all: no check.
+    recipients: cfg.recipients.catchAll ? null : { hasRecipient: (a) => store.hasUser(a) },
+    received: { showAuthenticatedSender: cfg.received.showAuthenticatedSender },
     tls,
     logger,
   });

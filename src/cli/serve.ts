@@ -17,6 +17,7 @@ interface ServeFlags {
   submissionTls?: string;
   cert?: string;
   key?: string;
+  certPair?: string[];
   domain?: string[];
   bareLineEndings?: string;
   logLevel?: string;
@@ -27,6 +28,7 @@ interface ServeFlags {
   relayCa?: string;
   smtpPort?: string;
   relay?: boolean;
+  catchAll?: boolean;
 }
 
 /** "example.net=VALUE" pairs from a repeatable flag. */
@@ -38,6 +40,16 @@ function pairs(list: string[] | undefined, flag: string): Record<string, string>
     out[item.slice(0, eq)] = item.slice(eq + 1);
   }
   return out;
+}
+
+/** "--cert-pair CERT:KEY" → { cert, key }; exactly one ':' (use tls.certificates for paths with ':'). */
+function certPair(item: string): { cert: string; key: string } {
+  const parts = item.split(':');
+  const [cert, key] = parts;
+  if (parts.length !== 2 || !cert || !key) {
+    throw new ConfigError(`--cert-pair ${item} is not valid: expected CERT:KEY (two PEM file paths; for paths containing ':' use tls.certificates in the config file)`);
+  }
+  return { cert, key };
 }
 
 export function flagsToConfig(flags: ServeFlags): ServeConfig {
@@ -69,6 +81,8 @@ export function flagsToConfig(flags: ServeFlags): ServeConfig {
   if (Object.keys(listeners).length) doc.listeners = listeners;
   // Only the flags given: --key alone must not erase a tls.cert from the config file.
   if (flags.cert || flags.key) doc.tls = { ...(flags.cert ? { cert: flags.cert } : {}), ...(flags.key ? { key: flags.key } : {}) };
+  // --cert-pair adds to tls.certificates of the config file, like --domain adds to domains.
+  if (flags.certPair) doc.tls = { ...(doc.tls as object | undefined), certificates: [...cfg.tls.certificates, ...flags.certPair.map(certPair)] };
   if (flags.bareLineEndings) doc.bareLineEndings = flags.bareLineEndings;
   if (flags.logLevel) doc.log = { level: flags.logLevel };
   const relay: Record<string, unknown> = {};
@@ -80,6 +94,7 @@ export function flagsToConfig(flags: ServeFlags): ServeConfig {
   if (flags.smtpPort) relay.smtpPort = Number(flags.smtpPort);
   if (flags.relay === false) relay.enabled = false;
   if (Object.keys(relay).length) doc.relay = relay;
+  if (flags.catchAll) doc.recipients = { catchAll: true };
   cfg = applyConfigObject(cfg, doc);
   return cfg;
 }
@@ -98,6 +113,7 @@ export function registerServe(program: Command): void {
     .option('--submission-tls <level>', 'TLS level of the submission listener (default encrypt)')
     .option('--cert <file>', 'certificate PEM (chain after the leaf)')
     .option('--key <file>', 'private key PEM')
+    .option('--cert-pair <cert:key>', 'one more certificate and its key, served to clients whose SNI names one of its SAN DNS names; ECDSA and RSA for the same names may both be given (repeatable)', collect)
     .option('--domain <domain>', 'a local domain (repeatable)', collect)
     .option('--bare-line-endings <mode>', 'reject (default) or normalize bare CR/LF in messages')
     .option('--log-level <level>', 'debug|info|warn|error|silent')
@@ -108,20 +124,21 @@ export function registerServe(program: Command): void {
     .option('--relay-ca <file>', 'extra trusted CA (PEM) for outbound verify')
     .option('--smtp-port <port>', 'port for MX deliveries (default 25)')
     .option('--no-relay', 'do not deliver queued outbound mail')
+    .option('--catch-all', 'accept mail for any address at a local domain (default: known users and postmaster only)')
     .action(async (flags: ServeFlags) => {
       const cfg = flagsToConfig(flags);
       const running = await startServe(cfg);
       // Every reload (SIGHUP or the file watcher) is logged once, here, with what is now served.
       running.certs.onReload((r) => {
         if (r.ok) running.logger.info({ event: 'tls-reload', changed: r.changed, fingerprint256: r.certificate.fingerprint256 }, 'certificate reloaded');
-        else running.logger.error({ event: 'tls-reload', error: r.error.message }, 'certificate reload failed; keeping the previous one');
+        else running.logger.error({ event: 'tls-reload', error: r.error.message, changed: r.changed }, 'certificate reload failed; keeping the previous one');
       });
       // SIGHUP: reload the certificate without dropping live sessions.
       process.on('SIGHUP', () => {
         running.logger.info({ event: 'signal', signal: 'SIGHUP' }, 'SIGHUP: reloading the certificate');
         void running.certs.reload();
       });
-      if (cfg.tls.cert) running.certs.watch();
+      if (cfg.tls.cert || cfg.tls.certificates.length > 0) running.certs.watch();
       let stopping = false;
       const stop = (signal: string): void => {
         if (stopping) return;

@@ -5,7 +5,8 @@
  */
 import { isAscii, isValidHeloName, parsePathArgs, domainOf, type Verb, type EsmtpParam } from '../protocol/command.js';
 import { reply, type Reply } from '../protocol/reply.js';
-import { R } from './replies.js';
+import { R, senderNotOwned, unknownRecipient } from './replies.js';
+import { senderOwned } from './senders.js';
 import { newFacts, type Session } from './session.js';
 import { summarizeTls } from '../tls/summary.js';
 import { handleAuth } from './auth.js';
@@ -23,7 +24,7 @@ const ehlo = (s: Session, args: string, extended: boolean): Reply => {
   if (!isValidHeloName(name)) return R.badHelo;
   s.facts.heloName = name;
   s.facts.esmtp = extended;
-  s.envelope = null; // RFC 5321 §4.1.4: EHLO resets the transaction
+  s.endTransaction(); // RFC 5321 §4.1.4: EHLO resets the transaction
   if (!extended) return reply(250, null, `${s.opts.hostname}`);
   const tlsOn = s.facts.tls !== null;
   // RFC 3207 §4.2: STARTTLS is not offered once TLS is on (nor on implicit TLS, where it is on
@@ -82,6 +83,10 @@ function mail(s: Session, args: string): Reply {
     else if (r === '7BIT' || r === '8BITMIME') body = r;
   }
   if (!smtpUtf8 && !isAscii(p.address)) return R.needSmtpUtf8;
+  // Sender/login match (Postfix reject_sender_login_mismatch): an authenticated user sends as an
+  // address they own; a bounce (<>, RFC 5321 §4.5.5) is never theirs to submit.
+  const user = s.facts.authUser;
+  if (user !== null && !senderOwned(s.facts, p.address)) return p.address === '' ? R.nullSenderSubmission : senderNotOwned(user);
   s.envelope = { mailFrom: p.address, localRecipients: [], remoteRecipients: [], requireTls, body, smtpUtf8, bdat: null };
   return R.senderOk;
 }
@@ -130,6 +135,7 @@ function rcpt(s: Session, args: string): Reply {
   if (env.localRecipients.length + env.remoteRecipients.length >= s.opts.limits.maxRecipients) return R.tooManyRecipients;
   const domain = domainOf(address);
   if (s.opts.localDomains.includes(domain)) {
+    if (!localRecipientKnown(s, address)) return unknownRecipient(address);
     env.localRecipients.push(address);
     return R.recipientOk;
   }
@@ -137,6 +143,19 @@ function rcpt(s: Session, args: string): Reply {
   if (s.facts.authUser === null) return R.relayDenied;
   env.remoteRecipients.push(address);
   return R.recipientOk;
+}
+
+/**
+ * A local recipient is accepted when the directory knows it, or when there is no directory
+ * (library use without a store; the catch-all option). postmaster at any local domain always is:
+ * RFC 5321 §4.5.1 requires it (the local part compared case-insensitively, as it says).
+ */
+function localRecipientKnown(s: Session, address: string): boolean {
+  const dir = s.opts.recipients;
+  if (!dir) return true;
+  const at = address.lastIndexOf('@');
+  if (address.slice(0, at).toLowerCase() === 'postmaster') return true;
+  return dir.hasRecipient(address);
 }
 
 function data(s: Session, args: string): Reply | null {
@@ -180,7 +199,7 @@ function startTls(s: Session, args: string): Reply | Promise<Reply | null> {
     if (purged > 0) s.opts.logger.warn({ event: 'starttls-purge', client: s.conn.remoteAddress, bytes: purged }, 'discarded bytes pipelined after STARTTLS');
     // RFC 3207 §4.2: forget everything learned before TLS — EHLO name, AUTH, the envelope.
     s.facts = newFacts(summarizeTls(socket));
-    s.envelope = null;
+    s.endTransaction();
     return null;
   }, () => {
     // A failed or stalled handshake is the client's business, not a server error: the
@@ -205,7 +224,7 @@ export const COMMANDS: Record<Verb, CommandSpec> = {
     beforeTls: false,
     needsHelo: false,
     run: (s) => {
-      s.envelope = null;
+      s.endTransaction();
       return R.flushed;
     },
   },

@@ -18,14 +18,19 @@ export const R = {
   // 4xx
   shuttingDown: fixedReply(421, '4.3.2', 'Service shutting down, closing connection'),
   timeout: fixedReply(421, '4.4.2', 'Idle timeout, closing connection'),
+  commandTooSlow: fixedReply(421, '4.4.2', 'Command line not completed in time, closing connection'),
+  dataTooSlow: fixedReply(421, '4.4.2', 'Message data arriving too slowly, closing connection'),
   tooManyErrors: fixedReply(421, '4.7.0', 'Too many errors, closing connection'),
   tooManyConnections: fixedReply(421, '4.7.0', 'Too many connections, try again later'),
-  tooManyAuthFailures: fixedReply(421, '4.7.0', 'Too many failed authentication attempts, try again later'),
+  // RFC 4954 §6: 454 4.7.0 "Temporary authentication failure"; nothing was checked.
+  authBusy: fixedReply(454, '4.7.0', 'Temporary authentication failure: too many attempts in progress, try again later'),
   tooManyRecipients: fixedReply(452, '4.5.3', 'Too many recipients'), // RFC 5321 §4.5.3.1.10
   storeFailed: fixedReply(451, '4.3.0', 'Local error in processing, try again later'),
+  insufficientStorage: fixedReply(452, '4.3.1', 'Insufficient system storage, try again later'), // RFC 5321 §4.5.3.1.10, RFC 3463
   tlsUnavailable: fixedReply(454, '4.7.0', 'TLS not available due to temporary reason'), // RFC 3207 §4
   // 5xx
   lineTooLong: fixedReply(500, '5.5.2', 'Line too long'), // RFC 5321 §4.5.3.1.4
+  bareLfCommand: fixedReply(500, '5.5.2', 'Line must end with CRLF (RFC 5321 section 2.3.8); closing connection'), // ASCII only: replies go out as latin1
   unrecognized: fixedReply(500, '5.5.2', 'Command unrecognized'),
   notImplemented: fixedReply(502, '5.5.1', 'Command not implemented'),
   badSequenceHelo: fixedReply(503, '5.5.1', 'Send EHLO or HELO first'),
@@ -50,6 +55,7 @@ export const R = {
   authRequired: fixedReply(530, '5.7.0', 'Authentication required'), // RFC 4954 §6
   mustStartTls: fixedReply(530, '5.7.0', 'Must issue a STARTTLS command first'), // RFC 3207 §4
   relayDenied: fixedReply(550, '5.7.1', 'Relaying denied'),
+  nullSenderSubmission: fixedReply(553, '5.7.1', 'Sender address rejected: the null sender is not allowed from an authenticated user'),
   sizeExceeded: fixedReply(552, '5.3.4', 'Message size exceeds fixed maximum message size'), // RFC 1870
   bareLineEnding: fixedReply(550, '5.6.0', 'Message contains a bare CR or LF; line endings must be CRLF (RFC 5321 §2.3.8)'),
   notSmtp: fixedReply(554, '5.7.0', 'This is an SMTP server, not an HTTP server; closing connection'),
@@ -69,6 +75,16 @@ export function queued(id: string): Reply {
   const text = `OK: queued as ${id}`;
   if (text.indexOf('\r') >= 0 || text.indexOf('\n') >= 0) return reply(250, '2.0.0', text);
   return { code: 250, enhanced: '2.0.0', lines: [text], wire: `250 2.0.0 ${text}\r\n` };
+}
+
+/** RFC 5321 §4.5.3.1.5-style text as Postfix words it; the address passed the path parser. */
+export function unknownRecipient(address: string): Reply {
+  return reply(550, '5.1.1', `<${address.slice(0, 320)}>: Recipient address rejected: User unknown`);
+}
+
+/** Postfix reject_sender_login_mismatch wording. */
+export function senderNotOwned(user: string): Reply {
+  return reply(553, '5.7.1', `Sender address rejected: not owned by user ${user.replace(/[\x00-\x1f\x7f]/g, '?').slice(0, 320)}`);
 }
 
 export function chunkOk(n: number): Reply {

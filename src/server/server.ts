@@ -9,6 +9,8 @@ import net from 'node:net';
 import type tls from 'node:tls';
 import { formatReply } from '../protocol/reply.js';
 import { IdleSweeper, ServerConnection, normalizeIp, secureServerSocket } from '../transport/server-connection.js';
+import { clientKey } from './client-network.js';
+import { BodyBudget } from './body.js';
 import { AuthLimiter, type ServerContext } from './context.js';
 import { R } from './replies.js';
 import { Session } from './session.js';
@@ -25,9 +27,13 @@ export interface BoundListener {
 export class SmtpServer implements ServerContext {
   readonly opts: ServerOptions;
   readonly authLimiter: AuthLimiter;
+  readonly bodyBudget: BodyBudget;
   private readonly servers: net.Server[] = [];
   private readonly sessions = new Set<Session>();
+  /** Open connections per client key (IPv4 address or IPv6 /64, clientKey()). */
   private readonly perIp = new Map<string, number>();
+  /** Open connections per listener name. */
+  private readonly perListener = new Map<string, number>();
   /** One interval checks every connection's idle, handshake and close deadlines. */
   private readonly sweeper = new IdleSweeper();
   private closing = false;
@@ -37,7 +43,8 @@ export class SmtpServer implements ServerContext {
 
   constructor(opts: ServerOptions) {
     this.opts = opts;
-    this.authLimiter = new AuthLimiter(opts.limits.authFailures.max, opts.limits.authFailures.windowMs);
+    this.authLimiter = new AuthLimiter(opts.limits.auth);
+    this.bodyBudget = new BodyBudget(opts.limits.maxBodyMemory);
   }
 
   async listen(): Promise<BoundListener[]> {
@@ -80,24 +87,40 @@ export class SmtpServer implements ServerContext {
 
   private accept(sock: net.Socket, l: ListenerOptions, secure: tls.TLSSocket | null): void {
     const ip = normalizeIp(sock.remoteAddress ?? '');
-    const count = this.perIp.get(ip) ?? 0;
+    const key = clientKey(ip);
+    const count = this.perIp.get(key) ?? 0;
+    const onListener = this.perListener.get(l.name) ?? 0;
     const limits = this.opts.limits;
-    if (this.closing || this.sessions.size >= limits.maxConnections || count >= limits.maxConnectionsPerIp) {
+    // Three caps: the listener's own (a flood on port 25 cannot take submission's slots), all
+    // listeners together (file descriptors, memory), and per client network.
+    const refused = this.closing
+      ? 'shutting down'
+      : onListener >= (l.maxConnections ?? limits.maxConnections)
+        ? 'listener connection limit'
+        : this.sessions.size >= limits.maxConnections
+          ? 'connection limit'
+          : count >= limits.maxConnectionsPerIp
+            ? 'per-client connection limit'
+            : null;
+    if (refused !== null) {
       this.stats.refused++;
       sock.on('error', () => sock.destroy());
       sock.end(formatReply(this.closing ? R.shuttingDown : R.tooManyConnections));
-      this.opts.logger.info({ event: 'session', listener: l.name, client: ip, result: 'refused: connection limit' }, 'session');
+      // A client that never reads must not keep the socket: destroyed if not closed soon.
+      setTimeout(() => sock.destroy(), 5000).unref();
+      this.opts.logger.info({ event: 'session', listener: l.name, client: ip, result: `refused: ${refused}` }, 'session');
       return;
     }
     this.stats.connections++;
-    this.perIp.set(ip, count + 1);
+    this.perIp.set(key, count + 1);
+    this.perListener.set(l.name, onListener + 1);
     let session: Session | null = null;
     const conn = new ServerConnection(
       sock,
       {
         onInput: () => session?.onInput(),
         onClose: (reason) => session?.onClose(reason),
-        onTimeout: () => session?.onTimeout(),
+        onTimeout: (kind) => session?.onTimeout(kind),
       },
       limits.commandTimeoutMs,
       this.sweeper,
@@ -110,9 +133,11 @@ export class SmtpServer implements ServerContext {
   sessionEnded(s: Session, reason: string): void {
     if (!this.sessions.delete(s)) return;
     const ip = s.conn.remoteAddress;
-    const n = (this.perIp.get(ip) ?? 1) - 1;
-    if (n <= 0) this.perIp.delete(ip);
-    else this.perIp.set(ip, n);
+    const key = clientKey(ip);
+    const n = (this.perIp.get(key) ?? 1) - 1;
+    if (n <= 0) this.perIp.delete(key);
+    else this.perIp.set(key, n);
+    this.perListener.set(s.listener.name, (this.perListener.get(s.listener.name) ?? 1) - 1);
     this.stats.messages += s.messages;
     const t = s.facts.tls;
     this.opts.logger.info(

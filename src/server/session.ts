@@ -12,7 +12,7 @@
  */
 import { LineFramer } from '../protocol/lines.js';
 import { parseCommand } from '../protocol/command.js';
-import { DotReader, hasBareCrOrLf, normalizeLineEndings } from '../protocol/data.js';
+import { DotReader, LineEndingStream } from '../protocol/data.js';
 import { formatReply, type Reply } from '../protocol/reply.js';
 import { ServerConnection, latin1Slice } from '../transport/server-connection.js';
 import type { ReceivedProtocol, TlsFacts } from '../types.js';
@@ -22,6 +22,8 @@ import { receivedHead, receivedTail, receivedTls } from './received.js';
 import type { ListenerOptions, ServerOptions } from './types.js';
 import type { ServerContext } from './context.js';
 import { newMessageId as newQueueId } from '../store/ids.js';
+import type { SpooledBody } from '../store/spool.js';
+import { BodyCollector } from './body.js';
 
 export type Phase = 'greeting' | 'command' | 'auth' | 'data' | 'bdat' | 'busy' | 'closed';
 
@@ -41,7 +43,7 @@ export interface Envelope {
   body: '7BIT' | '8BITMIME' | null;
   smtpUtf8: boolean;
   /** Set once BDAT was used in this transaction (DATA is then refused, RFC 3030 §2). */
-  bdat: { chunks: Uint8Array[]; size: number } | null;
+  bdat: { size: number; lineEndings: LineEndingStream } | null;
 }
 
 export function newFacts(tls: TlsFacts | null): SessionFacts {
@@ -62,9 +64,15 @@ export class Session {
   readonly ctx: ServerContext;
   private readonly framer: LineFramer;
   private dot: DotReader | null = null;
+  /** The body of the message being received (DATA or BDAT chunks), null between messages. */
+  private body: BodyCollector | null = null;
   private bdatRemaining = 0;
   private bdatLast = false;
   private bdatError: Reply | null = null;
+  /** Bytes of the current BDAT chunk read so far. */
+  private bdatRead = 0;
+  /** Date.now() when the current DATA or BDAT chunk began (the minimum-rate deadline's base). */
+  private dataStartedAt = 0;
   errors = 0;
   messages = 0;
   /** Bytes thrown away at STARTTLS (non-zero: pipelining violation or injection attempt). */
@@ -122,8 +130,10 @@ export class Session {
     this.pump();
   }
 
-  onTimeout(): void {
-    this.closeWith(R.timeout, 'timeout');
+  onTimeout(kind: 'idle' | 'deadline'): void {
+    if (kind === 'idle') this.closeWith(R.timeout, 'timeout');
+    else if (this.phase === 'data' || this.phase === 'bdat') this.closeWith(R.dataTooSlow, 'data too slow');
+    else this.closeWith(R.commandTooSlow, 'command line not completed in time');
   }
 
   onClose(reason: string): void {
@@ -139,6 +149,8 @@ export class Session {
    * graceful shutdown does not count the session as gone before its commit settled.
    */
   private ended(reason: string): void {
+    // A message cut off mid-way gives its memory back and leaves no spool file.
+    this.endTransaction();
     const step = this.inflight;
     if (step === null) this.ctx.sessionEnded(this, reason);
     else {
@@ -155,7 +167,8 @@ export class Session {
 
   pump(): void {
     const c = this.conn;
-    while (!c.isClosed) {
+    // Backpressure: while the peer has not read our replies, its buffered commands wait.
+    while (!c.isClosed && !c.blocked) {
       const phase = this.phase;
       if (phase === 'command' || phase === 'auth') {
         if (this.draining && phase === 'command') {
@@ -169,11 +182,19 @@ export class Session {
           break;
         }
         c.pos = r.end;
+        // A complete line stops the clock that its first byte started (lineDeadline).
+        if (c.hasDeadline) c.setDeadline(0);
         if (r.kind === 'too-long') {
           if (phase === 'auth') this.authStep = null;
           this.phase = 'command';
           this.send(R.lineTooLong);
           continue;
+        }
+        // RFC 5321 §2.3.8: CRLF only. With 'reject' a bare-LF line is not run and the session ends
+        // (Postfix smtpd_forbid_bare_newline=reject): the peer frames lines unlike us from here on.
+        if (r.kind === 'bare-lf' && this.opts.bareLineEndings === 'reject') {
+          this.closeWith(R.bareLfCommand, 'bare LF in a command line');
+          return;
         }
         if (phase === 'auth') this.continueAuth(r.text);
         else this.dispatch(r.text);
@@ -183,6 +204,9 @@ export class Session {
         const end = dot.feed(c.buf, c.pos, c.buf.length);
         if (end < 0) {
           c.pos = c.buf.length;
+          // Bounded memory: the body so far goes to the collector, which spools it when large.
+          this.body?.add(dot.take());
+          this.keepDataRate(dot.size);
           break;
         }
         c.pos = end;
@@ -193,14 +217,19 @@ export class Session {
           this.bdatBytes(c.buf.subarray(c.pos, c.pos + take));
           c.pos += take;
           this.bdatRemaining -= take;
+          this.bdatRead += take;
         }
-        if (this.bdatRemaining > 0) break;
+        if (this.bdatRemaining > 0) {
+          this.keepDataRate(this.bdatRead);
+          break;
+        }
         this.finishBdatChunk();
       } else {
         break;
       }
     }
     if (c.isClosed) return;
+    if ((this.phase === 'command' || this.phase === 'auth') && !c.hasDeadline) this.lineDeadline();
     c.flush();
     const reading = this.phase === 'command' || this.phase === 'auth' || this.phase === 'data' || this.phase === 'bdat';
     c.wantInput(reading);
@@ -255,6 +284,29 @@ export class Session {
     this.inflight = settled;
   }
 
+  // ---- deadlines: a trickle of bytes cannot hold a slot forever ----
+
+  /**
+   * A command line must be complete within the command timeout counted from its first byte, not
+   * from its last one (the idle timer alone restarts on every byte). Called after a pump in the
+   * command and auth phases with no deadline armed: a partial line left in the buffer (or an
+   * over-long one being skipped) starts the clock; a completed line stops it (pump()).
+   */
+  private lineDeadline(): void {
+    const c = this.conn;
+    if (c.buffered > 0 || this.framer.isSkipping) c.setDeadline(Date.now() + this.opts.limits.commandTimeoutMs);
+  }
+
+  /**
+   * DATA and BDAT content must arrive at limits.minDataRate bytes/s or better (Postfix
+   * smtpd_min_data_rate): the deadline is the phase start plus the data timeout plus the time the
+   * bytes received so far buy at that rate. 0 turns the rate rule off (the idle timeout remains).
+   */
+  private keepDataRate(bytes: number): void {
+    const rate = this.opts.limits.minDataRate;
+    if (rate > 0) this.conn.setDeadline(this.dataStartedAt + this.opts.limits.dataTimeoutMs + (bytes * 1000) / rate);
+  }
+
   // ---- the dispatcher ----
 
   private dispatch(line: string): void {
@@ -297,9 +349,25 @@ export class Session {
 
   // ---- DATA ----
 
+  /** A body collector for the message about to be received (its id is the spool file's name). */
+  private newBody(): BodyCollector {
+    this.body?.discard();
+    const o = this.opts;
+    return new BodyCollector(this.ctx.bodyBudget, o.spool ?? null, o.limits.spoolThreshold, newQueueId());
+  }
+
   beginData(): void {
+    // Bounded resources: past the server-wide budget of body bytes in memory, no new message
+    // starts (RFC 5321 §4.2.5 / RFC 3463: 452 4.3.1 insufficient system storage).
+    if (this.ctx.bodyBudget.exhausted) {
+      this.send(R.insufficientStorage);
+      return;
+    }
     this.dot = new DotReader({ maxSize: this.opts.limits.maxMessageSize, normalize: this.opts.bareLineEndings === 'normalize' });
+    this.body = this.newBody();
     this.phase = 'data';
+    this.dataStartedAt = Date.now();
+    this.keepDataRate(0);
     this.conn.setIdleTimeout(this.opts.limits.dataTimeoutMs);
     this.send(R.startData);
   }
@@ -307,24 +375,31 @@ export class Session {
   private finishData(dot: DotReader): void {
     this.dot = null;
     this.phase = 'command';
+    this.conn.setDeadline(0);
     this.conn.setIdleTimeout(this.opts.limits.commandTimeoutMs);
+    const body = this.body;
+    this.body = null;
     const env = this.envelope;
     this.envelope = null;
-    if (!env) {
+    if (!env || body === null) {
+      body?.discard();
       this.send(R.needMail);
       return;
     }
+    body.add(dot.take());
     if (dot.tooBig) {
+      body.discard();
       this.send(R.sizeExceeded);
       return;
     }
     // SMTP smuggling defence: a message with a bare CR or LF is refused after its end was read,
     // so the client and we agree where it ended and nothing of it is read as a command.
     if ((dot.bareCr || dot.bareLf) && this.opts.bareLineEndings === 'reject') {
+      body.discard();
       this.send(R.bareLineEnding);
       return;
     }
-    this.storeMessage(env, dot.content(), dot.size);
+    this.storeMessage(env, body);
   }
 
   // ---- BDAT (RFC 3030) ----
@@ -332,59 +407,81 @@ export class Session {
   beginBdat(size: number, last: boolean, error: Reply | null): void {
     this.bdatRemaining = size;
     this.bdatLast = last;
-    this.bdatError = error;
+    this.bdatRead = 0;
     this.phase = 'bdat';
+    this.dataStartedAt = Date.now();
+    this.keepDataRate(0);
     this.conn.setIdleTimeout(this.opts.limits.dataTimeoutMs);
-    if (!error && this.envelope && !this.envelope.bdat) this.envelope.bdat = { chunks: [], size: 0 };
+    const env = this.envelope;
+    if (!error && env && !env.bdat) {
+      // Bounded resources: no new message past the memory budget (the chunk is still read).
+      if (this.ctx.bodyBudget.exhausted) error = R.insufficientStorage;
+      else {
+        env.bdat = { size: 0, lineEndings: new LineEndingStream(this.opts.bareLineEndings === 'normalize') };
+        this.body = this.newBody();
+      }
+    }
+    this.bdatError = error;
   }
 
   private bdatBytes(bytes: Uint8Array): void {
     // Chunk bytes are content only: they never pass through the command parser.
     const b = this.envelope?.bdat;
-    if (this.bdatError || !b) return;
+    const body = this.body;
+    if (this.bdatError || !b || body === null) return;
     b.size += bytes.length;
     if (b.size > this.opts.limits.maxMessageSize) {
       this.bdatError = R.sizeExceeded;
-      b.chunks.length = 0;
+      body.discard();
+      this.body = null;
       return;
     }
-    // The connection's buffer may be reused for the next read only via a new Buffer, so a
-    // subarray stays valid; keep it without copying.
-    b.chunks.push(bytes);
+    // Views into the connection's buffers (each read is a new Buffer), kept without copying
+    // while in memory; the collector spools them past its threshold.
+    body.add(b.lineEndings.push(bytes));
   }
 
   private finishBdatChunk(): void {
     this.phase = 'command';
+    this.conn.setDeadline(0);
     this.conn.setIdleTimeout(this.opts.limits.commandTimeoutMs);
     const env = this.envelope;
     if (this.bdatError) {
       const err = this.bdatError;
       this.bdatError = null;
       // A failed chunk ends the transaction (RFC 3030 §2: the client must RSET or start again).
-      if (err === R.sizeExceeded) this.envelope = null;
+      if (err === R.sizeExceeded) this.endTransaction();
       this.send(err);
       return;
     }
-    if (!env?.bdat) {
+    const body = this.body;
+    if (!env?.bdat || body === null) {
       this.send(R.needMail);
       return;
     }
-    const { chunks, size } = env.bdat;
+    const { size, lineEndings } = env.bdat;
     if (!this.bdatLast) {
       this.send(chunkOk(size));
       return;
     }
     this.envelope = null;
-    const joined = Buffer.concat(chunks);
-    if (hasBareCrOrLf(joined)) {
-      if (this.opts.bareLineEndings === 'reject') {
-        this.send(R.bareLineEnding);
-        return;
-      }
-      this.storeMessage(env, [normalizeLineEndings(joined)], -1);
+    this.body = null;
+    body.add(lineEndings.end());
+    if (lineEndings.bare && this.opts.bareLineEndings === 'reject') {
+      body.discard();
+      this.send(R.bareLineEnding);
       return;
     }
-    this.storeMessage(env, [joined], size);
+    this.storeMessage(env, body);
+  }
+
+  /** Drops the envelope and whatever body was being received for it (RSET, EHLO, errors). */
+  endTransaction(): void {
+    this.envelope = null;
+    if (this.body !== null) {
+      this.body.discard();
+      this.body = null;
+    }
   }
 
   // ---- storing ----
@@ -396,8 +493,14 @@ export class Session {
     return f.authUser ? 'ESMTPA' : 'ESMTP';
   }
 
-  private storeMessage(env: Envelope, content: Uint8Array[], knownSize: number): void {
-    const id = newQueueId();
+  private storeMessage(env: Envelope, body: BodyCollector): void {
+    if (body.overBudget || body.ioError) {
+      if (body.ioError) this.opts.logger.error({ err: String(body.ioError), client: this.conn.remoteAddress }, 'spool write failed');
+      body.discard();
+      this.send(body.overBudget ? R.insufficientStorage : R.storeFailed);
+      return;
+    }
+    const id = body.id;
     const receivedAt = new Date();
     const nLocal = env.localRecipients.length;
     const nRcpts = nLocal + env.remoteRecipients.length;
@@ -405,25 +508,20 @@ export class Session {
     const f = this.facts;
     let rc = this.received;
     if (rc === null || rc.facts !== f || rc.helo !== f.heloName || rc.auth !== f.authUser || rc.esmtp !== f.esmtp) {
-      const head = receivedHead({ heloName: f.heloName ?? 'unknown', clientAddress: this.conn.remoteAddress, hostname: this.opts.hostname, protocol: this.protocol() });
+      const authenticatedSender = this.opts.received?.showAuthenticatedSender === false ? null : f.authUser;
+      const head = receivedHead({ heloName: f.heloName ?? 'unknown', clientAddress: this.conn.remoteAddress, hostname: this.opts.hostname, protocol: this.protocol(), authenticatedSender });
       rc = this.received = { facts: f, helo: f.heloName, auth: f.authUser, esmtp: f.esmtp, head, tls: receivedTls(f.tls) };
     }
     const header = rc.head + id + rc.tls + receivedTail(recipient, receivedAt);
-    // No join here: the sink gets the pieces (the store copies them into its batch buffer once).
-    const data: Uint8Array[] = [Buffer.from(header, 'utf8')];
-    let contentSize = 0;
-    for (const part of content) {
-      data.push(part);
-      contentSize += part.byteLength;
-    }
-    const size = knownSize >= 0 ? knownSize : contentSize;
-    const p = this.opts.sink
-      .accept({
+    const size = body.size;
+    // No join here: the sink gets the pieces (the store copies them into its batch buffer once),
+    // or, for a large message, the fsync'd spool file and our header.
+    const accept = ({ parts, spooled }: { parts: Uint8Array[]; spooled: SpooledBody | null }): Promise<{ id: string }> =>
+      this.opts.sink.accept({
         id,
         mailFrom: env.mailFrom,
         localRecipients: env.localRecipients,
         remoteRecipients: env.remoteRecipients,
-        data,
         receivedAt,
         listener: this.listener.name,
         clientAddress: this.conn.remoteAddress,
@@ -435,6 +533,15 @@ export class Session {
         smtpUtf8: env.smtpUtf8,
         envId: null,
         ret: null,
+        spooled,
+        data: [Buffer.from(header, 'utf8'), ...parts],
+      });
+    const handed = body.spooled ? body.end().then(accept) : accept({ parts: body.takeInline(), spooled: null });
+    const p = handed
+      .catch((err: unknown) => {
+        // Not stored: its spool file (if any) goes too. The caller answers 451.
+        body.discard();
+        throw err;
       })
       .then((res) => {
         this.messages++;

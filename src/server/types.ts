@@ -3,7 +3,9 @@
  * (go-smtp's habit: a tiny required interface, everything else optional).
  */
 import type { SecureContext, TLSSocketOptions } from 'node:tls';
+import { totalmem } from 'node:os';
 import type { IncomingMessage, ListenerTlsLevel } from '../types.js';
+import type { BodySpool } from '../store/spool.js';
 
 export interface ListenerOptions {
   /** 'mx', 'submission', 'submissions' or any name the config gives. */
@@ -13,6 +15,8 @@ export interface ListenerOptions {
   tls: ListenerTlsLevel;
   /** 'required': MAIL needs AUTH first (submission); 'none': AUTH not offered (mx). */
   auth: 'none' | 'optional' | 'required';
+  /** This listener's own connection cap (limits.maxConnections caps all listeners together). */
+  maxConnections?: number;
 }
 
 export interface Limits {
@@ -25,16 +29,49 @@ export interface Limits {
   commandTimeoutMs: number;
   /** Waiting for DATA/BDAT content. */
   dataTimeoutMs: number;
+  /**
+   * Slowest accepted DATA/BDAT content, bytes per second (Postfix smtpd_min_data_rate): the phase
+   * must be over by dataTimeoutMs plus the time the bytes received buy at this rate. 0: off.
+   */
+  minDataRate: number;
   handshakeTimeoutMs: number;
+  /** Connections of all listeners together. */
   maxConnections: number;
+  /** Connections per client: per IPv4 address, per IPv6 /64 (one host or site holds a whole /64). */
   maxConnectionsPerIp: number;
+  /** A message body past this many bytes goes to a spool file as it arrives (when there is a spool). */
+  spoolThreshold: number;
+  /** Bytes of message bodies all sessions together may hold in memory; past it DATA/BDAT get 452 4.3.1. */
+  maxBodyMemory: number;
   /** Client errors (4xx/5xx replies) before 421 and close, like Postfix smtpd_hard_error_limit. */
   maxErrors: number;
   /** Wait this long before the greeting; bytes received meanwhile mark an early talker. 0 = off. */
   greetingDelayMs: number;
-  authFailures: { max: number; windowMs: number };
+  /** AUTH attempts: counting, delays, in-flight caps, client networks (see AuthLimiter in context.ts). */
+  auth: AuthLimits;
   /** How long in-flight transactions may run after shutdown starts. */
   shutdownGraceMs: number;
+}
+
+export interface AuthLimits {
+  /** Failed AUTH attempts per client network, and per account, within windowMs before delays start. */
+  maxFailures: number;
+  /** How long a failure is remembered. */
+  windowMs: number;
+  /** The first delay past maxFailures; it doubles with every further failure. */
+  delayMs: number;
+  /** Ceiling of the delay (kept under the usual client timeouts, so a real user still gets in). */
+  maxDelayMs: number;
+  /** AUTH attempts being checked or waiting out a delay at once, per client network (454 beyond). */
+  maxInFlightPerNetwork: number;
+  /** The same per account name, from networks the account has not logged in from. */
+  maxInFlightPerAccount: number;
+  /** IPv4 clients are grouped per this prefix (32 = per address, 24 = per /24). */
+  ipv4Prefix: number;
+  /** IPv6 clients are grouped per this prefix (64: one host usually owns a whole /64). */
+  ipv6Prefix: number;
+  /** Upper bound on tracked networks, and separately on tracked accounts (memory bound). */
+  maxTrackedKeys: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -43,12 +80,26 @@ export const DEFAULT_LIMITS: Limits = {
   maxRecipients: 1000,
   commandTimeoutMs: 300_000,
   dataTimeoutMs: 300_000,
+  minDataRate: 500,
+  spoolThreshold: 256 * 1024,
+  // An eighth of the machine's memory, at most 256 MiB: 2000 sessions × 256 KiB would be 500 MiB.
+  maxBodyMemory: Math.min(256 * 1024 * 1024, Math.floor(totalmem() / 8)),
   handshakeTimeoutMs: 30_000,
   maxConnections: 2000,
   maxConnectionsPerIp: 200,
   maxErrors: 20,
   greetingDelayMs: 0,
-  authFailures: { max: 5, windowMs: 300_000 },
+  auth: {
+    maxFailures: 5,
+    windowMs: 300_000,
+    delayMs: 1000,
+    maxDelayMs: 30_000,
+    maxInFlightPerNetwork: 4,
+    maxInFlightPerAccount: 2,
+    ipv4Prefix: 32,
+    ipv6Prefix: 64,
+    maxTrackedKeys: 100_000,
+  },
   shutdownGraceMs: 30_000,
 };
 
@@ -59,6 +110,20 @@ export interface MessageSink {
 
 export interface UserVerifier {
   verifyUser(address: string, password: string): Promise<boolean>;
+  /**
+   * The sender patterns of a user besides the login itself: exact addresses, '*@domain' (any
+   * local part at that domain) or '*' (any sender). Read once per session, after AUTH succeeds.
+   * Without this method an authenticated user may send as their login only.
+   */
+  senderPatterns?(address: string): readonly string[];
+}
+
+/**
+ * Which local recipients exist (users, and later aliases). Called at every RCPT TO for a local
+ * domain, on the event loop: it must be synchronous and cheap (an indexed read, or a cache).
+ */
+export interface RecipientDirectory {
+  hasRecipient(address: string): boolean;
 }
 
 /** The current TLS material; null means no certificate (STARTTLS answers 454). */
@@ -87,7 +152,20 @@ export interface ServerOptions {
   /** What to do with a bare CR or LF inside message content (SMTP smuggling defence). */
   bareLineEndings: 'reject' | 'normalize';
   sink: MessageSink;
+  /**
+   * Where bodies past limits.spoolThreshold go as they arrive (the store's spool directory). None:
+   * bodies stay in memory, still bounded by limits.maxBodyMemory (452 past it).
+   */
+  spool?: BodySpool | null;
   users: UserVerifier | null;
+  /**
+   * Known local recipients; RCPT for an unknown local address gets 550 5.1.1. Absent or null
+   * (library use without a store, or the catch-all option): every local recipient is accepted.
+   * postmaster is always accepted (RFC 5321 §4.5.1).
+   */
+  recipients?: RecipientDirectory | null;
+  /** Received header: name the authenticated user, as Postfix does (default true). */
+  received?: { showAuthenticatedSender: boolean };
   tls: TlsProvider;
   logger: Logger;
 }

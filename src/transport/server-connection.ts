@@ -9,17 +9,29 @@
  *   consume input as it arrives;
  * - upgradeToTls() purges every byte received before the handshake (RFC 3207 §4.2 / CVE-2011-0411)
  *   and never writes plaintext once the 220 is out; a failed or stalled handshake closes the socket;
+ * - backpressure: replies are handed to the socket in pieces of at most OUT_FLUSH_AT bytes, and
+ *   once the socket holds OUT_HIGH_WATER bytes a peer has not read, reading stops (and the session
+ *   stops executing buffered commands) until 'drain'. A client that pipelines commands and never
+ *   reads the replies therefore costs at most ~OUT_HIGH_WATER + one TCP read, and is cut off by
+ *   the idle timeout (no read or write happens while it is blocked);
  * - no Node timer per socket: one server-wide IdleSweeper (an unref'd interval) checks every
- *   connection's last-activity time (set on each read and write), its handshake deadline and its
- *   close grace. The sweep period is min(1000, smallest timeout / 4) ms, so a timeout fires
- *   between 1× and 1.25× its value (and never early).
+ *   connection's last-activity time (set on each read and write), its deadline (an absolute
+ *   time set by the session: a command line must end within the command timeout of its first
+ *   byte, DATA must keep a minimum rate), its handshake deadline and its close grace. The sweep
+ *   period is min(1000, smallest timeout / 4) ms, so a timeout fires between 1× and 1.25× its
+ *   value (and never early).
  */
 import type { Socket } from 'node:net';
 import { TLSSocket, type TLSSocketOptions } from 'node:tls';
+import { preselectContext } from './client-hello.js';
 
 const EMPTY = Buffer.alloc(0);
 /** After we end a connection, how long a peer that does not close may keep it. */
 const CLOSE_GRACE_MS = 5000;
+/** Unread reply bytes in the socket above which input stops until the peer reads ('drain'). */
+export const OUT_HIGH_WATER = 64 * 1024;
+/** Queued reply text is handed to the socket once it reaches this size (pipelined replies). */
+const OUT_FLUSH_AT = 16 * 1024;
 
 const nativeLatin1Slice = (Buffer.prototype as unknown as { latin1Slice?: (this: Buffer, start: number, end: number) => string }).latin1Slice;
 
@@ -33,12 +45,12 @@ export function latin1Slice(buf: Uint8Array, start: number, end: number): string
 }
 
 export interface ConnectionEvents {
-  /** New bytes are in the buffer. */
+  /** New bytes are in the buffer, or the peer read our replies and input may be processed again. */
   onInput(): void;
   /** The peer closed, an error happened, or we closed. Called once. */
   onClose(reason: string): void;
-  /** No traffic for the idle timeout. */
-  onTimeout(): void;
+  /** No traffic for the idle timeout ('idle'), or the deadline set with setDeadline passed. */
+  onTimeout(kind: 'idle' | 'deadline'): void;
 }
 
 /** Something the sweeper looks at once per period. */
@@ -122,8 +134,15 @@ export class ServerConnection implements Sweepable {
   /** After end(): when the socket is destroyed if the peer has not closed (else 0). */
   private closeDeadline = 0;
   private readonly sweeper: IdleSweeper;
+  /** An absolute time (Date.now()) by which the session's current step must be over (else 0). */
+  private deadline = 0;
   private closed = false;
+  /** Whether the session wants input; the socket reads only while this holds and no write is blocked. */
   private reading = true;
+  /** The socket holds OUT_HIGH_WATER unread reply bytes: input stops until 'drain'. */
+  private writeBlocked = false;
+  /** Lifetime totals, for the session line and the memory tests. */
+  bytesIn = 0;
   private events: ConnectionEvents;
   private readonly onData = (chunk: Buffer): void => {
     if (this.pos >= this.buf.length) {
@@ -132,7 +151,15 @@ export class ServerConnection implements Sweepable {
       this.buf = Buffer.concat([this.buf.subarray(this.pos), chunk]);
     }
     this.pos = 0;
+    this.bytesIn += chunk.length;
     this.lastActivity = Date.now();
+    this.events.onInput();
+  };
+  private readonly onDrain = (): void => {
+    if (!this.writeBlocked || this.closed) return;
+    this.writeBlocked = false;
+    if (this.reading) this.socket.resume();
+    // Buffered commands may wait for the replies to drain: let the session go on with them.
     this.events.onInput();
   };
   private readonly onEnd = (): void => this.finish('peer closed');
@@ -156,9 +183,11 @@ export class ServerConnection implements Sweepable {
     socket.on('end', this.onEnd);
     socket.on('close', this.onEnd);
     socket.on('error', this.onError);
+    socket.on('drain', this.onDrain);
   }
 
   private detach(socket: Socket): void {
+    socket.off('drain', this.onDrain);
     socket.off('data', this.onData);
     socket.off('end', this.onEnd);
     socket.off('close', this.onEnd);
@@ -180,10 +209,15 @@ export class ServerConnection implements Sweepable {
       if (now >= this.handshakeDeadline) this.abortHandshake(Object.assign(new Error('TLS handshake timed out'), { code: 'TLS_HANDSHAKE_TIMEOUT' }));
       return true;
     }
+    if (this.deadline !== 0 && now >= this.deadline) {
+      this.deadline = 0;
+      this.events.onTimeout('deadline');
+      return true;
+    }
     if (this.idleMs > 0 && now - this.lastActivity >= this.idleMs) {
       // Like Node's socket 'timeout': once, then again only after another idle period.
       this.lastActivity = now;
-      this.events.onTimeout();
+      this.events.onTimeout('idle');
     }
     return true;
   }
@@ -203,17 +237,41 @@ export class ServerConnection implements Sweepable {
     this.sweeper.fit(ms);
   }
 
+  /**
+   * An absolute deadline (Date.now() based) for the step in progress; 0 clears it. When it passes
+   * the session gets onTimeout('deadline'). Cheap: nothing is armed, the sweeper compares.
+   */
+  setDeadline(at: number): void {
+    this.deadline = at;
+  }
+
+  get hasDeadline(): boolean {
+    return this.deadline !== 0;
+  }
+
   /** Ask for more input (resume) or stop reading (pause) while the session is busy. */
   wantInput(want: boolean): void {
     if (want === this.reading || this.closed) return;
     this.reading = want;
-    if (want) this.socket.resume();
-    else this.socket.pause();
+    if (want) {
+      if (!this.writeBlocked) this.socket.resume();
+    } else {
+      this.socket.pause();
+    }
+  }
+
+  /**
+   * True while the peer has not read OUT_HIGH_WATER bytes of our replies: the session must not
+   * execute more commands (each would queue another reply) until onInput() says it drained.
+   */
+  get blocked(): boolean {
+    return this.writeBlocked;
   }
 
   /** Queue text; it is sent by flush() so pipelined replies leave in one write (RFC 2920 §3.2). */
   queue(text: string): void {
     this.out += text;
+    if (this.out.length >= OUT_FLUSH_AT) this.flush();
   }
 
   flush(): void {
@@ -221,7 +279,14 @@ export class ServerConnection implements Sweepable {
     const text = this.out;
     this.out = '';
     this.lastActivity = Date.now();
-    this.socket.write(text, 'latin1');
+    const socket = this.socket;
+    socket.write(text, 'latin1');
+    // Backpressure: a peer that does not read its replies stops being read (and its buffered
+    // commands stop being executed) until the socket drains. Memory per connection stays bounded.
+    if (socket.writableLength >= OUT_HIGH_WATER && !this.writeBlocked) {
+      this.writeBlocked = true;
+      socket.pause();
+    }
   }
 
   /** Write and resolve once the bytes are handed to the kernel. */
@@ -331,6 +396,11 @@ export function normalizeIp(ip: string): string {
  * caller gets an abort function through `onAbort` and enforces its deadline (the IdleSweeper).
  */
 export function secureServerSocket(raw: Socket, tlsOptions: TLSSocketOptions, timeoutMs: number, onAbort?: (abort: (err: Error) => void) => void): Promise<TLSSocket> {
+  // Several certificates: the context is chosen from the ClientHello's SNI before OpenSSL sees it
+  // (Node's own SNICallback would drop the second key type: see client-hello.ts).
+  if (tlsOptions.SNICallback !== undefined) {
+    return preselectContext(raw, tlsOptions, timeoutMs, onAbort).then(({ options, remainingMs }) => secureServerSocket(raw, options, remainingMs, onAbort));
+  }
   const secure = new TLSSocket(raw, { ...tlsOptions, isServer: true });
   return new Promise<TLSSocket>((resolve, reject) => {
     let done = false;
