@@ -47,12 +47,13 @@ function rssMb(pid: number): number {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
-async function serve(main: string): Promise<{ child: ChildProcess; port: number; dir: string }> {
+async function serve(main: string, limits: Record<string, number> = { maxConnectionsPerIp: 1000 }): Promise<{ child: ChildProcess; port: number; dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'postseal-attack-'));
   // Only keys every version knows: the defaults are what is measured.
   const cfg = join(dir, 'config.json');
-  writeFileSync(cfg, JSON.stringify({ dataDir: join(dir, 'data'), listeners: { mx: { address: '127.0.0.1:0' }, submission: 'off', submissions: 'off' }, log: { level: 'error' }, limits: { maxConnectionsPerIp: 1000 } }));
-  const child = spawn(process.execPath, [main, 'serve', '--config', cfg, '--catch-all'].filter((a) => a !== '--catch-all' || supportsCatchAll(main)), { stdio: ['ignore', 'pipe', 'inherit'] });
+  writeFileSync(cfg, JSON.stringify({ dataDir: join(dir, 'data'), listeners: { mx: { address: '127.0.0.1:0' }, submission: 'off', submissions: 'off' }, log: { level: 'error' }, limits }));
+  const args = [main, 'serve', '--config', cfg, ...(supportsCatchAll(main) ? ['--catch-all'] : [])];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((resolve, reject) => {
     let out = '';
     child.stdout?.on('data', (b: Buffer) => {
@@ -158,21 +159,9 @@ async function dataFlood(o: Options): Promise<string> {
 }
 
 async function trickle(o: Options): Promise<string> {
-  // Shorter timeouts need a config key the old versions also know: commandTimeoutMs.
-  const dir = mkdtempSync(join(tmpdir(), 'postseal-attack-'));
-  const cfg = join(dir, 'config.json');
-  writeFileSync(cfg, JSON.stringify({ dataDir: join(dir, 'data'), listeners: { mx: { address: '127.0.0.1:0' }, submission: 'off', submissions: 'off' }, log: { level: 'error' }, limits: { commandTimeoutMs: 2000 } }));
-  const child = spawn(process.execPath, [o.main, 'serve', '--config', cfg], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = '';
-    child.stdout?.on('data', (b: Buffer) => {
-      out += b.toString();
-      const m = /^listening mx \S+:(\d+)/m.exec(out);
-      if (m) resolve(Number(m[1]));
-    });
-    child.once('exit', (code) => reject(new Error(`serve exited ${code}`)));
-  });
-  const s = await connect(port);
+  // A short command timeout, with a key every version knows.
+  const srv = await serve(o.main, { commandTimeoutMs: 2000 });
+  const s = await connect(srv.port);
   s.on('error', () => undefined);
   let closedAt = 0;
   let text = '';
@@ -185,8 +174,8 @@ async function trickle(o: Options): Promise<string> {
     await sleep(250);
   }
   s.destroy();
-  child.kill('SIGKILL');
-  rmSync(dir, { recursive: true, force: true });
+  srv.child.kill('SIGKILL');
+  rmSync(srv.dir, { recursive: true, force: true });
   const last = text.trim().split('\r\n').at(-1) ?? '';
   return closedAt === 0
     ? `trickle      1 byte / 250 ms, commandTimeoutMs 2000: still open after ${limit / 1000} s (slot held)`

@@ -57,7 +57,7 @@ export const R = {
   relayDenied: fixedReply(550, '5.7.1', 'Relaying denied'),
   nullSenderSubmission: fixedReply(553, '5.7.1', 'Sender address rejected: the null sender is not allowed from an authenticated user'),
   sizeExceeded: fixedReply(552, '5.3.4', 'Message size exceeds fixed maximum message size'), // RFC 1870
-  bareLineEnding: fixedReply(550, '5.6.0', 'Message contains a bare CR or LF; line endings must be CRLF (RFC 5321 §2.3.8)'),
+  bareLineEnding: fixedReply(550, '5.6.0', 'Message contains a bare CR or LF; line endings must be CRLF (RFC 5321 section 2.3.8)'), // ASCII only: replies go out as latin1
   notSmtp: fixedReply(554, '5.7.0', 'This is an SMTP server, not an HTTP server; closing connection'),
   earlyTalker: fixedReply(554, '5.5.0', 'Protocol error: client sent data before the greeting'),
 } as const satisfies Record<string, Reply>;

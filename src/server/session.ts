@@ -4,11 +4,15 @@
  * Invariants:
  * - the phase is explicit; input is consumed only in 'command', 'auth', 'data' and 'bdat';
  * - the dispatcher applies the gates in a fixed order before a handler runs: too-long line →
- *   not SMTP (HTTP) → unknown verb → TLS required (530) → EHLO/HELO needed (503) → handler; the
- *   error budget is charged for every 4xx/5xx a client earns;
+ *   bare-LF line end (bareLineEndings) → not SMTP (HTTP) → unknown verb → TLS required (530) →
+ *   EHLO/HELO needed (503) → handler; the error budget is charged for every 4xx/5xx a client earns;
  * - Session facts (TLS, EHLO name, AUTH identity) and the Envelope (one transaction) are separate
  *   objects; RSET/EHLO replace the envelope, STARTTLS replaces both (RFC 3207 §4.2);
- * - replies produced while draining pipelined input leave in one write (RFC 2920).
+ * - replies produced while draining pipelined input leave in one write (RFC 2920), and while the
+ *   peer leaves 64 KiB of them unread no further command runs (backpressure, transport/);
+ * - a command line must end within the command timeout of its first byte, DATA/BDAT content must
+ *   keep limits.minDataRate; a message body is held in memory only up to the spool threshold
+ *   (BodyCollector) and counted in the server-wide body budget.
  */
 import { LineFramer } from '../protocol/lines.js';
 import { parseCommand } from '../protocol/command.js';

@@ -149,7 +149,11 @@ export interface ServerOptions {
   localDomains: string[];
   listeners: ListenerOptions[];
   limits: Limits;
-  /** What to do with a bare CR or LF inside message content (SMTP smuggling defence). */
+  /**
+   * A bare CR or LF in message content (SMTP smuggling defence) and a command line ending in a
+   * bare LF (RFC 5321 §2.3.8): 'reject' refuses them (content: 550 5.6.0; command: 500 5.5.2 and
+   * close), 'normalize' turns them into CRLF.
+   */
   bareLineEndings: 'reject' | 'normalize';
   sink: MessageSink;
   /**

@@ -14,18 +14,10 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { after, describe, it } from 'node:test';
 import { SmtpClient, uniformTimeouts, type ConnectOptions } from '../../src/client/index.js';
 import { WRITE_PIECE } from '../../src/client/transport.js';
-import { drainUntilQuit, greetAndEhlo, startScriptedServer, type ScriptedServer, type ScriptPeer } from './scripted-server.js';
+import { drainUntilQuit, greetAndEhlo, type ScriptedServer, type ScriptPeer, scriptedServers } from './scripted-server.js';
 
-const servers: ScriptedServer[] = [];
-after(async () => {
-  for (const s of servers) await s.close();
-});
+const serve = scriptedServers();
 
-async function serve(script: (p: ScriptPeer) => Promise<void>): Promise<ScriptedServer> {
-  const s = await startScriptedServer(script);
-  servers.push(s);
-  return s;
-}
 
 function opts(port: number, extra: Partial<ConnectOptions> = {}): ConnectOptions {
   return { host: '127.0.0.1', port, timeouts: uniformTimeouts(30_000), ...extra };

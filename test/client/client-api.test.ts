@@ -6,26 +6,18 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { SmtpClient, uniformTimeouts, type ConnectOptions } from '../../src/client/index.js';
-import { acceptStartTls, drainUntilQuit, ehloReply, greetAndEhlo, startScriptedServer, type ScriptedServer, type ScriptPeer } from './scripted-server.js';
+import { acceptStartTls, drainUntilQuit, ehloReply, greetAndEhlo, type ScriptedServer, type ScriptPeer, scriptedServers } from './scripted-server.js';
 import { MX_NAME, testPki, tlsServerOptions } from './fixtures.js';
 
 let caPem = '';
 let tlsOpts: { key: string; cert: string };
-const servers: ScriptedServer[] = [];
+const serve = scriptedServers();
 before(async () => {
   const pki = await testPki();
   caPem = pki.ca.certPem;
   tlsOpts = tlsServerOptions(pki.good);
 });
-after(async () => {
-  for (const s of servers) await s.close();
-});
 
-async function serve(script: (p: ScriptPeer) => Promise<void>): Promise<ScriptedServer> {
-  const s = await startScriptedServer(script);
-  servers.push(s);
-  return s;
-}
 
 function opts(port: number, ms = 5000): ConnectOptions {
   return { host: '127.0.0.1', port, serverName: MX_NAME, tls: { ca: caPem }, timeouts: uniformTimeouts(ms) };

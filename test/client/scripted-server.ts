@@ -8,6 +8,7 @@
  * closed early, a line did not match) is recorded, not thrown into the event loop; close() ends
  * every connection.
  */
+import { after } from 'node:test';
 import net from 'node:net';
 import tls from 'node:tls';
 
@@ -286,4 +287,20 @@ export async function drainUntilQuit(p: ScriptPeer): Promise<void> {
     }
     await p.write('503 5.5.1 unexpected command\r\n');
   }
+}
+
+/**
+ * For one test file: `const serve = scriptedServers();` at the top, then `await serve(script)`
+ * starts a scripted server that after() closes.
+ */
+export function scriptedServers(): (script: (p: ScriptPeer) => Promise<void>) => Promise<ScriptedServer> {
+  const servers: ScriptedServer[] = [];
+  after(async () => {
+    for (const s of servers.splice(0)) await s.close();
+  });
+  return async (script) => {
+    const s = await startScriptedServer(script);
+    servers.push(s);
+    return s;
+  };
 }

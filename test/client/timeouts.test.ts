@@ -6,23 +6,15 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { deliver, SmtpClient, uniformTimeouts, type ConnectOptions, type Timeouts } from '../../src/client/index.js';
-import { greetAndEhlo, startScriptedServer, type ScriptedServer, type ScriptPeer } from './scripted-server.js';
+import { greetAndEhlo, type ScriptedServer, type ScriptPeer, scriptedServers } from './scripted-server.js';
 import { deliverOptions, MX_NAME, testPki } from './fixtures.js';
 
 let caPem = '';
-const servers: ScriptedServer[] = [];
+const serve = scriptedServers();
 before(async () => {
   caPem = (await testPki()).ca.certPem;
 });
-after(async () => {
-  for (const s of servers) await s.close();
-});
 
-async function serve(script: (p: ScriptPeer) => Promise<void>): Promise<ScriptedServer> {
-  const s = await startScriptedServer(script);
-  servers.push(s);
-  return s;
-}
 
 /** Every step 30 s except the ones given. */
 function timeouts(small: Partial<Timeouts>): Timeouts {

@@ -8,13 +8,13 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { deliver, SmtpClient, uniformTimeouts } from '../../src/client/index.js';
 import { expiredCert, issueCert, makeTestCa, selfSigned, wrongNameCert, type PemKeyPair } from '../helpers/certs.js';
-import { acceptMessage, acceptStartTls, drainUntilQuit, greetAndEhlo, startScriptedServer, type ScriptedServer, type ScriptPeer } from './scripted-server.js';
+import { acceptMessage, acceptStartTls, drainUntilQuit, greetAndEhlo, type ScriptedServer, type ScriptPeer, scriptedServers } from './scripted-server.js';
 import { assertNothingSent, deliverOptions, MX_NAME, testPki, tlsServerOptions } from './fixtures.js';
 
 let caPem = '';
 const bad: Record<string, PemKeyPair> = {};
 let good: PemKeyPair;
-const servers: ScriptedServer[] = [];
+const serve = scriptedServers();
 
 before(async () => {
   const pki = await testPki();
@@ -25,15 +25,7 @@ before(async () => {
   bad['self-signed'] = await selfSigned([MX_NAME]);
   bad['unknown CA'] = await issueCert(await makeTestCa({ commonName: 'some other CA' }), { names: [MX_NAME] });
 });
-after(async () => {
-  for (const s of servers) await s.close();
-});
 
-async function serve(script: (p: ScriptPeer) => Promise<void>): Promise<ScriptedServer> {
-  const s = await startScriptedServer(script);
-  servers.push(s);
-  return s;
-}
 
 function tlsThenMail(pair: () => PemKeyPair) {
   return async (p: ScriptPeer): Promise<void> => {
