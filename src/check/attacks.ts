@@ -15,7 +15,7 @@
  *   §4.2); a 2xx to either means the plaintext MAIL is still in effect.
  */
 import { replyText, type Reply } from '../protocol/reply.js';
-import { connectAndEhlo, ehloArgument, printable, summarizeReply, tlsOptions, type CheckContext } from './session.js';
+import { connectAndEhlo, ehloArgument, printable, summarizeReply, tlsOptions, type CheckContext } from './probe-setup.js';
 import type { InjectionOutcome, ReplySummary, StateOutcome } from './types.js';
 
 export interface InjectionResult {

@@ -17,7 +17,7 @@ import { summarizeTls } from '../tls/summary.js';
 import { probeInjectionPartialLine, probeInjectionWholeLine, probeStateReset } from './attacks.js';
 import { deriveHostFindings } from './findings.js';
 import { gradeHost } from './grade.js';
-import { connectAndEhlo, ehloArgument, keywordsOf, printable, summarizeReply, tlsOptions, type CheckContext } from './session.js';
+import { connectAndEhlo, ehloArgument, keywordsOf, printable, summarizeReply, tlsOptions, type CheckContext } from './probe-setup.js';
 import { probeSmuggling } from './smuggling.js';
 import { certificateFacts, probeAllCipherClasses, probeAllVersions, probeNoSni, probeRenegotiation } from './tls-scan.js';
 import { SCHEMA_VERSION, type HostReport, type ProbeResults, type SmtpFacts, type TranscriptEntry } from './types.js';

@@ -11,7 +11,7 @@
  */
 import { replyText, type Reply } from '../protocol/reply.js';
 import { ProbeConnection } from './conn.js';
-import { ehloArgument, printable, tlsOptions, type CheckContext } from './session.js';
+import { ehloArgument, printable, tlsOptions, type CheckContext } from './probe-setup.js';
 import type { SmugglingResult } from './types.js';
 
 export const SMUGGLING_VARIANTS: ReadonlyArray<{ name: string; bytes: string }> = [

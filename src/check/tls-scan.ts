@@ -10,7 +10,7 @@
 import tls from 'node:tls';
 import { describePeerCertificate } from '../tls/summary.js';
 import { errorText } from './conn.js';
-import { reachTls, tlsOptions, type CheckContext } from './session.js';
+import { reachTls, tlsOptions, type CheckContext } from './probe-setup.js';
 import {
   CIPHER_CLASSES, TLS_VERSIONS,
   type CertificateFacts, type CipherClass, type CipherClassResult, type ProbeOutcome, type TlsVersion,

@@ -21,7 +21,7 @@ import { DEFAULT_REPLY_LIMITS, DEFAULT_TIMEOUTS, limitOf, type ConnectOptions, t
 import { inspectSession, tlsConnectOptions, type TlsSessionInfo } from './tls-session.js';
 import { Transcript } from './transcript.js';
 import { connectImplicitTls, connectPlain, LineSocket, type SocketStats } from './transport.js';
-import { sendTransaction, type Envelope, type SendOptions, type TransactionResult } from './transaction.js';
+import { sendTransaction, type SendEnvelope, type SendOptions, type TransactionResult } from './transaction.js';
 
 export type StartTlsResult =
   | { kind: 'secured'; client: SmtpClient; tls: TlsSessionInfo; discardedBytes: number }
@@ -265,7 +265,7 @@ export class SmtpClient {
   }
 
   /** One mail transaction: MAIL, RCPTs (pipelined when offered), DATA or BDAT. See transaction.ts. */
-  async send(envelope: Envelope, content: Uint8Array | string, options: SendOptions = {}): Promise<TransactionResult> {
+  async send(envelope: SendEnvelope, content: Uint8Array | string, options: SendOptions = {}): Promise<TransactionResult> {
     this.usable();
     if (!this.caps) throw new SmtpClientError('PROTOCOL_ERROR', 'EHLO first: the transaction depends on the EHLO reply');
     return sendTransaction(this, this.caps, envelope, content, options);

@@ -24,12 +24,12 @@ import { SmtpClientError, type ClientErrorCode } from './errors.js';
 import type { TlsLevel, TlsReached } from './levels.js';
 import { checkHeloName, checkMailbox, checkParam, assertNoLineBreak, prepareContent, type BareLineEndings } from './message.js';
 import { replyText, type Reply } from '../protocol/reply.js';
-import { endSession, openSession, portOf, toClientError, type Finding, type SessionAttempt, type SessionOptions } from './session.js';
+import { endSession, openSession, portOf, toClientError, type DeliveryFinding, type SessionAttempt, type SessionOptions } from './open-session.js';
 import type { TlsSessionInfo } from './tls-session.js';
 import type { TransactionResult } from './transaction.js';
 import { Transcript, type TranscriptEntry } from './transcript.js';
 
-export type { Finding, SessionOptions } from './session.js';
+export type { DeliveryFinding, SessionOptions } from './open-session.js';
 
 /** What goes with each message rather than with the connection. */
 export interface BatchMessage {
@@ -87,7 +87,7 @@ export interface DeliveryResult {
   /** Whole-attempt failure (also set when the server rejected the transaction). */
   error: DeliveryError | null;
   recipients: RecipientOutcome[];
-  findings: Finding[];
+  findings: DeliveryFinding[];
   /** The conversation on the connection(s) this message used (in a batch: with the others' transactions). */
   transcript: TranscriptEntry[];
   /** TCP connections this message used (2 after a plaintext retry or a reconnect; 0 when refused before connecting). */
@@ -118,7 +118,7 @@ interface Settled {
   error: SmtpClientError | null;
   recipients: RecipientOutcome[] | null;
   tls: TlsSessionInfo | null;
-  findings: Finding[];
+  findings: DeliveryFinding[];
   conns: number[];
 }
 
@@ -160,7 +160,7 @@ export async function deliverBatch(opts: BatchOptions, messages: BatchMessage[])
     if (connections > 0) transcript.connection++;
     connections++;
     const conns = [transcript.connection];
-    const findings: Finding[] = [];
+    const findings: DeliveryFinding[] = [];
     let s: SessionAttempt = await openSession(opts, transcript, findings, false);
     if (s.kind === 'retry-plain') {
       transcript.connection++;

@@ -40,7 +40,7 @@ export interface SessionOptions {
   localAddress?: string;
 }
 
-export type Finding =
+export type DeliveryFinding =
   | { kind: 'bytes-after-starttls'; bytes: number; action: 'discarded' }
   | { kind: 'starttls-not-offered' }
   | { kind: 'starttls-refused'; reply: Reply }
@@ -56,7 +56,7 @@ export function portOf(opts: SessionOptions): number {
   return opts.port ?? (opts.implicitTls === true ? 465 : 25);
 }
 
-export async function openSession(opts: SessionOptions, transcript: Transcript, findings: Finding[], plainRetry: boolean): Promise<SessionAttempt> {
+export async function openSession(opts: SessionOptions, transcript: Transcript, findings: DeliveryFinding[], plainRetry: boolean): Promise<SessionAttempt> {
   const level = opts.level;
   const connect: ConnectOptions = {
     host: opts.host,

@@ -20,7 +20,7 @@ import { checkMailbox, checkParam, has8bit, isAscii, prepareContent, type BareLi
 import type { SmtpClient } from './client.js';
 import { WRITE_PIECE } from './transport.js';
 
-export interface Envelope {
+export interface SendEnvelope {
   /** Reverse path without brackets; '' is the null sender. */
   from: string;
   to: string[];
@@ -68,7 +68,7 @@ export interface TransactionResult {
 }
 
 
-export async function sendTransaction(client: SmtpClient, caps: Capabilities, env: Envelope, content: Uint8Array | string, options: SendOptions): Promise<TransactionResult> {
+export async function sendTransaction(client: SmtpClient, caps: Capabilities, env: SendEnvelope, content: Uint8Array | string, options: SendOptions): Promise<TransactionResult> {
   // 1. Arguments first: nothing is written when one of them would break the command line.
   checkMailbox(env.from, 'sender', true);
   if (env.to.length === 0) throw new SmtpClientError('INVALID_ARGUMENT', 'no recipients');
