@@ -1,6 +1,7 @@
 /**
  * SmtpClient: one SMTP conversation as straight-line async calls (connect → ehlo → startTls →
- * auth → send → quit). Socket work is delegated to transport.ts.
+ * auth → send → quit). Socket work is delegated to transport/client-connection.ts; its errors are
+ * turned into SmtpClientError here (same code and message), so callers see one error class.
  *
  * Invariants:
  * - capabilities come only from an EHLO on this object; startTls() returns a *new* client whose
@@ -12,7 +13,6 @@
  * - AUTH is refused before TLS unless the caller passes allowPlaintext: true;
  * - no command line is written with a CR, LF or NUL inside an argument (message.ts).
  */
-import type { TLSSocket } from 'node:tls';
 import { ReplyAssembler, replyText, type Reply } from '../protocol/reply.js';
 import { authMechanisms, has, parseEhloReply, type Capabilities } from '../protocol/ehlo.js';
 import { SmtpClientError } from './errors.js';
@@ -20,7 +20,7 @@ import { assertNoLineBreak, checkHeloName } from './message.js';
 import { DEFAULT_REPLY_LIMITS, DEFAULT_TIMEOUTS, limitOf, type ConnectOptions, type ReplyLimits, type TimeoutName, type Timeouts } from './options.js';
 import { inspectSession, tlsConnectOptions, type TlsSessionInfo } from './tls-session.js';
 import { Transcript } from './transcript.js';
-import { connectImplicitTls, connectPlain, LineSocket, type SocketStats } from './transport.js';
+import { connect, ConnectionError, type ClientConnection, type SocketStats } from '../transport/client-connection.js';
 import { sendTransaction, type SendEnvelope, type SendOptions, type TransactionResult } from './transaction.js';
 
 export type StartTlsResult =
@@ -50,7 +50,7 @@ export class SmtpClient {
   private state: 'open' | 'upgraded' | 'closed' = 'open';
 
   private constructor(
-    private readonly conn: LineSocket,
+    private readonly conn: ClientConnection,
     private readonly cfg: Resolved,
     greeting: Reply,
     tlsInfo: TlsSessionInfo | null,
@@ -73,16 +73,22 @@ export class SmtpClient {
       options,
     };
     const transcript = options.transcript ?? new Transcript();
-    let conn: LineSocket;
-    let tlsInfo: TlsSessionInfo | null = null;
-    if (options.implicitTls === true) {
-      const limits = { connect: limitOf(cfg.timeouts, 'connectMs'), handshake: limitOf(cfg.timeouts, 'tlsHandshakeMs') };
-      const secure = await connectImplicitTls(cfg.host, cfg.port, tlsConnectOptions(cfg.serverName, options.tls ?? {}), limits, options.localAddress);
-      tlsInfo = checkVerified(secure, cfg, transcript);
-      conn = new LineSocket(secure, cfg.limits);
-    } else {
-      conn = new LineSocket(await connectPlain(cfg.host, cfg.port, limitOf(cfg.timeouts, 'connectMs'), options.localAddress), cfg.limits);
+    let conn: ClientConnection;
+    try {
+      conn = await connect({
+        host: cfg.host,
+        port: cfg.port,
+        localAddress: options.localAddress,
+        // RFC 8314 §3: TLS from the first byte; each step has its own limit.
+        implicitTls: options.implicitTls === true ? tlsConnectOptions(cfg.serverName, options.tls ?? {}) : undefined,
+        connectLimit: limitOf(cfg.timeouts, 'connectMs'),
+        handshakeLimit: limitOf(cfg.timeouts, 'tlsHandshakeMs'),
+        maxLineLength: cfg.limits.maxLineLength,
+      });
+    } catch (e) {
+      throw clientError(e);
     }
+    const tlsInfo = conn.isTls ? checkVerified(conn, cfg, transcript) : null;
     const client = new SmtpClient(conn, cfg, { code: 0, enhanced: null, lines: [] }, tlsInfo, transcript);
     const greeting = await client.readReply('greetingMs', 'the greeting');
     // RFC 5321 §3.1: 554 (or anything but 220) means "no SMTP service here".
@@ -139,15 +145,19 @@ export class SmtpClient {
     // One deadline for the whole reply: a server trickling "250-" lines cannot stretch it.
     const deadline = Date.now() + limit.ms;
     let lines = 0;
-    for (;;) {
-      const line = await this.conn.readLine(limit, what, deadline);
-      // An endless "250-" stream ends here, after maxReplyLines lines, not when memory runs out.
-      if (++lines > maxLines) throw this.conn.abort('PROTOCOL_ERROR', `reply to ${what} has more than ${maxLines} lines (limits.maxReplyLines)`);
-      this.transcript.received(line, this.phase);
-      const r = asm.push(line);
-      if (r === null) continue;
-      if ('error' in r) throw this.conn.abort('PROTOCOL_ERROR', `${r.error} (reading the reply to ${what})`);
-      return r;
+    try {
+      for (;;) {
+        const line = await this.conn.readLine(limit, what, deadline);
+        // An endless "250-" stream ends here, after maxReplyLines lines, not when memory runs out.
+        if (++lines > maxLines) throw this.conn.abort('PROTOCOL_ERROR', `reply to ${what} has more than ${maxLines} lines (limits.maxReplyLines)`);
+        this.transcript.received(line, this.phase);
+        const r = asm.push(line);
+        if (r === null) continue;
+        if ('error' in r) throw this.conn.abort('PROTOCOL_ERROR', `${r.error} (reading the reply to ${what})`);
+        return r;
+      }
+    } catch (e) {
+      throw clientError(e);
     }
   }
 
@@ -156,13 +166,21 @@ export class SmtpClient {
     this.usable();
     for (const l of lines) assertNoLineBreak(l, 'command line');
     for (const s of shown) this.transcript.sent(s, this.phase);
-    await this.conn.write(lines.map((l) => l + '\r\n').join(''), limitOf(this.cfg.timeouts, timeout), shown[0]?.split(' ')[0] ?? 'command');
+    try {
+      await this.conn.write(lines.map((l) => l + '\r\n').join(''), limitOf(this.cfg.timeouts, timeout), shown[0]?.split(' ')[0] ?? 'command');
+    } catch (e) {
+      throw clientError(e);
+    }
   }
 
   /** Writes raw content bytes (message data), recorded as a byte count only; with backpressure. */
   async writeBytes(bytes: Uint8Array, timeout: TimeoutName): Promise<void> {
     this.usable();
-    await this.conn.write(bytes, limitOf(this.cfg.timeouts, timeout), 'message content');
+    try {
+      await this.conn.write(bytes, limitOf(this.cfg.timeouts, timeout), 'message content');
+    } catch (e) {
+      throw clientError(e);
+    }
   }
 
   async command(line: string, timeout: TimeoutName, shown = line): Promise<Reply> {
@@ -209,14 +227,17 @@ export class SmtpClient {
     const r = await this.command('STARTTLS', 'commandMs');
     if (r.code !== 220) return { kind: 'refused', reply: r };
     this.state = 'upgraded';
-    const { secure, discarded } = await this.conn.upgrade(tlsConnectOptions(this.cfg.serverName, this.cfg.options.tls ?? {}), limitOf(this.cfg.timeouts, 'tlsHandshakeMs'));
-    if (discarded.length > 0) {
+    const up = await this.conn.upgradeToTls(tlsConnectOptions(this.cfg.serverName, this.cfg.options.tls ?? {}), limitOf(this.cfg.timeouts, 'tlsHandshakeMs'));
+    const discarded = up.discarded.length;
+    if (discarded > 0) {
       // Response injection (NO STARTTLS, Exim CVE-2021-38371): bytes after the 220 are never replies.
-      this.transcript.event(`discarded ${discarded.length} octets received after the 220 to STARTTLS, before TLS (never read as replies)`, 'plaintext');
+      this.transcript.event(`discarded ${discarded} octets received after the 220 to STARTTLS, before TLS (never read as replies)`, 'plaintext');
     }
-    const info = checkVerified(secure, this.cfg, this.transcript);
-    const client = new SmtpClient(new LineSocket(secure, this.cfg.limits), this.cfg, this.greeting, info, this.transcript);
-    return { kind: 'secured', client, tls: info, discardedBytes: discarded.length };
+    // A failed handshake is a value for the checker; for a sender it ends the attempt.
+    if (up.kind === 'failed') throw clientError(up.error);
+    const info = checkVerified(up.conn, this.cfg, this.transcript);
+    const client = new SmtpClient(up.conn, this.cfg, this.greeting, info, this.transcript);
+    return { kind: 'secured', client, tls: info, discardedBytes: discarded };
   }
 
   /**
@@ -300,12 +321,20 @@ export class SmtpClient {
   }
 }
 
+/** The transport's errors as client errors: same code and message (CONNECTION_DETACHED → CLIENT_UPGRADED). */
+function clientError(e: unknown): unknown {
+  if (!(e instanceof ConnectionError)) return e;
+  return new SmtpClientError(e.code === 'CONNECTION_DETACHED' ? 'CLIENT_UPGRADED' : e.code, e.message, { cause: e.cause });
+}
+
 /** After a handshake: record the facts; with verification on, refuse an untrusted peer now. */
-function checkVerified(secure: TLSSocket, cfg: Resolved, transcript: Transcript): TlsSessionInfo {
+function checkVerified(conn: ClientConnection, cfg: Resolved, transcript: Transcript): TlsSessionInfo {
+  const secure = conn.tlsSocket;
+  if (secure === null) throw new SmtpClientError('PROTOCOL_ERROR', 'no TLS session to inspect');
   const info = inspectSession(secure, cfg.serverName);
   transcript.event(`TLS ${info.protocol} ${info.cipher}${info.group ? ' ' + info.group : ''}; certificate ${info.verified ? 'verified' : 'not verified: ' + (info.verifyError ?? '')} for ${info.checkedName}`, 'tls');
   if (cfg.verifyCertificate && !info.verified) {
-    secure.destroy();
+    conn.destroy();
     throw new SmtpClientError('TLS_VERIFY_FAILED', `certificate of ${cfg.host} not trusted for ${info.checkedName}: ${info.verifyError ?? 'unknown reason'}`, { tls: info });
   }
   return info;

@@ -18,7 +18,7 @@ import { replyText, type Reply } from '../protocol/reply.js';
 import { SmtpClientError } from './errors.js';
 import { checkMailbox, checkParam, has8bit, isAscii, prepareContent, type BareLineEndings } from './message.js';
 import type { SmtpClient } from './client.js';
-import { WRITE_PIECE } from './transport.js';
+import { WRITE_PIECE } from '../transport/client-connection.js';
 
 export interface SendEnvelope {
   /** Reverse path without brackets; '' is the null sender. */

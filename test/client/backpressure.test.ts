@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { after, describe, it } from 'node:test';
 import { SmtpClient, uniformTimeouts, type ConnectOptions } from '../../src/client/index.js';
-import { WRITE_PIECE } from '../../src/client/transport.js';
+import { WRITE_PIECE } from '../../src/transport/client-connection.js';
 import { drainUntilQuit, greetAndEhlo, type ScriptedServer, type ScriptPeer, scriptedServers } from './scripted-server.js';
 
 const serve = scriptedServers();
