@@ -7,7 +7,7 @@
  * CR or LF from the original (a bounce cannot be used to inject headers).
  */
 import { randomBytes } from 'node:crypto';
-import { rfc5322Date } from '../server/received.js';
+import { rfc5322Date } from '../protocol/date.js';
 
 export interface FailedRecipient {
   recipient: string;

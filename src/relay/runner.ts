@@ -14,7 +14,7 @@
  * - content is sent with CRLF line endings only (a relay never forwards a bare CR or LF).
  */
 import { deliverBatch, deliverBatchToDomain, tlsLevelRank, DEFAULT_MAX_PER_CONNECTION, type BatchMessage, type DeliveryResult, type Resolver, type TlsLevel, type Timeouts } from '../client/index.js';
-import type { Logger } from '../server/types.js';
+import type { Logger } from '../log.js';
 import { domainOf, newMessageId, type QueueEntry, type Store, type StoredMessage } from '../store/index.js';
 import type { TlsOutcome } from '../types.js';
 import { buildBounce, type FailedRecipient } from './bounce.js';

@@ -11,7 +11,7 @@
  */
 import { reply, type Reply } from '../protocol/reply.js';
 import { R } from './replies.js';
-import type { Session } from './session.js';
+import type { SessionApi } from './state.js';
 import type { AuthAdmission } from './context.js';
 import { rememberSenders } from './senders.js';
 
@@ -26,7 +26,7 @@ function decodeB64(text: string): string | null {
   return Buffer.from(t, 'base64').toString('utf8');
 }
 
-export function handleAuth(s: Session, args: string): Reply | Promise<Reply | null> | null {
+export function handleAuth(s: SessionApi, args: string): Reply | Promise<Reply | null> | null {
   if (s.listener.auth === 'none' || !s.opts.users) return R.notImplemented;
   if (s.facts.tls === null) return R.authNeedsTls;
   if (s.facts.authUser !== null) return R.alreadyAuth;
@@ -59,13 +59,12 @@ export function handleAuth(s: Session, args: string): Reply | Promise<Reply | nu
 }
 
 /** Sends a 334 challenge and waits for the client's next line in phase 'auth'. */
-function prompt(s: Session, challenge: Reply, next: (line: string) => Reply | Promise<Reply | null>): Reply {
-  s.authStep = next;
-  s.phase = 'auth';
+function prompt(s: SessionApi, challenge: Reply, next: (line: string) => Reply | Promise<Reply | null>): Reply {
+  s.expectAuthLine(next);
   return challenge;
 }
 
-function plainResponse(s: Session, text: string): Reply | Promise<Reply | null> {
+function plainResponse(s: SessionApi, text: string): Reply | Promise<Reply | null> {
   if (text.trim() === '*') return R.authCancelled; // RFC 4954 §4
   const decoded = decodeB64(text);
   if (decoded === null) return R.authBadBase64;
@@ -85,10 +84,10 @@ const HOLD_STEP_MS = 1000;
  * Waits `ms` unless the session ends (or the server starts to drain) first; true when the wait
  * ran its course. In steps, so a client that leaves frees its session within HOLD_STEP_MS.
  */
-async function hold(s: Session, ms: number): Promise<boolean> {
+async function hold(s: SessionApi, ms: number): Promise<boolean> {
   const until = Date.now() + ms;
   for (;;) {
-    if (s.conn.isClosed || s.phase === 'closed' || s.draining) return false;
+    if (!s.active) return false;
     const left = until - Date.now();
     if (left <= 0) return true;
     // Not unref()d: a held session is a session in progress (close() waits for it, briefly).
@@ -96,9 +95,9 @@ async function hold(s: Session, ms: number): Promise<boolean> {
   }
 }
 
-function verify(s: Session, user: string, password: string): Reply | Promise<Reply | null> {
-  const ip = s.conn.remoteAddress;
-  const admission = s.ctx.authLimiter.admit(ip, user);
+function verify(s: SessionApi, user: string, password: string): Reply | Promise<Reply | null> {
+  const ip = s.remoteAddress;
+  const admission = s.authLimiter.admit(ip, user);
   if (!admission.ok) {
     // Not checked and not counted: the attempts already in flight are what is being limited.
     s.opts.logger.warn({ event: 'auth', client: ip, user: user.slice(0, 64), result: 'refused', reason: admission.reason }, 'authentication refused: too many attempts in flight');
@@ -107,8 +106,8 @@ function verify(s: Session, user: string, password: string): Reply | Promise<Rep
   return check(s, user, password, admission);
 }
 
-async function check(s: Session, user: string, password: string, admission: Extract<AuthAdmission, { ok: true }>): Promise<Reply | null> {
-  const ip = s.conn.remoteAddress;
+async function check(s: SessionApi, user: string, password: string, admission: Extract<AuthAdmission, { ok: true }>): Promise<Reply | null> {
+  const ip = s.remoteAddress;
   const { ticket, delayMs } = admission;
   let ok = false;
   try {

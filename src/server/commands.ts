@@ -7,7 +7,7 @@ import { isAscii, isValidHeloName, parsePathArgs, domainOf, type Verb, type Esmt
 import { reply, type Reply } from '../protocol/reply.js';
 import { R, senderNotOwned, unknownRecipient } from './replies.js';
 import { senderOwned } from './senders.js';
-import { newFacts, type Session } from './session.js';
+import { newFacts, type SessionApi } from './state.js';
 import { summarizeTls } from '../tls/summary.js';
 import { handleAuth } from './auth.js';
 
@@ -16,10 +16,10 @@ export interface CommandSpec {
   beforeTls: boolean;
   /** Needs a successful EHLO/HELO first. */
   needsHelo: boolean;
-  run(s: Session, args: string): Reply | Promise<Reply | null> | null;
+  run(s: SessionApi, args: string): Reply | Promise<Reply | null> | null;
 }
 
-const ehlo = (s: Session, args: string, extended: boolean): Reply => {
+const ehlo = (s: SessionApi, args: string, extended: boolean): Reply => {
   const name = args.trim();
   if (!isValidHeloName(name)) return R.badHelo;
   s.facts.heloName = name;
@@ -46,7 +46,7 @@ interface EhloTail {
 /** The capability lines after the first, per server and (TLS on, STARTTLS offered, AUTH offered). */
 const ehloTails = new WeakMap<object, Map<string, EhloTail>>();
 
-function ehloTail(s: Session, tlsOn: boolean, starttls: boolean, auth: boolean): EhloTail {
+function ehloTail(s: SessionApi, tlsOn: boolean, starttls: boolean, auth: boolean): EhloTail {
   let perServer = ehloTails.get(s.opts);
   if (perServer === undefined) ehloTails.set(s.opts, (perServer = new Map()));
   const size = s.opts.limits.maxMessageSize;
@@ -66,7 +66,7 @@ function ehloTail(s: Session, tlsOn: boolean, starttls: boolean, auth: boolean):
   return t;
 }
 
-function mail(s: Session, args: string): Reply {
+function mail(s: SessionApi, args: string): Reply {
   if (s.listener.auth === 'required' && s.facts.authUser === null) return R.authRequired; // RFC 4954 §6
   if (s.envelope) return R.nestedMail;
   const p = parsePathArgs(args, 'FROM', true);
@@ -92,7 +92,7 @@ function mail(s: Session, args: string): Reply {
 }
 
 /** Validates one MAIL parameter; returns its normalized name or an error reply. */
-function mailParam(s: Session, param: EsmtpParam): string | Reply {
+function mailParam(s: SessionApi, param: EsmtpParam): string | Reply {
   switch (param.key) {
     case 'SIZE': {
       // RFC 1870 §6: a declared size over the limit is refused up front.
@@ -118,7 +118,7 @@ function mailParam(s: Session, param: EsmtpParam): string | Reply {
   }
 }
 
-function rcpt(s: Session, args: string): Reply {
+function rcpt(s: SessionApi, args: string): Reply {
   const env = s.envelope;
   if (!env) return R.needMail;
   let address: string;
@@ -150,7 +150,7 @@ function rcpt(s: Session, args: string): Reply {
  * (library use without a store; the catch-all option). postmaster at any local domain always is:
  * RFC 5321 §4.5.1 requires it (the local part compared case-insensitively, as it says).
  */
-function localRecipientKnown(s: Session, address: string): boolean {
+function localRecipientKnown(s: SessionApi, address: string): boolean {
   const dir = s.opts.recipients;
   if (!dir) return true;
   const at = address.lastIndexOf('@');
@@ -158,7 +158,7 @@ function localRecipientKnown(s: Session, address: string): boolean {
   return dir.hasRecipient(address);
 }
 
-function data(s: Session, args: string): Reply | null {
+function data(s: SessionApi, args: string): Reply | null {
   if (args.trim() !== '') return R.syntax;
   const env = s.envelope;
   if (!env) return R.needMail;
@@ -168,7 +168,7 @@ function data(s: Session, args: string): Reply | null {
   return null;
 }
 
-function bdat(s: Session, args: string): Reply | null {
+function bdat(s: SessionApi, args: string): Reply | null {
   const m = /^(\d{1,15})(?: +(LAST))? *$/i.exec(args);
   if (!m) {
     // Without a valid size we cannot tell where the chunk ends: the session cannot continue.
@@ -187,16 +187,13 @@ function bdat(s: Session, args: string): Reply | null {
   return null;
 }
 
-function startTls(s: Session, args: string): Reply | Promise<Reply | null> {
+function startTls(s: SessionApi, args: string): Reply | Promise<Reply | null> {
   if (args.trim() !== '') return R.startTlsNoArgs; // RFC 3207 §4
   if (s.facts.tls !== null) return R.alreadyTls; // RFC 3207 §4.2: never twice
   if (s.listener.tls === 'none') return R.notImplemented;
   const opts = s.opts.tls.serverOptions();
   if (!opts) return R.tlsUnavailable; // RFC 3207 §4: 454, the session stays usable
-  const limits = s.opts.limits;
-  return s.conn.upgradeToTls(formatReady(), opts, limits.handshakeTimeoutMs, limits.commandTimeoutMs).then(({ purged, socket }) => {
-    s.purgedAtStartTls = purged;
-    if (purged > 0) s.opts.logger.warn({ event: 'starttls-purge', client: s.conn.remoteAddress, bytes: purged }, 'discarded bytes pipelined after STARTTLS');
+  return s.upgradeToTls(formatReady(), opts).then((socket) => {
     // RFC 3207 §4.2: forget everything learned before TLS — EHLO name, AUTH, the envelope.
     s.facts = newFacts(summarizeTls(socket));
     s.endTransaction();

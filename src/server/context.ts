@@ -1,8 +1,7 @@
 /**
- * What a session needs from the server that owns it: bookkeeping when it ends, and the AUTH
- * limiter shared by all sessions.
+ * The AUTH limiter shared by all sessions of a server.
  *
- * The AUTH limiter: exponential delay, not lockout (issue 8 item 3). Why:
+ * Exponential delay, not lockout. Why:
  * - a hard per-account lockout lets anyone lock the real user out by failing on purpose, and a
  *   hard per-address lockout also refuses the right password to everyone behind the same NAT;
  * - a delay that doubles with each failure (Dovecot's auth penalty: 2 s doubling up to 15 s, per
@@ -29,16 +28,7 @@
  *   entries with nothing recent go first, then the least recently used idle ones.
  */
 import { clientKey } from './client-network.js';
-import type { BodyBudget } from './body.js';
 import type { AuthLimits } from './types.js';
-import type { Session } from './session.js';
-
-export interface ServerContext {
-  sessionEnded(session: Session, reason: string): void;
-  readonly authLimiter: AuthLimiter;
-  /** Body bytes in memory across all sessions (body.ts). */
-  readonly bodyBudget: BodyBudget;
-}
 
 /** How long a successful login makes (account, network) "known" (in memory; lost on restart). */
 export const KNOWN_NETWORK_MS = 30 * 86_400_000;

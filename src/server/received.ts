@@ -6,18 +6,15 @@
  * "(Authenticated sender: alice@example.org)" after the from clause, unless the operator hides it
  * (config received.showAuthenticatedSender = false; the ESMTPA/ESMTPSA keyword stays).
  */
+import { rfc5322Date } from '../protocol/date.js';
 import type { ReceivedProtocol, TlsFacts } from '../types.js';
 
-export interface ReceivedInput {
+/** The session-constant facts of the header (the id, TLS clause and tail are added per message). */
+export interface ReceivedHeadInput {
   heloName: string;
   clientAddress: string;
   hostname: string;
   protocol: ReceivedProtocol;
-  id: string;
-  tls: TlsFacts | null;
-  /** Named only when there is exactly one recipient (privacy of the others). */
-  recipient: string | null;
-  date: Date;
   /** The AUTH identity to name, or null (not authenticated, or hidden by configuration). */
   authenticatedSender?: string | null;
 }
@@ -27,12 +24,8 @@ function sanitize(s: string): string {
   return s.replace(/[\x00-\x1f\x7f()]/g, '?').slice(0, 255);
 }
 
-export function buildReceived(r: ReceivedInput): string {
-  return receivedHead(r) + r.id + receivedTls(r.tls) + receivedTail(r.recipient, r.date);
-}
-
 /** The part before the id: the same for every message of a session (until EHLO/STARTTLS/AUTH). */
-export function receivedHead(r: Pick<ReceivedInput, 'heloName' | 'clientAddress' | 'hostname' | 'protocol' | 'authenticatedSender'>): string {
+export function receivedHead(r: ReceivedHeadInput): string {
   const ip = r.clientAddress.includes(':') ? `IPv6:${r.clientAddress}` : r.clientAddress;
   const auth = r.authenticatedSender ? `\r\n\t(Authenticated sender: ${sanitize(r.authenticatedSender)})` : '';
   return `Received: from ${sanitize(r.heloName)} ([${ip}])${auth}\r\n\tby ${r.hostname} (postseal) with ${r.protocol} id `;
@@ -43,27 +36,7 @@ export function receivedTls(tls: TlsFacts | null): string {
   return tls ? `\r\n\t(using ${sanitize(tls.protocol)} with cipher ${sanitize(tls.cipher)})` : '';
 }
 
-/** The per-message end: recipient (when there is exactly one) and date. */
+/** The per-message end: the recipient, named only when there is exactly one (privacy of the others), and the date. */
 export function receivedTail(recipient: string | null, date: Date): string {
   return `${recipient ? `\r\n\tfor <${sanitize(recipient)}>` : ''};\r\n\t${rfc5322Date(date)}\r\n`;
-}
-
-const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
-const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
-
-let dateSecond = Number.NaN;
-let dateText = '';
-
-export function rfc5322Date(d: Date): string {
-  // Many messages share a second: format each second once.
-  const sec = Math.floor(d.getTime() / 1000);
-  if (sec === dateSecond) return dateText;
-  dateText = formatDate(d);
-  dateSecond = sec;
-  return dateText;
-}
-
-function formatDate(d: Date): string {
-  const p = (n: number): string => String(n).padStart(2, '0');
-  return `${DAYS[d.getUTCDay()]}, ${d.getUTCDate()} ${MONTHS[d.getUTCMonth()]} ${d.getUTCFullYear()} ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`;
 }

@@ -11,7 +11,7 @@
  *   local part because the store lower-cases logins and mailboxes too (store/address.ts);
  * - the null sender <> is never owned (a bounce is not something a user submits).
  */
-import type { SessionFacts } from './session.js';
+import type { SessionFacts } from './state.js';
 
 const patternsBySession = new WeakMap<SessionFacts, readonly string[]>();
 

@@ -11,9 +11,9 @@ import { formatReply } from '../protocol/reply.js';
 import { IdleSweeper, ServerConnection, normalizeIp, secureServerSocket } from '../transport/server-connection.js';
 import { clientKey } from './client-network.js';
 import { BodyBudget } from './body.js';
-import { AuthLimiter, type ServerContext } from './context.js';
+import { AuthLimiter } from './context.js';
 import { R } from './replies.js';
-import { Session } from './session.js';
+import { Session, type ServerContext } from './session.js';
 import { summarizeTls } from '../tls/summary.js';
 import type { ListenerOptions, ServerOptions } from './types.js';
 

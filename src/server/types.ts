@@ -6,6 +6,7 @@ import type { SecureContext, TLSSocketOptions } from 'node:tls';
 import { totalmem } from 'node:os';
 import type { IncomingMessage, ListenerTlsLevel } from '../types.js';
 import type { BodySpool } from '../store/spool.js';
+import type { Logger } from '../log.js';
 
 export interface ListenerOptions {
   /** 'mx', 'submission', 'submissions' or any name the config gives. */
@@ -134,14 +135,7 @@ export interface TlsProvider {
   serverOptions(): (TLSSocketOptions & { secureContext: SecureContext }) | null;
 }
 
-export interface Logger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-  debug(obj: object, msg?: string): void;
-  /** When present and false for a level, callers may skip building that level's log object. */
-  isLevelEnabled?(level: 'debug' | 'info' | 'warn' | 'error'): boolean;
-}
+export type { Logger } from '../log.js';
 
 export interface ServerOptions {
   hostname: string;

@@ -118,9 +118,9 @@ export class IdleSweeper {
 
 export class ServerConnection implements Sweepable {
   socket: Socket;
-  /** Unread input is buf[pos..buf.length). */
-  buf: Buffer = EMPTY;
-  pos = 0;
+  /** Unread input is buf[pos..buf.length); only consumeTo() and discardInput() move pos. */
+  private buf: Buffer = EMPTY;
+  private pos = 0;
   readonly remoteAddress: string;
   readonly remotePort: number;
   private out = '';
@@ -298,6 +298,29 @@ export class ServerConnection implements Sweepable {
       this.lastActivity = Date.now();
       this.socket.write(text, 'latin1', (err) => (err ? reject(err) : resolve()));
     });
+  }
+
+  /**
+   * The input API of the session: the unread bytes are inputBuffer[inputStart..inputBuffer.length).
+   * Read them in place (no copy); consumeTo() says how far they were used. Each read from the
+   * socket is a new Buffer, so views kept from an old inputBuffer stay valid.
+   */
+  get inputBuffer(): Buffer {
+    return this.buf;
+  }
+
+  get inputStart(): number {
+    return this.pos;
+  }
+
+  /** Marks the input before `index` (an offset into inputBuffer, ≥ inputStart) as used. */
+  consumeTo(index: number): void {
+    if (index >= this.buf.length) {
+      this.buf = EMPTY;
+      this.pos = 0;
+    } else {
+      this.pos = index;
+    }
   }
 
   /** Throw away all unread input; returns how many bytes were dropped. */
