@@ -1,19 +1,19 @@
 /**
  * Group commit: callers submit write operations one by one; this queues them and hands the
- * writer backend one batch at a time. While a batch commits (in the worker, off the event loop),
- * new operations accumulate and become the next batch, so one fsync covers many messages.
+ * writer backend one batch at a time. Operations submitted while a batch is being packed or
+ * committed accumulate and become the next batch, so one fsync covers many messages.
  *
  * Invariants:
  * - Operations commit in submission order; each caller's promise settles only from the writer's
  *   answer for the batch that contained its op (durable on success).
- * - Message bytes of a batch are copied into one ArrayBuffer that is transferred, not cloned.
+ * - Message bytes of a batch are copied into one ArrayBuffer, the only copy the writer reads.
  * - A batch holds at most maxBatchOps ops and maxBatchBytes bytes (one oversized message alone).
  * - After close() begins, new submissions reject with 'STORE_CLOSED'; already queued ones commit.
  * - After the writer fails, everything queued or submitted later rejects with its error.
  */
 import { PostsealError } from '../errors.js';
 import type { StoreStats } from './types.js';
-import type { WriterBackend } from './writer-backends.js';
+import type { WriterBackend } from './writer-backend.js';
 import { byteLength, type OpKind, type OpValues, type WriteOp } from './writer-protocol.js';
 
 type Bytes = Uint8Array | readonly Uint8Array[];
@@ -42,9 +42,7 @@ export class GroupCommitter {
   constructor(
     private readonly backend: WriterBackend,
     private readonly limits: GroupCommitLimits,
-  ) {
-    backend.onFatal = (err) => this.fail(err);
-  }
+  ) {}
 
   /**
    * Queues one op. For 'accept', `data` is the message: it is copied into the batch buffer when
@@ -61,7 +59,7 @@ export class GroupCommitter {
   }
 
   stats(): StoreStats {
-    return { writerMode: this.backend.mode, ...this.counters };
+    return { ...this.counters };
   }
 
   /**
@@ -153,7 +151,7 @@ export class GroupCommitter {
     } catch (err) {
       const e = err instanceof PostsealError ? err : new PostsealError('STORE_COMMIT_FAILED', String(err), { cause: err });
       for (const p of batch) p.reject(e);
-      if (e.code === 'STORE_WRITER_FAILED' || e.code === 'STORE_CLOSED') this.fail(e);
+      if (e.code === 'STORE_CLOSED') this.fail(e);
       return;
     }
     this.counters.commits++;

@@ -2,7 +2,7 @@
  * Row shapes as SQLite returns them and their conversion to the public types. The SELECT lists
  * live here next to the row types so that a column and its field cannot drift apart.
  *
- * Invariant: rows are plain data (structured-cloneable), so the writer thread can return them.
+ * Invariant: rows are plain data (no methods, no Buffers shared with SQLite), safe to hand out.
  */
 import type { MessageSummary, TlsFacts, TlsOutcome } from '../types.js';
 import { PostsealError } from '../errors.js';

@@ -1,7 +1,7 @@
 /**
  * The embedded store: one SQLite file `postseal.db` in the data directory. Writes go through the
- * group committer to one writer (a worker thread by default); reads use a separate read-only
- * connection on the main thread.
+ * group committer to one writer connection (writer-backend.ts); reads use a separate read-only
+ * connection.
  *
  * Invariants: accept() resolves only after the batch holding the message committed with
  * synchronous=FULL in WAL mode (fsync'd); the schema is migrated before any writer or reader
@@ -20,7 +20,7 @@ import { toQueueEntry } from './rows.js';
 import { checkVersion, configureReader, configureWriter, DB_FILE, migrate } from './schema.js';
 import { checkLimit, SqliteReader } from './sqlite-reader.js';
 import type { AttemptRecord, QueueEntry, SqliteStoreOptions, Store, StoreReader, StoreStats } from './types.js';
-import { openInlineBackend, openWorkerBackend, type WriterBackend } from './writer-backends.js';
+import { openWriterBackend } from './writer-backend.js';
 import type { MessageRecord } from './writer-protocol.js';
 import { BODIES_DIR, FileSpool, fsyncDir, removeOrphans, type BodySpool } from './spool.js';
 
@@ -194,21 +194,6 @@ export class SqliteStore extends SqliteReader implements Store {
   }
 }
 
-async function openBackend(file: string, opts: SqliteStoreOptions): Promise<WriterBackend> {
-  const mode = opts.writer ?? 'auto';
-  if (mode === 'inline') return openInlineBackend(file);
-  let reason = 'worker module not found';
-  try {
-    const pending = openWorkerBackend(file);
-    if (pending !== null) return await pending;
-  } catch (err) {
-    reason = err instanceof Error ? err.message : String(err);
-  }
-  if (mode === 'worker') throw new PostsealError('STORE_WORKER_UNAVAILABLE', `cannot start the writer thread: ${reason}`);
-  opts.logger?.warn({ reason }, 'store: writer thread unavailable, committing on the main thread');
-  return openInlineBackend(file);
-}
-
 /** Opens (creating and migrating if needed) `<dataDir>/postseal.db` for reading and writing. */
 export async function openSqliteStore(dataDir: string, opts: SqliteStoreOptions = {}): Promise<Store> {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
@@ -223,7 +208,7 @@ export async function openSqliteStore(dataDir: string, opts: SqliteStoreOptions 
   mkdirSync(join(dataDir, BODIES_DIR), { recursive: true, mode: 0o700 });
   // Make the new entries (database, bodies directory) durable too.
   fsyncDir(dataDir);
-  const backend = await openBackend(file, opts);
+  const backend = openWriterBackend(file);
   const reader = new Database(file, { readonly: true, fileMustExist: true });
   configureReader(reader);
   const committer = new GroupCommitter(backend, {

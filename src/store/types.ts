@@ -67,8 +67,6 @@ export interface StoredMessage {
 
 /** Counters of the group-commit writer, for tests, benchmarks and `postseal status`. */
 export interface StoreStats {
-  /** 'worker': commits run in a worker thread; 'inline': on the main thread via setImmediate. */
-  writerMode: 'worker' | 'inline';
   /** Transactions committed (each is one fsync of the WAL). */
   commits: number;
   /** Messages committed by accept(). */
@@ -132,8 +130,6 @@ export interface StoreLogger {
 }
 
 export interface SqliteStoreOptions {
-  /** 'auto' (default): worker thread when its module can be loaded, else inline. */
-  writer?: 'auto' | 'worker' | 'inline';
   /** Upper bound on operations per commit (default 512). */
   maxBatchOps?: number;
   /** Upper bound on message bytes per commit (default 32 MiB); a larger single message goes alone. */

@@ -1,6 +1,6 @@
 /**
  * Applies one batch of write operations in ONE immediate transaction on the write connection.
- * Shared by the worker thread (sqlite-writer.ts) and the inline fallback (group-commit.ts).
+ * The writer backend (writer-backend.ts) runs it for each batch the group committer packs.
  *
  * Invariants:
  * - One batch = one COMMIT = one WAL fsync (synchronous=FULL), whatever its size.

@@ -1,6 +1,5 @@
 /**
- * The write operations and the messages exchanged between the main thread and the writer
- * (worker thread or inline). Plain data only: everything here crosses postMessage.
+ * The write operations the group committer hands the writer, and the writer's answers.
  *
  * Invariants: an accept op carries its bytes as (offset, length) into the batch's single
  * ArrayBuffer; every op of a batch gets exactly one OpResult, in order; a batch is either
@@ -68,20 +67,6 @@ export interface OpValues {
 }
 
 export type OpResult = { ok: true; value: OpValues[OpKind] } | { ok: false; code: string; message: string };
-
-export type ToWriter = { kind: 'batch'; seq: number; ops: WriteOp[]; buffer: ArrayBuffer } | { kind: 'close' };
-
-export type FromWriter =
-  | { kind: 'ready' }
-  | { kind: 'done'; seq: number; results: OpResult[] }
-  | { kind: 'failed'; seq: number; code: string; message: string }
-  | { kind: 'closed' }
-  | { kind: 'fatal'; code: string; message: string };
-
-/** Worker start-up data. */
-export interface WriterInit {
-  file: string;
-}
 
 export function byteLength(op: WriteOp): number {
   return op.kind === 'accept' ? op.length : 0;

@@ -1,5 +1,5 @@
 /**
- * Store throughput: N accepts of SIZE bytes from C concurrent callers, for each writer mode.
+ * Store throughput: N accepts of SIZE bytes from C concurrent callers.
  * Prints messages/s, commits (fsyncs) and the event-loop delay seen meanwhile. No assertions.
  *   node --import tsx test/store/bench-accept.ts [messages=5000] [concurrency=50] [bytes=2048]
  */
@@ -11,8 +11,8 @@ import { makeMessage, tempDirs } from './helpers.js';
 const [total = 5000, concurrency = 50, size = 2048] = process.argv.slice(2).map(Number);
 const dirs = tempDirs();
 
-async function run(writer: 'worker' | 'inline'): Promise<void> {
-  const store = await openSqliteStore(dirs.make(), { writer });
+async function run(): Promise<void> {
+  const store = await openSqliteStore(dirs.make());
   const body = randomBytes(size);
   let next = 0;
   const h = monitorEventLoopDelay({ resolution: 1 });
@@ -31,15 +31,14 @@ async function run(writer: 'worker' | 'inline'): Promise<void> {
   const s = store.stats();
   await store.close();
   console.log(
-    `${writer.padEnd(6)} ${total} x ${size} B, ${concurrency} callers: ${Math.round(total / seconds)} msg/s ` +
+    `${total} x ${size} B, ${concurrency} callers: ${Math.round(total / seconds)} msg/s ` +
       `(${seconds.toFixed(2)} s, ${s.commits} commits, avg batch ${(s.messages / s.commits).toFixed(1)}, ` +
       `largest ${s.largestBatch}; event-loop delay p99 ${(h.percentile(99) / 1e6).toFixed(1)} ms, max ${(h.max / 1e6).toFixed(1)} ms)`,
   );
 }
 
 try {
-  await run('worker');
-  await run('inline');
+  await run();
 } finally {
   dirs.cleanup();
 }

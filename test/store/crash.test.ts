@@ -37,7 +37,7 @@ function runAndKill(dir: string, acks: number): Promise<string[]> {
 }
 
 async function verify(dir: string, acked: string[]): Promise<number> {
-  const store = await openSqliteStore(dir, { writer: 'inline' });
+  const store = await openSqliteStore(dir);
   try {
     const total = store.countMessages();
     const all = store.listMessages({ limit: 10_000 });
