@@ -15,7 +15,7 @@
  *   §4.2); a 2xx to either means the plaintext MAIL is still in effect.
  */
 import { replyText, type Reply } from '../protocol/reply.js';
-import { connectAndEhlo, ehloArgument, printable, summarizeReply, tlsOptions, type CheckContext } from './probe-setup.js';
+import { connectAndEhlo, ehloArgument, printable, startTls, summarizeReply, type CheckContext } from './probe-setup.js';
 import type { InjectionOutcome, ReplySummary, StateOutcome } from './types.js';
 
 export interface InjectionResult {
@@ -32,16 +32,13 @@ async function injection(ctx: CheckContext, before: string, after: string, befor
   }
   const { conn } = greeted;
   try {
-    conn.sendRaw(before, beforeLabel);
-    const r = await conn.readReply();
-    if (r.code !== 220) return { outcome: 'not-tested', evidence: `STARTTLS answered ${replyText(r)}` };
-    const early = conn.takeBuffered();
-    if (early.length > 0) {
+    const st = await startTls(ctx, conn, { raw: { bytes: before, label: beforeLabel }, ehlo: false });
+    if (!st.ok && st.stage === 'starttls') return { outcome: 'not-tested', evidence: `STARTTLS answered ${replyText(st.reply)}` };
+    if (st.discarded.length > 0) {
       // The server answered the injected command in plaintext, before TLS: it did not purge.
-      return { outcome: 'executed', evidence: `reply in plaintext right after the 220: "${printable(early)}"` };
+      return { outcome: 'executed', evidence: `reply in plaintext right after the 220: "${printable(st.discarded)}"` };
     }
-    const up = await conn.upgrade(tlsOptions(ctx));
-    if (!up.ok) return { outcome: 'inconclusive', evidence: `TLS handshake failed: ${up.error}` };
+    if (!st.ok) return { outcome: 'inconclusive', evidence: `TLS handshake failed: ${st.error}` };
     conn.sendRaw(after, printable(Buffer.from(after, 'latin1')));
     const first = await conn.readReply();
     const outcome = judge(first);
@@ -93,11 +90,10 @@ export async function probeStateReset(ctx: CheckContext, rcptDomain: string): Pr
     const mail = await conn.command('MAIL FROM:<>');
     mailBeforeTls = summarizeReply(mail);
     if (mail.code !== 250) return { outcome: 'not-tested', evidence: `MAIL before TLS answered ${replyText(mail)}`, mailBeforeTls };
-    const st = await conn.command('STARTTLS');
-    if (st.code !== 220) return { outcome: 'not-tested', evidence: `STARTTLS answered ${replyText(st)}`, mailBeforeTls };
-    conn.takeBuffered();
-    const up = await conn.upgrade(tlsOptions(ctx));
-    if (!up.ok) return { outcome: 'not-tested', evidence: `TLS handshake failed: ${up.error}`, mailBeforeTls };
+    // No EHLO inside TLS yet: the first RCPT goes straight after the handshake (below).
+    const st = await startTls(ctx, conn, { ehlo: false });
+    if (!st.ok && st.stage === 'starttls') return { outcome: 'not-tested', evidence: `STARTTLS answered ${replyText(st.reply)}`, mailBeforeTls };
+    if (!st.ok) return { outcome: 'not-tested', evidence: `TLS handshake failed: ${st.error}`, mailBeforeTls };
     // Straight after the handshake, before any EHLO: a server that reset its state answers 503
     // (no MAIL, or EHLO needed); one that kept the plaintext MAIL accepts the recipient.
     const rcpt = `RCPT TO:<postmaster@${rcptDomain}>`;

@@ -17,7 +17,7 @@ import { summarizeTls } from '../tls/summary.js';
 import { probeInjectionPartialLine, probeInjectionWholeLine, probeStateReset } from './attacks.js';
 import { deriveHostFindings } from './findings.js';
 import { gradeHost } from './grade.js';
-import { connectAndEhlo, ehloArgument, keywordsOf, printable, summarizeReply, tlsOptions, type CheckContext } from './probe-setup.js';
+import { connectAndEhlo, keywordsOf, printable, startTls, summarizeReply, type CheckContext } from './probe-setup.js';
 import { probeSmuggling } from './smuggling.js';
 import { certificateFacts, probeAllCipherClasses, probeAllVersions, probeNoSni, probeRenegotiation } from './tls-scan.js';
 import { SCHEMA_VERSION, type HostReport, type ProbeResults, type SmtpFacts, type TranscriptEntry } from './types.js';
@@ -130,32 +130,27 @@ export async function checkHost(host: string, options: CheckHostOptions = {}): P
         report.smtp.starttlsAdvertised = 'STARTTLS' in caps;
         report.smtp.authBeforeTls = caps.AUTH ?? [];
         if (!report.smtp.starttlsAdvertised) conn.note('STARTTLS not advertised; trying it anyway (stripped keyword?)');
-        const st = await conn.command('STARTTLS');
-        report.smtp.starttlsReply = summarizeReply(st);
-        if (st.code === 220) {
-          const extra = conn.takeBuffered();
-          // RFC 3207 §4.2 / response injection: bytes after the 220 are not TLS-protected.
-          if (extra.length > 0) {
-            report.smtp.bytesAfterStarttls = printable(extra);
-            conn.note(`${extra.length} bytes arrived after the 220, before the handshake; discarded`);
-          }
-          conn.note('--- TLS upgrade ---');
-          const up = await conn.upgrade(tlsOptions(ctx));
-          if (up.ok) {
-            tlsSocket = up.socket;
-            handshakeMs = up.handshakeMs;
-            const again = await conn.command(`EHLO ${ehloArgument(ctx, conn)}`);
-            if (again.code === 250) {
+        const st = await startTls(ctx, conn);
+        report.smtp.starttlsReply = summarizeReply(st.reply);
+        // RFC 3207 §4.2 / response injection: bytes after the 220 are not TLS-protected (the
+        // transport discarded them and noted it in the transcript).
+        if (st.discarded.length > 0) report.smtp.bytesAfterStarttls = printable(st.discarded);
+        if (st.reply.code === 220) {
+          if (st.ok) {
+            tlsSocket = st.socket;
+            handshakeMs = st.handshakeMs;
+            const again = st.ehlo;
+            if (again?.code === 250) {
               const after = keywordsOf(again);
               report.smtp.ehloAfterTls = after;
               // RFC 3207 §4.2: STARTTLS must not be advertised after a successful negotiation.
               report.smtp.starttlsOfferedAgain = 'STARTTLS' in after;
               report.smtp.authAfterTls = after.AUTH ?? [];
             } else {
-              conn.note(`EHLO inside TLS refused: ${replyText(again)}`);
+              conn.note(`EHLO inside TLS refused: ${again ? replyText(again) : '(not sent)'}`);
             }
-          } else {
-            report.smtp.starttlsReply = { code: st.code, text: `${report.smtp.starttlsReply.text} (handshake failed: ${up.error})` };
+          } else if (st.stage === 'handshake') {
+            report.smtp.starttlsReply = { code: st.reply.code, text: `${report.smtp.starttlsReply.text} (handshake failed: ${st.error})` };
           }
         }
       }

@@ -1,6 +1,7 @@
 /**
- * Building blocks shared by the probes: the TLS options a check uses, greeting + EHLO, and
- * "get me to a TLS session" (STARTTLS or implicit) with per-probe TLS settings.
+ * Building blocks shared by the probes: the TLS options a check uses, greeting + EHLO, the
+ * STARTTLS sequence (written once, here: startTls), and "get me to a TLS session" (STARTTLS or
+ * implicit) with per-probe TLS settings.
  *
  * Invariants: certificates are never rejected during the handshake (rejectUnauthorized false) so
  * a bad certificate is *reported*, not a reason to stop; trust is judged afterwards from OpenSSL's
@@ -12,7 +13,7 @@ import tls from 'node:tls';
 import { PostsealError } from '../errors.js';
 import { parseEhloReply } from '../protocol/ehlo.js';
 import { replyText, type Reply } from '../protocol/reply.js';
-import { ProbeConnection, type ProbeTarget, type UpgradeResult } from './conn.js';
+import { ProbeConnection, type ProbeTarget } from './conn.js';
 import type { ReplySummary, TranscriptEntry } from './types.js';
 
 export interface CheckContext {
@@ -87,6 +88,48 @@ export async function connectAndEhlo(ctx: CheckContext, transcript?: TranscriptE
   }
 }
 
+export interface StartTlsOptions {
+  /** TLS options for the handshake; default tlsOptions(ctx). */
+  tls?: tls.ConnectionOptions;
+  /** Exact bytes to send instead of the plain "STARTTLS" line (injection probes), and their label. */
+  raw?: { bytes: string; label: string };
+  /** Send EHLO again inside TLS (RFC 3207 §4.2: the client must); default true. */
+  ehlo?: boolean;
+}
+
+export type StartTlsOutcome =
+  | {
+      ok: true;
+      /** The 220 to STARTTLS. */
+      reply: Reply;
+      /** Bytes that arrived with or after the 220, before TLS: never read as replies. */
+      discarded: Buffer;
+      socket: tls.TLSSocket;
+      handshakeMs: number;
+      /** The reply to EHLO inside TLS (any code), or null when not asked for. */
+      ehlo: Reply | null;
+    }
+  | { ok: false; stage: 'starttls'; reply: Reply; discarded: Buffer }
+  | { ok: false; stage: 'handshake'; reply: Reply; discarded: Buffer; error: string };
+
+/**
+ * The STARTTLS sequence of every probe, on a connection that has sent EHLO: STARTTLS (or the given
+ * raw bytes), the 220, the upgrade (which hands back every byte already received as `discarded`:
+ * RFC 3207 §4.2, they are never read as replies), then EHLO inside TLS. A refused STARTTLS or a
+ * failed handshake is a value; a reply that does not come (timeout, closed) throws, as any read.
+ */
+export async function startTls(ctx: CheckContext, conn: ProbeConnection, opts: StartTlsOptions = {}): Promise<StartTlsOutcome> {
+  if (opts.raw) conn.sendRaw(opts.raw.bytes, opts.raw.label);
+  else conn.send('STARTTLS');
+  const reply = await conn.readReply();
+  if (reply.code !== 220) return { ok: false, stage: 'starttls', reply, discarded: Buffer.alloc(0) };
+  conn.note('--- TLS upgrade ---');
+  const up = await conn.upgrade(opts.tls ?? tlsOptions(ctx));
+  if (!up.ok) return { ok: false, stage: 'handshake', reply, discarded: up.discarded, error: up.error };
+  const ehlo = opts.ehlo === false ? null : await conn.command(`EHLO ${ehloArgument(ctx, conn)}`);
+  return { ok: true, reply, discarded: up.discarded, socket: up.socket, handshakeMs: up.handshakeMs, ehlo };
+}
+
 export type TlsSession =
   | { ok: true; conn: ProbeConnection; socket: tls.TLSSocket; handshakeMs: number }
   | { ok: false; stage: 'connect' | 'starttls' | 'handshake'; error: string };
@@ -106,8 +149,10 @@ export async function reachTls(ctx: CheckContext, options: tls.ConnectionOptions
       return { ok: true, conn, socket, handshakeMs: Date.now() - started };
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
-      // A refused implicit handshake surfaces as a connect error carrying the TLS alert.
-      return { ok: false, stage: /SSL|TLS|alert|handshake|socket disconnected/i.test(msg) ? 'handshake' : 'connect', error: msg };
+      // A refused implicit handshake is a connect error whose cause the transport marked.
+      const cause = e instanceof Error ? e.cause : undefined;
+      const refused = cause instanceof PostsealError && cause.code === 'TLS_HANDSHAKE_FAILED';
+      return { ok: false, stage: refused ? 'handshake' : 'connect', error: msg };
     }
   }
   let greeted: Greeted;
@@ -117,20 +162,18 @@ export async function reachTls(ctx: CheckContext, options: tls.ConnectionOptions
     return { ok: false, stage: 'connect', error: e instanceof Error ? e.message : String(e) };
   }
   const { conn } = greeted;
+  let st: StartTlsOutcome;
   try {
-    const r = await conn.command('STARTTLS');
-    if (r.code !== 220) {
-      conn.close();
-      return { ok: false, stage: 'starttls', error: replyText(r) };
-    }
+    st = await startTls(ctx, conn, { tls: options, ehlo: false });
   } catch (e) {
     conn.close();
     return { ok: false, stage: 'starttls', error: e instanceof Error ? e.message : String(e) };
   }
-  conn.takeBuffered();
-  const up: UpgradeResult = await conn.upgrade(options);
-  if (!up.ok) return { ok: false, stage: 'handshake', error: up.error };
-  return { ok: true, conn, socket: up.socket, handshakeMs: up.handshakeMs };
+  if (!st.ok) {
+    conn.close();
+    return st.stage === 'starttls' ? { ok: false, stage: 'starttls', error: replyText(st.reply) } : { ok: false, stage: 'handshake', error: st.error };
+  }
+  return { ok: true, conn, socket: st.socket, handshakeMs: st.handshakeMs };
 }
 
 /** Printable form of raw bytes: CR/LF and controls escaped, capped. */

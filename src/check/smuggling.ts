@@ -11,7 +11,7 @@
  */
 import { replyText, type Reply } from '../protocol/reply.js';
 import { ProbeConnection } from './conn.js';
-import { ehloArgument, printable, tlsOptions, type CheckContext } from './probe-setup.js';
+import { ehloArgument, printable, startTls, tlsOptions, type CheckContext } from './probe-setup.js';
 import type { SmugglingResult } from './types.js';
 
 export const SMUGGLING_VARIANTS: ReadonlyArray<{ name: string; bytes: string }> = [
@@ -42,11 +42,9 @@ async function oneVariant(ctx: CheckContext, useTls: boolean, from: string, rcpt
     await expect(null, 220);
     await expect(`EHLO ${ehloArgument(ctx, c)}`, 250);
     if (useTls && !ctx.implicit) {
-      await expect('STARTTLS', 220);
-      c.takeBuffered();
-      const up = await c.upgrade(tlsOptions(ctx));
-      if (!up.ok) return fail(`TLS handshake failed: ${up.error}`);
-      await expect(`EHLO ${ehloArgument(ctx, c)}`, 250);
+      const st = await startTls(ctx, c);
+      if (!st.ok) return fail(st.stage === 'starttls' ? `STARTTLS answered ${replyText(st.reply)}` : `TLS handshake failed: ${st.error}`);
+      if (st.ehlo?.code !== 250) return fail(`EHLO inside TLS answered ${st.ehlo ? replyText(st.ehlo) : '(nothing)'}`);
     }
     await expect(`MAIL FROM:<${from}>`, 250);
     const rcptReply = await c.command(`RCPT TO:<${rcpt}>`);
