@@ -1,14 +1,14 @@
 /**
- * The SMTP server: listeners, connection limits, session bookkeeping, graceful shutdown.
+ * The SMTP server: listeners, connection limits, session bookkeeping, graceful shutdown. The
+ * sockets themselves (listening, implicit-TLS accept, refusing) are transport/listener.ts's.
  *
  * Invariants: every listener binds where the config says (tests use port 0); connection limits,
  * total and per client IP, are checked before a session starts; on close(), idle sessions get
  * 421 at once and sessions inside a transaction get until the grace period ends.
  */
-import net from 'node:net';
-import type tls from 'node:tls';
 import { formatReply } from '../protocol/reply.js';
-import { IdleSweeper, ServerConnection, normalizeIp, secureServerSocket } from '../transport/server-connection.js';
+import { Listener, type Accepted } from '../transport/listener.js';
+import { IdleSweeper, type ServerConnection } from '../transport/server-connection.js';
 import { clientKey } from './client-network.js';
 import { BodyBudget } from './body.js';
 import { AuthLimiter } from './context.js';
@@ -28,7 +28,7 @@ export class SmtpServer implements ServerContext {
   readonly opts: ServerOptions;
   readonly authLimiter: AuthLimiter;
   readonly bodyBudget: BodyBudget;
-  private readonly servers: net.Server[] = [];
+  private readonly listeners: Listener[] = [];
   private readonly sessions = new Set<Session>();
   /** Open connections per client key (IPv4 address or IPv6 /64, clientKey()). */
   private readonly perIp = new Map<string, number>();
@@ -49,44 +49,30 @@ export class SmtpServer implements ServerContext {
 
   async listen(): Promise<BoundListener[]> {
     for (const l of this.opts.listeners) {
-      const server = l.tls === 'implicit' ? this.implicitServer(l) : net.createServer((sock) => this.accept(sock, l, null));
-      server.maxConnections = this.opts.limits.maxConnections + 64;
-      server.on('error', (err) => this.opts.logger.error({ listener: l.name, err: String(err) }, 'listener error'));
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen({ host: l.host, port: l.port }, () => {
-          server.off('error', reject);
-          resolve();
-        });
-      });
-      const addr = server.address() as net.AddressInfo;
-      this.servers.push(server);
-      this.bound.push({ name: l.name, host: addr.address, port: addr.port, tls: l.tls });
+      const listener = await Listener.listen(
+        {
+          host: l.host,
+          port: l.port,
+          maxConnections: this.opts.limits.maxConnections + 64,
+          // RFC 8314 §3: TLS from the first byte; the certificate is taken per handshake (a reload
+          // applies to new connections only); none, or shutting down: the connection is dropped.
+          implicitTls: l.tls === 'implicit' ? () => (this.closing ? null : this.opts.tls.serverOptions()) : null,
+          handshakeTimeoutMs: this.opts.limits.handshakeTimeoutMs,
+        },
+        {
+          onConnection: (a) => this.accept(a, l),
+          onHandshakeFailed: (ip, reason) => this.opts.logger.info({ event: 'session', listener: l.name, client: ip, result: `tls handshake failed: ${reason}` }, 'session'),
+          onError: (err) => this.opts.logger.error({ listener: l.name, err: String(err) }, 'listener error'),
+        },
+      );
+      this.listeners.push(listener);
+      this.bound.push({ name: l.name, host: listener.address, port: listener.port, tls: l.tls });
     }
     return this.bound;
   }
 
-  private implicitServer(l: ListenerOptions): net.Server {
-    // RFC 8314 §3: TLS from the first byte. Accepted sockets are wrapped exactly as STARTTLS
-    // wraps them (one code path, one policy); the certificate is taken per handshake, so a
-    // reload applies to new connections only.
-    return net.createServer((raw) => {
-      const opts = this.opts.tls.serverOptions();
-      const ip = normalizeIp(raw.remoteAddress ?? '');
-      if (!opts || this.closing) {
-        raw.destroy();
-        return;
-      }
-      raw.on('error', () => raw.destroy());
-      secureServerSocket(raw, opts, this.opts.limits.handshakeTimeoutMs).then(
-        (sock) => this.accept(sock, l, sock),
-        (err: NodeJS.ErrnoException) => this.opts.logger.info({ event: 'session', listener: l.name, client: ip, result: `tls handshake failed: ${err.code ?? err.message}` }, 'session'),
-      );
-    });
-  }
-
-  private accept(sock: net.Socket, l: ListenerOptions, secure: tls.TLSSocket | null): void {
-    const ip = normalizeIp(sock.remoteAddress ?? '');
+  private accept(a: Accepted, l: ListenerOptions): void {
+    const ip = a.remoteAddress;
     const key = clientKey(ip);
     const count = this.perIp.get(key) ?? 0;
     const onListener = this.perListener.get(l.name) ?? 0;
@@ -104,10 +90,8 @@ export class SmtpServer implements ServerContext {
             : null;
     if (refused !== null) {
       this.stats.refused++;
-      sock.on('error', () => sock.destroy());
-      sock.end(formatReply(this.closing ? R.shuttingDown : R.tooManyConnections));
       // A client that never reads must not keep the socket: destroyed if not closed soon.
-      setTimeout(() => sock.destroy(), 5000).unref();
+      a.refuse(formatReply(this.closing ? R.shuttingDown : R.tooManyConnections));
       this.opts.logger.info({ event: 'session', listener: l.name, client: ip, result: `refused: ${refused}` }, 'session');
       return;
     }
@@ -115,8 +99,7 @@ export class SmtpServer implements ServerContext {
     this.perIp.set(key, count + 1);
     this.perListener.set(l.name, onListener + 1);
     let session: Session | null = null;
-    const conn = new ServerConnection(
-      sock,
+    const conn: ServerConnection = a.open(
       {
         onInput: () => session?.onInput(),
         onClose: (reason) => session?.onClose(reason),
@@ -125,7 +108,7 @@ export class SmtpServer implements ServerContext {
       limits.commandTimeoutMs,
       this.sweeper,
     );
-    session = new Session(conn, l, this.opts, this, secure ? summarizeTls(secure) : null);
+    session = new Session(conn, l, this.opts, this, a.secure ? summarizeTls(a.secure) : null);
     this.sessions.add(session);
     session.start();
   }
@@ -173,7 +156,7 @@ export class SmtpServer implements ServerContext {
   async close(graceMs = this.opts.limits.shutdownGraceMs): Promise<void> {
     if (this.closing) return;
     this.closing = true;
-    const closed = Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    const closed = Promise.all(this.listeners.map((s) => s.close()));
     const done = new Promise<void>((resolve) => {
       this.drained = resolve;
       if (this.sessions.size === 0) resolve();
