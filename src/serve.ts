@@ -5,14 +5,14 @@
 import 'reflect-metadata';
 import { mkdirSync, readFileSync } from 'node:fs';
 import type { ServeConfig, ListenerName } from './config.js';
-import { LISTENER_NAMES, parseAddress } from './config.js';
+import { LISTENER_NAMES, configAddress, relayRunnerSettings } from './config.js';
 import { ConfigError } from './errors.js';
 import { createLogger } from './log.js';
 import { SmtpServer, type BoundListener } from './server/server.js';
 import type { ListenerOptions, Logger, MessageSink, TlsProvider, UserVerifier } from './server/types.js';
 import { openSqliteStore, type Store } from './store/index.js';
 import { CertificateStore, ensureSelfSigned, serverSocketOptions } from './tls/index.js';
-import { QueueRunner, type RelayConfig } from './relay/runner.js';
+import { QueueRunner } from './relay/runner.js';
 import { systemResolver } from './client/index.js';
 
 export interface RunningServer {
@@ -70,7 +70,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
   for (const name of LISTENER_NAMES as readonly ListenerName[]) {
     const l = cfg.listeners[name];
     if (!l) continue;
-    const { host, port } = parseAddress(l.address, `listeners.${name}.address`);
+    const { host, port } = configAddress(l.address, `listeners.${name}.address`, { allowPortZero: true });
     listeners.push({ name, host, port, tls: l.tls, auth: l.auth, maxConnections: l.maxConnections });
   }
   const localDomains = [...new Set([cfg.hostname.toLowerCase(), 'localhost', ...cfg.domains])];
@@ -129,8 +129,6 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
 
 function createRunner(cfg: ServeConfig, store: Store, localDomains: string[], logger: Logger): QueueRunner {
   const r = cfg.relay;
-  const routes: RelayConfig['routes'] = {};
-  for (const [domain, addr] of Object.entries(r.routes)) routes[domain] = parseAddress(addr, `relay.routes.${domain}`);
   let ca: string | null = null;
   if (r.ca) {
     try {
@@ -141,19 +139,8 @@ function createRunner(cfg: ServeConfig, store: Store, localDomains: string[], lo
   }
   const runner = new QueueRunner(
     store,
-    {
-      hostname: cfg.hostname,
-      localDomains,
-      routes,
-      tlsPolicy: r.tlsPolicy,
-      defaultTls: r.defaultTls,
-      smtpPort: r.smtpPort,
-      ca,
-      retry: { minBackoffMs: r.minBackoffMs, maxBackoffMs: r.maxBackoffMs, maxAgeMs: r.maxQueueAgeMs },
-      intervalMs: r.intervalMs,
-      concurrency: r.concurrency,
-      maxMessagesPerConnection: r.maxMessagesPerConnection,
-    },
+    // Every setting from the config schema; the runner has no defaults of its own.
+    { hostname: cfg.hostname, localDomains, ...relayRunnerSettings(r, ca) },
     systemResolver(r.dns.length > 0 ? r.dns : undefined),
     logger,
   );

@@ -15,6 +15,7 @@ import { checkHost } from '../check/host.js';
 import { renderDomainReport } from '../check/render-domain.js';
 import { renderHostReport } from '../check/render-text.js';
 import { SEVERITIES, type Finding, type HostReport, type Severity } from '../check/types.js';
+import { parseHostPort } from '../protocol/host-port.js';
 import { collect } from './common.js';
 
 interface CheckFlags {
@@ -37,17 +38,13 @@ class UsageError extends Error {}
 
 /** HOST, HOST:PORT, [IPv6]:PORT or a bare IPv6 literal. */
 export function parseTarget(text: string): { host: string; port: number | null } {
-  const bracket = /^\[([0-9a-fA-F:.]+)\](?::(\d{1,5}))?$/.exec(text);
-  if (bracket) return { host: bracket[1] ?? '', port: bracket[2] ? Number(bracket[2]) : null };
-  if (net.isIPv6(text)) return { host: text, port: null };
-  const m = /^([A-Za-z0-9.-]{1,253})(?::(\d{1,5}))?$/.exec(text);
-  if (!m) throw new UsageError(`target ${JSON.stringify(text)} is not HOST[:PORT]`);
-  const port = m[2] ? Number(m[2]) : null;
-  if (port !== null && (port < 1 || port > 65535)) throw new UsageError(`port ${port} is out of range`);
-  return { host: (m[1] ?? '').replace(/\.$/, ''), port };
+  // The one HOST:PORT parser; port 0 marks "none given" (it is never a valid port here).
+  const r = parseHostPort(text, { defaultPort: 0 });
+  if (!r.ok) throw new UsageError(`target ${JSON.stringify(text)} is not HOST[:PORT]: ${r.problem}`);
+  return { host: r.host, port: r.port === 0 ? null : r.port };
 }
 
-function parseHostPort(text: string, flag: string): { host: string; port: number } {
+function hostPortFlag(text: string, flag: string): { host: string; port: number } {
   const t = parseTarget(text);
   if (t.port === null) throw new UsageError(`${flag} needs HOST:PORT, got ${JSON.stringify(text)}`);
   return { host: t.host, port: t.port };
@@ -76,7 +73,7 @@ async function run(target: string | undefined, flags: CheckFlags): Promise<numbe
   if (!Number.isFinite(timeoutS) || timeoutS <= 0 || timeoutS > 600) throw new UsageError('--timeout must be a number of seconds (0 < t <= 600)');
   const timeoutMs = Math.round(timeoutS * 1000);
   const ca = (flags.ca ?? []).map((f) => readFileSync(f, 'utf8'));
-  const resolver = flags.dns ? new DnsResolver(parseHostPort(flags.dns, '--dns'), timeoutMs) : null;
+  const resolver = flags.dns ? new DnsResolver(hostPortFlag(flags.dns, '--dns'), timeoutMs) : null;
   const probes = flags.probe ?? [];
   for (const p of probes) if (p !== 'smuggling') throw new UsageError(`unknown --probe ${p} (known: smuggling)`);
   let smuggling: { rcpt: string; from?: string } | null = null;
@@ -95,7 +92,7 @@ async function run(target: string | undefined, flags: CheckFlags): Promise<numbe
       timeoutMs,
       smuggling,
       port: flags.port ? parsePort(flags.port) : 25,
-      mtaStsEndpoint: flags.mtaStsEndpoint ? parseHostPort(flags.mtaStsEndpoint, '--mta-sts-endpoint') : null,
+      mtaStsEndpoint: flags.mtaStsEndpoint ? hostPortFlag(flags.mtaStsEndpoint, '--mta-sts-endpoint') : null,
       onProgress: showProgress ? (line) => void process.stderr.write(line + '\n') : undefined,
     });
     emit(flags.json ? JSON.stringify(report, null, 2) + '\n' : renderDomainReport(report));

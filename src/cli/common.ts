@@ -5,7 +5,8 @@ export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
-export const DEFAULT_DATA_DIR = './postseal-data';
+/** One data-dir default, the config schema's (serve's dataDir). */
+export { DEFAULT_DATA_DIR } from '../config.js';
 
 /** Reads all of stdin as text (for --password-stdin); trailing newline removed. */
 export async function readStdin(): Promise<string> {

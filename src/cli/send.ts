@@ -24,6 +24,7 @@ import {
   type DomainDelivery,
   type TlsLevel,
 } from '../client/index.js';
+import { parseHostPort } from '../protocol/host-port.js';
 import { replyText } from '../protocol/reply.js';
 import { collect } from './common.js';
 
@@ -129,6 +130,10 @@ async function runSend(flags: SendFlags): Promise<SendOutcome[]> {
     const d = to.slice(to.lastIndexOf('@') + 1).toLowerCase();
     byDomain.set(d, [...(byDomain.get(d) ?? []), to]);
   }
+  if (flags.dns !== undefined) {
+    const d = parseHostPort(flags.dns, { defaultPort: 53 });
+    if (!d.ok) throw new ConfigError(`send: --dns ${JSON.stringify(flags.dns)}: expected HOST[:PORT]: ${d.problem}`);
+  }
   const resolver = systemResolver(flags.dns !== undefined ? [flags.dns] : undefined);
   const out: SendOutcome[] = [];
   for (const [domain, to] of byDomain) {
@@ -139,17 +144,11 @@ async function runSend(flags: SendFlags): Promise<SendOutcome[]> {
   return out;
 }
 
-/** HOST, HOST:PORT, [IPv6]:PORT or a bare IPv6 address. */
+/** HOST, HOST:PORT, [IPv6]:PORT or a bare IPv6 address (the one HOST:PORT parser). */
 export function parseServer(text: string, implicit: boolean): { host: string; port: number } {
-  const def = implicit ? 465 : 25;
-  const m = /^\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?$/.exec(text) ?? /^([^:\s[\]]+)(?::(\d{1,5}))?$/.exec(text);
-  if (m === null) {
-    if (/^[0-9A-Fa-f:]+$/.test(text) && text.includes(':')) return { host: text, port: def };
-    throw new ConfigError(`send: --server ${JSON.stringify(text)}: expected HOST[:PORT] or [IPv6]:PORT`);
-  }
-  const port = m[2] !== undefined ? Number(m[2]) : def;
-  if (port < 1 || port > 65535) throw new ConfigError(`send: --server ${JSON.stringify(text)}: port out of range`);
-  return { host: m[1] ?? text, port };
+  const r = parseHostPort(text, { defaultPort: implicit ? 465 : 25 });
+  if (!r.ok) throw new ConfigError(`send: --server ${JSON.stringify(text)}: expected HOST[:PORT] or [IPv6]:PORT: ${r.problem}`);
+  return { host: r.host, port: r.port };
 }
 
 function readFile(path: string): Buffer {

@@ -13,13 +13,18 @@
  * - a bounce is sent from the null sender and never for a message from the null sender;
  * - content is sent with CRLF line endings only (a relay never forwards a bare CR or LF).
  */
-import { deliverBatch, deliverBatchToDomain, tlsLevelRank, DEFAULT_MAX_PER_CONNECTION, type BatchMessage, type DeliveryResult, type Resolver, type TlsLevel, type Timeouts } from '../client/index.js';
+import { deliverBatch, deliverBatchToDomain, tlsLevelRank, type BatchMessage, type DeliveryResult, type Resolver, type TlsLevel, type Timeouts } from '../client/index.js';
 import type { Logger } from '../log.js';
 import { domainOf, newMessageId, type QueueEntry, type Store, type StoredMessage } from '../store/index.js';
 import type { TlsOutcome } from '../types.js';
 import { buildBounce, type FailedRecipient } from './bounce.js';
-import { DEFAULT_RETRY, nextAttempt, type RetryPolicy } from './schedule.js';
+import { nextAttempt, type RetryPolicy } from './schedule.js';
 
+/**
+ * What the runner needs, all of it given: serve takes it from the config schema
+ * (config.ts relayRunnerSettings; its defaults are DEFAULT_RELAY there), so there is one set of
+ * defaults.
+ */
 export interface RelayConfig {
   /** Our name in EHLO and in bounces. */
   hostname: string;
@@ -40,21 +45,9 @@ export interface RelayConfig {
   timeouts?: Partial<Timeouts>;
   /** Local domains: bounces to them go to a mailbox, not out again. */
   localDomains: string[];
-  /** Connection reuse: most messages over one connection (default 100; 1 turns reuse off). */
-  maxMessagesPerConnection?: number;
+  /** Connection reuse: most messages over one connection (1 turns reuse off). */
+  maxMessagesPerConnection: number;
 }
-
-export const DEFAULT_RELAY: Omit<RelayConfig, 'hostname' | 'localDomains'> = {
-  routes: {},
-  tlsPolicy: {},
-  defaultTls: 'may',
-  smtpPort: 25,
-  ca: null,
-  retry: DEFAULT_RETRY,
-  intervalMs: 30_000,
-  concurrency: 8,
-  maxMessagesPerConnection: DEFAULT_MAX_PER_CONNECTION,
-};
 
 export interface RunSummary {
   claimed: number;
@@ -169,7 +162,7 @@ export class QueueRunner {
    * same destination may run in parallel up to `concurrency`.
    */
   private batches(jobs: Job[]): Batch[] {
-    const max = Math.max(1, Math.floor(this.cfg.maxMessagesPerConnection ?? DEFAULT_MAX_PER_CONNECTION));
+    const max = Math.max(1, Math.floor(this.cfg.maxMessagesPerConnection));
     const groups = new Map<string, Batch>();
     for (const job of jobs) {
       const level = this.levelFor(job.domain, job.requireTls);
@@ -202,7 +195,7 @@ export class QueueRunner {
       level,
       helo: this.cfg.hostname,
       bareLineEndings: 'normalize' as const,
-      maxPerConnection: this.cfg.maxMessagesPerConnection ?? DEFAULT_MAX_PER_CONNECTION,
+      maxPerConnection: this.cfg.maxMessagesPerConnection,
       ...(this.cfg.ca ? { tls: { ca: this.cfg.ca } } : {}),
       ...(this.cfg.timeouts ? { timeouts: this.cfg.timeouts } : {}),
     };
@@ -311,7 +304,7 @@ function groupJobs(rows: QueueEntry[]): Job[] {
   return [...jobs.values()];
 }
 
-/** What TLS this attempt asked for and got (issue 3: recorded for every attempt). */
+/** What TLS this attempt asked for and got (recorded for every attempt). */
 export function outcomeOf(level: TlsLevel, r: DeliveryResult | null, dnsReason: string | null): TlsOutcome {
   if (!r) return { host: null, levelAsked: level, levelReached: 'none', protocol: null, cipher: null, verified: false, whyNot: dnsReason };
   let whyNot: string | null = null;

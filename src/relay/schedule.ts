@@ -9,15 +9,12 @@ export interface RetryPolicy {
   minBackoffMs: number;
   /** The delay doubles per attempt up to this. */
   maxBackoffMs: number;
-  /** A message older than this is bounced instead of retried (default 5 days). */
+  /** A message older than this is bounced instead of retried. */
   maxAgeMs: number;
 }
 
-export const DEFAULT_RETRY: RetryPolicy = {
-  minBackoffMs: 5 * 60_000,
-  maxBackoffMs: 4 * 3600_000,
-  maxAgeMs: 5 * 86_400_000,
-};
+// The defaults (5 min, 4 h, 5 days) are the config schema's relay.minBackoffMs, maxBackoffMs and
+// maxQueueAgeMs (src/config/schema.ts): one place, DEFAULT_RELAY.retry in config.ts.
 
 /**
  * The next attempt time after `attempts` failed attempts, or null when the message has been in

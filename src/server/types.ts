@@ -3,7 +3,6 @@
  * (go-smtp's habit: a tiny required interface, everything else optional).
  */
 import type { SecureContext, TLSSocketOptions } from 'node:tls';
-import { totalmem } from 'node:os';
 import type { IncomingMessage, ListenerTlsLevel } from '../types.js';
 import type { BodySpool } from '../store/spool.js';
 import type { Logger } from '../log.js';
@@ -75,34 +74,7 @@ export interface AuthLimits {
   maxTrackedKeys: number;
 }
 
-export const DEFAULT_LIMITS: Limits = {
-  maxLineLength: 2048,
-  maxMessageSize: 35 * 1024 * 1024,
-  maxRecipients: 1000,
-  commandTimeoutMs: 300_000,
-  dataTimeoutMs: 300_000,
-  minDataRate: 500,
-  spoolThreshold: 256 * 1024,
-  // An eighth of the machine's memory, at most 256 MiB: 2000 sessions × 256 KiB would be 500 MiB.
-  maxBodyMemory: Math.min(256 * 1024 * 1024, Math.floor(totalmem() / 8)),
-  handshakeTimeoutMs: 30_000,
-  maxConnections: 2000,
-  maxConnectionsPerIp: 200,
-  maxErrors: 20,
-  greetingDelayMs: 0,
-  auth: {
-    maxFailures: 5,
-    windowMs: 300_000,
-    delayMs: 1000,
-    maxDelayMs: 30_000,
-    maxInFlightPerNetwork: 4,
-    maxInFlightPerAccount: 2,
-    ipv4Prefix: 32,
-    ipv6Prefix: 64,
-    maxTrackedKeys: 100_000,
-  },
-  shutdownGraceMs: 30_000,
-};
+// The defaults of Limits are the config schema's (src/config/schema.ts; DEFAULT_LIMITS in config.ts).
 
 /** Where accepted messages go. resolve() only once the message is durable. */
 export interface MessageSink {

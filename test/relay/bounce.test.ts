@@ -2,7 +2,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildBounce, headerSection } from '../../src/relay/bounce.js';
-import { DEFAULT_RETRY, nextAttempt } from '../../src/relay/schedule.js';
+import { DEFAULT_RELAY } from '../../src/config.js';
+import { nextAttempt } from '../../src/relay/schedule.js';
+
+const DEFAULT_RETRY = DEFAULT_RELAY.retry;
 
 const original = Buffer.from('Received: from x\r\nSubject: hello\r\nFrom: <a@example.org>\r\n\r\nsecret body text\r\n');
 

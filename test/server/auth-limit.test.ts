@@ -1,5 +1,5 @@
 /**
- * The AUTH limiter under attack (issue 8 item 3), against a real server (library SmtpServer,
+ * The AUTH limiter under attack, against a real server (library SmtpServer,
  * implicit TLS on 127.0.0.1:0, a real certificate) whose UserVerifier counts the passwords it
  * really checks (scrypt, the store's own password code):
  * - 60 parallel TLS sessions from one address, each sending one wrong AUTH PLAIN at the same
@@ -21,7 +21,8 @@ import { join } from 'node:path';
 import { SmtpServer } from '../../src/server/server.js';
 import { AuthLimiter } from '../../src/server/context.js';
 import { clientKey } from '../../src/server/client-network.js';
-import { DEFAULT_LIMITS, type AuthLimits, type Logger, type UserVerifier } from '../../src/server/types.js';
+import { DEFAULT_LIMITS } from '../../src/config.js';
+import type { AuthLimits, Logger, UserVerifier } from '../../src/server/types.js';
 import { CertificateStore, upgradeSocketOptions } from '../../src/tls/index.js';
 import { hashPassword, verifyPassword } from '../../src/store/passwords.js';
 import { issueCert, makeTestCa, writeKeyPair, type TestCa } from '../helpers/certs.js';

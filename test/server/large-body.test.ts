@@ -1,5 +1,5 @@
 /**
- * Large message bodies (issue 8 item 2): received over STARTTLS by DATA and by BDAT, written to the
+ * Large message bodies: received over STARTTLS by DATA and by BDAT, written to the
  * spool as they arrive, stored byte-exact (our Received header + the content), with no spool file
  * left for refused messages; and the server-wide memory budget for bodies of a server without a
  * spool (452 4.3.1 instead of growing).
@@ -12,7 +12,8 @@ import { randomBytes } from 'node:crypto';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { WireClient } from '../helpers/wire.js';
 import { SmtpServer } from '../../src/server/server.js';
-import { DEFAULT_LIMITS, type MessageSink } from '../../src/server/types.js';
+import { DEFAULT_LIMITS } from '../../src/config.js';
+import type { MessageSink } from '../../src/server/types.js';
 import { silentLogger } from '../../src/log.js';
 import type { IncomingMessage } from '../../src/types.js';
 

@@ -1,0 +1,237 @@
+/**
+ * The config schema of `postseal serve`: every key with its type, default, meaning and flag. It is
+ * the only place those are written: validation and defaults (engine.ts), serve's flags
+ * (cli/serve.ts), the relay runner's settings (config.ts relayRunnerSettings) and the reference
+ * docs/config.md (reference.ts; test/cli/config-reference.test.ts fails when it is stale) all
+ * come from it.
+ *
+ * The TypeScript interfaces below are checked against the table: a key missing from the table,
+ * or one the interfaces do not have, does not compile.
+ */
+import { totalmem } from 'node:os';
+import { DEFAULT_MAX_PER_CONNECTION } from '../client/deliver.js';
+import { TLS_LEVELS, type TlsLevel } from '../client/levels.js';
+import type { AuthLimits, Limits } from '../server/types.js';
+import { LISTENER_TLS_LEVELS, type ListenerTlsLevel } from '../types.js';
+import type { FlagSpec, Group, Leaf, Node } from './engine.js';
+import { bool, domain, domainOrStar, hostName, hostPort, int, ms, oneOf, path, pathOrNull, pemPath } from './values.js';
+
+export interface ListenerConfig {
+  address: string;
+  tls: ListenerTlsLevel;
+  auth: 'none' | 'optional' | 'required';
+  /** Connections this listener holds at once (its own cap, beside limits.maxConnections). */
+  maxConnections: number;
+}
+
+export const LISTENER_NAMES = ['mx', 'submission', 'submissions'] as const;
+export type ListenerName = (typeof LISTENER_NAMES)[number];
+
+/** Outbound delivery of what authenticated users submit for other domains. */
+export interface RelaySettings {
+  enabled: boolean;
+  /** domain (or '*' for a relayhost) → HOST:PORT, like Postfix transport maps. */
+  routes: Record<string, string>;
+  /** domain → outbound TLS level, like Postfix smtp_tls_policy_maps. */
+  tlsPolicy: Record<string, TlsLevel>;
+  defaultTls: TlsLevel;
+  smtpPort: number;
+  /** DNS servers (HOST:PORT) for MX lookups; empty = the system's. */
+  dns: string[];
+  ca: string | null;
+  intervalMs: number;
+  concurrency: number;
+  minBackoffMs: number;
+  maxBackoffMs: number;
+  maxQueueAgeMs: number;
+  maxMessagesPerConnection: number;
+}
+
+export interface ServeConfig {
+  dataDir: string;
+  hostname: string;
+  domains: string[];
+  listeners: { mx: ListenerConfig | null; submission: ListenerConfig | null; submissions: ListenerConfig | null };
+  tls: {
+    cert: string | null;
+    key: string | null;
+    /** More certificates, chosen by SNI from their SAN DNS names; an ECDSA and an RSA pair may share names. */
+    certificates: Array<{ cert: string; key: string }>;
+    minVersion: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3';
+    selfSigned: boolean;
+  };
+  limits: Limits;
+  bareLineEndings: 'reject' | 'normalize';
+  log: { level: 'debug' | 'info' | 'warn' | 'error' | 'silent' };
+  relay: RelaySettings;
+  recipients: { catchAll: boolean };
+  received: { showAuthenticatedSender: boolean };
+}
+
+/** The data directory of serve and of the commands that open its store (user, mailbox, queue). */
+export const DEFAULT_DATA_DIR = './postseal-data';
+
+function leaf<T>(type: Leaf<T>['type'], dflt: T | (() => T), doc: string, more: Partial<Leaf<T>> = {}): Leaf<T> {
+  return { kind: 'leaf', type, default: dflt, doc, ...more };
+}
+
+function group<T>(doc: string, fields: Group<T>['fields'], more: Partial<Group<T>> = {}): Group<T> {
+  return { kind: 'group', doc, fields, ...more };
+}
+
+function flag(name: string, arg: string | undefined, help: string, more: Partial<FlagSpec> = {}): { flag: FlagSpec } {
+  return { flag: { name, ...(arg !== undefined ? { arg } : {}), help, ...more } };
+}
+
+function listener(name: ListenerName, address: string, tls: ListenerTlsLevel, auth: ListenerConfig['auth'], maxConnections: number, doc: string, tlsFlag?: FlagSpec): Node<ListenerConfig | null> {
+  return {
+    kind: 'optional',
+    doc: `${doc} \`"off"\` (or \`false\`, \`null\`) turns it off.`,
+    ...flag(`--${name}`, '<addr|off>', `${name} listener address, or off`, { toJson: (t) => ({ ok: true, value: t === 'off' ? 'off' : { address: t } }) }),
+    group: group<ListenerConfig>(`the ${name} listener`, {
+      address: leaf(hostPort({ allowPortZero: true }), address, 'Address to listen on (port 0: any free port).'),
+      tls: leaf(oneOf(LISTENER_TLS_LEVELS), tls, 'Inbound TLS: `none` (no STARTTLS), `may` (offered), `encrypt` (required before MAIL/AUTH), `implicit` (TLS from the first byte).', tlsFlag ? { flag: tlsFlag } : {}),
+      auth: leaf(oneOf(['none', 'optional', 'required'] as const), auth, 'AUTH: `none` (not offered), `optional`, `required` (MAIL needs AUTH first).'),
+      maxConnections: leaf(int(1, 1_000_000), maxConnections, 'Connections this listener holds at once (beside `limits.maxConnections`): a flood on one port never takes the others\' slots.'),
+    }),
+  };
+}
+
+const authLimits = group<AuthLimits>(
+  'AUTH attempts: counting, delays, in-flight caps, client networks.',
+  {
+    maxFailures: leaf(int(1, 10_000_000), 5, 'Failed AUTH attempts per client network, and per account, within `windowMs` before delays start.'),
+    windowMs: leaf(ms(1), 300_000, 'How long a failure is remembered.'),
+    delayMs: leaf(ms(0), 1000, 'The first delay past `maxFailures`; it doubles with every further failure.'),
+    maxDelayMs: leaf(ms(0), 30_000, 'Ceiling of the delay (at least `delayMs`).'),
+    maxInFlightPerNetwork: leaf(int(1, 10_000_000), 4, 'AUTH attempts checked or waiting at once per client network (`454 4.7.0` beyond).'),
+    maxInFlightPerAccount: leaf(int(1, 10_000_000), 2, 'The same per account name, from networks the account has not logged in from.'),
+    ipv4Prefix: leaf(int(0, 32, 'bits'), 32, 'IPv4 clients are grouped per this prefix (32: per address).'),
+    ipv6Prefix: leaf(int(0, 128, 'bits'), 64, 'IPv6 clients are grouped per this prefix (64: one host usually owns a /64).'),
+    maxTrackedKeys: leaf(int(1, 10_000_000), 100_000, 'Upper bound on tracked networks, and separately on tracked accounts (memory bound).'),
+  },
+  { check: (a) => (a.maxDelayMs < a.delayMs ? { field: 'maxDelayMs', expected: `at least limits.auth.delayMs (${a.delayMs})` } : null) },
+);
+
+const BIG = Number.MAX_SAFE_INTEGER;
+
+const limits = group<Limits>(
+  'Limits for hostile clients (README "Limits").',
+  {
+    maxLineLength: leaf(int(512, BIG, 'bytes', 'RFC 5321 §4.5.3.1.4'), 2048, 'Longest command line in octets, CRLF excluded (`500 5.5.2` past it).'),
+    maxMessageSize: leaf(int(1, BIG, 'bytes'), 35 * 1024 * 1024, 'Largest message (SIZE; `552 5.3.4`).'),
+    maxRecipients: leaf(int(100, BIG, 'count', 'RFC 5321 §4.5.3.1.8'), 1000, 'Recipients per message (`452 4.5.3`).'),
+    commandTimeoutMs: leaf(ms(1), 300_000, 'Waiting for a command; a command line must end within this of its first byte (RFC 5321 §4.5.3.2.7).'),
+    dataTimeoutMs: leaf(ms(1), 300_000, 'Waiting for DATA/BDAT content.'),
+    minDataRate: leaf(int(0, BIG, 'bytes/s'), 500, 'Slowest accepted content after `dataTimeoutMs` (Postfix smtpd_min_data_rate); 0: off.'),
+    handshakeTimeoutMs: leaf(ms(1), 30_000, 'TLS handshake, absolute.'),
+    maxConnections: leaf(int(1, BIG), 2000, 'Connections of all listeners together (`421 4.7.0`).'),
+    maxConnectionsPerIp: leaf(int(1, BIG), 200, 'Connections per client: per IPv4 address, per IPv6 /64.'),
+    spoolThreshold: leaf(int(1, BIG, 'bytes'), 256 * 1024, 'A body past this many bytes goes to a spool file as it arrives.'),
+    // An eighth of the machine's memory, at most 256 MiB: 2000 sessions × 256 KiB would be 500 MiB.
+    maxBodyMemory: leaf(int(1, BIG, 'bytes'), () => Math.min(256 * 1024 * 1024, Math.floor(totalmem() / 8)), 'Bytes of bodies all sessions together hold in memory; past it DATA/BDAT get `452 4.3.1`.', {
+      defaultText: '⅛ of RAM, at most 268435456 (256 MiB)',
+    }),
+    maxErrors: leaf(int(1, BIG), 20, 'Client errors (4xx/5xx replies) before `421` and close (Postfix smtpd_hard_error_limit).'),
+    greetingDelayMs: leaf(ms(0), 0, 'Wait before the greeting; a client talking first is refused (`554 5.5.0`). 0: off.'),
+    auth: authLimits,
+    shutdownGraceMs: leaf(ms(0), 30_000, 'How long transactions in flight may run after shutdown starts.'),
+  },
+  { replaced: { authFailures: 'limits.auth { maxFailures, windowMs, delayMs, maxDelayMs, maxInFlightPerNetwork, maxInFlightPerAccount, ipv4Prefix, ipv6Prefix, maxTrackedKeys }' } },
+);
+
+/** DOMAIN=VALUE from a repeatable flag (the map's key and value are checked by the map). */
+function entry(valueName: string): FlagSpec['toJson'] {
+  return (t) => {
+    const eq = t.indexOf('=');
+    return eq <= 0 ? { ok: false, expected: `DOMAIN=${valueName}` } : { ok: true, value: { [t.slice(0, eq)]: t.slice(eq + 1) } };
+  };
+}
+
+const LEVEL_LIST = TLS_LEVELS.join('|');
+
+const relay = group<RelaySettings>('Outbound delivery of mail authenticated users submit for other domains.', {
+  enabled: leaf(bool, true, 'Deliver queued outbound mail.', flag('--no-relay', undefined, 'do not deliver queued outbound mail', { sets: false })),
+  routes: {
+    kind: 'map',
+    key: domainOrStar,
+    value: hostPort(),
+    doc: 'Static routes, like Postfix transport maps: domain (or `*`, a relayhost) → HOST:PORT.',
+    ...flag('--route', '<domain=host:port>', 'static route for outbound mail, * for a relayhost (repeatable)', { toJson: entry('HOST:PORT') }),
+  },
+  tlsPolicy: {
+    kind: 'map',
+    key: domainOrStar,
+    value: oneOf(TLS_LEVELS),
+    doc: 'Outbound TLS level per destination domain, like Postfix smtp_tls_policy_maps.',
+    ...flag('--tls-policy', '<domain=level>', `outbound TLS level for a domain: ${LEVEL_LIST} (repeatable)`, { toJson: entry('LEVEL') }),
+  },
+  defaultTls: leaf(oneOf(TLS_LEVELS), 'may', 'Outbound TLS level for other domains (`may`: opportunistic, RFC 7435).', flag('--relay-tls', '<level>', `outbound TLS level for other domains: ${LEVEL_LIST}`)),
+  smtpPort: leaf(int(1, 65535, 'port'), 25, 'Port for MX deliveries.', flag('--smtp-port', '<port>', 'port for MX deliveries')),
+  dns: {
+    kind: 'list',
+    element: hostPort(),
+    doc: 'DNS servers (HOST:PORT) for MX lookups; empty: the system\'s.',
+    ...flag('--dns', '<host:port>', 'DNS server for MX lookups (repeatable)', { list: 'replace' }),
+  },
+  ca: leaf(pathOrNull, null, 'Extra trusted CA file (PEM) for `verify`, besides the system roots.', flag('--relay-ca', '<file>', 'extra trusted CA (PEM) for outbound verify')),
+  intervalMs: leaf(int(1, 2 ** 31 - 1, 'ms'), 30_000, 'How often the queue is looked at for due messages.'),
+  concurrency: leaf(int(1, 1000), 8, 'Parallel deliveries.'),
+  minBackoffMs: leaf(int(1, 2 ** 31 - 1, 'ms'), 5 * 60_000, 'First retry delay (Postfix minimal_backoff_time); it doubles per attempt.'),
+  maxBackoffMs: leaf(int(1, 2 ** 31 - 1, 'ms'), 4 * 3600_000, 'Longest retry delay (maximal_backoff_time).'),
+  maxQueueAgeMs: leaf(int(1, 2 ** 31 - 1, 'ms'), 5 * 86_400_000, 'A message older than this is bounced instead of retried (RFC 5321 §4.5.4.1: 4–5 days).'),
+  maxMessagesPerConnection: leaf(int(1, 1000), DEFAULT_MAX_PER_CONNECTION, 'Messages sent over one connection to one destination before a new one (1: no reuse).'),
+});
+
+export const SCHEMA: Group<ServeConfig> = group<ServeConfig>('postseal serve', {
+  dataDir: leaf(path, DEFAULT_DATA_DIR, 'Data directory: the database, spooled bodies, the self-signed certificate.', flag('--data', '<dir>', 'data directory (database, self-signed certificate)')),
+  hostname: leaf(hostName, 'localhost', 'Our name in the greeting, EHLO and Received headers.', flag('--hostname', '<name>', 'name in the greeting, EHLO and Received headers')),
+  domains: { kind: 'list', element: domain, doc: 'Local domains (besides `hostname` and localhost): mail for them goes to mailboxes.', ...flag('--domain', '<domain>', 'a local domain (repeatable)', { list: 'append' }) },
+  listeners: group<ServeConfig['listeners']>('the listeners', {
+    // Each listener has its own cap below the total, so a flood on the public mx port never
+    // locks authenticated users out of submission.
+    mx: listener('mx', '127.0.0.1:2525', 'may', 'none', 1500, 'The MX listener (port 25 in production).', {
+      name: '--mx-tls',
+      arg: '<level>',
+      help: 'TLS level of the mx listener: none|may|encrypt',
+      type: oneOf(['none', 'may', 'encrypt'] as const),
+    }),
+    submission: listener('submission', '127.0.0.1:2587', 'encrypt', 'required', 500, 'The submission listener (port 587: STARTTLS then AUTH).', {
+      name: '--submission-tls',
+      arg: '<level>',
+      help: `TLS level of the submission listener: ${LISTENER_TLS_LEVELS.join('|')}`,
+    }),
+    submissions: listener('submissions', '127.0.0.1:2465', 'implicit', 'required', 500, 'The implicit-TLS submission listener (port 465, RFC 8314).'),
+  }),
+  tls: group<ServeConfig['tls']>('certificates and the TLS floor', {
+    cert: leaf(pathOrNull, null, 'Certificate PEM (chain after the leaf); goes with `tls.key`.', flag('--cert', '<file>', 'certificate PEM (chain after the leaf)')),
+    key: leaf(pathOrNull, null, 'Private key PEM; goes with `tls.cert`.', flag('--key', '<file>', 'private key PEM')),
+    certificates: {
+      kind: 'list',
+      element: group<{ cert: string; key: string }>('one certificate and its key', {
+        cert: leaf(pemPath, '', 'Certificate PEM.', { required: true }),
+        key: leaf(pemPath, '', 'Its private key PEM.', { required: true }),
+      }),
+      doc: 'More certificates `[{ "cert", "key" }]`, chosen by SNI from their SAN DNS names; an ECDSA and an RSA pair may cover the same names.',
+      ...flag('--cert-pair', '<cert:key>', 'one more certificate and its key, served to clients whose SNI names one of its SAN DNS names; ECDSA and RSA for the same names may both be given (repeatable)', {
+        list: 'append',
+        toJson: (t) => {
+          const [cert, key, ...rest] = t.split(':');
+          return rest.length === 0 && cert && key ? { ok: true, value: { cert, key } } : { ok: false, expected: "CERT:KEY (two PEM file paths; for paths containing ':' use tls.certificates in the config file)" };
+        },
+      }),
+    },
+    minVersion: leaf(oneOf(['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'] as const), 'TLSv1.2', 'Oldest TLS version accepted.'),
+    selfSigned: leaf(bool, true, 'Without a certificate, make a self-signed one in the data directory (development); false: no TLS at all (STARTTLS answers 454).'),
+  }),
+  limits,
+  bareLineEndings: leaf(oneOf(['reject', 'normalize'] as const), 'reject', 'Bare CR or LF in content (`550 5.6.0`) and command lines ending in a bare LF (`500 5.5.2`, closed): `reject`, or `normalize` to CRLF.', flag('--bare-line-endings', '<mode>', 'reject or normalize bare CR/LF in messages')),
+  log: group<ServeConfig['log']>('logging', { level: leaf(oneOf(['debug', 'info', 'warn', 'error', 'silent'] as const), 'info', 'Log level (JSON lines on stderr).', flag('--log-level', '<level>', 'debug|info|warn|error|silent')) }),
+  relay,
+  recipients: group<ServeConfig['recipients']>('local recipients', {
+    catchAll: leaf(bool, false, 'Accept mail for any address at a local domain (default: users and postmaster only).', flag('--catch-all', undefined, 'accept mail for any address at a local domain', { sets: true })),
+  }),
+  received: group<ServeConfig['received']>('our Received header', {
+    showAuthenticatedSender: leaf(bool, true, 'Write `(Authenticated sender: login)`, as Postfix does.'),
+  }),
+});

@@ -1,0 +1,99 @@
+/**
+ * The value types of the config schema: each checks a JSON value, says what it expected, and reads
+ * a flag's text. One definition per kind of value (HOST:PORT through protocol/host-port.ts).
+ */
+import { HOST_PORT_SYNTAX, parseHostPort } from '../protocol/host-port.js';
+import type { Parsed, ValueType } from './engine.js';
+
+/** Largest delay setTimeout honours (Node clamps larger ones to 1 ms with a warning). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function ok<T>(value: T): Parsed<T> {
+  return { ok: true, value };
+}
+const no: Parsed<never> = { ok: false };
+
+export type IntUnit = 'ms' | 'bytes' | 'count' | 'bits' | 'port' | 'bytes/s';
+
+/** A whole number in [min, max]; `floor` names a standard's minimum in errors (RFC 5321 …). */
+export function int(min: number, max: number, unit: IntUnit = 'count', floor?: string): ValueType<number> & { unit: IntUnit } {
+  const range = max === Number.MAX_SAFE_INTEGER ? `at least ${min}` : `from ${min} to ${max}`;
+  return {
+    name: `integer ${max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `${min}–${max}`}${unit === 'count' || unit === 'port' ? '' : ` (${unit})`}`,
+    expected: `a whole number ${range}${floor ? ` (${floor})` : ''}`,
+    unit,
+    parse: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max ? ok(v) : no),
+    // '' and '1e3' are not numbers a user meant; leave them as text so the error shows them.
+    fromText: (t) => (/^-?[0-9]+$/.test(t) ? Number(t) : t),
+  };
+}
+
+/** A duration in milliseconds that setTimeout can honour. */
+export function ms(min: number): ValueType<number> & { unit: IntUnit } {
+  return int(min, MAX_TIMER_MS, 'ms');
+}
+
+export const bool: ValueType<boolean> = {
+  name: 'boolean',
+  expected: 'true|false',
+  parse: (v) => (typeof v === 'boolean' ? ok(v) : no),
+  fromText: (t) => (t === 'true' ? true : t === 'false' ? false : t),
+};
+
+export function oneOf<const L extends readonly string[]>(list: L): ValueType<L[number]> {
+  return {
+    name: list.map((x) => `\`${x}\``).join(' | '),
+    expected: list.join('|'),
+    parse: (v) => (typeof v === 'string' && (list as readonly string[]).includes(v) ? ok(v as L[number]) : no),
+  };
+}
+
+export const path: ValueType<string> = {
+  name: 'path',
+  expected: 'a file or directory path',
+  parse: (v) => (typeof v === 'string' && v.length > 0 ? ok(v) : no),
+};
+
+/** A PEM file path that must come with its partner (cert and key). */
+export const pemPath: ValueType<string> = { ...path, expected: 'a PEM file path (cert and key go together)' };
+
+export const pathOrNull: ValueType<string | null> = {
+  name: 'path or null',
+  expected: 'a file path or null',
+  parse: (v) => (v === null || (typeof v === 'string' && v.length > 0) ? ok(v) : no),
+};
+
+const NAME = /^[A-Za-z0-9.-]{1,253}$/;
+
+export const hostName: ValueType<string> = {
+  name: 'host name',
+  expected: 'a host name',
+  parse: (v) => (typeof v === 'string' && NAME.test(v) ? ok(v) : no),
+};
+
+/** A domain, lower-cased. */
+export const domain: ValueType<string> = {
+  name: 'domain',
+  expected: 'a domain name',
+  parse: (v) => (typeof v === 'string' && NAME.test(v) ? ok(v.toLowerCase()) : no),
+};
+
+/** A domain or `*` (a relayhost, the default route), lower-cased. */
+export const domainOrStar: ValueType<string> = {
+  name: 'domain or `*`',
+  expected: 'a domain or *',
+  parse: (v) => (v === '*' ? ok(v) : domain.parse(v)),
+};
+
+/** HOST:PORT, kept as the text (parsed again where it is used, with the same parser). */
+export function hostPort(opts: { allowPortZero?: boolean } = {}): ValueType<string> {
+  return {
+    name: 'HOST:PORT',
+    expected: HOST_PORT_SYNTAX,
+    parse: (v) => {
+      if (typeof v !== 'string') return no;
+      const r = parseHostPort(v, opts);
+      return r.ok ? ok(v) : { ok: false, expected: `${HOST_PORT_SYNTAX}: ${r.problem}` };
+    },
+  };
+}
