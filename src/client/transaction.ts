@@ -17,8 +17,25 @@ import { has, sizeLimit, type Capabilities } from '../protocol/ehlo.js';
 import { replyText, type Reply } from '../protocol/reply.js';
 import { SmtpClientError } from './errors.js';
 import { checkMailbox, checkParam, has8bit, isAscii, prepareContent, type BareLineEndings } from './message.js';
-import type { SmtpClient } from './client.js';
+import type { TimeoutName } from './options.js';
+import type { TlsSessionInfo } from './tls-session.js';
+import type { Transcript } from './transcript.js';
 import { WRITE_PIECE } from '../transport/client-connection.js';
+
+/**
+ * What a transaction needs of the client: TransactionChannel has these members, and this module does not
+ * import client.ts back (client.ts calls sendTransaction).
+ */
+export interface TransactionChannel {
+  readonly phase: 'plaintext' | 'tls';
+  readonly transcript: Transcript;
+  readonly tls: TlsSessionInfo | null;
+  readReply(timeout: TimeoutName, what: string): Promise<Reply>;
+  writeLines(lines: string[], timeout: TimeoutName, shown?: string[]): Promise<void>;
+  writeBytes(bytes: Uint8Array, timeout: TimeoutName): Promise<void>;
+  command(line: string, timeout: TimeoutName, shown?: string): Promise<Reply>;
+  rset(): Promise<Reply>;
+}
 
 export interface SendEnvelope {
   /** Reverse path without brackets; '' is the null sender. */
@@ -68,7 +85,7 @@ export interface TransactionResult {
 }
 
 
-export async function sendTransaction(client: SmtpClient, caps: Capabilities, env: SendEnvelope, content: Uint8Array | string, options: SendOptions): Promise<TransactionResult> {
+export async function sendTransaction(client: TransactionChannel, caps: Capabilities, env: SendEnvelope, content: Uint8Array | string, options: SendOptions): Promise<TransactionResult> {
   // 1. Arguments first: nothing is written when one of them would break the command line.
   checkMailbox(env.from, 'sender', true);
   if (env.to.length === 0) throw new SmtpClientError('INVALID_ARGUMENT', 'no recipients');
@@ -142,7 +159,7 @@ export async function sendTransaction(client: SmtpClient, caps: Capabilities, en
   return { mail, recipients, data, delivered: recipients.filter((r) => r.delivered).map((r) => r.address), method, pipelined };
 }
 
-async function sendData(client: SmtpClient, bytes: Uint8Array, onContent?: () => void): Promise<Reply> {
+async function sendData(client: TransactionChannel, bytes: Uint8Array, onContent?: () => void): Promise<Reply> {
   const go = await client.command('DATA', 'dataInitMs');
   if (go.code !== 354) return go;
   onContent?.();
@@ -159,7 +176,7 @@ async function sendData(client: SmtpClient, bytes: Uint8Array, onContent?: () =>
  * RFC 3030 §2: BDAT n [LAST] followed by exactly n octets, no dot-stuffing. A chunk of any size
  * leaves in WRITE_PIECE pieces with backpressure (writeBytes), never as one write.
  */
-async function sendBdat(client: SmtpClient, bytes: Uint8Array, chunkSize: number, onContent?: () => void): Promise<Reply> {
+async function sendBdat(client: TransactionChannel, bytes: Uint8Array, chunkSize: number, onContent?: () => void): Promise<Reply> {
   onContent?.();
   const size = Math.max(1, chunkSize);
   let off = 0;
