@@ -1,13 +1,102 @@
 /**
- * Error classes. Every error postseal raises on purpose carries a literal `code`, so callers
- * (and JSON output) can branch on it without parsing messages.
+ * Error classes and the closed list of their codes. Every error postseal raises on purpose
+ * carries a literal `code` from ERROR_CODES, so callers (and JSON output) can branch on it
+ * without parsing messages.
+ *
+ * Invariant: a code is added here before it is used anywhere (test/unit/error-codes.test.ts
+ * reads src/ for code literals that are not in the list); client/errors.ts names the subset the
+ * client raises.
  */
+export const ERROR_CODES = [
+  // The client (client/errors.ts CLIENT_ERROR_CODES).
+  'CONNECT_FAILED',
+  'CONNECTION_CLOSED',
+  'TIMEOUT',
+  'PROTOCOL_ERROR',
+  'GREETING_REFUSED',
+  'EHLO_REFUSED',
+  'TLS_REQUIRED_NOT_OFFERED',
+  'STARTTLS_REFUSED',
+  'TLS_HANDSHAKE_FAILED',
+  'TLS_VERIFY_FAILED',
+  'TLS_ALREADY_ACTIVE',
+  'CLIENT_UPGRADED',
+  'CLIENT_CLOSED',
+  'AUTH_NEEDS_TLS',
+  'AUTH_NOT_OFFERED',
+  'AUTH_FAILED',
+  'CRLF_INJECTION',
+  'INVALID_ARGUMENT',
+  'BARE_LINE_ENDING',
+  'NOT_SUPPORTED',
+  'MESSAGE_TOO_BIG',
+  'REQUIRETLS_NOT_SUPPORTED',
+  'REJECTED',
+  // The client side of a connection (transport/client-connection.ts).
+  'CONNECTION_DETACHED',
+  // The store.
+  'STORE_BAD_ADDRESS',
+  'STORE_BAD_ID',
+  'STORE_BAD_LEASE',
+  'STORE_BAD_LIMIT',
+  'STORE_BAD_PASSWORD',
+  'STORE_BAD_SENDER',
+  'STORE_BODY_MISSING',
+  'STORE_CLOSED',
+  'STORE_COMMIT_FAILED',
+  'STORE_CORRUPT',
+  'STORE_ID_COLLISION',
+  'STORE_NO_RECIPIENTS',
+  'STORE_NO_WAL',
+  'STORE_NOT_FOUND',
+  'STORE_SCHEMA_MISSING',
+  'STORE_SCHEMA_OLD',
+  'STORE_SCHEMA_TOO_NEW',
+  'STORE_SPOOL_CLOSED',
+  'STORE_SPOOL_FAILED',
+  'STORE_WRITE_FAILED',
+  'STORE_WRITER_FAILED',
+  'USER_EXISTS',
+  // The checker.
+  'CHECK_BAD_COMMAND',
+  'CHECK_BAD_REPLY',
+  'CHECK_CLOSED',
+  'CHECK_CONNECT',
+  'CHECK_DNS',
+  'CHECK_EHLO',
+  'CHECK_FAILED',
+  'CHECK_GREETING',
+  'CHECK_TIMEOUT',
+  'CHECK_TLS',
+  // TLS: certificates, reloads, the server-side handshake.
+  'TLS_CERT_CONFLICT',
+  'TLS_CERT_INVALID',
+  'TLS_NO_CERTIFICATE',
+  'TLS_WATCH_FAILED',
+  'TLS_HANDSHAKE_TIMEOUT',
+  // Configuration and the command line.
+  'CONFIG_INVALID',
+  'CONFIG_UNKNOWN_KEY',
+  'CONFIG_UNREADABLE',
+  'USAGE',
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
 export class PostsealError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'PostsealError';
     this.code = code;
+  }
+}
+
+/** A command line that cannot be used (a bad flag value, a missing argument): exit status 2. */
+export class UsageError extends PostsealError {
+  declare readonly code: 'USAGE';
+  constructor(message: string) {
+    super('USAGE', message);
+    this.name = 'UsageError';
   }
 }
 

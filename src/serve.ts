@@ -2,7 +2,6 @@
  * `postseal serve` as a library call: opens the store in the data directory, loads (or makes) the
  * certificate, starts the listeners. The CLI only adds signals and printing.
  */
-import 'reflect-metadata';
 import { mkdirSync, readFileSync } from 'node:fs';
 import type { ServeConfig, ListenerName } from './config.js';
 import { LISTENER_NAMES, configAddress, relayRunnerSettings } from './config.js';

@@ -75,7 +75,7 @@ export interface MessageSummary {
   requireTls: boolean;
 }
 
-/** The TLS outcome of one outbound delivery attempt (issue 3: recorded for every attempt). */
+/** The TLS outcome of one outbound delivery attempt (recorded for every attempt). */
 export interface TlsOutcome {
   /** Host connected to (MX name or route). */
   host: string | null;

@@ -1,5 +1,6 @@
 /** Small helpers shared by the CLI commands: reading secrets, collecting repeated flags. */
 import { createInterface } from 'node:readline';
+import { UsageError } from '../errors.js';
 
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
@@ -17,7 +18,7 @@ export async function readStdin(): Promise<string> {
 
 /** Prompts on the terminal without echo. */
 export async function promptSecret(question: string): Promise<string> {
-  if (!process.stdin.isTTY) throw new Error('no terminal to prompt on: use --password-stdin');
+  if (!process.stdin.isTTY) throw new UsageError('no terminal to prompt on: use --password-stdin');
   const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
   const out = rl as unknown as { _writeToOutput: (s: string) => void };
   process.stderr.write(question);

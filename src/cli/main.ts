@@ -10,7 +10,7 @@ import { registerUser } from './user.js';
 import { registerCheck } from './check.js';
 import { registerSend } from './send.js';
 import { registerQueue } from './queue.js';
-import { ConfigError, PostsealError } from '../errors.js';
+import { ConfigError, PostsealError, UsageError } from '../errors.js';
 
 const program = new Command();
 program
@@ -36,7 +36,7 @@ async function main(): Promise<void> {
       process.exitCode = err.exitCode === 0 ? 0 : 2;
       return;
     }
-    if (err instanceof ConfigError) {
+    if (err instanceof ConfigError || err instanceof UsageError) {
       process.stderr.write(`postseal: ${err.message}\n`);
       process.exitCode = 2;
       return;

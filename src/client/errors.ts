@@ -5,7 +5,7 @@
  * Invariants: codes are a closed `as const` list; `permanent` says whether retrying the same
  * attempt later can help (a queue runner defers on false, bounces on true).
  */
-import { PostsealError } from '../errors.js';
+import { PostsealError, type ErrorCode } from '../errors.js';
 import type { Reply } from '../protocol/reply.js';
 import type { TlsSessionInfo } from './tls-session.js';
 
@@ -33,7 +33,7 @@ export const CLIENT_ERROR_CODES = [
   'MESSAGE_TOO_BIG',
   'REQUIRETLS_NOT_SUPPORTED',
   'REJECTED',
-] as const;
+] as const satisfies readonly ErrorCode[];
 export type ClientErrorCode = (typeof CLIENT_ERROR_CODES)[number];
 
 /** Codes for which trying again later cannot help. */

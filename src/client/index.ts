@@ -1,5 +1,5 @@
 /**
- * Public surface of the SMTP client (issue 3): the SmtpClient conversation API, TLS levels,
+ * Public surface of the SMTP client: the SmtpClient conversation API, TLS levels,
  * deliver() (one attempt at one level), deliverBatch() (several messages over one connection),
  * message helpers, and the error codes.
  *

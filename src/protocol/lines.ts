@@ -97,8 +97,3 @@ export function decodeUtf8(buf: Uint8Array, start: number, end: number, asciiSli
   }
   return decoder.decode(buf.subarray(start, end));
 }
-
-const encoder = new TextEncoder();
-export function encodeUtf8(s: string): Uint8Array {
-  return encoder.encode(s);
-}

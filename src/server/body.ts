@@ -13,6 +13,7 @@
  * - new DATA/BDAT is refused with 452 4.3.1 while the budget is used up (session.ts);
  * - a spool file that does not become a stored message is removed (discard()).
  */
+import { PostsealError } from '../errors.js';
 import type { BodySpool, SpoolFile, SpooledBody } from '../store/spool.js';
 
 /** Bytes of message bodies held in memory by every session of one server together. */
@@ -76,7 +77,7 @@ export class BodyCollector {
       this.file ??= this.spool.create(this.id);
       this.file.write(this.parts);
     } catch (err) {
-      this.ioError = err instanceof Error ? err : new Error(String(err));
+      this.ioError = err instanceof Error ? err : new PostsealError('STORE_SPOOL_FAILED', String(err));
       this.file?.discard();
       this.file = null;
     }
@@ -108,7 +109,7 @@ export class BodyCollector {
     }
     if (this.held > 0) this.spill();
     const file = this.file;
-    if (this.ioError || file === null) throw this.ioError ?? new Error('spool file lost');
+    if (this.ioError || file === null) throw this.ioError ?? new PostsealError('STORE_SPOOL_FAILED', 'spool file lost');
     return { parts: [], spooled: await file.finish() };
   }
 

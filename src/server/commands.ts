@@ -4,7 +4,7 @@
  * verb's own work and return a reply (or null when they changed phase themselves).
  */
 import { isAscii, isValidHeloName, parsePathArgs, domainOf, type Verb, type EsmtpParam } from '../protocol/command.js';
-import { reply, type Reply } from '../protocol/reply.js';
+import { formatReply, reply, type Reply } from '../protocol/reply.js';
 import { R, senderNotOwned, unknownRecipient } from './replies.js';
 import { senderOwned } from './senders.js';
 import { newFacts, type SessionApi } from './state.js';
@@ -193,7 +193,7 @@ function startTls(s: SessionApi, args: string): Reply | Promise<Reply | null> {
   if (s.listener.tls === 'none') return R.notImplemented;
   const opts = s.opts.tls.serverOptions();
   if (!opts) return R.tlsUnavailable; // RFC 3207 §4: 454, the session stays usable
-  return s.upgradeToTls(formatReady(), opts).then((socket) => {
+  return s.upgradeToTls(formatReply(R.readyTls), opts).then((socket) => {
     // RFC 3207 §4.2: forget everything learned before TLS — EHLO name, AUTH, the envelope.
     s.facts = newFacts(summarizeTls(socket));
     s.endTransaction();
@@ -204,10 +204,6 @@ function startTls(s: SessionApi, args: string): Reply | Promise<Reply | null> {
     // the reason ('tls handshake failed: …').
     return null;
   });
-}
-
-function formatReady(): string {
-  return '220 2.0.0 Ready to start TLS\r\n';
 }
 
 export const COMMANDS: Record<Verb, CommandSpec> = {

@@ -22,7 +22,7 @@ export function normalizeAddress(address: string): string {
 export { domainOf } from '../protocol/command.js';
 
 /**
- * A sender pattern a user may be given (issue 8 item 4): '*' (any sender), '*@domain' (any local
+ * A sender pattern a user may be given: '*' (any sender), '*@domain' (any local
  * part at that domain) or one address. Checked on the lower-cased form the store keeps.
  */
 export function isSenderPattern(p: string): boolean {

@@ -65,7 +65,7 @@ const MIGRATIONS: readonly string[] = [
     created_at    TEXT NOT NULL
   );
   `,
-  // 1 -> 2: the addresses a user may send as besides the login (issue 8 item 4):
+  // 1 -> 2: the addresses a user may send as besides the login:
   // an exact address, '*@domain' or '*'. Lower-cased, like users.address.
   `
   CREATE TABLE user_senders (
@@ -75,7 +75,7 @@ const MIGRATIONS: readonly string[] = [
   ) WITHOUT ROWID;
   `,
   // 2 -> 3: a large message's content lives in a spool file (store/spool.ts), named here; the
-  // data column then holds only our Received header (issue 8 item 2).
+  // data column then holds only our Received header.
   `
   ALTER TABLE message_data ADD COLUMN file TEXT;
   CREATE INDEX message_data_file ON message_data (file) WHERE file IS NOT NULL;

@@ -15,6 +15,7 @@ import type { Database, Statement } from 'better-sqlite3';
 import { BODIES_DIR, fsyncDir } from './spool.js';
 import { domainOf } from './address.js';
 import { QUEUE_COLUMNS, type QueueRow } from './rows.js';
+import type { ErrorCode } from '../errors.js';
 import type { OpResult, OpValues, WriteOp } from './writer-protocol.js';
 
 export type BatchApplier = (ops: WriteOp[], data: Uint8Array) => OpResult[];
@@ -143,7 +144,7 @@ function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['
   }
 }
 
-function errorCode(op: WriteOp, err: unknown): string {
+function errorCode(op: WriteOp, err: unknown): ErrorCode {
   const sqliteCode = err !== null && typeof err === 'object' && 'code' in err ? String(err.code) : '';
   if (sqliteCode.startsWith('SQLITE_CONSTRAINT')) {
     if (op.kind === 'addUser') return 'USER_EXISTS';

@@ -5,6 +5,7 @@
  * ArrayBuffer; every op of a batch gets exactly one OpResult, in order; a batch is either
  * committed as a whole (per-op failures rolled back to their own savepoint) or reported 'failed'.
  */
+import type { ErrorCode } from '../errors.js';
 import type { QueueRow } from './rows.js';
 
 /** Envelope and metadata of one message, already normalized, as the writer stores it. */
@@ -66,7 +67,7 @@ export interface OpValues {
   retryQueued: number;
 }
 
-export type OpResult = { ok: true; value: OpValues[OpKind] } | { ok: false; code: string; message: string };
+export type OpResult = { ok: true; value: OpValues[OpKind] } | { ok: false; code: ErrorCode; message: string };
 
 export function byteLength(op: WriteOp): number {
   return op.kind === 'accept' ? op.length : 0;

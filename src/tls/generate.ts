@@ -8,12 +8,27 @@
  * every name goes into the SAN (RFC 6125 §6.4.4: clients check SAN, CN is a fallback only),
  * IP literals as iPAddress entries (RFC 5280 §4.2.1.6), the rest as dNSName.
  */
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
+import type * as x509 from '@peculiar/x509';
 import { createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
 import { isIP } from 'node:net';
+import { PostsealError } from '../errors.js';
 
-x509.cryptoProvider.set(webcrypto);
+let x509Lib: Promise<typeof x509> | null = null;
+
+/**
+ * @peculiar/x509 and its reflect-metadata polyfill are loaded on the first certificate made, not
+ * when the library is imported: they cost most of postseal's import time, and a server with its
+ * own certificates never needs them.
+ */
+function loadX509(): Promise<typeof x509> {
+  x509Lib ??= (async () => {
+    await import('reflect-metadata');
+    const lib = await import('@peculiar/x509');
+    lib.cryptoProvider.set(webcrypto);
+    return lib;
+  })();
+  return x509Lib;
+}
 
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
@@ -68,7 +83,7 @@ async function importSigningKey(keyPem: string): Promise<{ key: CryptoKey; keyTy
   const keyObject = createPrivateKey(keyPem);
   const der = keyObject.export({ type: 'pkcs8', format: 'der' });
   const kind = keyObject.asymmetricKeyType;
-  if (kind !== 'ec' && kind !== 'rsa') throw new Error(`unsupported issuer key type ${String(kind)}`);
+  if (kind !== 'ec' && kind !== 'rsa') throw new PostsealError('TLS_CERT_INVALID', `unsupported issuer key type ${String(kind)}`);
   const alg = kind === 'ec' ? EC_ALG : RSA_ALG;
   const key = await webcrypto.subtle.importKey('pkcs8', der, alg, false, ['sign']);
   return { key, keyType: kind };
@@ -87,16 +102,17 @@ function sanEntries(names: readonly string[]): x509.JsonGeneralName[] {
 
 /** Generate a fresh key and a certificate for it, signed by `issuer` or by itself. */
 export async function createCertificate(params: CertificateParams): Promise<PemKeyPair> {
+  const lib = await loadX509();
   const keys = await generateKeys(params.keyType);
   const publicKey = keys.publicKey;
   const extensions: x509.Extension[] = [
-    new x509.BasicConstraintsExtension(params.isCa, undefined, true),
-    await x509.SubjectKeyIdentifierExtension.create(publicKey),
+    new lib.BasicConstraintsExtension(params.isCa, undefined, true),
+    await lib.SubjectKeyIdentifierExtension.create(publicKey),
   ];
   if (params.isCa) {
     extensions.push(
-      new x509.KeyUsagesExtension(
-        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
+      new lib.KeyUsagesExtension(
+        lib.KeyUsageFlags.keyCertSign | lib.KeyUsageFlags.cRLSign | lib.KeyUsageFlags.digitalSignature,
         true,
       ),
     );
@@ -104,13 +120,13 @@ export async function createCertificate(params: CertificateParams): Promise<PemK
     // RSA key exchange is gone from our suites, but older peers still expect keyEncipherment.
     const usage =
       params.keyType === 'rsa'
-        ? x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment
-        : x509.KeyUsageFlags.digitalSignature;
-    extensions.push(new x509.KeyUsagesExtension(usage, true));
-    extensions.push(new x509.ExtendedKeyUsageExtension([OID_SERVER_AUTH, OID_CLIENT_AUTH]));
+        ? lib.KeyUsageFlags.digitalSignature | lib.KeyUsageFlags.keyEncipherment
+        : lib.KeyUsageFlags.digitalSignature;
+    extensions.push(new lib.KeyUsagesExtension(usage, true));
+    extensions.push(new lib.ExtendedKeyUsageExtension([OID_SERVER_AUTH, OID_CLIENT_AUTH]));
   }
   if (params.names.length > 0) {
-    extensions.push(new x509.SubjectAlternativeNameExtension(sanEntries(params.names)));
+    extensions.push(new lib.SubjectAlternativeNameExtension(sanEntries(params.names)));
   }
   const subject: x509.JsonName = [{ CN: [params.commonName] }];
 
@@ -121,13 +137,13 @@ export async function createCertificate(params: CertificateParams): Promise<PemK
     const imported = await importSigningKey(params.issuer.keyPem);
     signingKey = imported.key;
     signerType = imported.keyType;
-    const issuerCert = new x509.X509Certificate(firstPem(params.issuer.certPem));
+    const issuerCert = new lib.X509Certificate(firstPem(params.issuer.certPem));
     issuerName = issuerCert.subject;
-    extensions.push(await x509.AuthorityKeyIdentifierExtension.create(issuerCert.publicKey));
+    extensions.push(await lib.AuthorityKeyIdentifierExtension.create(issuerCert.publicKey));
   } else {
-    extensions.push(await x509.AuthorityKeyIdentifierExtension.create(publicKey));
+    extensions.push(await lib.AuthorityKeyIdentifierExtension.create(publicKey));
   }
-  const cert = await x509.X509CertificateGenerator.create({
+  const cert = await lib.X509CertificateGenerator.create({
     serialNumber: randomSerial(),
     subject,
     issuer: issuerName,
@@ -152,6 +168,6 @@ export function splitPemCertificates(pem: string): string[] {
 
 function firstPem(pem: string): string {
   const first = splitPemCertificates(pem)[0];
-  if (first === undefined) throw new Error('no CERTIFICATE block in issuer PEM');
+  if (first === undefined) throw new PostsealError('TLS_CERT_INVALID', 'no CERTIFICATE block in issuer PEM');
   return first;
 }

@@ -1,5 +1,5 @@
 /**
- * The `postseal` command line contract (issue 2 item 11): --help, one `listening …` line per
+ * The `postseal` command line contract: --help, one `listening …` line per
  * listener, --mx-tls, and config errors refused at start with exit status 2 and a message naming
  * the bad key or value.
  */

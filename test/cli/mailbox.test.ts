@@ -1,5 +1,5 @@
 /**
- * `postseal mailbox list [--json]` and `mailbox show ID` (issue 2 item 11) against messages a
+ * `postseal mailbox list [--json]` and `mailbox show ID` against messages a
  * running `postseal serve` accepted: list fields with the TLS facts of the session, and the
  * stored bytes exactly (our Received header, then what the client sent, dot-unstuffed).
  */

@@ -1,5 +1,5 @@
 /**
- * `postseal user add|list|remove|senders` (issue 2 item 10, issue 8 item 4): scrypt hashes in the store, never the
+ * `postseal user add|list|remove|senders`: scrypt hashes in the store, never the
  * password; AUTH against a server on that data directory works, and stops working on removal.
  */
 import { after, test } from 'node:test';

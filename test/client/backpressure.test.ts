@@ -1,5 +1,5 @@
 /**
- * The client under a hostile or slow server (issue 8, client side): a server that stops reading
+ * The client under a hostile or slow server (client side): a server that stops reading
  * while a big message is sent makes the client wait for 'drain' (the bytes queued in Node stay
  * below two write pieces, not the message size) and the send completes once the server reads
  * again; a server that sends an endless reply line, or thousands of "250-" lines, is cut off with

@@ -1,5 +1,5 @@
 /**
- * The client-side STARTTLS rules (ARCHITECTURE.md, issue 3 item 2), each against a scripted fake
+ * The client-side STARTTLS rules (ARCHITECTURE.md), each against a scripted fake
  * server that records every byte it receives. Each test fails if its rule is broken.
  */
 import assert from 'node:assert/strict';

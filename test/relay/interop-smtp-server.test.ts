@@ -1,5 +1,5 @@
 /**
- * Outbound interop, for real (issue 3 item 5): the queue runner delivers by MX (test DNS server)
+ * Outbound interop, for real: the queue runner delivers by MX (test DNS server)
  * to smtp-server on 127.0.0.1, STARTTLS at may, encrypt and verify with a test-CA certificate for the MX
  * name; each test checks the bytes the receiver stored and the TLS outcome recorded in the queue.
  * The suite is test/helpers/receivers.ts interopSuite(); the table of levels reached is printed.

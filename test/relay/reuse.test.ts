@@ -1,5 +1,5 @@
 /**
- * Connection reuse in the queue runner (issue 3 item 4): messages of one pass for the same
+ * Connection reuse in the queue runner: messages of one pass for the same
  * destination travel over one connection — connect, EHLO, STARTTLS, EHLO, one transaction per
  * message, QUIT — with a cap per connection, a new connection when the server drops the old
  * one or answers 421, and each message's recipients keeping their own outcome.

@@ -1,5 +1,5 @@
 /**
- * The durability contract end to end (issue 2 item 8): the real `postseal serve` process under
+ * The durability contract end to end: the real `postseal serve` process under
  * load from ~20 concurrent STARTTLS sessions is killed with SIGKILL; every message whose 250
  * arrived must be in the store with intact bytes, and no stored message may be partial. Then the
  * server restarts on the same data directory, serves, and still lists them.

@@ -1,5 +1,5 @@
 /**
- * Hostile clients against a real `postseal serve` child process (issue 8): the server's memory is
+ * Hostile clients against a real `postseal serve` child process: the server's memory is
  * read from /proc/PID/status (VmRSS) around a bounded attack, and slot-holding tricks must end
  * with the server closing the connection. Each attack is bounded in bytes and time; nothing
  * asserts on durations (the waits are events with generous deadlines).

@@ -1,5 +1,5 @@
 /**
- * Limits and abuse rules against a real server (issue 2 item 7): command line length with a
+ * Limits and abuse rules against a real server: command line length with a
  * bounded-memory check, recipients, message size, connection limits (total, per IP), idle
  * timeout, error budget, early talkers, HTTP lines before/after TLS. The AUTH limiter has its own
  * file (auth-limit.test.ts).

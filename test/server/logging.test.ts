@@ -1,5 +1,5 @@
 /**
- * Logs of the real `postseal serve` process (issue 2 item 12): one JSON line per session (client,
+ * Logs of the real `postseal serve` process: one JSON line per session (client,
  * listener, TLS protocol/cipher/SNI, result) and one per message (queue id, size, recipients);
  * AUTH secrets — the password, the base64 AUTH PLAIN blob, the base64 LOGIN password — appear
  * nowhere in the output.

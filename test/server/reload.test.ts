@@ -1,5 +1,5 @@
 /**
- * Certificates in the running `postseal serve` process (issue 2 item 9): reload on SIGHUP and on
+ * Certificates in the running `postseal serve` process: reload on SIGHUP and on
  * file change without dropping live sessions, a bad file keeps the previous certificate, and
  * with no certificate configured a self-signed ECDSA P-256 / SHA-256 one is made once in the
  * data directory (with a warning) and reused by the next start.

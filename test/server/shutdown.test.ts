@@ -1,5 +1,5 @@
 /**
- * Graceful stop of the real `postseal serve` process (issue 2 item 11): on SIGTERM/SIGINT idle
+ * Graceful stop of the real `postseal serve` process: on SIGTERM/SIGINT idle
  * sessions get `421 4.3.2` at once, a session inside DATA finishes its message (250, stored) and
  * gets 421 after it, new connections are refused, the process exits 0. When the grace period
  * ends, a session that never finishes is cut off and the process still exits 0.

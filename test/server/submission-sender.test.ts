@@ -1,5 +1,5 @@
 /**
- * What an authenticated submission leaves in the message (issue 8 item 4), against a real server
+ * What an authenticated submission leaves in the message, against a real server
  * (startTestServer: SQLite store, real certificate, implicit TLS): the Received header names the
  * login as Postfix does, "(Authenticated sender: alice@postseal.test)", unless
  * received.showAuthenticatedSender is false; a message from mx names nobody. The sender patterns

@@ -1,5 +1,5 @@
 /**
- * Sender patterns of users (issue 8 item 4) in the SQLite store: given at addUser, changed with
+ * Sender patterns of users in the SQLite store: given at addUser, changed with
  * editSenders, read with senderPatterns (lower-cased, sorted, no duplicates), checked on the way
  * in (STORE_BAD_SENDER), gone with the user; hasUser is the recipient directory's cheap read.
  */

@@ -1,5 +1,5 @@
 /**
- * Large bodies on disk (issue 8 item 2): the spool file, the store row that names it, orphan
+ * Large bodies on disk: the spool file, the store row that names it, orphan
  * removal, and the body collector's memory accounting (threshold, budget, discard).
  */
 import { after, test } from 'node:test';

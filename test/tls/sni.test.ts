@@ -1,5 +1,5 @@
 /**
- * Several server certificates, chosen by SNI (issue 8 item 6), on the real server: implicit TLS
+ * Several server certificates, chosen by SNI, on the real server: implicit TLS
  * (465) and STARTTLS (25), names from SAN DNS entries with one-label wildcards, the default for
  * no SNI and unknown names, ECDSA and RSA side by side for one name, per-pair reload, the
  * refusals at start, and the ClientHello scanner that makes the ECDSA+RSA choice possible.
