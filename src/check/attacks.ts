@@ -7,9 +7,11 @@
  * - whole line: plaintext "STARTTLS\r\nNOOP\r\n" in one segment, then QUIT inside TLS. A first reply
  *   of 221 means NOOP was thrown away; anything else is the reply to the injected NOOP
  *   (CVE-2011-0411 class).
- * - partial line: plaintext "STARTTLS\r\nNO", then "OP\r\nQUIT\r\n" inside TLS. A 250 means the
- *   plaintext "NO" was glued to the TLS "OP" (the buffer was not purged); 500/502 for "OP" means it
- *   was purged.
+ * - partial line: plaintext "STARTTLS\r\nNO", then "OP\r\nOP\r\nQUIT\r\n" inside TLS. A 250 then a
+ *   refusal of the second (always unknown) "OP" means the plaintext "NO" was glued to the TLS "OP"
+ *   (the buffer was not purged); 500/502 for the first "OP" means it was purged; 250 to both means
+ *   the server answers 250 to anything: inconclusive, never "executed".
+ * - a probe blocked by the server's policy (MAIL answered 530 before TLS) is 'inconclusive'.
  * - state: MAIL FROM:<> before STARTTLS; inside TLS, RCPT TO right after the handshake and again
  *   after a new EHLO: a 503 (no MAIL given / EHLO first) means the envelope was reset (RFC 3207
  *   §4.2); a 2xx to either means the plaintext MAIL is still in effect.
@@ -23,7 +25,10 @@ export interface InjectionResult {
   evidence: string;
 }
 
-async function injection(ctx: CheckContext, before: string, after: string, beforeLabel: string, judge: (first: Reply) => InjectionOutcome): Promise<InjectionResult> {
+/** Judges the replies read inside TLS; `next` reads one more (pipelined) reply. */
+type Judge = (first: Reply, next: () => Promise<Reply>) => Promise<InjectionResult>;
+
+async function injection(ctx: CheckContext, before: string, after: string, beforeLabel: string, judge: Judge): Promise<InjectionResult> {
   let greeted;
   try {
     greeted = await connectAndEhlo(ctx);
@@ -41,8 +46,7 @@ async function injection(ctx: CheckContext, before: string, after: string, befor
     if (!st.ok) return { outcome: 'inconclusive', evidence: `TLS handshake failed: ${st.error}` };
     conn.sendRaw(after, printable(Buffer.from(after, 'latin1')));
     const first = await conn.readReply();
-    const outcome = judge(first);
-    return { outcome, evidence: `first reply inside TLS: ${replyText(first)}` };
+    return await judge(first, () => conn.readReply());
   } catch (e) {
     return { outcome: 'inconclusive', evidence: e instanceof Error ? e.message : String(e) };
   } finally {
@@ -51,16 +55,23 @@ async function injection(ctx: CheckContext, before: string, after: string, befor
 }
 
 export function probeInjectionWholeLine(ctx: CheckContext): Promise<InjectionResult> {
-  return injection(ctx, 'STARTTLS\r\nNOOP\r\n', 'QUIT\r\n', 'STARTTLS\\r\\nNOOP\\r\\n (one segment)', (first) =>
-    first.code === 221 ? 'discarded' : 'executed',
-  );
+  return injection(ctx, 'STARTTLS\r\nNOOP\r\n', 'QUIT\r\n', 'STARTTLS\\r\\nNOOP\\r\\n (one segment)', async (first) => ({
+    outcome: first.code === 221 ? 'discarded' : 'executed',
+    evidence: `first reply inside TLS: ${replyText(first)}`,
+  }));
 }
 
 export function probeInjectionPartialLine(ctx: CheckContext): Promise<InjectionResult> {
-  return injection(ctx, 'STARTTLS\r\nNO', 'OP\r\nQUIT\r\n', 'STARTTLS\\r\\nNO (one segment, partial line)', (first) => {
-    if (first.code === 250) return 'executed';
-    if (first.code >= 500 || first.code === 221) return 'discarded';
-    return 'inconclusive';
+  // The second "OP" is always an unknown verb: its reply is the control that tells a joined
+  // "NOOP" (250, then 500 for "OP") from a server that answers 250 to anything.
+  return injection(ctx, 'STARTTLS\r\nNO', 'OP\r\nOP\r\nQUIT\r\n', 'STARTTLS\\r\\nNO (one segment, partial line)', async (first, next) => {
+    const evidence = `first reply inside TLS: ${replyText(first)}`;
+    if (first.code >= 500 || first.code === 221) return { outcome: 'discarded', evidence };
+    if (first.code !== 250) return { outcome: 'inconclusive', evidence };
+    const control = await next();
+    const both = `${evidence}; the unknown verb OP then answered ${replyText(control)}`;
+    if (control.code >= 200 && control.code < 300) return { outcome: 'inconclusive', evidence: `${both} (the server answers 250 to unknown verbs, so a 250 proves nothing)` };
+    return { outcome: 'executed', evidence: both };
   });
 }
 
@@ -89,7 +100,8 @@ export async function probeStateReset(ctx: CheckContext, rcptDomain: string): Pr
   try {
     const mail = await conn.command('MAIL FROM:<>');
     mailBeforeTls = summarizeReply(mail);
-    if (mail.code !== 250) return { outcome: 'not-tested', evidence: `MAIL before TLS answered ${replyText(mail)}`, mailBeforeTls };
+    // Blocked by the server's policy (e.g. 530 TLS required): say so, the probe could not decide.
+    if (mail.code !== 250) return { outcome: 'inconclusive', evidence: `MAIL before TLS answered ${replyText(mail)}: the state across STARTTLS cannot be probed without a plaintext transaction`, mailBeforeTls };
     // No EHLO inside TLS yet: the first RCPT goes straight after the handshake (below).
     const st = await startTls(ctx, conn, { ehlo: false });
     if (!st.ok && st.stage === 'starttls') return { outcome: 'not-tested', evidence: `STARTTLS answered ${replyText(st.reply)}`, mailBeforeTls };

@@ -6,7 +6,7 @@
  * report always gives the same findings; 'not-tested' never raises a finding (only 'inconclusive'
  * raises an info finding, so a reader knows a probe could not decide).
  */
-import { SEVERITIES, type Finding, type HostReport, type Severity } from './types.js';
+import { SEVERITIES, type CertProblem, type Finding, type HostReport, type Severity } from './types.js';
 
 export const FINDING_RULES = {
   'starttls.missing': { severity: 'critical', title: 'No STARTTLS: mail to this server travels in plaintext' },
@@ -18,6 +18,8 @@ export const FINDING_RULES = {
   'starttls.bytes-after-220': { severity: 'high', title: 'Bytes arrived after the 220 to STARTTLS (response injection risk or a broken server)' },
   'starttls.state-kept': { severity: 'high', title: 'MAIL FROM given before STARTTLS is still in effect after it (RFC 3207 §4.2)' },
   'starttls.offered-again': { severity: 'medium', title: 'STARTTLS is offered again after TLS (RFC 3207 §4.2)' },
+  'starttls.again-accepted': { severity: 'medium', title: 'A second STARTTLS inside TLS is answered 220 (RFC 3207 §4.2: it must be refused)' },
+  'starttls.argument-accepted': { severity: 'low', title: 'STARTTLS with an argument is accepted (RFC 3207 §4: 501 expected)' },
   'auth.before-tls': { severity: 'high', title: 'AUTH is offered before TLS: passwords can be sent in plaintext' },
   'submission.mail-before-tls': { severity: 'high', title: 'Submission port accepts MAIL before STARTTLS (RFC 3207 §4: 530 expected)' },
   'tls.version.tls1': { severity: 'medium', title: 'TLS 1.0 accepted (RFC 8996)' },
@@ -32,6 +34,9 @@ export const FINDING_RULES = {
   'tls.cipher.3des': { severity: 'high', title: '3DES cipher suites accepted (Sweet32)' },
   'tls.cipher.rsa-kx': { severity: 'medium', title: 'RSA key exchange accepted: no forward secrecy (RFC 9325 §4.1)' },
   'tls.cipher.cbc-sha1': { severity: 'low', title: 'CBC cipher suites with SHA-1 MAC accepted (RFC 9325 §4.2)' },
+  'tls.dh-insecure': { severity: 'high', title: 'DHE/ADH suites use a Diffie-Hellman group under 1024 bits (Logjam)' },
+  'tls.dh-small': { severity: 'medium', title: 'DHE/ADH suites use a Diffie-Hellman group under 2048 bits (Logjam; RFC 9325 asks for at least 2048)' },
+  'tls.cipher-order-client': { severity: 'info', title: 'The server does not impose its cipher order: the client\'s preference decides' },
   'tls.renegotiation-client': { severity: 'low', title: 'Client-initiated renegotiation accepted (RFC 9325 §3.5)' },
   'cert.expired': { severity: 'high', title: 'Certificate expired' },
   'cert.not-yet-valid': { severity: 'high', title: 'Certificate not yet valid' },
@@ -61,6 +66,8 @@ export const FINDING_RULES = {
   'tlsrpt.invalid': { severity: 'low', title: 'The TLS-RPT record is invalid' },
   'dane.mismatch': { severity: 'critical', title: 'DANE TLSA records do not match the served certificate: DANE senders will not deliver' },
   'dane.unusable': { severity: 'medium', title: 'TLSA records with usages unusable for SMTP (RFC 7672 §3.1.3)' },
+  'dane.lookup-failed': { severity: 'high', title: 'The TLSA lookup failed (SERVFAIL: DNSSEC bogus or a broken zone): DANE senders defer mail to this MX (RFC 7672 §2.2)' },
+  'dns.lookup-failed': { severity: 'medium', title: 'A DNS lookup failed: that part of the check could not complete' },
   'dane.not-validated': { severity: 'info', title: 'TLSA records found but the resolver gave no DNSSEC validation (AD bit): not validated' },
   'spf.missing': { severity: 'low', title: 'No SPF record' },
   'spf.invalid': { severity: 'low', title: 'The SPF record is invalid' },
@@ -81,11 +88,12 @@ export function sortFindings(list: Finding[]): Finding[] {
   return [...list].sort((a, b) => rank(a.severity) - rank(b.severity) || a.id.localeCompare(b.id) || a.where.localeCompare(b.where));
 }
 
-const VERIFY_IDS: Readonly<Record<string, FindingId>> = {
-  CERT_HAS_EXPIRED: 'cert.expired',
-  CERT_NOT_YET_VALID: 'cert.not-yet-valid',
-  DEPTH_ZERO_SELF_SIGNED_CERT: 'cert.self-signed',
-  SELF_SIGNED_CERT_IN_CHAIN: 'cert.untrusted',
+const PROBLEM_IDS: Readonly<Record<CertProblem, FindingId>> = {
+  expired: 'cert.expired',
+  'not-yet-valid': 'cert.not-yet-valid',
+  'self-signed': 'cert.self-signed',
+  untrusted: 'cert.untrusted',
+  'name-mismatch': 'cert.name-mismatch',
 };
 
 export function deriveHostFindings(r: HostReport): Finding[] {
@@ -106,7 +114,16 @@ export function deriveHostFindings(r: HostReport): Finding[] {
   if (p.injectionWholeLine.outcome === 'executed') add('starttls.injection', p.injectionWholeLine.evidence);
   if (p.injectionPartialLine.outcome === 'executed') add('starttls.injection-partial', p.injectionPartialLine.evidence);
   if (p.stateReset.outcome === 'kept') add('starttls.state-kept', p.stateReset.evidence);
-  for (const [name, res] of [['whole-line injection', p.injectionWholeLine], ['partial-line injection', p.injectionPartialLine], ['state reset', p.stateReset]] as const) {
+  if (p.starttlsAgain.outcome === 'accepted') add('starttls.again-accepted', p.starttlsAgain.evidence);
+  if (p.starttlsArgument.outcome === 'accepted') add('starttls.argument-accepted', p.starttlsArgument.evidence);
+  // The early talker is a fact, not a finding: most servers answer (Postfix without postscreen,
+  // postseal); refusing early talkers is an anti-spam defence, not a property of TLS.
+  const decided = [
+    ['whole-line injection', p.injectionWholeLine], ['partial-line injection', p.injectionPartialLine], ['state reset', p.stateReset],
+    ['second STARTTLS', p.starttlsAgain], ['STARTTLS with an argument', p.starttlsArgument], ['early talker', p.earlyTalker],
+    ...(p.smuggling ?? []).map((sm) => [`smuggling ${sm.variant}`, sm] as const),
+  ] as const;
+  for (const [name, res] of decided) {
     if (res.outcome === 'inconclusive') add('probe.inconclusive', `${name}: ${res.evidence}`);
   }
   if (r.target.submission && r.target.mode === 'starttls' && p.mailBeforeTls !== null && p.mailBeforeTls.code >= 200 && p.mailBeforeTls.code < 300) {
@@ -127,14 +144,20 @@ export function deriveHostFindings(r: HostReport): Finding[] {
       if (c.outcome === 'accepted') add(id, `server chose ${c.cipher ?? '?'} when offered only this class`);
     }
     if (t.clientRenegotiation === 'accepted') add('tls.renegotiation-client', 'a TLS 1.2 renegotiation started by the client completed');
+    const dh = t.dhe;
+    if (dh.outcome === 'accepted' && dh.bits !== null && dh.bits < 2048) add(dh.bits < 1024 ? 'tls.dh-insecure' : 'tls.dh-small', `${dh.cipher ?? '?'} with a ${dh.bits}-bit group`);
+    if (t.cipherOrder.outcome === 'client') add('tls.cipher-order-client', t.cipherOrder.evidence);
+    if (t.cipherOrder.outcome === 'inconclusive') add('probe.inconclusive', `cipher order: ${t.cipherOrder.evidence}`);
   }
   const c = r.certificate;
   if (c !== null) {
-    if (!c.trusted) {
-      const id = VERIFY_IDS[c.verifyError ?? ''] ?? 'cert.untrusted';
-      add(id, `verification: ${c.verifyError ?? 'failed'}`);
+    // Every problem, not only the one OpenSSL stopped at (an expired certificate from an unknown
+    // CA is both expired and untrusted).
+    for (const p of c.problems) {
+      if (p === 'name-mismatch') add('cert.name-mismatch', c.nameError ?? `names do not cover ${r.target.host}`);
+      else if (p === 'expired' || p === 'not-yet-valid') add(PROBLEM_IDS[p], `valid ${c.chain[0]?.notBefore ?? '?'} to ${c.chain[0]?.notAfter ?? '?'}${c.verifyError ? `; verification: ${c.verifyError}` : ''}`);
+      else add(PROBLEM_IDS[p], p === 'untrusted' && c.verifyError !== null && (c.verifyError === 'CERT_HAS_EXPIRED' || c.verifyError === 'CERT_NOT_YET_VALID') ? `no path to a trusted CA by signature (OpenSSL stopped at ${c.verifyError})` : `verification: ${c.verifyError ?? 'failed'}`);
     }
-    if (!c.nameMatches) add('cert.name-mismatch', c.nameError ?? `names do not cover ${r.target.host}`);
     if (c.daysLeft !== null && c.daysLeft >= 0 && c.daysLeft < 14) add('cert.expires-soon', `${c.daysLeft} days left`);
     const leaf = c.chain[0];
     if (leaf) {

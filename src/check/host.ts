@@ -18,6 +18,9 @@ import { probeInjectionPartialLine, probeInjectionWholeLine, probeStateReset } f
 import { deriveHostFindings } from './findings.js';
 import { gradeHost } from './grade.js';
 import { connectAndEhlo, keywordsOf, printable, startTls, summarizeReply, type CheckContext } from './probe-setup.js';
+import { firstContact, GREETING_SNIFF_MS } from './first-contact.js';
+import { probeEarlyTalker, probeStarttlsAgain, probeStarttlsArgument } from './probes-starttls.js';
+import { probeCipherOrder, probeDhe } from './probes-tls.js';
 import { probeSmuggling } from './smuggling.js';
 import { certificateFacts, probeAllCipherClasses, probeAllVersions, probeNoSni, probeRenegotiation } from './tls-scan.js';
 import { SCHEMA_VERSION, type HostReport, type ProbeResults, type SmtpFacts, type TranscriptEntry } from './types.js';
@@ -46,6 +49,11 @@ export interface CheckHostOptions {
   smuggling?: { rcpt: string; from?: string } | null;
   /** Probe connections in flight at once (default 3). */
   concurrency?: number;
+  /**
+   * When implicitTls is not given: how long to wait for a plaintext greeting before trying TLS
+   * from the first byte (implicit TLS on a port other than 465). Default GREETING_SNIFF_MS; 0 = never.
+   */
+  sniffImplicitMs?: number;
 }
 
 function emptySmtp(): SmtpFacts {
@@ -57,7 +65,10 @@ function emptySmtp(): SmtpFacts {
 
 function emptyProbes(): ProbeResults {
   const nt = { outcome: 'not-tested' as const, evidence: '' };
-  return { injectionWholeLine: nt, injectionPartialLine: nt, stateReset: nt, mailBeforeTls: null, smuggling: null };
+  return {
+    injectionWholeLine: nt, injectionPartialLine: nt, stateReset: nt, mailBeforeTls: null, smuggling: null,
+    starttlsAgain: nt, starttlsArgument: nt, earlyTalker: nt,
+  };
 }
 
 /** Runs tasks with at most `n` in flight. */
@@ -110,6 +121,21 @@ export async function checkHost(host: string, options: CheckHostOptions = {}): P
     }
     return report;
   };
+
+  // Implicit TLS on an unusual port: no plaintext greeting, but a TLS handshake works. Check it as
+  // implicit TLS (RFC 8314 §3) instead of waiting the full timeout for a greeting that never comes.
+  let silence: string | null = null;
+  const sniffMs = Math.min(options.sniffImplicitMs ?? GREETING_SNIFF_MS, ctx.timeoutMs);
+  if (options.implicitTls === undefined && !implicit && sniffMs > 0) {
+    const first = await firstContact(ctx, sniffMs);
+    if (first.kind === 'tls') {
+      const r = await checkHost(host, { ...options, implicitTls: true });
+      r.transcript.unshift({ dir: 'event', tls: false, text: `no greeting within ${sniffMs} ms on a plaintext connection, but a ${first.protocol} handshake succeeded: checked as implicit TLS (RFC 8314 §3; --implicit skips this wait)` });
+      r.durationMs = Date.now() - startedAt.getTime();
+      return r;
+    }
+    if (first.kind === 'silent') silence = first.detail;
+  }
 
   let tlsSocket: tls.TLSSocket | null = null;
   let handshakeMs = 0;
@@ -170,8 +196,10 @@ export async function checkHost(host: string, options: CheckHostOptions = {}): P
           },
           clientRenegotiation: 'not-tested',
           secureRenegotiation: 'not-tested',
+          dhe: { outcome: 'not-tested', bits: null, cipher: null },
+          cipherOrder: { outcome: 'not-tested', evidence: '' },
         };
-        report.certificate = certificateFacts(tlsSocket, host);
+        report.certificate = certificateFacts(tlsSocket, host, Date.now(), ctx.ca);
       }
       await conn.quit();
     } finally {
@@ -180,6 +208,9 @@ export async function checkHost(host: string, options: CheckHostOptions = {}): P
   } catch (e) {
     report.status = 'error';
     report.error = e instanceof PostsealError ? { code: e.code, message: e.message } : { code: 'CHECK_FAILED', message: e instanceof Error ? e.message : String(e) };
+    if (report.error.code === 'CHECK_TIMEOUT' && report.smtp.greeting === null && !implicit) {
+      report.error.message = `no greeting within ${ctx.timeoutMs} ms: is this implicit TLS? try --implicit${silence !== null ? ` (${silence})` : ''}`;
+    }
     return finish();
   }
 
@@ -190,6 +221,8 @@ export async function checkHost(host: string, options: CheckHostOptions = {}): P
     tasks.push(async () => void (tlsReport.versions = await probeAllVersions(ctx)));
     tasks.push(async () => void (tlsReport.cipherClasses = await probeAllCipherClasses(ctx)));
     tasks.push(async () => void (tlsReport.clientRenegotiation = await probeRenegotiation(ctx)));
+    tasks.push(async () => void (tlsReport.dhe = await probeDhe(ctx)));
+    tasks.push(async () => void (tlsReport.cipherOrder = await probeCipherOrder(ctx)));
     if (cert !== null) {
       tasks.push(async () => {
         const n = await probeNoSni(ctx);
@@ -208,6 +241,11 @@ export async function checkHost(host: string, options: CheckHostOptions = {}): P
       report.probes.mailBeforeTls = s.mailBeforeTls;
     });
   }
+  if (options.attacks !== false && tlsReport !== null) {
+    tasks.push(async () => void (report.probes.starttlsAgain = await probeStarttlsAgain(ctx)));
+    if (!implicit) tasks.push(async () => void (report.probes.starttlsArgument = await probeStarttlsArgument(ctx)));
+  }
+  if (options.attacks !== false) tasks.push(async () => void (report.probes.earlyTalker = await probeEarlyTalker(ctx)));
   const smuggling = options.smuggling;
   if (smuggling) tasks.push(async () => void (report.probes.smuggling = await probeSmuggling(ctx, tlsReport !== null, smuggling)));
   await pool(tasks, options.concurrency ?? 3);

@@ -39,6 +39,7 @@ export function renderCertificate(c: CertificateFacts): string[] {
   out.push(`  valid      ${leaf.notBefore.slice(0, 10)} to ${leaf.notAfter.slice(0, 10)} (${c.daysLeft ?? '?'} days left)`);
   out.push(`  key        ${leaf.key.type} ${leaf.key.bits ?? '?'}${leaf.key.curve ? ` (${leaf.key.curve})` : ''}, signed ${leaf.signatureAlgorithm.name}`);
   out.push(`  trusted    ${yes(c.trusted)}${c.verifyError ? ` (${c.verifyError})` : ''}    name matches: ${yes(c.nameMatches)}`);
+  if (c.problems.length > 0) out.push(`  problems   ${c.problems.join(', ')}`);
   if (c.noSni) out.push(`  no SNI     ${c.noSni.same === true ? 'same certificate' : c.noSni.same === false ? `different: ${c.noSni.subject ?? '?'}` : 'unknown'}`);
   for (const [i, cert] of c.chain.slice(1).entries()) out.push(`  chain[${i + 1}]   ${cert.subject} (issuer ${cert.issuer})`);
   out.push(`  sha256     ${leaf.fingerprint256}`);
@@ -88,6 +89,8 @@ export function renderHostReport(r: HostReport): string {
     const weak = Object.entries(tl.cipherClasses).map(([c, o]) => `${c} ${OUTCOME_WORD[o.outcome]}`);
     lines.push(`  weak       ${weak.join(', ')}`);
     lines.push(`  renegotiation  client-initiated ${OUTCOME_WORD[tl.clientRenegotiation]}; RFC 5746 secure renegotiation not tested (Node does not expose it)`);
+    lines.push(`  DHE/ADH    ${OUTCOME_WORD[tl.dhe.outcome]}${tl.dhe.outcome === 'accepted' ? ` (${tl.dhe.cipher ?? '?'}, ${tl.dhe.bits ?? '?'}-bit group)` : ''}`);
+    lines.push(`  cipher order  ${tl.cipherOrder.outcome === 'server' ? "server's" : tl.cipherOrder.outcome === 'client' ? "client's (the server does not impose its own)" : tl.cipherOrder.outcome}${tl.cipherOrder.evidence ? ` (${tl.cipherOrder.evidence})` : ''}`);
   }
   const p = r.probes;
   lines.push('', 'Probes (no mail sent)');
@@ -95,6 +98,9 @@ export function renderHostReport(r: HostReport): string {
   lines.push(`  injection, partial line  ${p.injectionPartialLine.outcome}${p.injectionPartialLine.evidence ? ` (${p.injectionPartialLine.evidence})` : ''}`);
   lines.push(`  state across STARTTLS    ${p.stateReset.outcome}${p.stateReset.evidence ? ` (${p.stateReset.evidence})` : ''}`);
   if (p.mailBeforeTls) lines.push(`  MAIL before STARTTLS     ${p.mailBeforeTls.code} ${p.mailBeforeTls.text}`);
+  for (const [label, res] of [['STARTTLS inside TLS     ', p.starttlsAgain], ['STARTTLS with argument  ', p.starttlsArgument], ['EHLO before greeting    ', p.earlyTalker]] as const) {
+    if (res.outcome !== 'not-tested' || res.evidence) lines.push(`  ${label} ${res.outcome}${res.evidence ? ` (${res.evidence})` : ''}`);
+  }
   if (p.smuggling) {
     lines.push('', 'SMTP smuggling (test mails sent)');
     for (const sm of p.smuggling) lines.push(`  ${sm.variant.padEnd(14)} ${sm.outcome}  ${sm.evidence}`);

@@ -7,13 +7,14 @@
  * whose cipher list the local OpenSSL cannot build is 'not-testable', never 'refused'; a failure
  * before the handshake (connect, STARTTLS refused) is 'not-tested', never 'refused'.
  */
+import { X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
 import { describePeerCertificate } from '../tls/summary.js';
 import { errorText } from './conn.js';
 import { reachTls, tlsOptions, type CheckContext } from './probe-setup.js';
 import {
   CIPHER_CLASSES, TLS_VERSIONS,
-  type CertificateFacts, type CipherClass, type CipherClassResult, type ProbeOutcome, type TlsVersion,
+  type CertificateFacts, type CertProblem, type CipherClass, type CipherClassResult, type ProbeOutcome, type TlsVersion,
 } from './types.js';
 
 /** OpenSSL cipher strings per weak class (TLS 1.2 and below; TLS 1.3 has no weak suites). */
@@ -109,8 +110,77 @@ export async function probeNoSni(ctx: CheckContext): Promise<{ fingerprint256: s
   return leaf ? { fingerprint256: leaf.fingerprint256, subject: leaf.subject } : { fingerprint256: null, subject: null };
 }
 
+let systemAnchors: X509Certificate[] | null = null;
+
+function anchorsFor(ca: readonly string[]): X509Certificate[] {
+  systemAnchors ??= tls.rootCertificates.flatMap((pem) => {
+    try {
+      return [new X509Certificate(pem)];
+    } catch {
+      return [];
+    }
+  });
+  const extra = ca.flatMap((bundle) => (bundle.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).flatMap((pem) => {
+    try {
+      return [new X509Certificate(pem)];
+    } catch {
+      return [];
+    }
+  }));
+  return [...systemAnchors, ...extra];
+}
+
+const issuedBy = (cert: X509Certificate, issuer: X509Certificate): boolean => cert.checkIssued(issuer) && cert.verify(issuer.publicKey);
+
+/**
+ * Trust by signature alone, whatever the dates: is there a path from the leaf through the
+ * certificates the server sent to a trust anchor? OpenSSL stops at its first error (an expired
+ * certificate from an unknown CA is only "expired"); this answers the trust question separately.
+ */
+export function trustPath(chain: readonly X509Certificate[], anchors: readonly X509Certificate[]): 'trusted' | 'self-signed' | 'untrusted' {
+  const leaf = chain[0];
+  if (leaf === undefined) return 'untrusted';
+  const isAnchor = (c: X509Certificate): boolean => anchors.some((a) => a.fingerprint256 === c.fingerprint256);
+  let cert = leaf;
+  for (let depth = 0; depth < 10; depth++) {
+    if (isAnchor(cert) || anchors.some((a) => issuedBy(cert, a))) return 'trusted';
+    const next = chain.find((c) => c !== cert && c.fingerprint256 !== cert.fingerprint256 && issuedBy(cert, c));
+    if (next === undefined) break;
+    cert = next;
+  }
+  return chain.length === 1 && issuedBy(leaf, leaf) ? 'self-signed' : 'untrusted';
+}
+
+const TIME_ERRORS = new Set(['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID']);
+
+/** Every certificate problem at once (see CertificateFacts.problems). */
+export function certProblems(chainDer: readonly string[], opts: { authorized: boolean; verifyError: string | null; nameMatches: boolean; ca: readonly string[]; now: number }): CertProblem[] {
+  const out: CertProblem[] = [];
+  const chain = chainDer.flatMap((b64) => {
+    try {
+      return [new X509Certificate(Buffer.from(b64, 'base64'))];
+    } catch {
+      return [];
+    }
+  });
+  if (chain.some((c) => Date.parse(c.validTo) < opts.now)) out.push('expired');
+  if (chain.some((c) => Date.parse(c.validFrom) > opts.now)) out.push('not-yet-valid');
+  if (!opts.authorized) {
+    if (opts.verifyError === 'DEPTH_ZERO_SELF_SIGNED_CERT') out.push('self-signed');
+    else if (opts.verifyError === null || !TIME_ERRORS.has(opts.verifyError)) out.push('untrusted');
+    else {
+      // OpenSSL gave only the time error: decide trust by the signatures.
+      const path = trustPath(chain, anchorsFor(opts.ca));
+      if (path !== 'trusted') out.push(path);
+      if (out.length === 0) out.push(opts.verifyError === 'CERT_HAS_EXPIRED' ? 'expired' : 'not-yet-valid');
+    }
+  }
+  if (!opts.nameMatches) out.push('name-mismatch');
+  return out;
+}
+
 /** Trust and name verdicts for an established session (the chain is judged, not enforced). */
-export function certificateFacts(socket: tls.TLSSocket, host: string, now = Date.now()): CertificateFacts {
+export function certificateFacts(socket: tls.TLSSocket, host: string, now = Date.now(), ca: readonly string[] = []): CertificateFacts {
   // Read before describePeerCertificate: on Node 20, getPeerCertificate() returns {} once
   // getPeerCertificate(true) has been called on the same socket.
   const peer = socket.getPeerCertificate(true);
@@ -131,5 +201,6 @@ export function certificateFacts(socket: tls.TLSSocket, host: string, now = Date
   }
   const leaf = chain[0];
   const daysLeft = leaf ? Math.floor((Date.parse(leaf.notAfter) - now) / 86_400_000) : null;
-  return { chain, chainDer, trusted: socket.authorized, verifyError, nameMatches: nameError === null, nameError, daysLeft, noSni: null };
+  const problems = certProblems(chainDer, { authorized: socket.authorized, verifyError, nameMatches: nameError === null, ca, now });
+  return { chain, chainDer, trusted: socket.authorized, verifyError, nameMatches: nameError === null, nameError, daysLeft, problems, noSni: null };
 }

@@ -81,9 +81,20 @@ export interface CertificateFacts {
   nameMatches: boolean;
   nameError: string | null;
   daysLeft: number | null;
+  /**
+   * Every problem found, not only OpenSSL's first: time (expired / not yet valid, from the dates),
+   * trust (no path to a trust anchor by signature, whatever the dates: 'self-signed' or
+   * 'untrusted'), name. Empty when trusted and matching.
+   */
+  problems: CertProblem[];
   /** Certificate served when no SNI is sent: fingerprint and whether it is the same one. */
   noSni: { fingerprint256: string | null; same: boolean | null; subject: string | null } | null;
 }
+
+export const CERT_PROBLEMS = ['expired', 'not-yet-valid', 'self-signed', 'untrusted', 'name-mismatch'] as const;
+export type CertProblem = (typeof CERT_PROBLEMS)[number];
+
+export type CipherOrderOutcome = 'server' | 'client' | 'inconclusive' | 'not-tested';
 
 export interface TlsResult {
   protocol: string;
@@ -96,10 +107,16 @@ export interface TlsResult {
   clientRenegotiation: ProbeOutcome;
   /** RFC 5746 secure renegotiation: Node does not expose the extension, so always 'not-tested'. */
   secureRenegotiation: 'not-tested';
+  /** DHE/ADH suites (TLS ≤ 1.2): accepted or not, and the size of the server's DH group. */
+  dhe: { outcome: ProbeOutcome; bits: number | null; cipher: string | null };
+  /** Whether the server picks the suite by its own order (two handshakes, client order reversed). */
+  cipherOrder: { outcome: CipherOrderOutcome; evidence: string };
 }
 
 export type InjectionOutcome = 'executed' | 'discarded' | 'not-tested' | 'inconclusive';
 export type StateOutcome = 'kept' | 'reset' | 'not-tested' | 'inconclusive';
+export type CommandOutcome = 'accepted' | 'refused' | 'not-tested' | 'inconclusive';
+export type EarlyTalkerOutcome = 'answered' | 'refused' | 'not-tested' | 'inconclusive';
 
 export interface ProbeResults {
   injectionWholeLine: { outcome: InjectionOutcome; evidence: string };
@@ -108,13 +125,19 @@ export interface ProbeResults {
   /** MAIL before STARTTLS: 530 expected on submission (RFC 3207 §4). */
   mailBeforeTls: ReplySummary | null;
   smuggling: SmugglingResult[] | null;
+  /** A second STARTTLS inside TLS: 220 means accepted (RFC 3207 §4.2: must be refused). */
+  starttlsAgain: { outcome: CommandOutcome; evidence: string };
+  /** `STARTTLS x` in plaintext: 220 means accepted (RFC 3207 §4: 501 expected). */
+  starttlsArgument: { outcome: CommandOutcome; evidence: string };
+  /** EHLO sent before the greeting: answered normally, or refused/closed (RFC 5321 §3.1). */
+  earlyTalker: { outcome: EarlyTalkerOutcome; evidence: string };
 }
 
 export interface SmugglingResult {
   /** Variant name, e.g. '<LF>.<LF>'. */
   variant: string;
   /** 'end-of-data': the server treated the variant as the end of the message (a smuggling risk). */
-  outcome: 'end-of-data' | 'not-end-of-data' | 'rejected' | 'error';
+  outcome: 'end-of-data' | 'not-end-of-data' | 'rejected' | 'inconclusive' | 'error';
   evidence: string;
 }
 

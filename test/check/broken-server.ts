@@ -18,6 +18,16 @@ export interface Flaws {
   stripStarttls?: boolean;
   /** Offer AUTH PLAIN LOGIN in plaintext EHLO. */
   authBeforeTls?: boolean;
+  /** Answer 250 to any line, unknown verbs included (a server that cannot say no). */
+  answerAnything?: boolean;
+  /** Answer a second STARTTLS inside TLS with 220 (RFC 3207 §4.2 violation; aiosmtpd does this). */
+  starttlsAgain?: boolean;
+  /** Accept `STARTTLS x` (RFC 3207 §4: 501 expected for any argument). */
+  starttlsArgument?: boolean;
+  /** Answer MAIL with 530 until TLS (submission-style policy): the state probe cannot run. */
+  mailNeedsTls?: boolean;
+  /** TLS from the first byte (implicit TLS) on this port, greeting inside TLS. */
+  implicitTls?: boolean;
 }
 
 export interface BrokenServer {
@@ -62,6 +72,7 @@ export async function startBrokenServer(pair: PemKeyPair, flaws: Flaws): Promise
           return;
         }
         case 'MAIL':
+          if (flaws.mailNeedsTls && !inTls) return write('530 5.7.0 Must issue a STARTTLS command first\r\n');
           mail = true;
           return write('250 ok\r\n');
         case 'RCPT':
@@ -76,7 +87,8 @@ export async function startBrokenServer(pair: PemKeyPair, flaws: Flaws): Promise
           sock.end();
           return;
         case 'STARTTLS': {
-          if (inTls) return write('503 already\r\n');
+          if (inTls) return write(flaws.starttlsAgain ? '220 go ahead again\r\n' : '503 already\r\n');
+          if (line.length > 'STARTTLS'.length && !flaws.starttlsArgument) return write('501 no arguments\r\n');
           raw.write('220 go ahead\r\n' + (flaws.extraAfter220 ?? ''));
           const leftover = flaws.executePipelined ? buf : '';
           buf = '';
@@ -94,9 +106,20 @@ export async function startBrokenServer(pair: PemKeyPair, flaws: Flaws): Promise
           return 'upgraded';
         }
         default:
-          return write('500 unknown\r\n');
+          return write(flaws.answerAnything ? '250 ok\r\n' : '500 unknown\r\n');
       }
     };
+    if (flaws.implicitTls) {
+      const t = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx });
+      t.on('error', () => raw.destroy());
+      t.once('secure', () => {
+        sock = t;
+        inTls = true;
+        t.on('data', onData);
+        write('220 broken.test ESMTP (implicit TLS)\r\n');
+      });
+      return;
+    }
     raw.on('data', onData);
     write('220 broken.test ESMTP\r\n');
   });

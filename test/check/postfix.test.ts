@@ -36,7 +36,13 @@ describe('checkHost against Postfix', () => {
       assert.equal(r.certificate?.nameMatches, true);
       assert.deepEqual(r.tls?.versions, { TLSv1: 'accepted', 'TLSv1.1': 'accepted', 'TLSv1.2': 'accepted', 'TLSv1.3': 'accepted' });
       // Recorded: what Debian's Postfix defaults deserve.
-      assert.deepEqual(r.findings.map((f) => f.id), ['tls.cipher.anon', 'tls.version.tls1', 'tls.version.tls1_1', 'tls.cipher.cbc-sha1']);
+      // Issue 9 item 8 added the DH group size (1024 bits for ADH-AES128: OpenSSL's automatic DH
+      // for an 80-bit-security anonymous suite) and the cipher order (tls_preempt_cipherlist = no).
+      assert.deepEqual(r.findings.map((f) => f.id), ['tls.cipher.anon', 'tls.dh-small', 'tls.version.tls1', 'tls.version.tls1_1', 'tls.cipher.cbc-sha1', 'tls.cipher-order-client']);
+      assert.deepEqual(r.tls?.dhe, { outcome: 'accepted', bits: 1024, cipher: 'ADH-AES128-GCM-SHA256' });
+      assert.equal(r.tls?.cipherOrder.outcome, 'client');
+      assert.equal(r.probes.starttlsAgain.outcome, 'refused');
+      assert.equal(r.probes.starttlsArgument.outcome, 'refused');
       assert.equal(r.grade, 'B');
     } finally {
       await receiver.close();
