@@ -3,11 +3,16 @@
  * message per end-of-data variant, to the address the user named (--probe smuggling --rcpt).
  *
  * Per variant V, on its own connection (inside TLS when the server offers it): MAIL, RCPT, DATA,
- * then in one write: headers, "body", V, "\r\n.\r\n"; then QUIT. Servers answer in order
- * (RFC 2920 §3.1), so the replies before the 221 tell what happened:
- * - one 2xx, then 221: only <CRLF>.<CRLF> ended the data (RFC 5321 §4.1.1.4), V was content;
- * - a 2xx followed by more replies (500 for the leftover "\r\n" / "."): V ended the data;
+ * then in one write: headers, "body", V, the marker command "NOOP\r\n", ".\r\n"; then QUIT.
+ * The marker decides, not the server's answer to leftovers (Postfix drops a lone "." left after
+ * <CRLF>.<CR><CRLF> without a reply): if V ended the data, NOOP is a command and gets its own
+ * reply; if not, NOOP is a line of the message and "NOOP\r\n.\r\n" ends it. Servers answer in
+ * order (RFC 2920 §3.1), so the replies before the 221:
+ * - exactly one 2xx: only <CRLF>.<CRLF> ended the data (RFC 5321 §4.1.1.4), V was content;
+ * - a 2xx and then more (the marker's reply at least): V ended the data;
  * - a 4xx/5xx first: the server refused the message (bare CR/LF rejected: the safe answer).
+ * A transaction the server's policy refuses (MAIL/RCPT/DATA answered 4xx/5xx, e.g. 530 AUTH
+ * required) is 'inconclusive': the variant could not be tried.
  */
 import { replyText, type Reply } from '../protocol/reply.js';
 import { ProbeConnection } from './conn.js';
@@ -21,7 +26,12 @@ export const SMUGGLING_VARIANTS: ReadonlyArray<{ name: string; bytes: string }> 
   { name: '<CR>.<CR>', bytes: '\r.\r' },
   { name: '<CR>.<CRLF>', bytes: '\r.\r\n' },
   { name: '<CRLF>.<CR>', bytes: '\r\n.\r' },
+  // Ends DATA on Debian's Postfix 3.7 (the line ".\r" read as "."), whose lone "." left over gets no reply.
+  { name: '<CRLF>.<CR><CRLF>', bytes: '\r\n.\r\r\n' },
 ];
+
+/** Sent right after the variant: a command if the variant ended the data, a message line if not. */
+const MARKER = 'NOOP';
 
 function safeAddress(a: string): boolean {
   // One mailbox, no CR/LF/brackets/spaces: it goes into MAIL/RCPT verbatim.
@@ -31,6 +41,7 @@ function safeAddress(a: string): boolean {
 async function oneVariant(ctx: CheckContext, useTls: boolean, from: string, rcpt: string, v: { name: string; bytes: string }): Promise<SmugglingResult> {
   let conn: ProbeConnection | null = null;
   const fail = (evidence: string): SmugglingResult => ({ variant: v.name, outcome: 'error', evidence });
+  const blocked = (evidence: string): SmugglingResult => ({ variant: v.name, outcome: 'inconclusive', evidence: `${evidence}: blocked by the server's policy, the variant was not tried` });
   try {
     conn = await ProbeConnection.open(ctx.target, { timeoutMs: ctx.timeoutMs, implicitTls: ctx.implicit ? tlsOptions(ctx) : undefined });
     const c = conn;
@@ -46,18 +57,20 @@ async function oneVariant(ctx: CheckContext, useTls: boolean, from: string, rcpt
       if (!st.ok) return fail(st.stage === 'starttls' ? `STARTTLS answered ${replyText(st.reply)}` : `TLS handshake failed: ${st.error}`);
       if (st.ehlo?.code !== 250) return fail(`EHLO inside TLS answered ${st.ehlo ? replyText(st.ehlo) : '(nothing)'}`);
     }
-    await expect(`MAIL FROM:<${from}>`, 250);
+    const mailReply = await c.command(`MAIL FROM:<${from}>`);
+    if (mailReply.code !== 250) return blocked(`MAIL answered ${replyText(mailReply)}`);
     const rcptReply = await c.command(`RCPT TO:<${rcpt}>`);
-    if (rcptReply.code !== 250 && rcptReply.code !== 251) return fail(`RCPT answered ${replyText(rcptReply)}`);
-    await expect('DATA', 354);
+    if (rcptReply.code !== 250 && rcptReply.code !== 251) return blocked(`RCPT answered ${replyText(rcptReply)}`);
+    const dataReply = await c.command('DATA');
+    if (dataReply.code !== 354) return blocked(`DATA answered ${replyText(dataReply)}`);
     const msg =
       `From: <${from}>\r\nTo: <${rcpt}>\r\nSubject: postseal check: SMTP smuggling probe ${v.name}\r\n` +
       `Date: ${new Date().toUTCString()}\r\n\r\nThis is a test message from postseal check (end-of-data variant ${v.name}).\r\nbody` +
-      v.bytes + '\r\n.\r\n';
-    c.sendRaw(msg, `message ending with ${printable(Buffer.from(v.bytes, 'latin1'))} then \\r\\n.\\r\\n`);
+      v.bytes + `${MARKER}\r\n.\r\n`;
+    c.sendRaw(msg, `message ending with ${printable(Buffer.from(v.bytes, 'latin1'))} then the marker ${MARKER}\\r\\n then .\\r\\n`);
     c.send('QUIT');
     const replies: Reply[] = [];
-    for (let i = 0; i < 5; i++) {
+    for (let i = 0; i < 6; i++) {
       let r: Reply;
       try {
         r = await c.readReply();

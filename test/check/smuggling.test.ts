@@ -16,7 +16,7 @@ describe('smuggling probe', () => {
         smuggling: { rcpt: 'bob@postseal.test', from: 'probe@example.test' },
       });
       const sm = r.probes.smuggling ?? [];
-      assert.equal(sm.length, 6);
+      assert.equal(sm.length, 7);
       for (const v of sm) assert.ok(v.outcome === 'rejected' || v.outcome === 'not-end-of-data', `${v.variant}: ${v.outcome} ${v.evidence}`);
       assert.ok(!r.findings.some((f) => f.id === 'smuggling.end-of-data'));
     } finally {
