@@ -5,7 +5,9 @@
  * Invariants: all DNS goes through the one resolver given; MX order follows preference; a null
  * MX (RFC 7505) means no host checks; no MX at all means the domain itself is the host
  * (RFC 5321 §5.1); one unreachable address does not stop the others (status 'error' only when the
- * domain could not be looked up or no address at all could be checked).
+ * domain could not be looked up or no address at all could be checked); a failed lookup after the
+ * MX set (SERVFAIL, timeout) is a finding naming the query, never a crash and never read as
+ * "no such record".
  */
 import { checkHost } from './host.js';
 import type { DnsResolver } from './dns.js';
@@ -60,7 +62,8 @@ export interface DomainReport {
   grade: Grade | null;
   downgrade: DowngradeLevel;
   findings: Finding[];
-  mx: { nullMx: boolean; implicit: boolean; hosts: Array<{ name: string; preference: number; addresses: string[] }> };
+  /** `lookupFailed`: the A/AAAA lookup of that MX failed (SERVFAIL, timeout), see dns.lookup-failed. */
+  mx: { nullMx: boolean; implicit: boolean; hosts: Array<{ name: string; preference: number; addresses: string[]; lookupFailed: boolean }> };
   hosts: HostReport[];
   mtaSts: MtaStsResult;
   tlsRpt: TlsRptResult;
@@ -118,6 +121,16 @@ export async function checkDomain(domainInput: string, o: CheckDomainOptions): P
   const port = o.port ?? 25;
   const found: Finding[] = [];
   const add = (id: Parameters<typeof finding>[0], detail: string, where = domain): void => void found.push(finding(id, detail, where));
+  const failedLookups = new Set<string>();
+  const lookupFailed = (query: string, e: unknown, where = domain): void => {
+    failedLookups.add(query);
+    add('dns.lookup-failed', `${query}: ${e instanceof Error ? e.message : String(e)}`, where);
+  };
+  // A lookup that failed (SERVFAIL, timeout) becomes a finding and leaves the default in place.
+  const soft = <T>(query: string, p: Promise<T>): Promise<T | null> => p.catch((e: unknown) => {
+    lookupFailed(query, e);
+    return null;
+  });
   try {
     const mx = await o.resolver.mx(domain);
     if (!mx.exists) throw Object.assign(new Error(`${domain} does not exist (NXDOMAIN)`), { code: 'CHECK_DNS' });
@@ -131,7 +144,13 @@ export async function checkDomain(domainInput: string, o: CheckDomainOptions): P
         r.mx.implicit = true;
         add('mx.none', `checking ${domain} itself`);
       }
-      r.mx.hosts = await Promise.all(list.map(async (m) => ({ name: m.exchange, preference: m.preference, addresses: await o.resolver.addresses(m.exchange) })));
+      r.mx.hosts = await Promise.all(list.map(async (m) => {
+        const addresses = await o.resolver.addresses(m.exchange).catch((e: unknown) => {
+          lookupFailed(`${m.exchange} A/AAAA`, e, m.exchange);
+          return null;
+        });
+        return { name: m.exchange, preference: m.preference, addresses: addresses ?? [], lookupFailed: addresses === null };
+      }));
     }
   } catch (e) {
     r.status = 'error';
@@ -141,16 +160,23 @@ export async function checkDomain(domainInput: string, o: CheckDomainOptions): P
   }
   const names = r.mx.hosts.map((h) => h.name);
   const policyWork = Promise.all([
-    mtaSts(domain, names, o).then((m) => void (r.mtaSts = m)),
-    o.resolver.txt(`_smtp._tls.${domain}`).then((t) => void (r.tlsRpt = parseTlsRpt(t))),
-    o.resolver.txt(domain).then((t) => void (r.spf = parseSpf(t))),
+    soft(`_mta-sts.${domain} TXT`, mtaSts(domain, names, o)).then((m) => void (m !== null && (r.mtaSts = m))),
+    soft(`_smtp._tls.${domain} TXT`, o.resolver.txt(`_smtp._tls.${domain}`)).then((t) => void (t !== null && (r.tlsRpt = parseTlsRpt(t)))),
+    soft(`${domain} TXT`, o.resolver.txt(domain)).then((t) => void (t !== null && (r.spf = parseSpf(t)))),
     lookupDmarc(domain, o.resolver).then((d) => void (r.dmarc = d)),
   ]);
   const tlsa = new Map<string, { ad: boolean; records: Awaited<ReturnType<DnsResolver['tlsa']>>['records'] }>();
-  const tlsaWork = Promise.all(names.map(async (n) => void tlsa.set(n, await o.resolver.tlsa(`_${port}._tcp.${n}`))));
+  const tlsaFailed = new Map<string, string>();
+  const tlsaWork = Promise.all(names.map(async (n) => {
+    try {
+      tlsa.set(n, await o.resolver.tlsa(`_${port}._tcp.${n}`));
+    } catch (e) {
+      tlsaFailed.set(n, e instanceof Error ? e.message : String(e));
+    }
+  }));
 
   const jobs = r.mx.hosts.flatMap((h) => h.addresses.map((a) => ({ host: h.name, address: a })));
-  for (const h of r.mx.hosts) if (h.addresses.length === 0) add('mx.no-address', `${h.name} has no A or AAAA record`, h.name);
+  for (const h of r.mx.hosts) if (h.addresses.length === 0 && !failedLookups.has(`${h.name} A/AAAA`)) add('mx.no-address', `${h.name} has no A or AAAA record`, h.name);
   let doneCount = 0;
   await pool(jobs, o.concurrency ?? 4, async (j) => {
     o.onProgress?.(`checking ${j.host} [${j.address}]:${port} ...`);
@@ -179,6 +205,12 @@ export async function checkDomain(domainInput: string, o: CheckDomainOptions): P
   let danePublished = false;
   let daneAllMatch = true;
   let daneValidated = true;
+  for (const [n, error] of tlsaFailed) {
+    // RFC 7672 §2.2: a TLSA lookup that fails (SERVFAIL, typically DNSSEC bogus) makes DANE
+    // senders treat the MX as unusable and defer: mail does not flow to it.
+    daneAllMatch = false;
+    add('dane.lookup-failed', `_${port}._tcp.${n} TLSA: ${error}`, n);
+  }
   for (const n of names) {
     const t = tlsa.get(n);
     if (!t || t.records.length === 0) {
@@ -220,7 +252,7 @@ export async function checkDomain(domainInput: string, o: CheckDomainOptions): P
       const c = h.certificate;
       if (c !== null && (!c.trusted || !c.nameMatches)) {
         allCertsValid = false;
-        add('mta-sts.cert-invalid', `${h.target.host} [${h.target.address}]: ${!c.trusted ? c.verifyError ?? 'untrusted' : c.nameError ?? 'name mismatch'}`, h.target.host);
+        add('mta-sts.cert-invalid', `${h.target.host} [${h.target.address}]: ${!c.trusted ? c.verifyError ?? 'untrusted' : c.nameError ?? 'name mismatch'}${enforce ? ' (enforce: MTA-STS senders will not deliver to it)' : ''}`, h.target.host);
       }
     }
   }
@@ -229,9 +261,13 @@ export async function checkDomain(domainInput: string, o: CheckDomainOptions): P
     dane: { published: danePublished, validated: daneValidated, allMatch: daneAllMatch && danePublished },
   });
   if (!r.mx.nullMx && r.downgrade !== 'dane' && r.downgrade !== 'mta-sts-enforce') add('downgrade.unprotected', `downgrade resistance: ${r.downgrade}`);
-  if (r.tlsRpt.record === null) add('tlsrpt.missing', `no v=TLSRPTv1 TXT at _smtp._tls.${domain}`);
+  if (failedLookups.has(`_smtp._tls.${domain} TXT`)) {
+    // Said by dns.lookup-failed: not "no record".
+  } else if (r.tlsRpt.record === null) add('tlsrpt.missing', `no v=TLSRPTv1 TXT at _smtp._tls.${domain}`);
   else if (r.tlsRpt.error) add('tlsrpt.invalid', r.tlsRpt.error);
-  if (r.spf.record === null) add('spf.missing', `no v=spf1 TXT at ${domain}`);
+  if (failedLookups.has(`${domain} TXT`)) {
+    // Said by dns.lookup-failed.
+  } else if (r.spf.record === null) add('spf.missing', `no v=spf1 TXT at ${domain}`);
   else if (r.spf.error) add('spf.invalid', r.spf.error);
   if (r.dmarc.record === null) add('dmarc.missing', r.dmarc.error ?? `no v=DMARC1 TXT at _dmarc.${domain}`);
   else if (r.dmarc.error) add('dmarc.invalid', r.dmarc.error);

@@ -17,9 +17,10 @@
  *
  * Downgrade resistance (domain mode), strongest first: 'dane' (TLSA records published, DNSSEC
  * validated by the resolver (AD bit), and every MX certificate matches them), 'mta-sts-enforce'
- * (policy mode enforce, every MX matches an mx: pattern and every certificate is trusted and
- * names its MX), 'mta-sts-testing' (a valid policy in testing mode, or enforce with failures
- * that a sender would act on), 'none'.
+ * (a valid policy in mode enforce: senders that apply it never fall back to plaintext or an
+ * unverified peer; an MX that fails it is not downgraded but skipped, which the findings
+ * mta-sts.mx-not-covered / mta-sts.cert-invalid say), 'mta-sts-testing' (a valid policy in
+ * testing mode), 'none'.
  */
 import { GRADES, type Finding, type Grade, type HostReport, type Severity } from './types.js';
 
@@ -58,6 +59,8 @@ export function gradeDowngrade(i: DowngradeInputs): DowngradeLevel {
   if (i.dane.published && i.dane.validated && i.dane.allMatch) return 'dane';
   const m = i.mtaSts;
   if (m === null || !m.valid || m.mode === 'none') return 'none';
-  if (m.mode === 'enforce' && m.allMxMatch && m.allCertsValid) return 'mta-sts-enforce';
+  // RFC 8461 §5: in enforce mode a sender does not deliver to an MX that fails the policy; that
+  // is a delivery failure (reported as its own finding), not a weaker downgrade resistance.
+  if (m.mode === 'enforce') return 'mta-sts-enforce';
   return 'mta-sts-testing';
 }

@@ -17,7 +17,6 @@ import { renderHostReport } from '../check/render-text.js';
 import { SEVERITIES, type Finding, type HostReport, type Severity } from '../check/types.js';
 import { parseHostPort } from '../protocol/host-port.js';
 import { collect } from './common.js';
-import { UsageError } from '../errors.js';
 
 interface CheckFlags {
   domain?: string;
@@ -35,6 +34,7 @@ interface CheckFlags {
   port?: string;
 }
 
+class UsageError extends Error {}
 
 /** HOST, HOST:PORT, [IPv6]:PORT or a bare IPv6 literal. */
 export function parseTarget(text: string): { host: string; port: number | null } {
@@ -140,7 +140,7 @@ export function registerCheck(program: Command): void {
     .argument('[target]', 'HOST[:PORT] (port 25 by default; :465 means implicit TLS)')
     .option('--domain <domain>', 'check every MX host and address of DOMAIN, plus MTA-STS, TLS-RPT, DANE, SPF, DMARC')
     .option('--port <port>', 'SMTP port of every MX in --domain mode (default 25)')
-    .option('--implicit', 'TLS from the first byte (automatic on port 465)')
+    .option('--implicit', 'TLS from the first byte (automatic on port 465; on other ports tried when no greeting comes within 3 s)')
     .option('--submission', 'submission semantics: MAIL before STARTTLS must get 530 (automatic on 587 and 465)')
     .option('--ca <file>', 'also trust the CA certificates in this PEM file (repeatable)', collect)
     .option('--json', 'print the report as JSON (schema: src/check/SCHEMA.md)')
@@ -160,7 +160,13 @@ export function registerCheck(program: Command): void {
           process.exitCode = 2;
           return;
         }
-        process.stderr.write(`postseal check: could not check: ${e instanceof Error ? e.message : String(e)}\n`);
+        const message = e instanceof Error ? e.message : String(e);
+        // --json promises JSON on stdout even when the check could not complete (exit 2).
+        if (flags.json) {
+          const code = typeof (e as { code?: unknown }).code === 'string' ? String((e as { code?: unknown }).code) : 'CHECK_FAILED';
+          process.stdout.write(JSON.stringify({ schemaVersion: 1, kind: flags.domain !== undefined ? 'domain' : 'host', status: 'error', error: { code, message } }, null, 2) + '\n');
+        }
+        process.stderr.write(`postseal check: could not check: ${message}\n`);
         process.exitCode = 2;
       }
     });

@@ -90,4 +90,28 @@ describe('postseal check (CLI)', () => {
     // No MTA-STS or DANE: downgrade.unprotected is medium, below the default --fail-on high.
     assert.equal(r.code, 0, r.stderr);
   });
+
+  test('--domain --json when the TLSA query gets SERVFAIL: JSON with the finding, not a crash', async () => {
+    const bogus = await startDnsServer([
+      { name: 'postseal.test', type: 'MX', preference: 10, exchange: 'localhost' },
+      { name: 'localhost', type: 'A', address: '127.0.0.1' },
+    ], { servfail: [`_${server.port('mx')}._tcp.localhost TLSA`] });
+    try {
+      const r = await cli('--domain', 'postseal.test', '--dns', `127.0.0.1:${bogus.port}`, '--port', String(server.port('mx')), '--ca', caFile, '--json');
+      const doc = JSON.parse(r.stdout.toString('utf8')) as { status: string; findings: Array<{ id: string; severity: string }> };
+      assert.equal(doc.status, 'checked');
+      assert.ok(doc.findings.some((f) => f.id === 'dane.lookup-failed' && f.severity === 'high'));
+      assert.equal(r.code, 1, r.stderr);
+    } finally {
+      await bogus.close();
+    }
+  });
+
+  test('HOST:PORT of an implicit-TLS listener (not 465): found and checked as implicit TLS', async () => {
+    const r = await cli(`127.0.0.1:${server.port('submissions')}`, '--ca', caFile, '--json');
+    const doc = JSON.parse(r.stdout.toString('utf8')) as { status: string; target: { mode: string }; transcript: Array<{ text: string }> };
+    assert.equal(doc.status, 'checked', r.stderr);
+    assert.equal(doc.target.mode, 'implicit');
+    assert.ok(doc.transcript.some((e) => /checked as implicit TLS/.test(e.text)));
+  });
 });

@@ -75,8 +75,8 @@ function baseRecords(port: number, tlsa: Buffer | null): DnsRecord[] {
   return recs;
 }
 
-async function run(records: DnsRecord[], ad: boolean) {
-  const dns = await startDnsServer(records, { ad });
+async function run(records: DnsRecord[], ad: boolean, servfail: string[] = []) {
+  const dns = await startDnsServer(records, { ad, servfail });
   dnsServers.push(dns);
   const progress: string[] = [];
   const r = await checkDomain(D, {
@@ -116,7 +116,7 @@ describe('checkDomain', () => {
     assert.equal(r.downgrade, 'mta-sts-enforce');
   });
 
-  test('policy covers only mx1, TLSA does not match: findings, downgrade "mta-sts-testing"', async () => {
+  test('policy (enforce) covers only mx1, TLSA does not match: findings, downgrade "mta-sts-enforce" (mx2 is skipped, not downgraded)', async () => {
     policyBody = `version: STSv1\nmode: enforce\nmx: mx1.${D}\nmax_age: 3600\n`;
     const { r, ids } = await run(baseRecords(smtp.port('mx'), Buffer.alloc(32, 7)), true);
     assert.deepEqual(r.mtaSts.mxMatches.map((m) => m.pattern), [`mx1.${D}`, null]);
@@ -124,7 +124,46 @@ describe('checkDomain', () => {
     assert.ok(ids.includes('mta-sts.max-age-short'));
     assert.ok(ids.includes('dane.mismatch'));
     assert.equal(r.findings[0]?.severity, 'critical');
-    assert.equal(r.downgrade, 'mta-sts-testing');
+    // Was 'mta-sts-testing' before issue 9 item 10: the policy is enforce, and mx2 fails it.
+    assert.equal(r.downgrade, 'mta-sts-enforce');
+    assert.ok(!ids.includes('downgrade.unprotected'));
+  });
+
+  test('MTA-STS enforce, but an MX certificate fails it: downgrade "mta-sts-enforce" and the failure, not "unprotected"', async () => {
+    policyBody = `version: STSv1\nmode: enforce\nmx: *.${D}\nmax_age: 604800\n`;
+    // mx3 is covered by the policy, but the certificate names only mx1 and mx2.
+    const recs = baseRecords(smtp.port('mx'), null).map((x) => (x.type === 'MX' && x.exchange === `mx2.${D}` ? { ...x, exchange: `mx3.${D}` } : x));
+    recs.push({ name: `mx3.${D}`, type: 'A', address: '127.0.0.1' });
+    const { r, ids } = await run(recs, false);
+    assert.equal(r.mtaSts.policy?.mode, 'enforce');
+    assert.equal(r.downgrade, 'mta-sts-enforce');
+    assert.ok(!ids.includes('downgrade.unprotected'), ids.join(' '));
+    const f = r.findings.find((x) => x.id === 'mta-sts.cert-invalid');
+    assert.ok(f);
+    assert.equal(f.where, `mx3.${D}`);
+    assert.match(f.detail, /enforce/);
+  });
+
+  test('a TLSA query answered SERVFAIL (DNSSEC bogus): a finding, a complete report, not a crash', async () => {
+    policyBody = `version: STSv1\nmode: enforce\nmx: *.${D}\nmax_age: 604800\n`;
+    const { r, ids } = await run(baseRecords(smtp.port('mx'), spkiSha256(leaf.certPem)), true, [`_${smtp.port('mx')}._tcp.mx2.${D} TLSA`, `_smtp._tls.${D} TXT`]);
+    assert.equal(r.status, 'checked');
+    assert.equal(r.hosts.length, 2);
+    const f = r.findings.find((x) => x.id === 'dane.lookup-failed');
+    assert.ok(f, ids.join(' '));
+    assert.equal(f.where, `mx2.${D}`);
+    assert.match(f.detail, /SERVFAIL/);
+    assert.notEqual(r.downgrade, 'dane');
+    // The TLS-RPT lookup failed: that is said, not reported as "no TLS-RPT record".
+    assert.ok(ids.includes('dns.lookup-failed'));
+    assert.ok(!ids.includes('tlsrpt.missing'));
+  });
+
+  test('the MX lookup itself answered SERVFAIL: status error (exit 2) with the reason', async () => {
+    const { r } = await run(baseRecords(smtp.port('mx'), null), false, [`${D} MX`]);
+    assert.equal(r.status, 'error');
+    assert.equal(r.error?.code, 'CHECK_DNS');
+    assert.match(r.error?.message ?? '', /SERVFAIL/);
   });
 
   test('no policies at all: downgrade "none" and the missing records are findings', async () => {

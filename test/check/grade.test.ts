@@ -39,7 +39,9 @@ describe('grade', () => {
     assert.equal(gradeDowngrade({ mtaSts: null, dane: noDane }), 'none');
     assert.equal(gradeDowngrade({ mtaSts: { mode: 'testing', valid: true, allMxMatch: true, allCertsValid: true }, dane: noDane }), 'mta-sts-testing');
     assert.equal(gradeDowngrade({ mtaSts: { mode: 'enforce', valid: true, allMxMatch: true, allCertsValid: true }, dane: noDane }), 'mta-sts-enforce');
-    assert.equal(gradeDowngrade({ mtaSts: { mode: 'enforce', valid: true, allMxMatch: false, allCertsValid: true }, dane: noDane }), 'mta-sts-testing');
+    // Issue 9 item 10: enforce with a failing MX is still enforce (the failure is its own finding).
+    assert.equal(gradeDowngrade({ mtaSts: { mode: 'enforce', valid: true, allMxMatch: false, allCertsValid: true }, dane: noDane }), 'mta-sts-enforce');
+    assert.equal(gradeDowngrade({ mtaSts: { mode: 'enforce', valid: true, allMxMatch: true, allCertsValid: false }, dane: noDane }), 'mta-sts-enforce');
     assert.equal(gradeDowngrade({ mtaSts: null, dane: { published: true, validated: false, allMatch: true } }), 'none');
     assert.equal(gradeDowngrade({ mtaSts: null, dane: { published: true, validated: true, allMatch: true } }), 'dane');
   });

@@ -6,6 +6,8 @@
  * other types (NODATA); NXDOMAIN when no record has that name. `ad: true` makes it set the AD bit
  * on every answer, like a validating resolver on a secure path would (RFC 6840 §5.7) — the
  * records are not actually signed. Names compare case-insensitively, without the trailing dot.
+ * `servfail: ['name TYPE']` answers SERVFAIL (rcode 2) to those questions, as a validating
+ * resolver does for a DNSSEC-bogus answer or a broken zone.
  */
 import dgram from 'node:dgram';
 import dnsPacket from 'dns-packet';
@@ -47,7 +49,11 @@ function toAnswer(r: DnsRecord): dnsPacket.Answer {
   }
 }
 
-export async function startDnsServer(records: DnsRecord[], options: { ad?: boolean } = {}): Promise<DnsServer> {
+export async function startDnsServer(records: DnsRecord[], options: { ad?: boolean; servfail?: string[] } = {}): Promise<DnsServer> {
+  const servfail = new Set((options.servfail ?? []).map((q) => {
+    const [name = '', type = ''] = q.split(' ');
+    return `${norm(name)} ${type.toUpperCase()}`;
+  }));
   let table = records;
   const queries: string[] = [];
   const sock = dgram.createSocket('udp4');
@@ -60,7 +66,13 @@ export async function startDnsServer(records: DnsRecord[], options: { ad?: boole
     }
     const question = q.questions?.[0];
     if (question === undefined) return;
-    queries.push(`${norm(question.name)} ${question.type}`);
+    const asked = `${norm(question.name)} ${question.type}`;
+    queries.push(asked);
+    if (servfail.has(asked)) {
+      const flags = dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE | 2; // rcode 2 = SERVFAIL
+      sock.send(dnsPacket.encode({ type: 'response', id: q.id, flags, questions: [question], answers: [] }), rinfo.port, rinfo.address);
+      return;
+    }
     const sameName = table.filter((r) => norm(r.name) === norm(question.name));
     const answers = sameName.filter((r) => r.type === question.type).map(toAnswer);
     const nxdomain = sameName.length === 0;
