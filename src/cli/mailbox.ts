@@ -1,6 +1,6 @@
 /** `postseal mailbox list|show`: read the local mailboxes (safe while the server runs). */
 import type { Command } from 'commander';
-import { openSqliteStoreReadOnly } from '../store/index.js';
+import { openSqliteStoreReadOnly, type ListMessagesOptions } from '../store/index.js';
 import type { MessageSummary } from '../types.js';
 import { DEFAULT_DATA_DIR } from './common.js';
 
@@ -12,15 +12,16 @@ export function registerMailbox(program: Command): void {
   const mailbox = program.command('mailbox').description('read local mailboxes');
   mailbox
     .command('list')
-    .description('list stored messages, newest first, with the TLS facts of the session that brought each')
+    .description('list received messages (with a local recipient), newest first, with the TLS facts of the session that brought each')
     .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
     .option('--json', 'JSON output')
     .option('--limit <n>', 'at most this many', '100')
     .option('--mailbox <address>', 'only messages for this local address')
-    .action(async (flags: { data: string; json?: boolean; limit: string; mailbox?: string }) => {
+    .option('--all', 'also messages only relayed out (no local recipient)')
+    .action(async (flags: { data: string; json?: boolean; limit: string; mailbox?: string; all?: boolean }) => {
       const store = openSqliteStoreReadOnly(flags.data);
       try {
-        const opts: { limit: number; mailbox?: string } = { limit: Number(flags.limit) || 100 };
+        const opts: ListMessagesOptions = { limit: Number(flags.limit) || 100, localOnly: flags.all !== true };
         if (flags.mailbox) opts.mailbox = flags.mailbox;
         const list = store.listMessages(opts);
         if (flags.json) {

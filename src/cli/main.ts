@@ -27,6 +27,15 @@ registerCheck(program);
 registerSend(program);
 registerQueue(program);
 
+// A reader that stops early (`postseal mailbox list | head -1`) closes the pipe: the output it
+// did not want is not an error. Leave quietly, as a program killed by SIGPIPE would, without a
+// stack trace; any other stdout failure is reported once.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+  process.stderr.write(`postseal: cannot write to stdout: ${err.message}\n`);
+  process.exit(1);
+});
+
 async function main(): Promise<void> {
   try {
     await program.parseAsync(process.argv);

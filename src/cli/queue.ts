@@ -1,11 +1,21 @@
 /** `postseal queue list|show|retry|delete`: the outbound queue (safe while the server runs). */
 import type { Command } from 'commander';
-import { openSqliteStore, openSqliteStoreReadOnly, type QueueEntry } from '../store/index.js';
+import { openSqliteStore, openSqliteStoreReadOnly, type QueueAttempt, type QueueEntry } from '../store/index.js';
+import type { TlsOutcome } from '../types.js';
 import { DEFAULT_DATA_DIR } from './common.js';
 
+function tlsText(t: TlsOutcome | null): string {
+  return t ? ` tls=${t.levelReached}/${t.levelAsked}${t.protocol ? ` ${t.protocol}` : ''}${t.whyNot ? ` (${t.whyNot})` : ''}` : '';
+}
+
 function line(e: QueueEntry): string {
-  const tls = e.lastTls ? ` tls=${e.lastTls.levelReached}/${e.lastTls.levelAsked}${e.lastTls.protocol ? ` ${e.lastTls.protocol}` : ''}${e.lastTls.whyNot ? ` (${e.lastTls.whyNot})` : ''}` : '';
-  return `${e.id}  ${e.status.padEnd(9)} <${e.mailFrom}> -> <${e.recipient}>  attempts=${e.attempts}  next=${e.nextAttemptAt}${tls}${e.lastError ? `  last: ${e.lastError}` : ''}${e.requireTls ? '  REQUIRETLS' : ''}`;
+  // A finished row (delivered, failed) has no next attempt.
+  const next = e.status === 'queued' || e.status === 'deferred' ? `  next=${e.nextAttemptAt}` : '';
+  return `${e.id}  ${e.status.padEnd(9)} <${e.mailFrom}> -> <${e.recipient}>  attempts=${e.attempts}${next}${tlsText(e.lastTls)}${e.lastError ? `  last: ${e.lastError}` : ''}${e.requireTls ? '  REQUIRETLS' : ''}`;
+}
+
+function attemptLine(a: QueueAttempt): string {
+  return `${a.at}  <${a.recipient}>  ${a.outcome}${tlsText(a.tls)}${a.error ? `  ${a.error}` : ''}${a.nextAttemptAt ? `  next=${a.nextAttemptAt}` : ''}`;
 }
 
 export function registerQueue(program: Command): void {
@@ -42,10 +52,13 @@ export function registerQueue(program: Command): void {
           process.exitCode = 1;
           return;
         }
-        if (flags.json) process.stdout.write(JSON.stringify({ message: msg?.summary ?? null, recipients: rows }, null, 2) + '\n');
+        const attempts = store.listAttempts(id);
+        if (flags.json) process.stdout.write(JSON.stringify({ message: msg?.summary ?? null, recipients: rows, attempts }, null, 2) + '\n');
         else {
           if (msg) process.stdout.write(`${id}  received ${msg.summary.receivedAt}  from <${msg.summary.mailFrom}>  ${msg.summary.size} bytes\n`);
           for (const e of rows) process.stdout.write('  ' + line(e) + '\n');
+          if (attempts.length > 0) process.stdout.write('  attempts:\n');
+          for (const a of attempts) process.stdout.write('    ' + attemptLine(a) + '\n');
         }
       } finally {
         await store.close();

@@ -78,7 +78,10 @@ export interface DeliveryError {
 export interface DeliveryResult {
   /** Every recipient delivered. */
   ok: boolean;
+  /** The address (or name) connected to. */
   host: string;
+  /** The name the host was reached by (the MX name; SNI and certificate check): `serverName ?? host`. */
+  serverName: string;
   port: number;
   level: TlsLevel;
   /** What the session achieved. */
@@ -253,6 +256,7 @@ export async function deliverBatch(opts: BatchOptions, messages: BatchMessage[])
     return {
       ok: err === null && recipients.every((r) => r.status === 'delivered'),
       host: opts.host,
+      serverName: opts.serverName ?? opts.host,
       port,
       level: opts.level,
       reached: s.tls === null ? 'none' : s.tls.verified ? 'verify' : 'encrypt',

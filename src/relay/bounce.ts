@@ -15,7 +15,7 @@ export interface FailedRecipient {
   status: string;
   /** 'failed' for a bounce, 'delayed' for a warning. */
   action: 'failed' | 'delayed';
-  /** The remote MTA that answered, if any. */
+  /** The remote MTA that answered, by the name it was reached by (the MX host name), if any. */
   remoteMta: string | null;
   /** The SMTP reply text ('550 5.1.1 no such user') or our own reason. */
   diagnostic: string;
@@ -85,6 +85,7 @@ export function buildBounce(b: BounceInput): { mailFrom: ''; to: string; data: B
   for (const r of b.recipients) {
     // RFC 3464 §2.3: per-recipient fields, each group preceded by a blank line.
     lines.push('', `Final-Recipient: rfc822; ${clean(r.recipient)}`, `Action: ${r.action}`, `Status: ${clean(r.status)}`);
+    // RFC 3464 §2.3.5: Remote-MTA names the MTA; 'dns' type, so the host name, not an address.
     if (r.remoteMta) lines.push(`Remote-MTA: dns; ${clean(r.remoteMta)}`);
     lines.push(`Diagnostic-Code: smtp; ${clean(r.diagnostic)}`, `Last-Attempt-Date: ${rfc5322Date(r.lastAttempt)}`);
   }

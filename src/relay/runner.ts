@@ -245,9 +245,9 @@ export class QueueRunner {
           counts.deferred++;
           continue;
         }
-        failed.push({ recipient: entry.recipient, status: '4.4.7', action: 'failed', remoteMta: final?.host ?? null, diagnostic: `message expired in the queue; last error: ${reason}`, lastAttempt: now });
+        failed.push({ recipient: entry.recipient, status: '4.4.7', action: 'failed', remoteMta: final?.serverName ?? null, diagnostic: `message expired in the queue; last error: ${reason}`, lastAttempt: now });
       } else {
-        failed.push({ recipient: entry.recipient, status: r?.reply?.enhanced ?? '5.0.0', action: 'failed', remoteMta: final?.host ?? null, diagnostic: reason, lastAttempt: now });
+        failed.push({ recipient: entry.recipient, status: r?.reply?.enhanced ?? '5.0.0', action: 'failed', remoteMta: final?.serverName ?? null, diagnostic: reason, lastAttempt: now });
       }
       await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'failed', error: reason, tls });
       summary.failed++;

@@ -5,6 +5,7 @@ export type {
   AttemptRecord,
   ListMessagesOptions,
   ListQueueOptions,
+  QueueAttempt,
   QueueEntry,
   QueueStatus,
   SqliteStoreOptions,

@@ -6,7 +6,7 @@
  */
 import type { MessageSummary, TlsFacts, TlsOutcome } from '../types.js';
 import { PostsealError } from '../errors.js';
-import { QUEUE_STATUSES, type QueueEntry, type QueueStatus } from './types.js';
+import { QUEUE_STATUSES, type QueueAttempt, type QueueEntry, type QueueStatus } from './types.js';
 
 export const MESSAGE_COLUMNS = `m.id, m.received_at, m.mail_from, m.recipients, m.size, m.listener,
   m.client_address, m.helo_name, m.auth_user, m.tls, m.require_tls`;
@@ -74,6 +74,32 @@ export function toSummary(row: MessageRow): MessageSummary {
     authUser: row.auth_user,
     tls: parseTls(row.tls),
     requireTls: row.require_tls !== 0,
+  };
+}
+
+export const ATTEMPT_COLUMNS = 'a.recipient, a.at, a.outcome, a.error, a.tls, a.next_attempt_at';
+
+export interface AttemptRow {
+  recipient: string;
+  at: number;
+  outcome: string;
+  error: string | null;
+  tls: string | null;
+  next_attempt_at: number | null;
+}
+
+export function toQueueAttempt(row: AttemptRow): QueueAttempt {
+  const outcome = row.outcome;
+  if (outcome !== 'delivered' && outcome !== 'deferred' && outcome !== 'failed') {
+    throw new PostsealError('STORE_CORRUPT', `queue attempt for ${row.recipient} has unknown outcome ${JSON.stringify(outcome)}`);
+  }
+  return {
+    recipient: row.recipient,
+    at: new Date(row.at).toISOString(),
+    outcome,
+    error: row.error,
+    tls: parseJsonObject<TlsOutcome>(row.tls),
+    nextAttemptAt: row.next_attempt_at === null ? null : new Date(row.next_attempt_at).toISOString(),
   };
 }
 

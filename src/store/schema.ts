@@ -12,7 +12,7 @@ import type { Database } from 'better-sqlite3';
 import { PostsealError } from '../errors.js';
 
 /** MIGRATIONS.length: a new migration is a new array element, and the version follows. */
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 export const DB_FILE = 'postseal.db';
 
 const MIGRATIONS: readonly string[] = [
@@ -79,6 +79,26 @@ const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE message_data ADD COLUMN file TEXT;
   CREATE INDEX message_data_file ON message_data (file) WHERE file IS NOT NULL;
+  `,
+  // 3 -> 4: every delivery attempt of a queue row, not only the last (queue show lists them).
+  // A row's history goes with the row (queue delete). Rows attempted before this version bring
+  // their last attempt, the only one that was kept.
+  `
+  CREATE TABLE queue_attempts (
+    seq             INTEGER NOT NULL,
+    recipient       TEXT NOT NULL,
+    at              INTEGER NOT NULL,        -- ms since epoch
+    outcome         TEXT NOT NULL CHECK (outcome IN ('delivered', 'deferred', 'failed')),
+    error           TEXT,
+    tls             TEXT,                    -- JSON TlsOutcome or NULL
+    next_attempt_at INTEGER,                 -- ms since epoch, for 'deferred'
+    FOREIGN KEY (seq, recipient) REFERENCES queue (seq, recipient) ON DELETE CASCADE
+  );
+  CREATE INDEX queue_attempts_row ON queue_attempts (seq, recipient, at);
+  INSERT INTO queue_attempts (seq, recipient, at, outcome, error, tls, next_attempt_at)
+    SELECT seq, recipient, updated_at, status, last_error, last_tls,
+           CASE WHEN status = 'deferred' THEN next_attempt_at END
+    FROM queue WHERE attempts > 0 AND status IN ('delivered', 'deferred', 'failed');
   `,
 ];
 

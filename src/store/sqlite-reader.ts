@@ -16,8 +16,8 @@ import type { MessageSummary } from '../types.js';
 import { PostsealError } from '../errors.js';
 import { normalizeAddress } from './address.js';
 import { verifyPassword } from './passwords.js';
-import { MESSAGE_COLUMNS, QUEUE_COLUMNS, toQueueEntry, toSummary, type MessageRow, type QueueRow } from './rows.js';
-import type { ListMessagesOptions, ListQueueOptions, QueueEntry, StoredMessage, StoreReader } from './types.js';
+import { ATTEMPT_COLUMNS, MESSAGE_COLUMNS, QUEUE_COLUMNS, toQueueAttempt, toQueueEntry, toSummary, type AttemptRow, type MessageRow, type QueueRow } from './rows.js';
+import type { ListMessagesOptions, ListQueueOptions, QueueAttempt, QueueEntry, StoredMessage, StoreReader } from './types.js';
 
 export function checkLimit(limit: number | undefined, fallback: number, max: number): number {
   if (limit === undefined) return fallback;
@@ -30,6 +30,8 @@ export function checkLimit(limit: number | undefined, fallback: number, max: num
 export class SqliteReader implements StoreReader {
   private readonly q: {
     list: Statement;
+    listLocal: Statement;
+    attempts: Statement;
     listMailbox: Statement;
     get: Statement;
     bodyRef: Statement;
@@ -46,6 +48,10 @@ export class SqliteReader implements StoreReader {
   constructor(protected readonly db: Database) {
     this.q = {
       list: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages m ORDER BY m.seq DESC LIMIT ?`),
+      listLocal: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages m
+        WHERE EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.seq = m.seq) ORDER BY m.seq DESC LIMIT ?`),
+      attempts: db.prepare(`SELECT ${ATTEMPT_COLUMNS} FROM queue_attempts a JOIN messages m ON m.seq = a.seq
+        WHERE m.id = ? ORDER BY a.at, a.rowid`),
       listMailbox: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM mailbox_entries e JOIN messages m ON m.seq = e.seq
         WHERE e.mailbox = ? ORDER BY e.seq DESC LIMIT ?`),
       get: db.prepare(`SELECT ${MESSAGE_COLUMNS}, d.data, d.file FROM messages m JOIN message_data d ON d.seq = m.seq WHERE m.id = ?`),
@@ -64,7 +70,11 @@ export class SqliteReader implements StoreReader {
   listMessages(opts: ListMessagesOptions = {}): MessageSummary[] {
     const limit = checkLimit(opts.limit, 100, 10_000);
     const rows = (
-      opts.mailbox === undefined ? this.q.list.all(limit) : this.q.listMailbox.all(normalizeAddress(opts.mailbox), limit)
+      opts.mailbox !== undefined
+        ? this.q.listMailbox.all(normalizeAddress(opts.mailbox), limit)
+        : opts.localOnly === true
+          ? this.q.listLocal.all(limit)
+          : this.q.list.all(limit)
     ) as MessageRow[];
     return rows.map(toSummary);
   }
@@ -136,6 +146,10 @@ export class SqliteReader implements StoreReader {
     const limit = checkLimit(opts.limit, 1000, 100_000);
     const rows = this.q.queue.all({ status: opts.status ?? null, limit }) as QueueRow[];
     return rows.map(toQueueEntry);
+  }
+
+  listAttempts(id: string): QueueAttempt[] {
+    return (this.q.attempts.all(id) as AttemptRow[]).map(toQueueAttempt);
   }
 
   close(): Promise<void> {

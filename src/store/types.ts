@@ -36,6 +36,19 @@ export interface QueueEntry {
   requireTls: boolean;
 }
 
+/** One past delivery attempt of a queue row, as `queue show` lists it. */
+export interface QueueAttempt {
+  recipient: string;
+  /** When the outcome was recorded (ISO 8601). */
+  at: string;
+  outcome: 'delivered' | 'deferred' | 'failed';
+  error: string | null;
+  /** TLS asked for and reached on that attempt's connection, when it had one. */
+  tls: TlsOutcome | null;
+  /** For 'deferred': when the next attempt was due. */
+  nextAttemptAt: string | null;
+}
+
 /** The outcome of one delivery attempt for one recipient. */
 export type AttemptRecord = {
   id: string;
@@ -52,6 +65,11 @@ export interface ListMessagesOptions {
   limit?: number;
   /** Only messages delivered to this local mailbox (address, compared normalized). */
   mailbox?: string;
+  /**
+   * Only messages with at least one local recipient (received mail, not mail only relayed out).
+   * Default false. Implied by `mailbox`.
+   */
+  localOnly?: boolean;
 }
 
 export interface ListQueueOptions {
@@ -91,6 +109,8 @@ export interface StoreReader {
   /** The user's sender patterns besides the login ('*', '*@domain', addresses), sorted. */
   senderPatterns(address: string): string[];
   listQueue(opts?: ListQueueOptions): QueueEntry[];
+  /** Every recorded delivery attempt of a message's queue rows, oldest first. */
+  listAttempts(id: string): QueueAttempt[];
   close(): Promise<void>;
 }
 

@@ -34,6 +34,7 @@ interface Statements {
   selectDue: Statement;
   lease: Statement;
   attempt: Statement;
+  attemptHistory: Statement;
   deleteQueuedAll: Statement;
   deleteQueuedOne: Statement;
   retryAll: Statement;
@@ -65,6 +66,8 @@ function prepare(db: Database): Statements {
       last_tls = @tls, next_attempt_at = COALESCE(@next, next_attempt_at), lease_until = NULL,
       updated_at = @now
       WHERE recipient = @recipient AND seq = (SELECT seq FROM messages WHERE id = @id)`),
+    attemptHistory: db.prepare(`INSERT INTO queue_attempts (seq, recipient, at, outcome, error, tls, next_attempt_at)
+      SELECT seq, @recipient, @now, @status, @error, @tls, @next FROM messages WHERE id = @id`),
     deleteQueuedAll: db.prepare('DELETE FROM queue WHERE seq = (SELECT seq FROM messages WHERE id = ?)'),
     retryAll: db.prepare(`UPDATE queue SET next_attempt_at = ?, lease_until = NULL, updated_at = ? WHERE status IN ('queued', 'deferred')`),
     retryOne: db.prepare(`UPDATE queue SET next_attempt_at = ?, lease_until = NULL, updated_at = ?
@@ -125,18 +128,13 @@ function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['
         return { ...row, lease_until: until };
       });
     }
-    case 'recordAttempt':
-      return (
-        s.attempt.run({
-          status: op.status,
-          error: op.error,
-          tls: op.tlsJson,
-          next: op.nextAttemptAt,
-          now: op.nowMs,
-          recipient: op.recipient,
-          id: op.id,
-        }).changes > 0
-      );
+    case 'recordAttempt': {
+      const values = { status: op.status, error: op.error, tls: op.tlsJson, next: op.nextAttemptAt, now: op.nowMs, recipient: op.recipient, id: op.id };
+      if (s.attempt.run(values).changes === 0) return false;
+      // The row keeps the last attempt (for listing); the history keeps every one.
+      s.attemptHistory.run(values);
+      return true;
+    }
     case 'retryQueued':
       return op.id === null ? s.retryAll.run(op.nowMs, op.nowMs).changes : s.retryOne.run(op.nowMs, op.nowMs, op.id).changes;
     case 'deleteQueued':
