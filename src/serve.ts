@@ -57,7 +57,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     else logger.warn({ event: 'tls', certFile: made.certFile }, 'no certificate configured: using the self-signed development certificate');
     certs = await CertificateStore.fromFiles(made.certFile, made.keyFile, { policy });
   }
-  const store = await openSqliteStore(cfg.dataDir, { logger });
+  const store = await openSqliteStore(cfg.dataDir);
   const orphans = store.removeOrphanBodies();
   if (orphans > 0) logger.warn({ event: 'store', removed: orphans }, 'removed spool files that no message names (left by a crash before commit)');
   const tls: TlsProvider = {

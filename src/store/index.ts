@@ -11,7 +11,6 @@ export type {
   SqliteStoreOptions,
   Store,
   StoredMessage,
-  StoreLogger,
   StoreReader,
   StoreStats,
 } from './types.js';

@@ -144,15 +144,9 @@ export interface Store extends StoreReader {
   close(): Promise<void>;
 }
 
-/** Minimal logger shape (pino-compatible). The store never logs passwords or message bytes. */
-export interface StoreLogger {
-  warn(obj: object, msg: string): void;
-}
-
 export interface SqliteStoreOptions {
   /** Upper bound on operations per commit (default 512). */
   maxBatchOps?: number;
   /** Upper bound on message bytes per commit (default 32 MiB); a larger single message goes alone. */
   maxBatchBytes?: number;
-  logger?: StoreLogger;
 }
