@@ -17,6 +17,7 @@ import { renderHostReport } from '../check/render-text.js';
 import { SEVERITIES, type Finding, type HostReport, type Severity } from '../check/types.js';
 import { parseHostPort } from '../protocol/host-port.js';
 import { collect } from './common.js';
+import { UsageError } from '../errors.js';
 
 interface CheckFlags {
   domain?: string;
@@ -33,8 +34,6 @@ interface CheckFlags {
   submission?: boolean;
   port?: string;
 }
-
-class UsageError extends Error {}
 
 /** HOST, HOST:PORT, [IPv6]:PORT or a bare IPv6 literal. */
 export function parseTarget(text: string): { host: string; port: number | null } {
