@@ -7,8 +7,8 @@
  * reads src/ for code literals that are not in the list); client/errors.ts names the subset the
  * client raises.
  */
-export const ERROR_CODES = [
-  // The client (client/errors.ts CLIENT_ERROR_CODES).
+/** The codes the SMTP client raises (client/errors.ts SmtpClientError). */
+export const CLIENT_ERROR_CODES = [
   'CONNECT_FAILED',
   'CONNECTION_CLOSED',
   'TIMEOUT',
@@ -32,6 +32,10 @@ export const ERROR_CODES = [
   'MESSAGE_TOO_BIG',
   'REQUIRETLS_NOT_SUPPORTED',
   'REJECTED',
+] as const;
+
+export const ERROR_CODES = [
+  ...CLIENT_ERROR_CODES,
   // The client side of a connection (transport/client-connection.ts).
   'CONNECTION_DETACHED',
   // The store.

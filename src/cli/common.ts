@@ -1,6 +1,7 @@
-/** Small helpers shared by the CLI commands: reading secrets, collecting repeated flags. */
+/** Small helpers shared by the CLI commands: reading secrets, collecting repeated flags, opening the store. */
 import { createInterface } from 'node:readline';
 import { UsageError } from '../errors.js';
+import { openSqliteStore, openSqliteStoreReadOnly, type Store, type StoreReader } from '../store/index.js';
 
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
@@ -27,4 +28,24 @@ export async function promptSecret(question: string): Promise<string> {
   rl.close();
   process.stderr.write('\n');
   return answer;
+}
+
+/** Opens the store read-write for one command and closes it whatever happens. */
+export async function withStore<T>(dataDir: string, fn: (store: Store) => Promise<T>): Promise<T> {
+  const store = await openSqliteStore(dataDir);
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
+}
+
+/** Opens the store read-only (safe while `serve` runs) for one command and closes it. */
+export async function withReader<T>(dataDir: string, fn: (store: StoreReader) => Promise<T> | T): Promise<T> {
+  const store = openSqliteStoreReadOnly(dataDir);
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
 }

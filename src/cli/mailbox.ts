@@ -1,8 +1,8 @@
 /** `postseal mailbox list|show`: read the local mailboxes (safe while the server runs). */
 import type { Command } from 'commander';
-import { openSqliteStoreReadOnly, type ListMessagesOptions } from '../store/index.js';
+import type { ListMessagesOptions } from '../store/index.js';
 import type { MessageSummary } from '../types.js';
-import { DEFAULT_DATA_DIR } from './common.js';
+import { DEFAULT_DATA_DIR, withReader } from './common.js';
 
 function tlsText(m: MessageSummary): string {
   return m.tls ? `${m.tls.protocol} ${m.tls.cipher}` : 'no TLS';
@@ -19,8 +19,7 @@ export function registerMailbox(program: Command): void {
     .option('--mailbox <address>', 'only messages for this local address')
     .option('--all', 'also messages only relayed out (no local recipient)')
     .action(async (flags: { data: string; json?: boolean; limit: string; mailbox?: string; all?: boolean }) => {
-      const store = openSqliteStoreReadOnly(flags.data);
-      try {
+      await withReader(flags.data, async (store) => {
         const opts: ListMessagesOptions = { limit: Number(flags.limit) || 100, localOnly: flags.all !== true };
         if (flags.mailbox) opts.mailbox = flags.mailbox;
         const list = store.listMessages(opts);
@@ -35,9 +34,7 @@ export function registerMailbox(program: Command): void {
         for (const m of list) {
           process.stdout.write(`${m.id}  ${m.receivedAt}  from <${m.mailFrom}>  to ${m.recipients.map((r) => `<${r}>`).join(', ')}  ${m.size} bytes  ${tlsText(m)}${m.authUser ? `  auth=${m.authUser}` : ''}${m.requireTls ? '  REQUIRETLS' : ''}  via ${m.listener} from ${m.clientAddress}\n`);
         }
-      } finally {
-        await store.close();
-      }
+      });
     });
   mailbox
     .command('show')
@@ -45,8 +42,7 @@ export function registerMailbox(program: Command): void {
     .argument('<id>', 'message id')
     .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
     .action(async (id: string, flags: { data: string }) => {
-      const store = openSqliteStoreReadOnly(flags.data);
-      try {
+      await withReader(flags.data, async (store) => {
         const m = store.getMessage(id);
         if (!m) {
           process.stderr.write(`postseal: no message ${id}\n`);
@@ -54,8 +50,6 @@ export function registerMailbox(program: Command): void {
           return;
         }
         process.stdout.write(m.data);
-      } finally {
-        await store.close();
-      }
+      });
     });
 }

@@ -1,8 +1,8 @@
 /** `postseal queue list|show|retry|delete`: the outbound queue (safe while the server runs). */
 import type { Command } from 'commander';
-import { openSqliteStore, openSqliteStoreReadOnly, type QueueAttempt, type QueueEntry } from '../store/index.js';
+import type { QueueAttempt, QueueEntry } from '../store/index.js';
 import type { TlsOutcome } from '../types.js';
-import { DEFAULT_DATA_DIR } from './common.js';
+import { DEFAULT_DATA_DIR, withReader, withStore } from './common.js';
 
 function tlsText(t: TlsOutcome | null): string {
   return t ? ` tls=${t.levelReached}/${t.levelAsked}${t.protocol ? ` ${t.protocol}` : ''}${t.whyNot ? ` (${t.whyNot})` : ''}` : '';
@@ -26,16 +26,13 @@ export function registerQueue(program: Command): void {
     .option('--status <status>', 'queued|deferred|delivered|failed')
     .option('--json', 'JSON output')
     .action(async (flags: { data: string; status?: string; json?: boolean }) => {
-      const store = openSqliteStoreReadOnly(flags.data);
-      try {
+      await withReader(flags.data, async (store) => {
         const all = store.listQueue();
         const rows = flags.status ? all.filter((e) => e.status === flags.status) : all;
         if (flags.json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
         else if (rows.length === 0) process.stdout.write('queue is empty\n');
         else for (const e of rows) process.stdout.write(line(e) + '\n');
-      } finally {
-        await store.close();
-      }
+      });
     });
   queue
     .command('show')
@@ -43,8 +40,7 @@ export function registerQueue(program: Command): void {
     .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
     .option('--json', 'JSON output')
     .action(async (id: string, flags: { data: string; json?: boolean }) => {
-      const store = openSqliteStoreReadOnly(flags.data);
-      try {
+      await withReader(flags.data, async (store) => {
         const rows = store.listQueue().filter((e) => e.id === id);
         const msg = store.getMessage(id);
         if (rows.length === 0 && !msg) {
@@ -60,9 +56,7 @@ export function registerQueue(program: Command): void {
           if (attempts.length > 0) process.stdout.write('  attempts:\n');
           for (const a of attempts) process.stdout.write('    ' + attemptLine(a) + '\n');
         }
-      } finally {
-        await store.close();
-      }
+      });
     });
   queue
     .command('retry')
@@ -70,13 +64,10 @@ export function registerQueue(program: Command): void {
     .argument('[id]', 'message id')
     .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
     .action(async (id: string | undefined, flags: { data: string }) => {
-      const store = await openSqliteStore(flags.data);
-      try {
+      await withStore(flags.data, async (store) => {
         const n = await store.retryQueued(id);
         process.stdout.write(`${n} recipient(s) due now\n`);
-      } finally {
-        await store.close();
-      }
+      });
     });
   queue
     .command('delete')
@@ -84,13 +75,10 @@ export function registerQueue(program: Command): void {
     .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
     .option('--recipient <address>', 'only this recipient')
     .action(async (id: string, flags: { data: string; recipient?: string }) => {
-      const store = await openSqliteStore(flags.data);
-      try {
+      await withStore(flags.data, async (store) => {
         const n = await store.deleteQueued(id, flags.recipient);
         if (n === 0) process.exitCode = 1;
         process.stdout.write(`${n} queue row(s) deleted\n`);
-      } finally {
-        await store.close();
-      }
+      });
     });
 }

@@ -6,10 +6,9 @@
  */
 import type { Command } from 'commander';
 import { isValidMailbox } from '../protocol/command.js';
-import { openSqliteStore, openSqliteStoreReadOnly } from '../store/index.js';
 import { isSenderPattern } from '../store/address.js';
 import { ConfigError } from '../errors.js';
-import { DEFAULT_DATA_DIR, collect, promptSecret, readStdin } from './common.js';
+import { DEFAULT_DATA_DIR, collect, promptSecret, readStdin, withReader, withStore } from './common.js';
 
 export function registerUser(program: Command): void {
   const user = program.command('user').description('manage submission users');
@@ -25,8 +24,7 @@ export function registerUser(program: Command): void {
       const senders = checkPatterns('user add', flags.sender ?? []);
       const password = flags.passwordStdin ? await readStdin() : await promptSecret(`password for ${address}: `);
       if (password.length < 8) throw new ConfigError('user add: the password must have at least 8 characters');
-      const store = await openSqliteStore(flags.data);
-      try {
+      await withStore(flags.data, async (store) => {
         if (flags.update) {
           if (!(await store.setPassword(address, password))) throw new ConfigError(`user add: no user ${address} to update`);
           if (senders.length > 0) await store.editSenders(address, { add: senders });
@@ -34,20 +32,15 @@ export function registerUser(program: Command): void {
           await store.addUser(address, password, { senders });
         }
         process.stdout.write(`${flags.update ? 'updated' : 'added'} ${address}\n`);
-      } finally {
-        await store.close();
-      }
+      });
     });
   user
     .command('list')
     .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
     .action(async (flags: { data: string }) => {
-      const store = openSqliteStoreReadOnly(flags.data);
-      try {
+      await withReader(flags.data, async (store) => {
         for (const u of store.listUsers()) process.stdout.write(u + '\n');
-      } finally {
-        await store.close();
-      }
+      });
     });
   user
     .command('senders')
@@ -60,45 +53,35 @@ export function registerUser(program: Command): void {
       const add = checkPatterns('user senders', flags.add ?? []);
       const remove = flags.remove ?? [];
       if (add.length + remove.length > 0) {
-        const store = await openSqliteStore(flags.data);
-        try {
-          if (!(await store.editSenders(address, { add, remove }))) {
-            process.stderr.write(`postseal: no user ${address}\n`);
-            process.exitCode = 1;
-            return;
-          }
-        } finally {
-          await store.close();
+        const found = await withStore(flags.data, (store) => store.editSenders(address, { add, remove }));
+        if (!found) {
+          process.stderr.write(`postseal: no user ${address}\n`);
+          process.exitCode = 1;
+          return;
         }
       }
-      const reader = openSqliteStoreReadOnly(flags.data);
-      try {
+      await withReader(flags.data, (reader) => {
         if (!reader.hasUser(address)) {
           process.stderr.write(`postseal: no user ${address}\n`);
           process.exitCode = 1;
           return;
         }
         for (const p of reader.senderPatterns(address)) process.stdout.write(p + '\n');
-      } finally {
-        await reader.close();
-      }
+      });
     });
   user
     .command('remove')
     .argument('<address>')
     .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
     .action(async (address: string, flags: { data: string }) => {
-      const store = await openSqliteStore(flags.data);
-      try {
+      await withStore(flags.data, async (store) => {
         if (!(await store.removeUser(address))) {
           process.stderr.write(`postseal: no user ${address}\n`);
           process.exitCode = 1;
           return;
         }
         process.stdout.write(`removed ${address}\n`);
-      } finally {
-        await store.close();
-      }
+      });
     });
 }
 

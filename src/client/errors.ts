@@ -5,36 +5,12 @@
  * Invariants: codes are a closed `as const` list; `permanent` says whether retrying the same
  * attempt later can help (a queue runner defers on false, bounces on true).
  */
-import { PostsealError, type ErrorCode } from '../errors.js';
+import { PostsealError, type CLIENT_ERROR_CODES as ClientCodes } from '../errors.js';
 import type { Reply } from '../protocol/reply.js';
 import type { TlsSessionInfo } from './tls-session.js';
 
-export const CLIENT_ERROR_CODES = [
-  'CONNECT_FAILED',
-  'CONNECTION_CLOSED',
-  'TIMEOUT',
-  'PROTOCOL_ERROR',
-  'GREETING_REFUSED',
-  'EHLO_REFUSED',
-  'TLS_REQUIRED_NOT_OFFERED',
-  'STARTTLS_REFUSED',
-  'TLS_HANDSHAKE_FAILED',
-  'TLS_VERIFY_FAILED',
-  'TLS_ALREADY_ACTIVE',
-  'CLIENT_UPGRADED',
-  'CLIENT_CLOSED',
-  'AUTH_NEEDS_TLS',
-  'AUTH_NOT_OFFERED',
-  'AUTH_FAILED',
-  'CRLF_INJECTION',
-  'INVALID_ARGUMENT',
-  'BARE_LINE_ENDING',
-  'NOT_SUPPORTED',
-  'MESSAGE_TOO_BIG',
-  'REQUIRETLS_NOT_SUPPORTED',
-  'REJECTED',
-] as const satisfies readonly ErrorCode[];
-export type ClientErrorCode = (typeof CLIENT_ERROR_CODES)[number];
+export { CLIENT_ERROR_CODES } from '../errors.js';
+export type ClientErrorCode = (typeof ClientCodes)[number];
 
 /** Codes for which trying again later cannot help. */
 const PERMANENT: ReadonlySet<ClientErrorCode> = new Set<ClientErrorCode>([
