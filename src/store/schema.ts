@@ -12,7 +12,7 @@ import type { Database } from 'better-sqlite3';
 import { PostsealError } from '../errors.js';
 
 /** MIGRATIONS.length: a new migration is a new array element, and the version follows. */
-export const SCHEMA_VERSION = 4;
+export const SCHEMA_VERSION = 5;
 export const DB_FILE = 'postseal.db';
 
 const MIGRATIONS: readonly string[] = [
@@ -99,6 +99,20 @@ const MIGRATIONS: readonly string[] = [
     SELECT seq, recipient, updated_at, status, last_error, last_tls,
            CASE WHEN status = 'deferred' THEN next_attempt_at END
     FROM queue WHERE attempts > 0 AND status IN ('delivered', 'deferred', 'failed');
+  `,
+  // 4 -> 5: the MTA-STS policy cache (RFC 8461 §5.1: it must survive a restart). One row per
+  // policy domain; a policy of mode 'none' is never stored (it removes the row).
+  `
+  CREATE TABLE mta_sts_policies (
+    domain     TEXT PRIMARY KEY,           -- lower-case policy domain
+    id         TEXT NOT NULL,              -- the TXT record's id at fetch time
+    mode       TEXT NOT NULL CHECK (mode IN ('enforce', 'testing')),
+    mx         TEXT NOT NULL,              -- JSON array of mx patterns
+    max_age    INTEGER NOT NULL,           -- seconds, capped at 31557600
+    fetched_at INTEGER NOT NULL,           -- ms since epoch
+    expires_at INTEGER NOT NULL,           -- ms since epoch
+    text       TEXT NOT NULL               -- the policy body as fetched
+  ) WITHOUT ROWID;
   `,
 ];
 
