@@ -13,6 +13,7 @@ export type {
   StoredMessage,
   StoreReader,
   StoreStats,
+  StoredMtaStsPolicy,
 } from './types.js';
 export { QUEUE_STATUSES } from './types.js';
 export { openSqliteStore, openSqliteStoreReadOnly } from './sqlite-store.js';

@@ -17,7 +17,7 @@ import { PostsealError } from '../errors.js';
 import { normalizeAddress } from './address.js';
 import { verifyPassword } from './passwords.js';
 import { ATTEMPT_COLUMNS, MESSAGE_COLUMNS, QUEUE_COLUMNS, toQueueAttempt, toQueueEntry, toSummary, type AttemptRow, type MessageRow, type QueueRow } from './rows.js';
-import type { ListMessagesOptions, ListQueueOptions, QueueAttempt, QueueEntry, StoredMessage, StoreReader } from './types.js';
+import type { ListMessagesOptions, ListQueueOptions, QueueAttempt, QueueEntry, StoredMessage, StoredMtaStsPolicy, StoreReader } from './types.js';
 
 export function checkLimit(limit: number | undefined, fallback: number, max: number): number {
   if (limit === undefined) return fallback;
@@ -25,6 +25,26 @@ export function checkLimit(limit: number | undefined, fallback: number, max: num
     throw new PostsealError('STORE_BAD_LIMIT', `limit must be an integer from 1 to ${max}, got ${limit}`);
   }
   return limit;
+}
+
+/** A policy domain as the MTA-STS cache keys it: lower-case, no trailing dot. */
+export function mtaStsDomain(domain: string): string {
+  const d = domain.trim().toLowerCase().replace(/\.$/, '');
+  if (d.length === 0 || d.length > 253 || !/^[a-z0-9._-]+$/.test(d)) {
+    throw new PostsealError('STORE_BAD_POLICY', `not a policy domain: ${JSON.stringify(domain.slice(0, 80))}`);
+  }
+  return d;
+}
+
+interface MtaStsRow {
+  domain: string;
+  id: string;
+  mode: 'enforce' | 'testing';
+  mx: string;
+  max_age: number;
+  fetched_at: number;
+  expires_at: number;
+  text: string;
 }
 
 export class SqliteReader implements StoreReader {
@@ -42,6 +62,7 @@ export class SqliteReader implements StoreReader {
     userExists: Statement;
     senders: Statement;
     queue: Statement;
+    mtaSts: Statement;
   };
   private closed = false;
 
@@ -64,6 +85,7 @@ export class SqliteReader implements StoreReader {
       senders: db.prepare('SELECT pattern FROM user_senders WHERE address = ? ORDER BY pattern').pluck(),
       queue: db.prepare(`SELECT ${QUEUE_COLUMNS} FROM queue q JOIN messages m ON m.seq = q.seq
         WHERE (@status IS NULL OR q.status = @status) ORDER BY q.next_attempt_at, q.seq LIMIT @limit`),
+      mtaSts: db.prepare('SELECT domain, id, mode, mx, max_age, fetched_at, expires_at, text FROM mta_sts_policies WHERE domain = ?'),
     };
   }
 
@@ -150,6 +172,16 @@ export class SqliteReader implements StoreReader {
 
   listAttempts(id: string): QueueAttempt[] {
     return (this.q.attempts.all(id) as AttemptRow[]).map(toQueueAttempt);
+  }
+
+  getMtaSts(domain: string): StoredMtaStsPolicy | null {
+    const row = this.q.mtaSts.get(mtaStsDomain(domain)) as MtaStsRow | undefined;
+    if (row === undefined) return null;
+    const mx: unknown = JSON.parse(row.mx);
+    if (!Array.isArray(mx) || !mx.every((m): m is string => typeof m === 'string')) {
+      throw new PostsealError('STORE_CORRUPT', `mta_sts_policies.mx of ${row.domain} is not a JSON list of strings`);
+    }
+    return { domain: row.domain, id: row.id, mode: row.mode, mx, maxAge: row.max_age, fetchedAt: row.fetched_at, expiresAt: row.expires_at, text: row.text };
   }
 
   close(): Promise<void> {

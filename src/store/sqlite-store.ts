@@ -18,8 +18,8 @@ import { newMessageId } from './ids.js';
 import { hashPassword } from './passwords.js';
 import { toQueueEntry } from './rows.js';
 import { checkVersion, configureReader, configureWriter, DB_FILE, migrate } from './schema.js';
-import { checkLimit, SqliteReader } from './sqlite-reader.js';
-import type { AttemptRecord, QueueEntry, SqliteStoreOptions, Store, StoreReader, StoreStats } from './types.js';
+import { checkLimit, mtaStsDomain, SqliteReader } from './sqlite-reader.js';
+import type { AttemptRecord, QueueEntry, SqliteStoreOptions, Store, StoreReader, StoreStats, StoredMtaStsPolicy } from './types.js';
 import { openWriterBackend } from './writer-backend.js';
 import type { MessageRecord } from './writer-protocol.js';
 import { BODIES_DIR, FileSpool, fsyncDir, removeOrphans, type BodySpool } from './spool.js';
@@ -182,6 +182,19 @@ export class SqliteStore extends SqliteReader implements Store {
 
   async retryQueued(id?: string): Promise<number> {
     return this.committer.submit({ kind: 'retryQueued', id: id ?? null, nowMs: Date.now() });
+  }
+
+  async putMtaSts(policy: StoredMtaStsPolicy): Promise<void> {
+    const domain = mtaStsDomain(policy.domain);
+    if (!Number.isSafeInteger(policy.fetchedAt) || !Number.isSafeInteger(policy.expiresAt) || !Number.isSafeInteger(policy.maxAge)) {
+      throw new PostsealError('STORE_BAD_POLICY', `MTA-STS policy for ${domain}: times must be integers`);
+    }
+    const copy: StoredMtaStsPolicy = { ...policy, domain, mx: [...policy.mx] };
+    await this.committer.submit({ kind: 'putMtaSts', policy: copy });
+  }
+
+  async forgetMtaSts(domain: string): Promise<boolean> {
+    return this.committer.submit({ kind: 'forgetMtaSts', domain: mtaStsDomain(domain) });
   }
 
   stats(): StoreStats {

@@ -95,6 +95,22 @@ export interface StoreStats {
   largestBatch: number;
 }
 
+/**
+ * A cached MTA-STS policy as the store keeps it (RFC 8461 §5.1: the cache survives a restart).
+ * The same shape as policy/types.ts MtaStsPolicy, written here because the store sits below
+ * policy/ and must not import it; the store therefore satisfies policy's MtaStsCache structurally.
+ */
+export interface StoredMtaStsPolicy {
+  domain: string;
+  id: string;
+  mode: 'enforce' | 'testing' | 'none';
+  mx: string[];
+  maxAge: number;
+  fetchedAt: number;
+  expiresAt: number;
+  text: string;
+}
+
 /** Reads; safe to use from another process while the server writes (WAL). */
 export interface StoreReader {
   /** Newest first. */
@@ -111,6 +127,8 @@ export interface StoreReader {
   listQueue(opts?: ListQueueOptions): QueueEntry[];
   /** Every recorded delivery attempt of a message's queue rows, oldest first. */
   listAttempts(id: string): QueueAttempt[];
+  /** The cached MTA-STS policy of a domain (lower-cased), expired or not; null when none. */
+  getMtaSts(domain: string): StoredMtaStsPolicy | null;
   close(): Promise<void>;
 }
 
@@ -139,6 +157,10 @@ export interface Store extends StoreReader {
   deleteQueued(id: string, recipient?: string): Promise<number>;
   /** Makes queued/deferred rows (of one message, or all) due now; returns how many. */
   retryQueued(id?: string): Promise<number>;
+  /** Stores (replaces) a domain's MTA-STS policy; a policy of mode 'none' removes it instead (RFC 8461 §5). */
+  putMtaSts(policy: StoredMtaStsPolicy): Promise<void>;
+  /** Removes a domain's cached MTA-STS policy; false when there was none. */
+  forgetMtaSts(domain: string): Promise<boolean>;
   stats(): StoreStats;
   /** Flushes pending writes, then closes. Later writes reject with code 'STORE_CLOSED'. */
   close(): Promise<void>;

@@ -39,6 +39,8 @@ interface Statements {
   deleteQueuedOne: Statement;
   retryAll: Statement;
   retryOne: Statement;
+  putMtaSts: Statement;
+  forgetMtaSts: Statement;
 }
 
 function prepare(db: Database): Statements {
@@ -73,6 +75,9 @@ function prepare(db: Database): Statements {
     retryOne: db.prepare(`UPDATE queue SET next_attempt_at = ?, lease_until = NULL, updated_at = ?
       WHERE status IN ('queued', 'deferred') AND seq = (SELECT seq FROM messages WHERE id = ?)`),
     deleteQueuedOne: db.prepare('DELETE FROM queue WHERE seq = (SELECT seq FROM messages WHERE id = ?) AND recipient = ?'),
+    putMtaSts: db.prepare(`INSERT OR REPLACE INTO mta_sts_policies (domain, id, mode, mx, max_age, fetched_at, expires_at, text)
+      VALUES (@domain, @id, @mode, @mx, @maxAge, @fetchedAt, @expiresAt, @text)`),
+    forgetMtaSts: db.prepare('DELETE FROM mta_sts_policies WHERE domain = ?'),
   };
 }
 
@@ -139,6 +144,15 @@ function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['
       return op.id === null ? s.retryAll.run(op.nowMs, op.nowMs).changes : s.retryOne.run(op.nowMs, op.nowMs, op.id).changes;
     case 'deleteQueued':
       return op.recipient === null ? s.deleteQueuedAll.run(op.id).changes : s.deleteQueuedOne.run(op.id, op.recipient).changes;
+    case 'putMtaSts': {
+      const p = op.policy;
+      // RFC 8461 §5: a policy of mode none is not kept; it removes the cached one.
+      if (p.mode === 'none') s.forgetMtaSts.run(p.domain);
+      else s.putMtaSts.run({ ...p, mx: JSON.stringify(p.mx) });
+      return null;
+    }
+    case 'forgetMtaSts':
+      return s.forgetMtaSts.run(op.domain).changes > 0;
   }
 }
 

@@ -7,6 +7,7 @@
  */
 import type { ErrorCode } from '../errors.js';
 import type { QueueRow } from './rows.js';
+import type { StoredMtaStsPolicy } from './types.js';
 
 /** Envelope and metadata of one message, already normalized, as the writer stores it. */
 export interface MessageRecord {
@@ -49,7 +50,9 @@ export type WriteOp =
       nowMs: number;
     }
   | { kind: 'deleteQueued'; id: string; recipient: string | null }
-  | { kind: 'retryQueued'; id: string | null; nowMs: number };
+  | { kind: 'retryQueued'; id: string | null; nowMs: number }
+  | { kind: 'putMtaSts'; policy: StoredMtaStsPolicy }
+  | { kind: 'forgetMtaSts'; domain: string };
 
 export type OpKind = WriteOp['kind'];
 
@@ -65,6 +68,9 @@ export interface OpValues {
   recordAttempt: boolean;
   deleteQueued: number;
   retryQueued: number;
+  putMtaSts: null;
+  /** False when there was no cached policy. */
+  forgetMtaSts: boolean;
 }
 
 export type OpResult = { ok: true; value: OpValues[OpKind] } | { ok: false; code: ErrorCode; message: string };
