@@ -19,6 +19,8 @@ export const CLIENT_ERROR_CODES = [
   'STARTTLS_REFUSED',
   'TLS_HANDSHAKE_FAILED',
   'TLS_VERIFY_FAILED',
+  // Level dane: the certificate matches no usable TLSA record (RFC 7672 §3.1), or none was given.
+  'TLS_DANE_FAILED',
   'TLS_ALREADY_ACTIVE',
   'CLIENT_UPGRADED',
   'CLIENT_CLOSED',
@@ -73,6 +75,10 @@ export const ERROR_CODES = [
   'CHECK_GREETING',
   'CHECK_TIMEOUT',
   'CHECK_TLS',
+  // The sending policy: the one DNS client (policy/dns.ts) and MTA-STS (policy/mta-sts.ts).
+  'DNS_BAD_ANSWER',
+  'DNS_FAILED',
+  'DNS_TIMEOUT',
   // TLS: certificates, reloads, the server-side handshake.
   'TLS_CERT_CONFLICT',
   'TLS_CERT_INVALID',

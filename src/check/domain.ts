@@ -10,7 +10,7 @@
  * "no such record".
  */
 import { checkHost } from './host.js';
-import type { DnsResolver } from './dns.js';
+import type { DnsResolver } from '../policy/dns.js';
 import { finding, sortFindings } from './findings.js';
 import { gradeDowngrade, worstGrade, type DowngradeLevel } from './grade.js';
 import { fetchStsPolicy, matchMxPattern, parseStsPolicy, parseStsTxt, type StsPolicy } from './mta-sts.js';

@@ -4,7 +4,7 @@
  */
 export { checkHost, type CheckHostOptions } from './host.js';
 export { checkDomain, type CheckDomainOptions, type DomainReport, type MtaStsResult, type DaneResult } from './domain.js';
-export { DnsResolver } from './dns.js';
+export { DnsResolver } from '../policy/dns.js';
 export { gradeFromFindings, gradeHost, gradeDowngrade, DOWNGRADE_LEVELS, type DowngradeLevel } from './grade.js';
 export { FINDING_RULES, type FindingId } from './findings.js';
 export { renderHostReport } from './render-text.js';

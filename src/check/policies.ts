@@ -1,6 +1,6 @@
 /**
  * Domain policies other than MTA-STS: DANE TLSA matching (RFC 7672, RFC 6698), TLS-RPT
- * (RFC 8460), SPF (RFC 7208) and DMARC (RFC 7489, through mailauth's record reader).
+ * (RFC 8460, re-exported from policy/tlsrpt-record.ts), SPF (RFC 7208) and DMARC (RFC 7489, through mailauth's record reader).
  *
  * Invariants: pure parsing and matching, except lookups done through the one DnsResolver;
  * DANE is "validated" only when the resolver set the AD bit — the checker never claims DNSSEC
@@ -8,7 +8,8 @@
  */
 import { createHash, X509Certificate } from 'node:crypto';
 import { createRequire } from 'node:module';
-import type { DnsResolver, Tlsa } from './dns.js';
+import type { DnsResolver } from '../policy/dns.js';
+import type { TlsaRecord as Tlsa } from '../policy/types.js';
 
 export interface TlsaMatch {
   usage: number;
@@ -53,24 +54,8 @@ export function matchTlsa(records: Tlsa[], chainDer: string[]): TlsaMatch[] {
   });
 }
 
-export interface TlsRptResult {
-  record: string | null;
-  rua: string[];
-  error: string | null;
-}
-
-/** RFC 8460 §3: exactly one "v=TLSRPTv1; rua=URI[,URI]" at _smtp._tls.DOMAIN; mailto: or https:. */
-export function parseTlsRpt(records: string[]): TlsRptResult {
-  const rpt = records.filter((r) => /^v=TLSRPTv1\s*(;|$)/.test(r));
-  if (rpt.length === 0) return { record: null, rua: [], error: null };
-  if (rpt.length > 1) return { record: rpt[0] ?? null, rua: [], error: `${rpt.length} TLS-RPT records (exactly one allowed)` };
-  const record = rpt[0] ?? '';
-  const rua = record.split(';').map((f) => f.trim()).find((f) => f.startsWith('rua='));
-  if (rua === undefined) return { record, rua: [], error: 'rua= missing' };
-  const uris = rua.slice(4).split(',').map((u) => u.trim());
-  const bad = uris.filter((u) => !/^(mailto:[^\s@]+@[^\s@]+|https:\/\/\S+)$/i.test(u));
-  return { record, rua: uris, error: bad.length ? `rua entries must be mailto: or https: URIs: ${bad.join(', ')}` : null };
-}
+// One TLS-RPT record parser (RFC 8460 §3): it lives in policy/, where the report sender uses it too.
+export { parseTlsRpt, type TlsRptResult } from '../policy/tlsrpt-record.js';
 
 export interface SpfResult {
   record: string | null;

@@ -10,7 +10,7 @@ import { lookup } from 'node:dns/promises';
 import net from 'node:net';
 import type { Command } from 'commander';
 import { checkDomain, type DomainReport } from '../check/domain.js';
-import { DnsResolver } from '../check/dns.js';
+import { DnsResolver } from '../policy/dns.js';
 import { checkHost } from '../check/host.js';
 import { renderDomainReport } from '../check/render-domain.js';
 import { renderHostReport } from '../check/render-text.js';

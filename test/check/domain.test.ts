@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { checkDomain } from '../../src/check/domain.js';
-import { DnsResolver } from '../../src/check/dns.js';
+import { DnsResolver } from '../../src/policy/dns.js';
 import { issueCert, makeTestCa, writeKeyPair, type PemKeyPair, type TestCa } from '../helpers/certs.js';
 import { startDnsServer, type DnsRecord, type DnsServer } from '../helpers/dns-server.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';

@@ -17,7 +17,7 @@ const srcDir = resolve(dirname(fileURLToPath(import.meta.url)), '../../src');
 
 /**
  * `code` literals in src/ that are not postseal error codes, each with its reason.
- * ENOTFOUND: check/dns.ts answers mailauth's resolver callback with Node's resolver error code,
+ * ENOTFOUND: policy/dns.ts answers mailauth's resolver callback with Node's resolver error code,
  * which is what mailauth tests for.
  */
 const NOT_OURS = new Set(['ENOTFOUND']);
