@@ -85,6 +85,9 @@ export const ERROR_CODES = [
   'TLS_NO_CERTIFICATE',
   'TLS_WATCH_FAILED',
   'TLS_HANDSHAKE_TIMEOUT',
+  // TLS-RPT reports (policy/tlsrpt-send.ts).
+  'TLSRPT_BAD_URI',
+  'TLSRPT_POST_FAILED',
   // Configuration and the command line.
   'CONFIG_INVALID',
   'CONFIG_UNKNOWN_KEY',

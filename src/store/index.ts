@@ -16,6 +16,7 @@ export type {
   StoredMtaStsPolicy,
 } from './types.js';
 export { QUEUE_STATUSES } from './types.js';
+export type { TlsRptCount, TlsRptStoredReport } from './tlsrpt.js';
 export { openSqliteStore, openSqliteStoreReadOnly } from './sqlite-store.js';
 export { newMessageId } from './ids.js';
 export { normalizeAddress, domainOf } from './address.js';

@@ -10,9 +10,10 @@
  */
 import type { Database } from 'better-sqlite3';
 import { PostsealError } from '../errors.js';
+import { TLSRPT_TABLES } from './tlsrpt.js';
 
 /** MIGRATIONS.length: a new migration is a new array element, and the version follows. */
-export const SCHEMA_VERSION = 5;
+export const SCHEMA_VERSION = 6;
 export const DB_FILE = 'postseal.db';
 
 const MIGRATIONS: readonly string[] = [
@@ -114,6 +115,9 @@ const MIGRATIONS: readonly string[] = [
     text       TEXT NOT NULL               -- the policy body as fetched
   ) WITHOUT ROWID;
   `,
+  // 5 -> 6: TLS-RPT (RFC 8460): per-day session counters and the reports made from them that
+  // still wait for some rua URI (store/tlsrpt.ts).
+  TLSRPT_TABLES,
 ];
 
 /** Settings for the one connection that writes. */

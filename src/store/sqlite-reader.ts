@@ -16,6 +16,7 @@ import type { MessageSummary } from '../types.js';
 import { PostsealError } from '../errors.js';
 import { normalizeAddress } from './address.js';
 import { verifyPassword } from './passwords.js';
+import { TlsRptReads, type TlsRptCount, type TlsRptStoredReport } from './tlsrpt.js';
 import { ATTEMPT_COLUMNS, MESSAGE_COLUMNS, QUEUE_COLUMNS, toQueueAttempt, toQueueEntry, toSummary, type AttemptRow, type MessageRow, type QueueRow } from './rows.js';
 import type { ListMessagesOptions, ListQueueOptions, QueueAttempt, QueueEntry, StoredMessage, StoredMtaStsPolicy, StoreReader } from './types.js';
 
@@ -65,8 +66,10 @@ export class SqliteReader implements StoreReader {
     mtaSts: Statement;
   };
   private closed = false;
+  private readonly tlsRpt: TlsRptReads;
 
   constructor(protected readonly db: Database) {
+    this.tlsRpt = new TlsRptReads(db);
     this.q = {
       list: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages m ORDER BY m.seq DESC LIMIT ?`),
       listLocal: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages m
@@ -182,6 +185,14 @@ export class SqliteReader implements StoreReader {
       throw new PostsealError('STORE_CORRUPT', `mta_sts_policies.mx of ${row.domain} is not a JSON list of strings`);
     }
     return { domain: row.domain, id: row.id, mode: row.mode, mx, maxAge: row.max_age, fetchedAt: row.fetched_at, expiresAt: row.expires_at, text: row.text };
+  }
+
+  listTlsRptCounts(opts?: { domain?: string }): TlsRptCount[] {
+    return this.tlsRpt.listTlsRptCounts(opts);
+  }
+
+  listTlsRptReports(opts?: { domain?: string }): TlsRptStoredReport[] {
+    return this.tlsRpt.listTlsRptReports(opts);
   }
 
   close(): Promise<void> {

@@ -23,6 +23,7 @@ import type { AttemptRecord, QueueEntry, SqliteStoreOptions, Store, StoreReader,
 import { openWriterBackend } from './writer-backend.js';
 import type { MessageRecord } from './writer-protocol.js';
 import { BODIES_DIR, FileSpool, fsyncDir, removeOrphans, type BodySpool } from './spool.js';
+import type { TlsRptCount, TlsRptStoredReport } from './tlsrpt.js';
 
 const DEFAULT_LEASE_MS = 10 * 60 * 1000;
 const MAX_PASSWORD = 1024;
@@ -191,6 +192,22 @@ export class SqliteStore extends SqliteReader implements Store {
     }
     const copy: StoredMtaStsPolicy = { ...policy, domain, mx: [...policy.mx] };
     await this.committer.submit({ kind: 'putMtaSts', policy: copy });
+  }
+
+  async addTlsRptCounts(counts: TlsRptCount[]): Promise<void> {
+    if (counts.length > 0) await this.committer.submit({ kind: 'tlsRptAdd', counts });
+  }
+
+  async makeTlsRptReport(report: TlsRptStoredReport, counts: TlsRptCount[]): Promise<void> {
+    await this.committer.submit({ kind: 'tlsRptMakeReport', report, counts });
+  }
+
+  async updateTlsRptReport(reportId: string, change: { rua: string[]; attempts: number; nextAttemptAt: number; lastError: string | null }): Promise<boolean> {
+    return this.committer.submit({ kind: 'tlsRptUpdateReport', reportId, ...change });
+  }
+
+  async dropTlsRptCounts(counts: TlsRptCount[]): Promise<void> {
+    if (counts.length > 0) await this.committer.submit({ kind: 'tlsRptDropCounts', counts });
   }
 
   async forgetMtaSts(domain: string): Promise<boolean> {

@@ -11,6 +11,7 @@
  * - Timestamps crossing this interface are ISO-8601 strings in UTC.
  */
 import type { BodySpool } from './spool.js';
+import type { TlsRptStoreReads, TlsRptStoreWrites } from './tlsrpt.js';
 import type { IncomingMessage, MessageSummary, TlsOutcome } from '../types.js';
 
 export const QUEUE_STATUSES = ['queued', 'deferred', 'delivered', 'failed'] as const;
@@ -112,7 +113,7 @@ export interface StoredMtaStsPolicy {
 }
 
 /** Reads; safe to use from another process while the server writes (WAL). */
-export interface StoreReader {
+export interface StoreReader extends TlsRptStoreReads {
   /** Newest first. */
   listMessages(opts?: ListMessagesOptions): MessageSummary[];
   getMessage(id: string): StoredMessage | null;
@@ -132,7 +133,7 @@ export interface StoreReader {
   close(): Promise<void>;
 }
 
-export interface Store extends StoreReader {
+export interface Store extends StoreReader, TlsRptStoreWrites {
   /** Resolves once durable; the id is short, sortable and unique. */
   accept(msg: IncomingMessage): Promise<{ id: string }>;
   /** Where the server writes large bodies as they arrive; accept() takes them as `spooled`. */

@@ -17,6 +17,7 @@ import { domainOf } from './address.js';
 import { QUEUE_COLUMNS, type QueueRow } from './rows.js';
 import type { ErrorCode } from '../errors.js';
 import type { OpResult, OpValues, WriteOp } from './writer-protocol.js';
+import { prepareTlsRpt, runTlsRptOp, type TlsRptStatements } from './tlsrpt.js';
 
 export type BatchApplier = (ops: WriteOp[], data: Uint8Array) => OpResult[];
 
@@ -41,6 +42,7 @@ interface Statements {
   retryOne: Statement;
   putMtaSts: Statement;
   forgetMtaSts: Statement;
+  tlsRpt: TlsRptStatements;
 }
 
 function prepare(db: Database): Statements {
@@ -78,6 +80,7 @@ function prepare(db: Database): Statements {
     putMtaSts: db.prepare(`INSERT OR REPLACE INTO mta_sts_policies (domain, id, mode, mx, max_age, fetched_at, expires_at, text)
       VALUES (@domain, @id, @mode, @mx, @maxAge, @fetchedAt, @expiresAt, @text)`),
     forgetMtaSts: db.prepare('DELETE FROM mta_sts_policies WHERE domain = ?'),
+    tlsRpt: prepareTlsRpt(db),
   };
 }
 
@@ -153,6 +156,11 @@ function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['
     }
     case 'forgetMtaSts':
       return s.forgetMtaSts.run(op.domain).changes > 0;
+    case 'tlsRptAdd':
+    case 'tlsRptMakeReport':
+    case 'tlsRptUpdateReport':
+    case 'tlsRptDropCounts':
+      return runTlsRptOp(s.tlsRpt, op);
   }
 }
 

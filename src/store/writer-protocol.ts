@@ -8,6 +8,7 @@
 import type { ErrorCode } from '../errors.js';
 import type { QueueRow } from './rows.js';
 import type { StoredMtaStsPolicy } from './types.js';
+import type { TlsRptOpValues, TlsRptWriteOp } from './tlsrpt.js';
 
 /** Envelope and metadata of one message, already normalized, as the writer stores it. */
 export interface MessageRecord {
@@ -52,12 +53,13 @@ export type WriteOp =
   | { kind: 'deleteQueued'; id: string; recipient: string | null }
   | { kind: 'retryQueued'; id: string | null; nowMs: number }
   | { kind: 'putMtaSts'; policy: StoredMtaStsPolicy }
-  | { kind: 'forgetMtaSts'; domain: string };
+  | { kind: 'forgetMtaSts'; domain: string }
+  | TlsRptWriteOp;
 
 export type OpKind = WriteOp['kind'];
 
 /** What each op resolves to. */
-export interface OpValues {
+export interface OpValues extends TlsRptOpValues {
   accept: null;
   addUser: null;
   /** False when there is no such user. */
