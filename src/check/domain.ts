@@ -13,7 +13,7 @@ import { checkHost } from './host.js';
 import type { DnsResolver } from '../policy/dns.js';
 import { finding, sortFindings } from './findings.js';
 import { gradeDowngrade, worstGrade, type DowngradeLevel } from './grade.js';
-import { fetchStsPolicy, matchMxPattern, parseStsPolicy, parseStsTxt, type StsPolicy } from './mta-sts.js';
+import { fetchStsPolicy, matchMxPattern, parseStsPolicy, parseStsTxt, type StsPolicy } from '../policy/mta-sts.js';
 import { lookupDmarc, matchTlsa, parseSpf, parseTlsRpt, type DmarcResult, type SpfResult, type TlsaMatch, type TlsRptResult } from './policies.js';
 import { SCHEMA_VERSION, type Finding, type Grade, type HostReport } from './types.js';
 

@@ -9,6 +9,6 @@ export { gradeFromFindings, gradeHost, gradeDowngrade, DOWNGRADE_LEVELS, type Do
 export { FINDING_RULES, type FindingId } from './findings.js';
 export { renderHostReport } from './render-text.js';
 export { renderDomainReport } from './render-domain.js';
-export { parseStsPolicy, parseStsTxt, matchMxPattern } from './mta-sts.js';
+export { parseStsPolicy, parseStsTxt, matchMxPattern } from '../policy/mta-sts.js';
 export { matchTlsa, parseSpf, parseTlsRpt } from './policies.js';
 export * from './types.js';

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { createHash, X509Certificate } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { matchMxPattern, parseStsPolicy, parseStsTxt } from '../../src/check/mta-sts.js';
+import { matchMxPattern, parseStsPolicy, parseStsTxt } from '../../src/policy/mta-sts.js';
 import { matchTlsa, parseSpf, parseTlsRpt } from '../../src/check/policies.js';
 import { issueCert, makeTestCa } from '../helpers/certs.js';
 
