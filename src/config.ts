@@ -9,6 +9,7 @@ import type { RelayConfig } from './relay/runner.js';
 import { ConfigError } from './errors.js';
 import { apply, asAny, configError, defaults, type ConfigSource, type Origins } from './config/engine.js';
 import { applyFlags } from './config/flags.js';
+import { splitRoute } from './config/values.js';
 import { SCHEMA, type RelaySettings, type ServeConfig } from './config/schema.js';
 import { HOST_PORT_SYNTAX, parseHostPort, type HostPort } from './protocol/host-port.js';
 import type { Limits } from './server/types.js';
@@ -73,7 +74,11 @@ export type RelayRunnerSettings = Omit<RelayConfig, 'hostname' | 'localDomains' 
 
 export function relayRunnerSettings(r: RelaySettings, ca: string | null = null): RelayRunnerSettings {
   const routes: RelayConfig['routes'] = {};
-  for (const [domain, addr] of Object.entries(r.routes)) routes[domain] = configAddress(addr, `relay.routes.${domain}`);
+  for (const [domain, text] of Object.entries(r.routes)) {
+    // HOST:PORT[@NAME]: NAME is the certificate name to verify (default: HOST).
+    const { address, name } = splitRoute(text);
+    routes[domain] = { ...configAddress(address, `relay.routes.${domain}`), ...(name !== null ? { name } : {}) };
+  }
   return {
     routes,
     tlsPolicy: { ...r.tlsPolicy },

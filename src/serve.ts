@@ -13,6 +13,8 @@ import { openSqliteStore, type Store } from './store/index.js';
 import { CertificateStore, ensureSelfSigned, serverSocketOptions } from './tls/index.js';
 import { QueueRunner } from './relay/runner.js';
 import { systemResolver } from './client/index.js';
+import { policyLookups } from './policy/context.js';
+import { TlsRptCounter } from './policy/tlsrpt.js';
 
 export interface RunningServer {
   server: SmtpServer;
@@ -74,7 +76,8 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
   }
   const localDomains = [...new Set([cfg.hostname.toLowerCase(), 'localhost', ...cfg.domains])];
   const users: UserVerifier = store;
-  const relay = cfg.relay.enabled ? createRunner(cfg, store, localDomains, logger) : null;
+  const tlsRpt = cfg.relay.enabled && cfg.relay.tlsRpt.enabled ? new TlsRptCounter(store, { onError: (err) => logger.warn({ event: 'tlsrpt', error: err instanceof Error ? err.message : String(err) }, 'TLS-RPT counts not saved; kept for the next flush') }).start() : null;
+  const relay = cfg.relay.enabled ? createRunner(cfg, store, localDomains, logger, tlsRpt) : null;
   // Mail for other domains (authenticated submission only) waits in the queue; wake the runner.
   const durable: MessageSink = {
     accept: async (msg) => {
@@ -106,6 +109,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
   } catch (err) {
     await server.close(0);
     await relay?.stop();
+    await tlsRpt?.close();
     await store.close();
     certs.close();
     throw err;
@@ -120,13 +124,14 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     async close(graceMs?: number) {
       await server.close(graceMs);
       await relay?.stop();
+      await tlsRpt?.close();
       certs.close();
       await store.close();
     },
   };
 }
 
-function createRunner(cfg: ServeConfig, store: Store, localDomains: string[], logger: Logger): QueueRunner {
+function createRunner(cfg: ServeConfig, store: Store, localDomains: string[], logger: Logger, tlsRpt: TlsRptCounter | null): QueueRunner {
   const r = cfg.relay;
   let ca: string | null = null;
   if (r.ca) {
@@ -142,6 +147,8 @@ function createRunner(cfg: ServeConfig, store: Store, localDomains: string[], lo
     { hostname: cfg.hostname, localDomains, ...relayRunnerSettings(r, ca) },
     systemResolver(r.dns.length > 0 ? r.dns : undefined),
     logger,
+    // The sending policy (policy/decide.ts): MTA-STS cached in the store, DANE, TLS-RPT counts.
+    { ...policyLookups({ dns: r.dns, ca, mtaSts: r.mtaSts, dane: r.dane }, store), tlsRpt },
   );
   runner.start();
   return runner;

@@ -26,4 +26,4 @@ export type { SimpleMessage, BareLineEndings } from './message.js';
 export { resolveMxHosts, systemResolver } from './resolver.js';
 export type { Resolver, MxHost, MxResult } from './resolver.js';
 export { deliverToDomain, deliverBatchToDomain } from './mx-deliver.js';
-export type { DomainDelivery, DomainBatchDelivery } from './mx-deliver.js';
+export type { DomainDelivery, DomainBatchDelivery, DomainPlan, MxPlan, SkippedHost } from './mx-deliver.js';

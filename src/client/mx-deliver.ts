@@ -6,11 +6,38 @@
  * Invariants: a message goes to the next host only after a temporary failure (network, TLS,
  * 4xx) with nothing delivered; a permanent answer (5xx, null MX, no such domain) stops its walk;
  * each host is checked against its own MX name (the name in DNS, never an address), which is
- * what `verify` means for MX.
+ * what `verify` means for MX. With a plan (DomainPlan, from the sending policy: policy/decide.ts)
+ * the MX set is the one the policy looked at, and each host is used only if the plan allows it,
+ * at the plan's level, against the plan's name; a host the plan refuses is skipped, and when
+ * no host could be used the messages wait (temporary), they are never sent another way.
  */
 import { isIP } from 'node:net';
 import { deliverBatch, type BatchMessage, type BatchOptions, type DeliverOptions, type DeliveryResult } from './deliver.js';
-import { resolveMxHosts, systemResolver, type MxResult, type Resolver } from './resolver.js';
+import { resolveMxHosts, systemResolver, type MxHost, type MxResult, type Resolver } from './resolver.js';
+import type { SessionOptions } from './open-session.js';
+
+/** What the sending policy says about one MX host (policy/engine.ts MxDecision, as the client needs it). */
+export type MxPlan =
+  | {
+      allowed: true;
+      /** The session settings for this host: level, serverName (the name to verify), TLSA at dane. */
+      session: Pick<SessionOptions, 'level' | 'serverName'> & Partial<SessionOptions>;
+      /** Addresses already resolved by the policy's lookup; absent: resolved here. */
+      addresses?: string[];
+    }
+  | { allowed: false; reason: string };
+
+/** The per-MX hook: an MX set resolved by the caller, and the plan for each of its hosts. */
+export interface DomainPlan {
+  mx: MxResult;
+  planFor(host: MxHost): MxPlan;
+}
+
+/** A host the plan did not allow. */
+export interface SkippedHost {
+  host: string;
+  reason: string;
+}
 
 export interface DomainDelivery {
   domain: string;
@@ -20,9 +47,11 @@ export interface DomainDelivery {
   /** The attempt that decided (the last one), or null when DNS decided. */
   final: DeliveryResult | null;
   ok: boolean;
-  /** Why nothing was tried, when DNS decided. */
+  /** Why nothing was tried, when DNS (or the plan) decided. */
   reason: string | null;
   permanent: boolean;
+  /** Hosts the plan did not allow, in MX order. */
+  skipped: SkippedHost[];
 }
 
 export interface DomainBatchDelivery {
@@ -32,23 +61,27 @@ export interface DomainBatchDelivery {
   deliveries: DomainDelivery[];
   /** TCP connections opened for the whole batch, over every host tried. */
   connections: number;
+  /** Hosts the plan did not allow, in MX order. */
+  skipped: SkippedHost[];
 }
 
-export async function deliverToDomain(domain: string, opts: Omit<DeliverOptions, 'host' | 'serverName'>, resolver?: Resolver): Promise<DomainDelivery> {
+export async function deliverToDomain(domain: string, opts: Omit<DeliverOptions, 'host' | 'serverName'>, resolver?: Resolver, plan?: DomainPlan): Promise<DomainDelivery> {
   const { from, to, message, requireTls, mailParams, rcptParams, ...session } = opts;
-  const b = await deliverBatchToDomain(domain, { ...session, maxPerConnection: 1 }, [{ from, to, message, requireTls, mailParams, rcptParams }], resolver);
+  const b = await deliverBatchToDomain(domain, { ...session, maxPerConnection: 1 }, [{ from, to, message, requireTls, mailParams, rcptParams }], resolver, plan);
   const d = b.deliveries[0];
   if (d === undefined) throw new Error('deliverBatchToDomain returned no delivery for the message');
   return d;
 }
 
-export async function deliverBatchToDomain(domain: string, opts: Omit<BatchOptions, 'host' | 'serverName'>, messages: BatchMessage[], resolver?: Resolver): Promise<DomainBatchDelivery> {
-  const mx = await resolveMxHosts(domain, resolver);
+export async function deliverBatchToDomain(domain: string, opts: Omit<BatchOptions, 'host' | 'serverName'>, messages: BatchMessage[], resolver?: Resolver, plan?: DomainPlan): Promise<DomainBatchDelivery> {
+  const mx = plan?.mx ?? (await resolveMxHosts(domain, resolver));
+  const skipped: SkippedHost[] = [];
   const none = (reason: string, permanent: boolean): DomainBatchDelivery => ({
     domain,
     mx,
-    deliveries: messages.map(() => ({ domain, mx, attempts: [], final: null, ok: false, reason, permanent })),
+    deliveries: messages.map(() => ({ domain, mx, attempts: [], final: null, ok: false, reason, permanent, skipped })),
     connections: 0,
+    skipped,
   });
   switch (mx.kind) {
     case 'null-mx':
@@ -67,18 +100,24 @@ export async function deliverBatchToDomain(domain: string, opts: Omit<BatchOptio
   let connections = 0;
   const r0 = resolver ?? systemResolver();
   hosts: for (const host of mx.hosts) {
+    const p: MxPlan = plan?.planFor(host) ?? { allowed: true, session: { level: opts.level, serverName: host.name } };
+    if (!p.allowed) {
+      skipped.push({ host: host.name, reason: p.reason });
+      continue;
+    }
     // Addresses come from the same resolver as the MX records (RFC 5321 §5.1: each address of a
     // host is tried in turn); the certificate is still checked against the MX name.
-    const addresses = await hostAddresses(host.name, r0);
+    const addresses = p.addresses ?? (await hostAddresses(host.name, r0));
     for (const address of addresses) {
-      const batch = await deliverBatch({ ...opts, host: address, serverName: host.name }, remaining.map((i) => messages[i] as BatchMessage));
+      const batch = await deliverBatch({ ...opts, ...p.session, host: address }, remaining.map((i) => messages[i] as BatchMessage));
       connections += batch.connections;
       const next: number[] = [];
       remaining.forEach((i, k) => {
         const r = batch.results[k];
         if (r === undefined) return;
         attempts[i]?.push(r);
-        const decided = r.ok || (r.error !== null && r.error.permanent) || r.recipients.some((x) => x.status === 'delivered');
+        // RFC 8689 §4.2.1: a host without REQUIRETLS is not the end: the next MX may offer it.
+        const decided = r.ok || (r.error !== null && r.error.permanent && r.error.code !== 'REQUIRETLS_NOT_SUPPORTED') || r.recipients.some((x) => x.status === 'delivered');
         if (!decided) next.push(i);
       });
       remaining = next;
@@ -87,11 +126,18 @@ export async function deliverBatchToDomain(domain: string, opts: Omit<BatchOptio
   }
   const deliveries = messages.map((_, i): DomainDelivery => {
     const tried = attempts[i] ?? [];
-    if (tried.length === 0) return { domain, mx, attempts: [], final: null, ok: false, reason: `no address found for the MX hosts of ${domain}`, permanent: false };
+    if (tried.length === 0) {
+      // RFC 8461 §5, RFC 7672 §2.2: no host the policy allows: wait (4.7.5), never plaintext, never a bounce now.
+      const reason =
+        skipped.length > 0
+          ? `4.7.5 no MX host of ${domain} may be used: ${skipped.map((x) => `${x.host}: ${x.reason}`).join('; ')}`
+          : `no address found for the MX hosts of ${domain}`;
+      return { domain, mx, attempts: [], final: null, ok: false, reason, permanent: false, skipped };
+    }
     const final = tried[tried.length - 1] ?? null;
-    return { domain, mx, attempts: tried, final, ok: final?.ok ?? false, reason: final?.error?.message ?? null, permanent: final?.error?.permanent ?? false };
+    return { domain, mx, attempts: tried, final, ok: final?.ok ?? false, reason: final?.error?.message ?? null, permanent: final?.error?.permanent ?? false, skipped };
   });
-  return { domain, mx, deliveries, connections };
+  return { domain, mx, deliveries, connections, skipped };
 }
 
 /** IPv4 then IPv6 addresses of an MX host; a name that is an address literal is used as is. */

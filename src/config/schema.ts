@@ -14,7 +14,7 @@ import { TLS_LEVELS, type TlsLevel } from '../client/levels.js';
 import type { AuthLimits, Limits } from '../server/types.js';
 import { LISTENER_TLS_LEVELS, type ListenerTlsLevel } from '../types.js';
 import type { FlagSpec, Group, Leaf, Node } from './engine.js';
-import { bool, domain, domainOrStar, hostName, hostPort, int, ms, oneOf, path, pathOrNull, pemPath } from './values.js';
+import { bool, domain, domainOrStar, hostName, hostPort, hostPortOrNull, int, ms, oneOf, path, pathOrNull, pemPath, route } from './values.js';
 
 export interface ListenerConfig {
   address: string;
@@ -30,15 +30,21 @@ export type ListenerName = (typeof LISTENER_NAMES)[number];
 /** Outbound delivery of what authenticated users submit for other domains. */
 export interface RelaySettings {
   enabled: boolean;
-  /** domain (or '*' for a relayhost) → HOST:PORT, like Postfix transport maps. */
+  /** domain (or '*' for a relayhost) → HOST:PORT[@NAME] (NAME: the certificate name), like Postfix transport maps. */
   routes: Record<string, string>;
   /** domain → outbound TLS level, like Postfix smtp_tls_policy_maps. */
   tlsPolicy: Record<string, TlsLevel>;
   defaultTls: TlsLevel;
   smtpPort: number;
-  /** DNS servers (HOST:PORT) for MX lookups; empty = the system's. */
+  /** DNS servers (HOST:PORT) for MX, TLSA, MTA-STS lookups, whose AD bit is trusted; empty = the system's. */
   dns: string[];
   ca: string | null;
+  /** MTA-STS as a sender (RFC 8461). */
+  mtaSts: { enabled: boolean; endpoint: string | null };
+  /** DANE for SMTP (RFC 7672). */
+  dane: { enabled: boolean };
+  /** TLS-RPT counting and reports (RFC 8460). */
+  tlsRpt: { enabled: boolean };
   intervalMs: number;
   concurrency: number;
   minBackoffMs: number;
@@ -155,9 +161,9 @@ const relay = group<RelaySettings>('Outbound delivery of mail authenticated user
   routes: {
     kind: 'map',
     key: domainOrStar,
-    value: hostPort(),
-    doc: 'Static routes, like Postfix transport maps: domain (or `*`, a relayhost) → HOST:PORT.',
-    ...flag('--route', '<domain=host:port>', 'static route for outbound mail, * for a relayhost (repeatable)', { toJson: entry('HOST:PORT') }),
+    value: route,
+    doc: 'Static routes, like Postfix transport maps: domain (or `*`, a relayhost) → `HOST:PORT`, or `HOST:PORT@NAME` / `{ "address": "HOST:PORT", "name": "NAME" }` where NAME is the name the certificate must carry (SNI and `verify`; default: HOST). A route bypasses MX, DANE and MTA-STS; its level is the TLS table entry or the default.',
+    ...flag('--route', '<domain=host:port[@name]>', 'static route for outbound mail, * for a relayhost; @name: the certificate name to verify (repeatable)', { toJson: entry('HOST:PORT[@NAME]') }),
   },
   tlsPolicy: {
     kind: 'map',
@@ -171,10 +177,20 @@ const relay = group<RelaySettings>('Outbound delivery of mail authenticated user
   dns: {
     kind: 'list',
     element: hostPort(),
-    doc: 'DNS servers (HOST:PORT) for MX lookups; empty: the system\'s.',
-    ...flag('--dns', '<host:port>', 'DNS server for MX lookups (repeatable)', { list: 'replace' }),
+    doc: 'DNS servers (HOST:PORT) for MX, address, TLSA and MTA-STS TXT lookups; their AD bit is trusted for DANE (RFC 6840 §5.7: use a validating resolver on a secure path); empty: the system\'s.',
+    ...flag('--dns', '<host:port>', 'DNS server (validating: its AD bit is trusted) for MX/TLSA/MTA-STS lookups (repeatable)', { list: 'replace' }),
   },
-  ca: leaf(pathOrNull, null, 'Extra trusted CA file (PEM) for `verify`, besides the system roots.', flag('--relay-ca', '<file>', 'extra trusted CA (PEM) for outbound verify')),
+  ca: leaf(pathOrNull, null, 'Extra trusted CA file (PEM) for `verify` and the MTA-STS policy fetch, besides the system roots.', flag('--relay-ca', '<file>', 'extra trusted CA (PEM) for outbound verify and the MTA-STS HTTPS fetch')),
+  mtaSts: group<RelaySettings['mtaSts']>('MTA-STS as a sender (RFC 8461): policies fetched over HTTPS, cached in the store.', {
+    enabled: leaf(bool, true, 'Look up and apply MTA-STS policies (false: kill-switch, the policy cache is left alone).', flag('--no-mta-sts', undefined, 'do not look up or apply MTA-STS policies', { sets: false })),
+    endpoint: leaf(hostPortOrNull(), null, 'Fetch every policy from this HOST:PORT instead of mta-sts.DOMAIN:443 (tests only; the Host header and certificate name stay mta-sts.DOMAIN).', flag('--mta-sts-endpoint', '<host:port>', 'fetch every MTA-STS policy from here (tests only)')),
+  }),
+  dane: group<RelaySettings['dane']>('DANE for SMTP (RFC 7672): TLSA records from the DNS servers of `relay.dns`, secure only with the AD bit.', {
+    enabled: leaf(bool, true, 'Look up TLSA and apply DANE (false: kill-switch).', flag('--no-dane', undefined, 'do not look up TLSA or apply DANE', { sets: false })),
+  }),
+  tlsRpt: group<RelaySettings['tlsRpt']>('TLS-RPT (RFC 8460): every attempt counted per policy domain, in the store.', {
+    enabled: leaf(bool, true, 'Count attempts for TLS-RPT (false: kill-switch).', flag('--no-tls-rpt', undefined, 'do not count attempts for TLS-RPT', { sets: false })),
+  }),
   intervalMs: leaf(int(1, 2 ** 31 - 1, 'ms'), 30_000, 'How often the queue is looked at for due messages.'),
   concurrency: leaf(int(1, 1000), 8, 'Parallel deliveries.'),
   minBackoffMs: leaf(int(1, 2 ** 31 - 1, 'ms'), 5 * 60_000, 'First retry delay (Postfix minimal_backoff_time); it doubles per attempt.'),

@@ -97,3 +97,43 @@ export function hostPort(opts: { allowPortZero?: boolean } = {}): ValueType<stri
     },
   };
 }
+
+/** HOST:PORT or null (off). */
+export function hostPortOrNull(): ValueType<string | null> {
+  const hp = hostPort();
+  return {
+    name: 'HOST:PORT or null',
+    expected: `${HOST_PORT_SYNTAX}, or null`,
+    parse: (v) => (v === null ? ok(null) : hp.parse(v)),
+  };
+}
+
+/**
+ * A static route: `HOST:PORT`, or `HOST:PORT@NAME` where NAME is the name the certificate must
+ * carry (SNI and `verify`), or the object `{ "address": "HOST:PORT", "name": "NAME" }`; kept as
+ * the text `HOST:PORT[@NAME]` (split again with splitRoute where it is used).
+ */
+export const route: ValueType<string> = {
+  name: 'HOST:PORT[@NAME] or { address, name }',
+  expected: `${HOST_PORT_SYNTAX}, optionally @NAME (the certificate name), or { "address": HOST:PORT, "name": NAME }`,
+  parse: (v) => {
+    let text: unknown = v;
+    if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
+      const o = v as Record<string, unknown>;
+      if (Object.keys(o).some((k) => k !== 'address' && k !== 'name') || typeof o['address'] !== 'string') return no;
+      if (o['name'] !== undefined && typeof o['name'] !== 'string') return no;
+      text = typeof o['name'] === 'string' ? `${o['address']}@${o['name']}` : o['address'];
+    }
+    if (typeof text !== 'string') return no;
+    const r = splitRoute(text);
+    if (r.name !== null && !NAME.test(r.name)) return { ok: false, expected: `a host name after @ (got ${JSON.stringify(r.name)})` };
+    const hp = parseHostPort(r.address, {});
+    return hp.ok ? ok(text) : { ok: false, expected: `${HOST_PORT_SYNTAX}: ${hp.problem}` };
+  },
+};
+
+/** `HOST:PORT@NAME` → address and name (null without @). */
+export function splitRoute(text: string): { address: string; name: string | null } {
+  const at = text.lastIndexOf('@');
+  return at < 0 ? { address: text, name: null } : { address: text.slice(0, at), name: text.slice(at + 1) };
+}

@@ -5,16 +5,24 @@
  *
  * Invariants:
  * - a recipient is delivered, deferred or failed by exactly one recordAttempt per attempt;
- * - jobs of one pass for the same destination (route host:port, or MX domain) and the same TLS
- *   level share connections (deliverBatch): at most maxMessagesPerConnection messages each, and
- *   every message keeps its own per-recipient outcome;
+ * - jobs of one pass for the same destination (route host:port and TLS level, or MX domain and
+ *   REQUIRETLS) share connections (deliverBatch): at most maxMessagesPerConnection messages each,
+ *   and every message keeps its own per-recipient outcome;
+ * - MX destinations go through the sending policy (policy/decide.ts: TLS table, DANE, MTA-STS,
+ *   default, in that order): each MX host only if the policy allows it, at its level, checked
+ *   against its name; no usable host → deferred (4.7.5), never plaintext, never bounced at once;
  * - the TLS level is never lowered: the per-destination policy, or the default, raised to
- *   `verify` for a message that carried REQUIRETLS (RFC 8689 §5: verified TLS on every hop);
+ *   `verify` for a message that carried REQUIRETLS (RFC 8689 §4.2.1: verified TLS on every hop),
+ *   whose bounces say 5.7.30 when TLS was the reason (RFC 8689 §5);
+ * - every attempt is counted for TLS-RPT through the injected recorder (default: none);
  * - a bounce is sent from the null sender and never for a message from the null sender;
  * - content is sent with CRLF line endings only (a relay never forwards a bare CR or LF).
  */
 import { deliverBatch, deliverBatchToDomain, tlsLevelRank, type BatchMessage, type DeliveryResult, type Resolver, type TlsLevel, type Timeouts } from '../client/index.js';
 import type { Logger } from '../log.js';
+import { decide, type AdDns, type Decided, type PolicyContext } from '../policy/decide.js';
+import { domainPlan, tlsRptEvents } from '../policy/attempt.js';
+import type { MtaStsLookup, TlsaLookup, TlsRptRecorder } from '../policy/types.js';
 import { domainOf, newMessageId, type QueueEntry, type Store, type StoredMessage } from '../store/index.js';
 import type { TlsOutcome } from '../types.js';
 import { buildBounce, type FailedRecipient } from './bounce.js';
@@ -28,8 +36,11 @@ import { nextAttempt, type RetryPolicy } from './schedule.js';
 export interface RelayConfig {
   /** Our name in EHLO and in bounces. */
   hostname: string;
-  /** Static routes, like Postfix transport maps: domain (or '*' for a relayhost) → host:port. */
-  routes: Record<string, { host: string; port: number }>;
+  /**
+   * Static routes, like Postfix transport maps: domain (or '*' for a relayhost) → host:port, and
+   * the name its certificate must carry (SNI and `verify`; default: the host).
+   */
+  routes: Record<string, { host: string; port: number; name?: string }>;
   /** Per-destination TLS level (Postfix smtp_tls_policy_maps); others get defaultTls. */
   tlsPolicy: Record<string, TlsLevel>;
   defaultTls: TlsLevel;
@@ -59,6 +70,19 @@ export interface RunSummary {
   connections: number;
 }
 
+/**
+ * The sending policy's lookups, injected (serve builds them from relay.dns/mtaSts/dane/tlsRpt);
+ * absent: no DNSSEC, no MTA-STS, no DANE — the table and the default level only.
+ */
+export interface RunnerPolicy {
+  /** The AD-aware DNS client (policy/dns.ts) for MX, addresses; null: the runner's Resolver. */
+  dns?: AdDns | null;
+  mtaSts?: ((domain: string) => Promise<MtaStsLookup>) | null;
+  tlsa?: ((host: string, port: number) => Promise<TlsaLookup>) | null;
+  /** TLS-RPT counting (RFC 8460): called after every attempt. */
+  tlsRpt?: TlsRptRecorder | null;
+}
+
 interface Job {
   id: string;
   domain: string;
@@ -69,10 +93,12 @@ interface Job {
 
 /** Jobs that go over the same connection(s): same destination, same TLS level. */
 interface Batch {
+  /** The level for a route (MX hosts get theirs from the policy). */
   level: TlsLevel;
-  route: { host: string; port: number } | null;
+  route: { host: string; port: number; name?: string } | null;
   /** The MX domain (for a route: the domain of the first job, for logs). */
   domain: string;
+  requireTls: boolean;
   jobs: Job[];
 }
 
@@ -87,7 +113,21 @@ export class QueueRunner {
     private readonly cfg: RelayConfig,
     private readonly resolver: Resolver,
     private readonly logger: Logger,
+    private readonly policy: RunnerPolicy = {},
   ) {}
+
+  /** What decide() needs, from the config and the injected lookups. */
+  policyContext(): PolicyContext {
+    return {
+      dns: this.policy.dns ?? null,
+      resolver: this.resolver,
+      table: this.cfg.tlsPolicy,
+      defaultLevel: this.cfg.defaultTls,
+      port: this.cfg.smtpPort,
+      mtaSts: this.policy.mtaSts ?? null,
+      tlsa: this.policy.tlsa ?? null,
+    };
+  }
 
   start(): void {
     this.stopped = false;
@@ -152,7 +192,7 @@ export class QueueRunner {
 
   levelFor(domain: string, requireTls: boolean): TlsLevel {
     const policy = this.cfg.tlsPolicy[domain] ?? this.cfg.defaultTls;
-    // RFC 8689 §5: a REQUIRETLS message goes only over verified TLS.
+    // RFC 8689 §4.2.1: a REQUIRETLS message goes only over verified TLS (PKIX or DANE).
     return requireTls && tlsLevelRank(policy) < tlsLevelRank('verify') ? 'verify' : policy;
   }
 
@@ -167,10 +207,11 @@ export class QueueRunner {
     for (const job of jobs) {
       const level = this.levelFor(job.domain, job.requireTls);
       const route = this.cfg.routes[job.domain] ?? this.cfg.routes['*'] ?? null;
-      const key = route ? `route ${route.host} ${route.port} ${level}` : `mx ${job.domain} ${level}`;
+      // MX: one policy decision per domain and REQUIRETLS; the level is then per MX host.
+      const key = route ? `route ${route.host} ${route.port} ${route.name ?? ''} ${level}` : `mx ${job.domain} ${job.requireTls}`;
       let g = groups.get(key);
       if (!g) {
-        g = { level, route, domain: job.domain, jobs: [] };
+        g = { level, route, domain: job.domain, requireTls: job.requireTls, jobs: [] };
         groups.set(key, g);
       }
       g.jobs.push(job);
@@ -190,7 +231,7 @@ export class QueueRunner {
       else await this.store.deleteQueued(job.id);
     }
     if (items.length === 0) return;
-    const level = batch.level;
+    let level = batch.level;
     const base = {
       level,
       helo: this.cfg.hostname,
@@ -207,18 +248,36 @@ export class QueueRunner {
     }));
     let finals: Array<{ final: DeliveryResult | null; dnsReason: { message: string; permanent: boolean } | null }>;
     if (batch.route) {
-      const b = await deliverBatch({ ...base, host: batch.route.host, port: batch.route.port, serverName: batch.route.host }, messages);
+      // A route names the certificate name to verify (`HOST:PORT@NAME`); else its host.
+      const b = await deliverBatch({ ...base, host: batch.route.host, port: batch.route.port, serverName: batch.route.name ?? batch.route.host }, messages);
       summary.connections += b.connections;
       finals = b.results.map((final) => ({ final, dnsReason: null }));
     } else {
-      const d = await deliverBatchToDomain(batch.domain, { ...base, port: this.cfg.smtpPort }, messages, this.resolver);
+      const decided = await decide(batch.domain, this.policyContext(), { requireTls: batch.requireTls });
+      // The level recorded when no host was tried: the first host's (or the default).
+      level = decided.decision.mx.find((m) => m.allowed)?.level ?? decided.decision.mx[0]?.level ?? level;
+      const d = await deliverBatchToDomain(batch.domain, { ...base, port: this.cfg.smtpPort }, messages, this.resolver, domainPlan(decided));
       summary.connections += d.connections;
+      this.countTlsRpt(decided, d.deliveries.flatMap((x) => x.attempts));
       finals = d.deliveries.map((x) => ({ final: x.final, dnsReason: x.final ? null : { message: x.reason ?? 'no MX host could be tried', permanent: x.permanent } }));
     }
     for (let k = 0; k < items.length; k++) {
       const item = items[k];
       const f = finals[k];
-      if (item && f) await this.record(item.job, item.stored, level, f.final, f.dnsReason, now, summary);
+      if (item && f) await this.record(item.job, item.stored, f.final?.level ?? level, f.final, f.dnsReason, now, summary);
+    }
+  }
+
+  /** RFC 8460: every attempt (and every host the policy refused) counted for TLS-RPT. */
+  private countTlsRpt(decided: Decided, attempts: DeliveryResult[]): void {
+    const recorder = this.policy.tlsRpt;
+    if (!recorder || decided.mx.kind !== 'hosts') return;
+    for (const e of tlsRptEvents(decided.decision, decided.input.mtaSts?.failure ?? null, attempts, Date.now())) {
+      try {
+        recorder.record(e);
+      } catch (err) {
+        this.logger.warn({ event: 'tlsrpt', error: err instanceof Error ? err.message : String(err) }, 'TLS-RPT recorder failed');
+      }
     }
   }
 
@@ -245,9 +304,9 @@ export class QueueRunner {
           counts.deferred++;
           continue;
         }
-        failed.push({ recipient: entry.recipient, status: '4.4.7', action: 'failed', remoteMta: final?.serverName ?? null, diagnostic: `message expired in the queue; last error: ${reason}`, lastAttempt: now });
+        failed.push({ recipient: entry.recipient, status: requireTlsStatus(job, final, dnsReason?.message ?? null) ?? '4.4.7', action: 'failed', remoteMta: final?.serverName ?? null, diagnostic: `message expired in the queue; last error: ${reason}`, lastAttempt: now });
       } else {
-        failed.push({ recipient: entry.recipient, status: r?.reply?.enhanced ?? '5.0.0', action: 'failed', remoteMta: final?.serverName ?? null, diagnostic: reason, lastAttempt: now });
+        failed.push({ recipient: entry.recipient, status: requireTlsStatus(job, final, dnsReason?.message ?? null) ?? r?.reply?.enhanced ?? '5.0.0', action: 'failed', remoteMta: final?.serverName ?? null, diagnostic: reason, lastAttempt: now });
       }
       await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'failed', error: reason, tls });
       summary.failed++;
@@ -284,6 +343,19 @@ export class QueueRunner {
     if (!local) this.kick();
     return true;
   }
+}
+
+const TLS_ERRORS: ReadonlySet<string> = new Set(['REQUIRETLS_NOT_SUPPORTED', 'TLS_REQUIRED_NOT_OFFERED', 'STARTTLS_REFUSED', 'TLS_HANDSHAKE_FAILED', 'TLS_VERIFY_FAILED', 'TLS_DANE_FAILED']);
+
+/**
+ * RFC 8689 §5: a REQUIRETLS message not delivered for want of TLS (no REQUIRETLS offered, no
+ * verified TLS, or no host the policy allows) bounces with 5.7.30; null when TLS was not why.
+ */
+function requireTlsStatus(job: Job, final: DeliveryResult | null, dnsReason: string | null): string | null {
+  if (!job.requireTls) return null;
+  if (final === null) return dnsReason?.startsWith('4.7.5 ') === true ? '5.7.30' : null;
+  if (final.error === null) return null;
+  return TLS_ERRORS.has(final.error.code) ? '5.7.30' : null;
 }
 
 function replyLine(r: { code: number; enhanced: string | null; lines: string[] }): string {
