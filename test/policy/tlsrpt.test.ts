@@ -25,6 +25,7 @@ import { openSqliteStore, type Store } from '../../src/store/index.js';
 import { issueCert, makeTestCa } from '../helpers/certs.js';
 import { startDnsServer } from '../helpers/dns-server.js';
 import { requirePeer, startSmtpServerReceiver } from '../helpers/receivers.js';
+import { runCli } from '../cli/child.js';
 
 const dirs: string[] = [];
 after(async () => {
@@ -307,6 +308,41 @@ test('mailto: report goes through the queue to a real receiver (smtp-server) as 
   } finally {
     await store.close();
     await receiver.close();
+    await dns.close();
+  }
+});
+
+test('postseal report tls shows the counts and the next report (--json), and --send-now queues a mailto: report', async () => {
+  const { dir, store } = await tempStore();
+  const c = new TlsRptCounter(store);
+  recordSome(c);
+  await c.close();
+  await store.close();
+  const dns = await startDnsServer([{ name: '_smtp._tls.policy.test', type: 'TXT', data: 'v=TLSRPTv1; rua=mailto:reports@collector.test' }]);
+  try {
+    const shown = await runCli(['report', 'tls', '--data', dir, '--json', '--domain', 'policy.test']);
+    assert.equal(shown.code, 0, shown.stderr);
+    const out = JSON.parse(shown.stdout) as { counts: unknown[]; next: { report: unknown }[]; waiting: unknown[] };
+    assert.equal(out.counts.length, 4);
+    assert.equal(out.next.length, 1);
+    assert.deepEqual(validateReport(out.next[0]?.report), []);
+    const text = await runCli(['report', 'tls', '--data', dir]);
+    assert.match(text.stdout, /certificate-host-mismatch=2/);
+    const sent = await runCli(['report', 'tls', '--data', dir, '--send-now', '--dns', `127.0.0.1:${dns.port}`, '--submitter', 'out.sender.test']);
+    assert.equal(sent.code, 0, sent.stderr + sent.stdout);
+    assert.match(sent.stdout, /policy\.test {2}made/);
+    assert.match(sent.stdout, /sent: mailto:reports@collector\.test {2}queued: /);
+    const after = await openSqliteStore(dir);
+    try {
+      assert.equal(after.listTlsRptCounts().length, 0);
+      const q = after.listQueue();
+      assert.equal(q.length, 1);
+      assert.equal(q[0]?.recipient, 'reports@collector.test');
+      assert.equal(q[0]?.mailFrom, 'tlsrpt-noreply@out.sender.test');
+    } finally {
+      await after.close();
+    }
+  } finally {
     await dns.close();
   }
 });

@@ -1,0 +1,113 @@
+/**
+ * `postseal report tls`: what TLS-RPT (RFC 8460) has counted, what the next report per policy
+ * domain will say, and `--send-now` to make and send the reports at once. Parsing and printing
+ * only: the work is policy/tlsrpt-send.ts.
+ */
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import type { Command } from 'commander';
+import { UsageError } from '../errors.js';
+import { DnsResolver } from '../policy/dns.js';
+import { deliverTlsRptReports, makeTlsRptReports, planTlsRptReports, type TlsRptSendOptions } from '../policy/tlsrpt-send.js';
+import { HOST_PORT_SYNTAX, parseHostPort } from '../protocol/host-port.js';
+import type { TlsRptCount } from '../store/index.js';
+import { collect, DEFAULT_DATA_DIR, withReader, withStore } from './common.js';
+
+interface ReportFlags {
+  data: string;
+  domain?: string;
+  json?: boolean;
+  sendNow?: boolean;
+  dns?: string[];
+  ca?: string;
+  org?: string;
+  contact?: string;
+  submitter?: string;
+  from?: string;
+}
+
+function countLine(c: TlsRptCount): string {
+  const where = [c.mxHost || '-', c.receivingIp || '-'].join(' ');
+  return `${c.day}  ${c.policyDomain}  ${c.policyType.padEnd(15)} ${where}  ${c.result}=${c.count}${c.detail !== null ? `  (${c.detail})` : ''}`;
+}
+
+function sendOptions(f: ReportFlags): TlsRptSendOptions {
+  const submitter = f.submitter ?? hostname();
+  const servers = (f.dns ?? []).map((t) => {
+    const r = parseHostPort(t, { defaultPort: 53 });
+    if (!r.ok) throw new UsageError(`--dns ${t}: ${r.problem}; expected ${HOST_PORT_SYNTAX}`);
+    return { host: r.host, port: r.port };
+  });
+  const resolver = servers.length > 0 ? new DnsResolver(servers) : DnsResolver.system();
+  let ca: string[] = [];
+  if (f.ca !== undefined) {
+    try {
+      ca = [readFileSync(f.ca, 'utf8')];
+    } catch (e) {
+      throw new UsageError(`--ca ${f.ca}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+  return {
+    organizationName: f.org ?? submitter,
+    contactInfo: f.contact ?? `postmaster@${submitter}`,
+    submitter,
+    from: f.from ?? `tlsrpt-noreply@${submitter}`,
+    lookupTxt: (name) => resolver.txt(name),
+    ca,
+  };
+}
+
+export function registerReport(program: Command): void {
+  const report = program.command('report').description('reports about outbound TLS');
+  report
+    .command('tls')
+    .description('TLS-RPT (RFC 8460): what has been counted and what the next report per policy domain will say; --send-now sends it')
+    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+    .option('--domain <domain>', 'only this policy domain')
+    .option('--json', 'JSON output')
+    .option('--send-now', 'make the reports now (today included, up to now) and send them and any waiting for a retry')
+    .option('--dns <host:port>', 'resolver for the _smtp._tls TXT lookups (repeatable; default: the system resolver)', collect)
+    .option('--ca <file>', 'extra trusted CA (PEM) for https: collectors')
+    .option('--org <name>', 'organization-name in the report (default: the submitter)')
+    .option('--contact <address>', 'contact-info in the report (default: postmaster@SUBMITTER)')
+    .option('--submitter <host>', 'the reporting host (TLS-Report-Submitter; default: this host name)')
+    .option('--from <address>', 'sender of mailto: reports (default: tlsrpt-noreply@SUBMITTER)')
+    .action(async (f: ReportFlags) => {
+      const now = new Date();
+      const only = f.domain !== undefined ? { domain: f.domain } : {};
+      if (f.sendNow === true) {
+        const opts = sendOptions(f);
+        await withStore(f.data, async (store) => {
+          const made = await makeTlsRptReports(store, opts, now, { ...only, includeToday: true });
+          const rounds = await deliverTlsRptReports(store, opts, now, { ...only, force: true });
+          if (f.json === true) process.stdout.write(JSON.stringify({ made, rounds }, null, 2) + '\n');
+          else {
+            for (const m of made) process.stdout.write(`${m.day}  ${m.policyDomain}  ${m.outcome}${m.reportId !== null ? `  ${m.reportId}` : ''}${m.detail !== null ? `  (${m.detail})` : ''}\n`);
+            for (const r of rounds) {
+              process.stdout.write(`${r.reportId}  ${r.policyDomain}  ${r.state}${r.sent.length ? `  sent: ${r.sent.join(', ')}` : ''}${r.queued.length ? `  queued: ${r.queued.join(', ')}` : ''}\n`);
+              for (const [uri, why] of Object.entries(r.failed)) process.stdout.write(`  failed ${uri}: ${why}\n`);
+            }
+            if (made.length === 0 && rounds.length === 0) process.stdout.write('nothing to report\n');
+          }
+          if (rounds.some((r) => r.state !== 'sent')) process.exitCode = 1;
+        });
+        return;
+      }
+      await withReader(f.data, (store) => {
+        const counts = store.listTlsRptCounts(only);
+        const waiting = store.listTlsRptReports(only).map(({ gz, ...r }) => ({ ...r, bytes: gz.length }));
+        const submitter = f.submitter ?? hostname();
+        const id = { organizationName: f.org ?? submitter, contactInfo: f.contact ?? `postmaster@${submitter}`, submitter };
+        // The next report of each day as it stands now (today's so far; it is sent after the day ends).
+        const next = planTlsRptReports(store, id, now, { ...only, includeToday: true }).map((p) => ({ policyDomain: p.policyDomain, day: p.day, report: p.report }));
+        if (f.json === true) {
+          process.stdout.write(JSON.stringify({ counts, next, waiting }, null, 2) + '\n');
+          return;
+        }
+        if (counts.length === 0) process.stdout.write('no TLS-RPT counts\n');
+        for (const c of counts) process.stdout.write(countLine(c) + '\n');
+        for (const n of next) process.stdout.write(`\nnext report for ${n.policyDomain} (${n.day}; the report-id is made when it is sent):\n${JSON.stringify(n.report, null, 2)}\n`);
+        for (const w of waiting) process.stdout.write(`\nwaiting: ${w.reportId} ${w.policyDomain} ${w.day} attempts=${w.attempts} next=${new Date(w.nextAttemptAt).toISOString()} to ${w.rua.join(', ')}${w.lastError !== null ? `  last: ${w.lastError}` : ''}\n`);
+      });
+    });
+}
