@@ -11,7 +11,6 @@ import { registerCheck } from './check.js';
 import { registerSend } from './send.js';
 import { registerQueue } from './queue.js';
 import { registerReport } from './report.js';
-import { registerPolicy } from './policy.js';
 import { ConfigError, PostsealError, UsageError } from '../errors.js';
 
 const program = new Command();
@@ -29,8 +28,6 @@ registerCheck(program);
 registerSend(program);
 registerQueue(program);
 registerReport(program);
-// The `policy` group: refresh and forget here; other subcommands are added to the group it returns.
-registerPolicy(program);
 
 // A reader that stops early (`postseal mailbox list | head -1`) closes the pipe: the output it
 // did not want is not an error. Leave quietly, as a program killed by SIGPIPE would, without a
