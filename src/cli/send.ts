@@ -5,7 +5,11 @@
  *
  * Default --tls: `may` (opportunistic, like Postfix smtp_tls_security_level for MX delivery);
  * `verify` when --auth is given (submission: credentials only to a verified server).
- * Exit status: 0 every recipient delivered, 1 rejected or failed, 2 usage error.
+ * Without --server, the sending policy applies as in the relay (policy/decide.ts: DANE, then
+ * MTA-STS, then the default); `--tls LEVEL` given explicitly acts as a TLS table entry and wins.
+ * --json names the policy that applied (`policy`: source, mode, per MX level, rule, reached).
+ * Exit status: 0 every recipient delivered, 1 refused by policy or by the receiver (the message
+ * says which rule or reply), 2 usage error.
  */
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -25,6 +29,10 @@ import {
   type TlsLevel,
 } from '../client/index.js';
 import { parseHostPort } from '../protocol/host-port.js';
+import { decide, type Decided } from '../policy/decide.js';
+import { domainPlan } from '../policy/attempt.js';
+import { memoryMtaStsCache, policyLookups } from '../policy/context.js';
+import type { PolicySource } from '../policy/types.js';
 import { replyText } from '../protocol/reply.js';
 import { collect } from './common.js';
 
@@ -45,7 +53,11 @@ interface SendFlags {
   timeout?: string;
   chunking?: boolean;
   normalize?: boolean;
-  dns?: string;
+  dns: string[];
+  smtpPort?: string;
+  mtaStsEndpoint?: string;
+  mtaSts?: boolean;
+  dane?: boolean;
   json?: boolean;
 }
 
@@ -64,12 +76,16 @@ export function registerSend(program: Command): void {
     .option('--file <path>', 'message file (RFC 5322, CRLF or LF line endings with --normalize)')
     .option('--subject <text>', 'build a message with this subject')
     .option('--body <text>', 'build a message with this body')
-    .option('--ca <file>', 'trusted CA certificates (PEM) instead of the system roots')
+    .option('--ca <file>', 'trusted CA certificates (PEM) instead of the system roots; also trusted for the MTA-STS policy fetch')
     .option('--helo <name>', 'EHLO name (default: this machine\'s host name)')
     .option('--timeout <seconds>', 'one timeout for every step (default: RFC 5321 §4.5.3.2 values)')
     .option('--chunking', 'use BDAT when the server offers CHUNKING')
     .option('--normalize', 'convert bare CR/LF in the message to CRLF instead of refusing it')
-    .option('--dns <host:port>', 'DNS server for the MX lookup')
+    .option('--dns <host:port>', 'DNS server for MX, TLSA and MTA-STS lookups; its AD bit is trusted (repeatable)', collect, [])
+    .option('--smtp-port <port>', 'port of the MX hosts (default 25; tests only)')
+    .option('--mta-sts-endpoint <host:port>', 'fetch every MTA-STS policy from here (tests only; Host and certificate name stay mta-sts.DOMAIN)')
+    .option('--no-mta-sts', 'do not look up or apply MTA-STS policies')
+    .option('--no-dane', 'do not look up TLSA or apply DANE')
     .option('--json', 'print the whole result as JSON')
     .action(async (flags: SendFlags) => {
       const results = await runSend(flags);
@@ -79,7 +95,15 @@ export function registerSend(program: Command): void {
     });
 }
 
-type SendOutcome = { ok: boolean; domain: string | null; result: DeliveryResult | null; mx: DomainDelivery | null; reason: string | null };
+/** The policy that applied to one domain (send --json `policy`). */
+export interface SendPolicy {
+  source: PolicySource;
+  mode: 'enforce' | 'testing' | 'none' | null;
+  mtaSts: { from: 'cache' | 'fetched' | 'none'; id: string | null; failure: string | null } | null;
+  mx: Array<{ host: string; allowed: boolean; level: TlsLevel; verifyName: string; source: PolicySource; rule: string; reached: DeliveryResult['reached'] | null; verified: boolean | null }>;
+}
+
+type SendOutcome = { ok: boolean; domain: string | null; result: DeliveryResult | null; mx: DomainDelivery | null; reason: string | null; policy: SendPolicy | null };
 
 async function runSend(flags: SendFlags): Promise<SendOutcome[]> {
   if (flags.from === undefined) throw new ConfigError('send: --from is required');
@@ -121,7 +145,7 @@ async function runSend(flags: SendFlags): Promise<SendOutcome[]> {
   if (flags.server !== undefined) {
     const { host, port } = parseServer(flags.server, flags.implicit === true);
     const result = await deliver({ ...common, host, port, serverName: flags.tlsName ?? host, to: flags.to });
-    return [{ ok: result.ok, domain: null, result, mx: null, reason: result.error?.message ?? null }];
+    return [{ ok: result.ok, domain: null, result, mx: null, reason: result.error?.message ?? null, policy: null }];
   }
   // MX delivery: one walk per recipient domain (RFC 5321 §5.1).
   if (flags.tlsName !== undefined) throw new ConfigError('send: --tls-name needs --server (with MX lookup each MX host name is checked)');
@@ -130,18 +154,44 @@ async function runSend(flags: SendFlags): Promise<SendOutcome[]> {
     const d = to.slice(to.lastIndexOf('@') + 1).toLowerCase();
     byDomain.set(d, [...(byDomain.get(d) ?? []), to]);
   }
-  if (flags.dns !== undefined) {
-    const d = parseHostPort(flags.dns, { defaultPort: 53 });
-    if (!d.ok) throw new ConfigError(`send: --dns ${JSON.stringify(flags.dns)}: expected HOST[:PORT]: ${d.problem}`);
+  for (const dns of flags.dns) {
+    const d = parseHostPort(dns, { defaultPort: 53 });
+    if (!d.ok) throw new ConfigError(`send: --dns ${JSON.stringify(dns)}: expected HOST[:PORT]: ${d.problem}`);
   }
-  const resolver = systemResolver(flags.dns !== undefined ? [flags.dns] : undefined);
+  if (flags.mtaStsEndpoint !== undefined) {
+    const e = parseHostPort(flags.mtaStsEndpoint, {});
+    if (!e.ok) throw new ConfigError(`send: --mta-sts-endpoint ${JSON.stringify(flags.mtaStsEndpoint)}: expected HOST:PORT: ${e.problem}`);
+  }
+  let port = flags.implicit === true ? 465 : 25;
+  if (flags.smtpPort !== undefined) {
+    port = Number(flags.smtpPort);
+    if (!/^[0-9]+$/.test(flags.smtpPort) || port < 1 || port > 65535) throw new ConfigError(`send: --smtp-port ${JSON.stringify(flags.smtpPort)}: expected a port 1-65535`);
+  }
+  const resolver = systemResolver(flags.dns.length > 0 ? flags.dns : undefined);
+  const lookups = policyLookups({ dns: flags.dns, ca: ca ?? null, mtaSts: { enabled: flags.mtaSts !== false, endpoint: flags.mtaStsEndpoint ?? null }, dane: { enabled: flags.dane !== false } }, memoryMtaStsCache());
+  const ctx = { ...lookups, resolver, table: {}, defaultLevel: level as TlsLevel, port };
   const out: SendOutcome[] = [];
   for (const [domain, to] of byDomain) {
-    const port = flags.implicit === true ? 465 : 25;
-    const mx = await deliverToDomain(domain, { ...common, port, to }, resolver);
-    out.push({ ok: mx.ok, domain, result: mx.final, mx, reason: mx.reason });
+    // --tls given explicitly is the operator's table entry for every destination (it wins).
+    const decided = await decide(domain, ctx, { table: flags.tls !== undefined ? (level as TlsLevel) : null });
+    const mx = await deliverToDomain(domain, { ...common, port, to }, resolver, domainPlan(decided));
+    out.push({ ok: mx.ok, domain, result: mx.final, mx, reason: mx.reason, policy: policyOf(decided, mx) });
   }
   return out;
+}
+
+/** What --json says about the policy: the decision per MX and what each attempt reached. */
+function policyOf(d: Decided, mx: DomainDelivery): SendPolicy {
+  const sts = d.input.mtaSts;
+  return {
+    source: d.decision.source,
+    mode: d.decision.mode,
+    mtaSts: sts === null ? null : { from: sts.from, id: sts.policy?.id ?? null, failure: sts.failure ? `${sts.failure.type}: ${sts.failure.detail}` : null },
+    mx: d.decision.mx.map((m) => {
+      const tried = [...mx.attempts].reverse().find((a) => a.serverName === m.verifyName);
+      return { host: m.host, allowed: m.allowed, level: m.level, verifyName: m.verifyName, source: m.source, rule: m.rule, reached: tried?.reached ?? null, verified: tried ? (tried.tls?.verified ?? false) : null };
+    }),
+  };
 }
 
 /** HOST, HOST:PORT, [IPv6]:PORT or a bare IPv6 address (the one HOST:PORT parser). */
@@ -168,6 +218,10 @@ async function readAll(): Promise<Buffer> {
 function printHuman(o: SendOutcome): void {
   const w = (s: string): boolean => process.stdout.write(s + '\n');
   if (o.domain !== null) w(`domain ${o.domain}: ${o.mx?.mx.kind === 'hosts' ? o.mx.mx.hosts.map((h) => `${h.name} (${h.preference})`).join(', ') : (o.mx?.mx.kind ?? '')}`);
+  if (o.policy !== null) {
+    w(`policy ${o.policy.source}${o.policy.mode !== null ? ` (MTA-STS ${o.policy.mode})` : ''}`);
+    for (const m of o.policy.mx) w(`mx     ${m.host}: ${m.allowed ? m.level : 'not used'}${m.reached !== null ? `, reached ${m.reached}` : ''} — ${m.rule}`);
+  }
   const r = o.result;
   if (r === null) {
     w(`not delivered: ${o.reason ?? 'unknown'}`);
