@@ -6,53 +6,11 @@
  * DANE is "validated" only when the resolver set the AD bit — the checker never claims DNSSEC
  * it did not see; TLSA usages 0 and 1 are reported as unusable for SMTP (RFC 7672 §3.1.3).
  */
-import { createHash, X509Certificate } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { DnsResolver } from '../policy/dns.js';
-import type { TlsaRecord as Tlsa } from '../policy/types.js';
 
-export interface TlsaMatch {
-  usage: number;
-  selector: number;
-  matchingType: number;
-  /** Hex of the association data. */
-  data: string;
-  /** 'unusable': usage 0/1 or an unknown selector/matching type (RFC 7672 §3.1.3). */
-  result: 'match' | 'no-match' | 'unusable';
-}
-
-/** RFC 6698 §2.1.3: selector 0 = full certificate, 1 = SubjectPublicKeyInfo. §2.1.4: 0 exact, 1 SHA-256, 2 SHA-512. */
-function associationData(der: Buffer, selector: number, matchingType: number): Buffer | null {
-  let content: Buffer;
-  if (selector === 0) content = der;
-  else if (selector === 1) content = Buffer.from(new X509Certificate(der).publicKey.export({ type: 'spki', format: 'der' }));
-  else return null;
-  if (matchingType === 0) return content;
-  if (matchingType === 1) return createHash('sha256').update(content).digest();
-  if (matchingType === 2) return createHash('sha512').update(content).digest();
-  return null;
-}
-
-/**
- * Matches TLSA records against a served chain (base64 DER, leaf first). RFC 7672 §3.1.1:
- * DANE-EE(3) matches the leaf only; §3.1.2: DANE-TA(2) matches a certificate of the chain
- * other than the leaf (the trust anchor must be in the chain the server sends).
- */
-export function matchTlsa(records: Tlsa[], chainDer: string[]): TlsaMatch[] {
-  const chain = chainDer.map((b) => Buffer.from(b, 'base64'));
-  return records.map((r) => {
-    const base = { usage: r.usage, selector: r.selector, matchingType: r.matchingType, data: r.data.toString('hex') };
-    if (r.usage !== 2 && r.usage !== 3) return { ...base, result: 'unusable' as const };
-    const candidates = r.usage === 3 ? chain.slice(0, 1) : chain.slice(1);
-    let usable = true;
-    for (const der of candidates) {
-      const a = associationData(der, r.selector, r.matchingType);
-      if (a === null) usable = false;
-      else if (a.equals(r.data)) return { ...base, result: 'match' as const };
-    }
-    return { ...base, result: usable ? ('no-match' as const) : ('unusable' as const) };
-  });
-}
+// One TLSA matcher (RFC 7672 §3.1): tls/dane.ts, shared with the sending client, via policy/dane.ts.
+export { matchTlsa, type TlsaMatch } from '../policy/dane.js';
 
 // One TLS-RPT record parser (RFC 8460 §3): it lives in policy/, where the report sender uses it too.
 export { parseTlsRpt, type TlsRptResult } from '../policy/tlsrpt-record.js';

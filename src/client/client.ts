@@ -8,8 +8,8 @@
  *   capabilities are empty until it sends EHLO again (RFC 3207 §4.2: forget what was learned
  *   before TLS), and this object then refuses every call (CLIENT_UPGRADED);
  * - STARTTLS is never sent on a TLS session (TLS_ALREADY_ACTIVE), so never twice;
- * - a certificate that fails verification, when verification is asked for, ends the connection
- *   before any SMTP byte is written inside TLS;
+ * - a certificate that fails verification, when verification is asked for (PKIX, or TLSA records
+ *   at level dane), ends the connection before any SMTP byte is written inside TLS;
  * - AUTH is refused before TLS unless the caller passes allowPlaintext: true;
  * - no command line is written with a CR, LF or NUL inside an argument (message.ts).
  */
@@ -18,8 +18,9 @@ import { authMechanisms, has, parseEhloReply, type Capabilities } from '../proto
 import { SmtpClientError } from './errors.js';
 import { assertNoLineBreak, checkHeloName } from './message.js';
 import { DEFAULT_REPLY_LIMITS, DEFAULT_TIMEOUTS, limitOf, type ConnectOptions, type ReplyLimits, type TimeoutName, type Timeouts } from './options.js';
-import { inspectSession, tlsConnectOptions, type TlsSessionInfo } from './tls-session.js';
+import { daneTlsOptions, inspectSession, tlsConnectOptions, type ClientTlsOptions, type TlsSessionInfo } from './tls-session.js';
 import { Transcript } from './transcript.js';
+import type { TlsaRecord } from '../tls/dane.js';
 import { connect, ConnectionError, type ClientConnection, type SocketStats } from '../transport/client-connection.js';
 import { sendTransaction, type SendEnvelope, type SendOptions, type TransactionResult } from './transaction.js';
 
@@ -36,6 +37,10 @@ interface Resolved {
   port: number;
   serverName: string;
   verifyCertificate: boolean;
+  /** Level dane: the TLSA records and DANE-TA reference identifiers; null otherwise. */
+  dane: { tlsa: TlsaRecord[]; names: string[] } | null;
+  /** The handshake's TLS options (at dane: no trust anchors, daneTlsOptions). */
+  tls: ClientTlsOptions;
   timeouts: Timeouts;
   limits: ReplyLimits;
   options: ConnectOptions;
@@ -67,7 +72,10 @@ export class SmtpClient {
       host: options.host,
       port: options.port,
       serverName: options.serverName ?? options.host,
-      verifyCertificate: options.verifyCertificate ?? true,
+      // RFC 7672 §3.1.3: at dane the TLSA records authenticate the peer, not PKIX.
+      verifyCertificate: options.dane === undefined && (options.verifyCertificate ?? true),
+      dane: options.dane === undefined ? null : { tlsa: options.dane.tlsa, names: options.dane.names ?? [options.serverName ?? options.host] },
+      tls: options.dane === undefined ? (options.tls ?? {}) : daneTlsOptions(options.tls ?? {}),
       timeouts: { ...DEFAULT_TIMEOUTS, ...options.timeouts },
       limits: { ...DEFAULT_REPLY_LIMITS, ...options.limits },
       options,
@@ -80,7 +88,7 @@ export class SmtpClient {
         port: cfg.port,
         localAddress: options.localAddress,
         // RFC 8314 §3: TLS from the first byte; each step has its own limit.
-        implicitTls: options.implicitTls === true ? tlsConnectOptions(cfg.serverName, options.tls ?? {}) : undefined,
+        implicitTls: options.implicitTls === true ? tlsConnectOptions(cfg.serverName, cfg.tls) : undefined,
         connectLimit: limitOf(cfg.timeouts, 'connectMs'),
         handshakeLimit: limitOf(cfg.timeouts, 'tlsHandshakeMs'),
         maxLineLength: cfg.limits.maxLineLength,
@@ -227,7 +235,7 @@ export class SmtpClient {
     const r = await this.command('STARTTLS', 'commandMs');
     if (r.code !== 220) return { kind: 'refused', reply: r };
     this.state = 'upgraded';
-    const up = await this.conn.upgradeToTls(tlsConnectOptions(this.cfg.serverName, this.cfg.options.tls ?? {}), limitOf(this.cfg.timeouts, 'tlsHandshakeMs'));
+    const up = await this.conn.upgradeToTls(tlsConnectOptions(this.cfg.serverName, this.cfg.tls), limitOf(this.cfg.timeouts, 'tlsHandshakeMs'));
     const discarded = up.discarded.length;
     if (discarded > 0) {
       // Response injection (NO STARTTLS, Exim CVE-2021-38371): bytes after the 220 are never replies.
@@ -317,7 +325,7 @@ export class SmtpClient {
   }
 
   toString(): string {
-    return `SmtpClient(${this.cfg.host}:${this.cfg.port}, ${this.phase}${this.tls ? (this.tls.verified ? ', verified' : ', unverified') : ''})`;
+    return `SmtpClient(${this.cfg.host}:${this.cfg.port}, ${this.phase}${this.tls ? (this.tls.dane !== null ? `, dane-${this.tls.dane}` : this.tls.verified ? ', verified' : ', unverified') : ''})`;
   }
 }
 
@@ -327,12 +335,28 @@ function clientError(e: unknown): unknown {
   return new SmtpClientError(e.code === 'CONNECTION_DETACHED' ? 'CLIENT_UPGRADED' : e.code, e.message, { cause: e.cause });
 }
 
-/** After a handshake: record the facts; with verification on, refuse an untrusted peer now. */
+/**
+ * After a handshake: record the facts; with verification on, refuse an untrusted peer now; at
+ * level dane, refuse a peer that matches no TLSA record now (RFC 7672 §2.2: no mail to it).
+ */
 function checkVerified(conn: ClientConnection, cfg: Resolved, transcript: Transcript): TlsSessionInfo {
   const secure = conn.tlsSocket;
   if (secure === null) throw new SmtpClientError('PROTOCOL_ERROR', 'no TLS session to inspect');
-  const info = inspectSession(secure, cfg.serverName);
-  transcript.event(`TLS ${info.protocol} ${info.cipher}${info.group ? ' ' + info.group : ''}; certificate ${info.verified ? 'verified' : 'not verified: ' + (info.verifyError ?? '')} for ${info.checkedName}`, 'tls');
+  const info = inspectSession(secure, cfg.serverName, cfg.dane ?? undefined);
+  const what =
+    cfg.dane !== null
+      ? info.dane !== null
+        ? `DANE-${info.dane.toUpperCase()} matched`
+        : 'no TLSA record matched: ' + (info.daneError ?? '')
+      : info.verified
+        ? 'verified'
+        : 'not verified: ' + (info.verifyError ?? '');
+  transcript.event(`TLS ${info.protocol} ${info.cipher}${info.group ? ' ' + info.group : ''}; certificate ${what} for ${info.checkedName}`, 'tls');
+  if (cfg.dane !== null && info.dane === null) {
+    // RFC 7672 §3.1: with usable TLSA records the certificate must match one; nothing is sent.
+    conn.destroy();
+    throw new SmtpClientError('TLS_DANE_FAILED', `certificate of ${cfg.host} (${info.checkedName}) matches no TLSA record: ${info.daneError ?? 'unknown reason'}`, { tls: info });
+  }
   if (cfg.verifyCertificate && !info.verified) {
     conn.destroy();
     throw new SmtpClientError('TLS_VERIFY_FAILED', `certificate of ${cfg.host} not trusted for ${info.checkedName}: ${info.verifyError ?? 'unknown reason'}`, { tls: info });

@@ -21,7 +21,8 @@
  */
 import { SmtpClient } from './client.js';
 import { SmtpClientError, type ClientErrorCode } from './errors.js';
-import type { TlsLevel, TlsReached } from './levels.js';
+import { usesDane, type TlsLevel, type TlsReached } from './levels.js';
+import { tlsaUnusable } from '../tls/dane.js';
 import { checkHeloName, checkMailbox, checkParam, assertNoLineBreak, prepareContent, type BareLineEndings } from './message.js';
 import { replyText, type Reply } from '../protocol/reply.js';
 import { endSession, openSession, portOf, toClientError, type DeliveryFinding, type SessionAttempt, type SessionOptions } from './open-session.js';
@@ -140,6 +141,10 @@ export async function deliverBatch(opts: BatchOptions, messages: BatchMessage[])
   try {
     checkHeloName(opts.helo);
     if (opts.auth) assertNoLineBreak(opts.auth.user, 'AUTH user');
+    // Level dane without a usable TLSA record could authenticate nobody: no connection at all.
+    if (usesDane(opts.level) && !(opts.dane?.tlsa ?? []).some((r) => tlsaUnusable(r) === null)) {
+      throw new SmtpClientError('TLS_DANE_FAILED', `TLS level dane for ${opts.serverName ?? opts.host} without a usable TLSA record (RFC 7672 §3.1.3)`);
+    }
   } catch (err) {
     shared = toClientError(err);
   }
@@ -259,7 +264,7 @@ export async function deliverBatch(opts: BatchOptions, messages: BatchMessage[])
       serverName: opts.serverName ?? opts.host,
       port,
       level: opts.level,
-      reached: s.tls === null ? 'none' : s.tls.verified ? 'verify' : 'encrypt',
+      reached: s.tls === null ? 'none' : s.tls.dane !== null ? 'dane' : s.tls.verified ? 'verify' : 'encrypt',
       tls: s.tls,
       error: err ? { code: err.code, message: err.message, reply: err.reply, permanent: err.permanent } : null,
       recipients,

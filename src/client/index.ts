@@ -8,7 +8,7 @@
  */
 export { SmtpClient, AUTH_MECHANISMS } from './client.js';
 export type { StartTlsResult, AuthMechanism } from './client.js';
-export { TLS_LEVELS, TLS_REACHED, isTlsLevel, atLeast, triesTls, requiresTls, verifiesCert, satisfies, tlsLevelRank } from './levels.js';
+export { TLS_LEVELS, TLS_REACHED, isTlsLevel, atLeast, triesTls, requiresTls, verifiesCert, usesDane, checksPkix, satisfies, tlsLevelRank } from './levels.js';
 export type { TlsLevel, TlsReached } from './levels.js';
 export { deliver, deliverBatch, DEFAULT_MAX_PER_CONNECTION } from './deliver.js';
 export type { DeliverOptions, DeliveryResult, DeliveryError, RecipientOutcome, RecipientStatus, DeliveryFinding, BatchOptions, BatchMessage, BatchResult, SessionOptions } from './deliver.js';

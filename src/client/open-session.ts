@@ -4,8 +4,8 @@
  * deliverBatch() share it, so the TLS-level rules live in this one place.
  *
  * Invariants (ARCHITECTURE.md "The STARTTLS upgrade", client side; tls_level.c semantics):
- * - at encrypt/verify, the session is handed out only with TLS up (and, at verify, the
- *   certificate verified); STARTTLS missing or refused, EHLO refused or a failed handshake end
+ * - at encrypt/verify/dane, the session is handed out only with TLS up (and, at verify, the
+ *   certificate PKIX-verified; at dane, matched by a TLSA record, RFC 7672 §3.1); STARTTLS missing or refused, EHLO refused or a failed handshake end
  *   the attempt with a code, before any MAIL, AUTH or content;
  * - at may, a refused or absent STARTTLS continues in plaintext on the same connection; a failed
  *   handshake (the connection is gone) asks the caller for a NEW plaintext connection
@@ -16,8 +16,8 @@
  */
 import { SmtpClient, type AuthMechanism } from './client.js';
 import { SmtpClientError } from './errors.js';
-import { requiresTls, triesTls, verifiesCert, type TlsLevel } from './levels.js';
-import type { ConnectOptions, ReplyLimits, Timeouts } from './options.js';
+import { checksPkix, requiresTls, triesTls, usesDane, type TlsLevel } from './levels.js';
+import type { ConnectOptions, DaneOptions, ReplyLimits, Timeouts } from './options.js';
 import { replyText, type Reply } from '../protocol/reply.js';
 import type { ClientTlsOptions, TlsSessionInfo } from './tls-session.js';
 import type { Transcript } from './transcript.js';
@@ -31,6 +31,12 @@ export interface SessionOptions {
   serverName?: string;
   implicitTls?: boolean;
   level: TlsLevel;
+  /**
+   * Level dane: the usable TLSA records of this MX host and the DANE-TA reference identifiers
+   * (default: serverName). Required at dane (no usable record: TLS_DANE_FAILED, no connection);
+   * ignored at the other levels.
+   */
+  dane?: DaneOptions;
   /** Our EHLO name. */
   helo: string;
   auth?: { user: string; password: string; mechanism?: AuthMechanism };
@@ -63,13 +69,15 @@ export async function openSession(opts: SessionOptions, transcript: Transcript, 
     port: portOf(opts),
     serverName: opts.serverName ?? opts.host,
     implicitTls: opts.implicitTls === true,
-    verifyCertificate: verifiesCert(level),
+    verifyCertificate: checksPkix(level),
     tls: opts.tls ?? {},
     timeouts: opts.timeouts ?? {},
     limits: opts.limits ?? {},
     transcript,
   };
   if (opts.localAddress !== undefined) connect.localAddress = opts.localAddress;
+  // RFC 7672 §2.2: usable TLSA records make STARTTLS mandatory and the certificate must match them.
+  if (usesDane(level)) connect.dane = { tlsa: opts.dane?.tlsa ?? [], names: opts.dane?.names ?? [connect.serverName ?? opts.host] };
   let client: SmtpClient | null = null;
   let tlsInfo: TlsSessionInfo | null = null;
   try {
@@ -106,7 +114,7 @@ export async function openSession(opts: SessionOptions, transcript: Transcript, 
         if (requiresTls(level)) throw new SmtpClientError('STARTTLS_REFUSED', `TLS level ${level} and STARTTLS was refused: ${replyText(st.reply)}`, { reply: st.reply });
       }
     }
-    if (tlsInfo !== null && !tlsInfo.verified) findings.push({ kind: 'certificate-not-verified', reason: tlsInfo.verifyError ?? 'unknown' });
+    if (tlsInfo !== null && !tlsInfo.verified && tlsInfo.dane === null) findings.push({ kind: 'certificate-not-verified', reason: tlsInfo.verifyError ?? 'unknown' });
     if (opts.auth) {
       // Never in plaintext from here: RFC 8314 §3, and the "may" downgrade would leak them.
       await client.auth(opts.auth.user, opts.auth.password, opts.auth.mechanism ? { mechanism: opts.auth.mechanism } : {});

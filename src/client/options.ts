@@ -5,6 +5,7 @@
  * length and a line count limit from here. Tests pass short timeouts; nothing else differs.
  */
 import type { ClientTlsOptions } from './tls-session.js';
+import type { TlsaRecord } from '../tls/dane.js';
 import type { Transcript } from './transcript.js';
 
 export interface Timeouts {
@@ -88,10 +89,26 @@ export interface ConnectOptions {
    * serverName (TLS_VERIFY_FAILED, before any SMTP byte inside TLS). Default true.
    */
   verifyCertificate?: boolean;
+  /**
+   * Level dane (RFC 7672): authenticate the peer by these TLSA records instead of PKIX; a
+   * session that matches none is refused (TLS_DANE_FAILED) before any SMTP byte inside TLS.
+   */
+  dane?: DaneOptions;
   tls?: ClientTlsOptions;
   timeouts?: Partial<Timeouts>;
   limits?: Partial<ReplyLimits>;
   localAddress?: string;
   /** Shared record of the conversation; a new one is made when absent. */
   transcript?: Transcript;
+}
+
+/** What the client needs for level dane (RFC 7672 §3.1, §3.2). */
+export interface DaneOptions {
+  /** The usable TLSA records of the MX host (TlsaLookup.usable from policy/dane.ts lookupTlsa). */
+  tlsa: TlsaRecord[];
+  /**
+   * Reference identifiers for DANE-TA(2) (RFC 7672 §3.2.2): the MX host name, and the TLSA base
+   * domain when it differs (a CNAME was followed). Default: the serverName. DANE-EE(3) ignores them.
+   */
+  names?: string[];
 }

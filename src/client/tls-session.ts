@@ -14,6 +14,7 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
+import { verifyDane, type TlsaRecord } from '../tls/dane.js';
 import { describePeerCertificate, summarizeTls, type CertificateSummary } from '../tls/summary.js';
 import type { TlsFacts } from '../types.js';
 
@@ -28,8 +29,12 @@ export interface ClientTlsOptions {
 
 /** What a handshake gave us, as plain data. */
 export interface TlsSessionInfo extends TlsFacts {
-  /** Chain trusted and name matched. */
+  /** Chain trusted (PKIX) and name matched. At level dane PKIX is not consulted: false. */
   verified: boolean;
+  /** The peer was authenticated by a DANE-EE(3) or DANE-TA(2) record (level dane); else null. */
+  dane: 'ee' | 'ta' | null;
+  /** At level dane, why no TLSA record matched; else null. */
+  daneError: string | null;
   /** Why not verified (OpenSSL code such as 'CERT_HAS_EXPIRED', or the name-mismatch reason). */
   verifyError: string | null;
   /** The name the certificate was checked against. */
@@ -65,7 +70,9 @@ function keyPart(v: string | Buffer | Array<string | Buffer> | undefined): strin
 export function contextFor(opts: ClientTlsOptions): tls.SecureContext {
   let key = contextKeys.get(opts);
   if (key === undefined) {
-    key = [opts.minVersion ?? 'TLSv1.2', keyPart(opts.ca), keyPart(opts.cert), keyPart(opts.key)].join('\u0001');
+    // No `ca` (the system roots) and `ca: []` (no anchor at all: level dane) are different contexts.
+    const ca = opts.ca === undefined ? '\u0002system' : keyPart(opts.ca);
+    key = [opts.minVersion ?? 'TLSv1.2', ca, keyPart(opts.cert), keyPart(opts.key)].join('\u0001');
     contextKeys.set(opts, key);
   }
   let ctx = contexts.get(key);
@@ -82,8 +89,19 @@ export function contextFor(opts: ClientTlsOptions): tls.SecureContext {
   return ctx;
 }
 
-/** Chain result from OpenSSL plus our name check (RFC 6125 via tls.checkServerIdentity). */
-export function inspectSession(socket: tls.TLSSocket, intendedName: string): TlsSessionInfo {
+/**
+ * At level dane no trust anchor is loaded (RFC 7672 §3.1.3: PKIX is not used), so the chain Node
+ * reports is exactly the one the server served, and a DANE-TA(2) anchor must be among it.
+ */
+export function daneTlsOptions(opts: ClientTlsOptions): ClientTlsOptions {
+  return { ...opts, ca: [] };
+}
+
+/**
+ * Chain result from OpenSSL plus our name check (RFC 6125 via tls.checkServerIdentity); with
+ * `dane`, the TLSA decision (RFC 7672 §3.1) on the served chain instead.
+ */
+export function inspectSession(socket: tls.TLSSocket, intendedName: string, dane?: { tlsa: readonly TlsaRecord[]; names: readonly string[] }): TlsSessionInfo {
   const name = stripBrackets(intendedName);
   const facts = summarizeTls(socket, { sni: net.isIP(name) === 0 ? name : null });
   let verifyError: string | null = null;
@@ -101,7 +119,27 @@ export function inspectSession(socket: tls.TLSSocket, intendedName: string): Tls
   } catch {
     peerCertificates = [];
   }
-  return { ...facts, verified: verifyError === null, verifyError, checkedName: name, peerCertificates };
+  let daneMatch: 'ee' | 'ta' | null = null;
+  let daneError: string | null = null;
+  if (dane !== undefined) {
+    const v = verifyDane(dane.tlsa, peerChainDer(socket), dane.names);
+    daneMatch = v.matched;
+    daneError = v.error;
+  }
+  return { ...facts, verified: verifyError === null, verifyError, dane: daneMatch, daneError, checkedName: name, peerCertificates };
+}
+
+/** The peer chain as DER, leaf first (getPeerCertificate(true): see tls/summary.ts on why not the X509 API). */
+function peerChainDer(socket: tls.TLSSocket): Buffer[] {
+  const out: Buffer[] = [];
+  const seen = new Set<string>();
+  let node: tls.DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
+  while (node !== undefined && node.raw !== undefined && !seen.has(node.fingerprint256)) {
+    seen.add(node.fingerprint256);
+    out.push(node.raw);
+    node = node.issuerCertificate;
+  }
+  return out;
 }
 
 function stripBrackets(name: string): string {

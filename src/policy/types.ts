@@ -5,17 +5,13 @@
  * dns.ts (the one DNS client, AD bit), mta-sts.ts (policy fetch, parse, persistent cache),
  * dane.ts (TLSA lookup and usability), engine.ts (precedence), tlsrpt.ts (counting, reports).
  */
+import type { TlsaRecord } from '../tls/dane.js';
 
 /** Which rule decided: an operator's table entry, DANE, MTA-STS, or the default level. */
 export type PolicySource = 'table' | 'dane' | 'mta-sts' | 'default';
 
-/** One TLSA record (RFC 6698 §2.1). */
-export interface TlsaRecord {
-  usage: number;
-  selector: number;
-  matchingType: number;
-  data: Buffer;
-}
+/** One TLSA record (RFC 6698 §2.1); defined in tls/dane.ts, where the client's matcher needs it. */
+export type { TlsaRecord } from '../tls/dane.js';
 
 /**
  * TLSA for one MX host and port (RFC 7672 §2.2):
