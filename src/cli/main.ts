@@ -11,6 +11,7 @@ import { registerCheck } from './check.js';
 import { registerSend } from './send.js';
 import { registerQueue } from './queue.js';
 import { registerPolicy } from './policy.js';
+import { registerPolicyExplain } from './policy-explain.js';
 import { registerReport } from './report.js';
 import { ConfigError, PostsealError, UsageError } from '../errors.js';
 
@@ -29,7 +30,7 @@ registerCheck(program);
 registerSend(program);
 registerQueue(program);
 // The `policy` group: refresh and forget here; other subcommands are added to the group it returns.
-registerPolicy(program);
+registerPolicyExplain(registerPolicy(program));
 registerReport(program);
 
 // A reader that stops early (`postseal mailbox list | head -1`) closes the pipe: the output it
