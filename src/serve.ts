@@ -13,8 +13,9 @@ import { openSqliteStore, type Store } from './store/index.js';
 import { CertificateStore, ensureSelfSigned, serverSocketOptions } from './tls/index.js';
 import { QueueRunner } from './relay/runner.js';
 import { systemResolver } from './client/index.js';
-import { policyLookups } from './policy/context.js';
+import { policyLookups, resolverFor } from './policy/context.js';
 import { TlsRptCounter } from './policy/tlsrpt.js';
+import { TlsRptReporter } from './policy/tlsrpt-send.js';
 
 export interface RunningServer {
   server: SmtpServer;
@@ -78,6 +79,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
   const users: UserVerifier = store;
   const tlsRpt = cfg.relay.enabled && cfg.relay.tlsRpt.enabled ? new TlsRptCounter(store, { onError: (err) => logger.warn({ event: 'tlsrpt', error: err instanceof Error ? err.message : String(err) }, 'TLS-RPT counts not saved; kept for the next flush') }).start() : null;
   const relay = cfg.relay.enabled ? createRunner(cfg, store, localDomains, logger, tlsRpt) : null;
+  const reporter = tlsRpt !== null && cfg.relay.tlsRpt.reports ? startTlsRptReporter(cfg, store, tlsRpt, logger) : null;
   // Mail for other domains (authenticated submission only) waits in the queue; wake the runner.
   const durable: MessageSink = {
     accept: async (msg) => {
@@ -109,6 +111,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
   } catch (err) {
     await server.close(0);
     await relay?.stop();
+    reporter?.stop();
     await tlsRpt?.close();
     await store.close();
     certs.close();
@@ -124,11 +127,34 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     async close(graceMs?: number) {
       await server.close(graceMs);
       await relay?.stop();
+      reporter?.stop();
       await tlsRpt?.close();
       certs.close();
       await store.close();
     },
   };
+}
+
+/**
+ * The daily TLS-RPT job (RFC 8460 §3): reports of finished days to each policy domain's `rua`.
+ * Identity defaults to the hostname; TXT lookups use the relay's DNS servers.
+ */
+function startTlsRptReporter(cfg: ServeConfig, store: Store, counter: TlsRptCounter, logger: Logger): TlsRptReporter {
+  const t = cfg.relay.tlsRpt;
+  const host = cfg.hostname;
+  const dns = resolverFor(cfg.relay.dns);
+  const ca = cfg.relay.ca ? [readFileSync(cfg.relay.ca, 'utf8')] : [];
+  const reporter = new TlsRptReporter(store, counter, {
+    organizationName: t.organizationName ?? host,
+    contactInfo: t.contactInfo ?? `postmaster@${host}`,
+    submitter: t.submitter ?? host,
+    from: t.from ?? `postmaster@${host}`,
+    lookupTxt: (name) => dns.txt(name),
+    ca,
+    intervalMs: t.intervalMs,
+    onError: (err) => logger.warn({ event: 'tlsrpt', error: err instanceof Error ? err.message : String(err) }, 'TLS-RPT report run failed; retried at the next run'),
+  });
+  return reporter.start();
 }
 
 function createRunner(cfg: ServeConfig, store: Store, localDomains: string[], logger: Logger, tlsRpt: TlsRptCounter | null): QueueRunner {

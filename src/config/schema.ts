@@ -14,7 +14,7 @@ import { TLS_LEVELS, type TlsLevel } from '../client/levels.js';
 import type { AuthLimits, Limits } from '../server/types.js';
 import { LISTENER_TLS_LEVELS, type ListenerTlsLevel } from '../types.js';
 import type { FlagSpec, Group, Leaf, Node } from './engine.js';
-import { bool, domain, domainOrStar, hostName, hostPort, hostPortOrNull, int, ms, oneOf, path, pathOrNull, pemPath, route } from './values.js';
+import { bool, domain, domainOrStar, hostName, hostPort, hostPortOrNull, int, ms, oneOf, path, pathOrNull, pemPath, route, textOrNull } from './values.js';
 
 export interface ListenerConfig {
   address: string;
@@ -44,7 +44,15 @@ export interface RelaySettings {
   /** DANE for SMTP (RFC 7672). */
   dane: { enabled: boolean };
   /** TLS-RPT counting and reports (RFC 8460). */
-  tlsRpt: { enabled: boolean };
+  tlsRpt: {
+    enabled: boolean;
+    reports: boolean;
+    intervalMs: number;
+    organizationName: string | null;
+    contactInfo: string | null;
+    submitter: string | null;
+    from: string | null;
+  };
   intervalMs: number;
   concurrency: number;
   minBackoffMs: number;
@@ -190,6 +198,12 @@ const relay = group<RelaySettings>('Outbound delivery of mail authenticated user
   }),
   tlsRpt: group<RelaySettings['tlsRpt']>('TLS-RPT (RFC 8460): every attempt counted per policy domain, in the store.', {
     enabled: leaf(bool, true, 'Count attempts for TLS-RPT (false: kill-switch).', flag('--no-tls-rpt', undefined, 'do not count attempts for TLS-RPT', { sets: false })),
+    reports: leaf(bool, true, 'Make a report per policy domain and day, and send it to the `rua` of its `_smtp._tls` record (mailto: through the queue, https: as a POST).'),
+    intervalMs: leaf(int(60_000, 2 ** 31 - 1, 'ms'), 3_600_000, 'How often finished days are reported and failed report deliveries retried.'),
+    organizationName: leaf(textOrNull, null, 'organization-name of the reports (RFC 8460 §4.4); null: the hostname.'),
+    contactInfo: leaf(textOrNull, null, 'contact-info of the reports; null: postmaster@hostname.'),
+    submitter: leaf(textOrNull, null, 'TLS-Report-Submitter and the report file names (§5.1, §5.3); null: the hostname.'),
+    from: leaf(textOrNull, null, 'Sender of mailto: reports; null: postmaster@hostname.'),
   }),
   intervalMs: leaf(int(1, 2 ** 31 - 1, 'ms'), 30_000, 'How often the queue is looked at for due messages.'),
   concurrency: leaf(int(1, 1000), 8, 'Parallel deliveries.'),

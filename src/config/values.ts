@@ -63,6 +63,13 @@ export const pathOrNull: ValueType<string | null> = {
   parse: (v) => (v === null || (typeof v === 'string' && v.length > 0) ? ok(v) : no),
 };
 
+/** Free text of one line (no control characters), or null for "derived from another setting". */
+export const textOrNull: ValueType<string | null> = {
+  name: 'text or null',
+  expected: 'one line of text (1 to 200 characters) or null',
+  parse: (v) => (v === null || (typeof v === 'string' && v.length > 0 && v.length <= 200 && !/[\x00-\x1f\x7f]/.test(v)) ? ok(v) : no),
+};
+
 const NAME = /^[A-Za-z0-9.-]{1,253}$/;
 
 export const hostName: ValueType<string> = {

@@ -36,9 +36,14 @@ function server(text: string, what: string): { host: string; port: number } {
   return { host: r.host, port: r.port };
 }
 
+/** The one DNS client for the relay's lookups: relay.dns, or the system's servers. */
+export function resolverFor(dns: readonly string[]): DnsResolver {
+  return dns.length > 0 ? new DnsResolver(dns.map((d) => server(d, 'relay.dns'))) : DnsResolver.system();
+}
+
 export function policyLookups(s: PolicySettings, cache: MtaStsCache, opts: { force?: boolean } = {}): PolicyLookups {
   if (!s.mtaSts.enabled && !s.dane.enabled) return { dns: null, mtaSts: null, tlsa: null };
-  const dns = s.dns.length > 0 ? new DnsResolver(s.dns.map((d) => server(d, 'relay.dns'))) : DnsResolver.system();
+  const dns = resolverFor(s.dns);
   const endpoint = s.mtaSts.endpoint !== null ? server(s.mtaSts.endpoint, 'relay.mtaSts.endpoint') : null;
   const ca = s.ca !== null ? [s.ca] : [];
   return {

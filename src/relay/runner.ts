@@ -172,7 +172,8 @@ export class QueueRunner {
 
   private async pass(now: Date): Promise<RunSummary> {
     const summary: RunSummary = { claimed: 0, delivered: 0, deferred: 0, failed: 0, bounces: 0, connections: 0 };
-    for (;;) {
+    // A stopped runner claims nothing: claimed rows it would not run stay leased until expiry.
+    while (!this.stopped) {
       const rows = await this.store.claimDue(now, 500);
       if (rows.length === 0) break;
       summary.claimed += rows.length;
@@ -185,7 +186,7 @@ export class QueueRunner {
         }
       };
       await Promise.all(Array.from({ length: Math.max(1, Math.min(this.cfg.concurrency, batches.length)) }, worker));
-      if (this.stopped || rows.length < 500) break;
+      if (rows.length < 500) break;
     }
     return summary;
   }
@@ -386,5 +387,5 @@ export function outcomeOf(level: TlsLevel, r: DeliveryResult | null, dnsReason: 
   } else if (!r.tls.verified) {
     whyNot = r.tls.verifyError;
   }
-  return { host: r.tls?.checkedName ?? r.host, levelAsked: level, levelReached: r.reached, protocol: r.tls?.protocol ?? null, cipher: r.tls?.cipher ?? null, verified: r.tls?.verified ?? false, whyNot };
+  return { host: r.tls?.checkedName ?? r.serverName ?? r.host, levelAsked: level, levelReached: r.reached, protocol: r.tls?.protocol ?? null, cipher: r.tls?.cipher ?? null, verified: r.tls?.verified ?? false, whyNot };
 }

@@ -31,26 +31,26 @@ test('the same bad value is named by its flag, by its config file, or as config'
   writeFileSync(file, JSON.stringify({ relay: { tlsPolicy: { 'bank.example': 'strict' } } }));
 
   const flag = configError(() => flagsToConfig({ tlsPolicy: ['bank.example=strict'] }));
-  assert.equal(flag.message, '--tls-policy bank.example=strict is not valid: relay.tlsPolicy.bank.example: expected none|may|encrypt|verify');
+  assert.equal(flag.message, '--tls-policy bank.example=strict is not valid: relay.tlsPolicy.bank.example: expected none|may|encrypt|verify|dane');
   assert.deepEqual([flag.code, flag.key, flag.source], ['CONFIG_INVALID', 'relay.tlsPolicy.bank.example', '--tls-policy bank.example=strict']);
 
   const fromFile = configError(() => flagsToConfig({ config: file }));
-  assert.equal(fromFile.message, `config file ${file}: relay.tlsPolicy.bank.example = "strict" is not valid: expected none|may|encrypt|verify`);
+  assert.equal(fromFile.message, `config file ${file}: relay.tlsPolicy.bank.example = "strict" is not valid: expected none|may|encrypt|verify|dane`);
   assert.deepEqual([fromFile.code, fromFile.key, fromFile.source], ['CONFIG_INVALID', 'relay.tlsPolicy.bank.example', `config file ${file}`]);
 
   const lib = configError(() => applyConfigObject(defaultConfig(), { relay: { tlsPolicy: { 'bank.example': 'strict' } } }));
-  assert.equal(lib.message, 'config: relay.tlsPolicy.bank.example = "strict" is not valid: expected none|may|encrypt|verify');
+  assert.equal(lib.message, 'config: relay.tlsPolicy.bank.example = "strict" is not valid: expected none|may|encrypt|verify|dane');
 });
 
 test('flag errors start with the flag and its text, and name the key', () => {
   const cases: Array<[Record<string, unknown>, string]> = [
     [{ smtpPort: 'abc' }, '--smtp-port abc is not valid: relay.smtpPort: expected a whole number from 1 to 65535'],
     [{ smtpPort: '0' }, '--smtp-port 0 is not valid: relay.smtpPort: expected a whole number from 1 to 65535'],
-    [{ relayTls: 'dane' }, '--relay-tls dane is not valid: relay.defaultTls: expected none|may|encrypt|verify'],
+    [{ relayTls: 'strict' }, '--relay-tls strict is not valid: relay.defaultTls: expected none|may|encrypt|verify|dane'],
     [{ mxTls: 'implicit' }, '--mx-tls implicit is not valid: listeners.mx.tls: expected none|may|encrypt'],
     [{ submissionTls: 'sometimes' }, '--submission-tls sometimes is not valid: listeners.submission.tls: expected none|may|encrypt|implicit'],
     [{ logLevel: 'loud' }, '--log-level loud is not valid: log.level: expected debug|info|warn|error|silent'],
-    [{ route: ['x.example'] }, '--route x.example is not valid: relay.routes: expected DOMAIN=HOST:PORT'],
+    [{ route: ['x.example'] }, '--route x.example is not valid: relay.routes: expected DOMAIN=HOST:PORT[@NAME]'],
     [{ route: ['bad domain=127.0.0.1:25'] }, '--route bad domain=127.0.0.1:25 is not valid: relay.routes.bad domain: expected a domain or *'],
     [{ mx: 'off', mxTls: 'may' }, '--mx-tls may is not valid: listeners.mx.tls: listeners.mx is off on the command line'],
   ];

@@ -12,9 +12,7 @@
  *
  * Every (scenario, path) cell has its own recipient domain, so MTA-STS cache entries and TLS-RPT
  * counters never mix. The expectation table EXPECT is written once; every cell is driven from it
- * and the resulting matrix is printed at the end. A cell whose feature has not landed in the
- * runner is a node:test `todo` (its body still runs, and the printed matrix shows what the runner
- * does today), never a faked pass.
+ * and the resulting matrix is printed at the end.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
@@ -42,7 +40,6 @@ const SCENARIOS = ['none', 'sts-enforce', 'sts-testing', 'dane-ee', 'dane-ta', '
 type Scenario = (typeof SCENARIOS)[number];
 const PATHS = ['honest', 'stripped', 'wrong-cert', 'mx-unlisted'] as const;
 type Path = (typeof PATHS)[number];
-type Feature = 'mta-sts' | 'dane' | 'tlsrpt';
 
 const LABEL: Record<Scenario, string> = {
   none: 'no policy',
@@ -133,51 +130,24 @@ const EXPECT: Record<Scenario, Record<Path, Expect>> = {
   },
 };
 
-const NEEDS: Record<Scenario, Feature[]> = {
-  none: [],
-  'sts-enforce': ['mta-sts', 'tlsrpt'],
-  'sts-testing': ['mta-sts', 'tlsrpt'],
-  'dane-ee': ['dane', 'tlsrpt'],
-  'dane-ta': ['dane', 'tlsrpt'],
-  'tlsa-unusable': ['dane'],
-  'dnssec-bogus': ['dane', 'tlsrpt'],
-  table: [],
-  requiretls: [],
-};
-
-// --- what has landed in the runner --------------------------------------------------------------
-
-// The relay's policy keys live in the config schema (relay.dns/mtaSts/dane/tlsRpt, issue 10's
-// contract) and serve builds the runner's lookups from them, so the cells that need a policy go
-// through startServe with those keys; the others drive the QueueRunner directly.
+// The relay's policy keys live in the config schema (relay.dns/mtaSts/dane/tlsRpt) and serve
+// builds the runner's lookups from them, so the cells that need a policy go through startServe
+// with those keys; the others drive the QueueRunner directly.
 const relayDefaults = defaultConfig().relay as unknown as Record<string, unknown>;
-function landed(f: Feature): boolean {
-  switch (f) {
-    case 'mta-sts':
-      return 'mtaSts' in relayDefaults && 'dns' in relayDefaults;
-    case 'dane':
-      return 'dane' in relayDefaults && 'dns' in relayDefaults;
-    case 'tlsrpt':
-      return 'tlsRpt' in relayDefaults;
-  }
-}
-function todoFor(s: Scenario): string | undefined {
-  const missing = NEEDS[s].filter((f) => !landed(f));
-  if (missing.length === 0) return undefined;
-  return `not landed: the queue runner has no ${missing.map((f) => ({ 'mta-sts': 'relay.mtaSts', dane: 'relay.dane', tlsrpt: 'relay.tlsRpt' })[f]).join(', ')} (src/relay/runner.ts does not consult src/policy yet)`;
-}
+/** Scenarios that need serve's policy lookups (MTA-STS, DANE, TLS-RPT); the rest use the runner alone. */
+const NEEDS_POLICY: ReadonlySet<Scenario> = new Set<Scenario>(['sts-enforce', 'sts-testing', 'dane-ee', 'dane-ta', 'tlsa-unusable', 'dnssec-bogus']);
 
-/** The policy settings for the runner, in the issue's contract shape, for the keys that exist. */
+/** The policy settings for the runner, in the issue's contract shape. */
 function policySettings(dnsPort: number, policyPort: number): Record<string, unknown> {
   const sub = (k: string): Record<string, unknown> => {
     const v = relayDefaults[k];
     return typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : {};
   };
   const out: Record<string, unknown> = {};
-  if ('dns' in relayDefaults) out.dns = [`127.0.0.1:${dnsPort}`];
-  if (landed('mta-sts')) out.mtaSts = { ...sub('mtaSts'), enabled: true, endpoint: `127.0.0.1:${policyPort}` };
-  if (landed('dane')) out.dane = { ...sub('dane'), enabled: true };
-  if (landed('tlsrpt')) out.tlsRpt = { ...sub('tlsRpt'), enabled: true };
+  out.dns = [`127.0.0.1:${dnsPort}`];
+  out.mtaSts = { ...sub('mtaSts'), enabled: true, endpoint: `127.0.0.1:${policyPort}` };
+  out.dane = { ...sub('dane'), enabled: true };
+  out.tlsRpt = { ...sub('tlsRpt'), enabled: true };
   // TLS-RPT reports are not the subject here: counting only.
   return out;
 }
@@ -210,7 +180,6 @@ const dirs: string[] = [];
 interface Cell {
   scenario: Scenario;
   path: Path;
-  todo: string | undefined;
   got: string;
   pass: boolean | null;
   dataDir: string | null;
@@ -388,10 +357,9 @@ describe('policy matrix: queue runner × attacker in the middle', () => {
   for (const scenario of SCENARIOS) {
     for (const path of PATHS) {
       const want = EXPECT[scenario][path];
-      const todo = todoFor(scenario);
-      const cell: Cell = { scenario, path, todo, got: '-', pass: null, dataDir: null, queueId: null, tlsHost: null };
+      const cell: Cell = { scenario, path, got: '-', pass: null, dataDir: null, queueId: null, tlsHost: null };
       cells.push(cell);
-      test(`${LABEL[scenario]} × ${path}: ${want.outcome} (${want.why})`, { todo }, async () => {
+      test(`${LABEL[scenario]} × ${path}: ${want.outcome} (${want.why})`, async () => {
         const domain = domainOf(scenario, path);
         const marker = `BODY-${scenario}-${path}-${randomBytes(6).toString('hex')}`;
         mitm.setMode(MODE[path]);
@@ -404,7 +372,7 @@ describe('policy matrix: queue runner × attacker in the middle', () => {
           const data = message(marker, domain);
           const requireTls = scenario === 'requiretls';
           let id: string;
-          if (NEEDS[scenario].length === 0) {
+          if (!NEEDS_POLICY.has(scenario)) {
             id = await queueOutbound(store, { from: 'alice@sender.test', to: [`bob@${domain}`], data, requireTls });
             await new QueueRunner(store, runnerConfig(), systemResolver([`127.0.0.1:${dns.port}`]), silentLogger).runOnce();
           } else {
@@ -431,9 +399,8 @@ describe('policy matrix: queue runner × attacker in the middle', () => {
             assert.ok(row?.lastTls, 'TLS facts recorded');
             assert.ok(want.reached?.includes(row.lastTls.levelReached), `levelReached ${row.lastTls.levelReached}, want ${want.reached?.join('|') ?? ''}`);
             cell.tlsHost = row.lastTls.host;
-            // A plaintext attempt records the address instead of the MX name: a src bug with its
-            // own todo test below (PLAINTEXT_HOST_BUG), so the RFC outcome of the cell is judged alone.
-            if (row.lastTls.levelReached !== 'none') assert.equal(row.lastTls.host, mxOf(scenario, path));
+            // The MX name, with or without TLS (a plaintext attempt once recorded the address).
+            assert.equal(row.lastTls.host, mxOf(scenario, path));
           } else {
             assert.ok((row?.lastError ?? '') !== '', 'a deferral says why');
             assert.equal(attempts[0]?.nextAttemptAt !== null, true, 'deferred with a next attempt, never bounced at once');
@@ -473,19 +440,9 @@ test('queue show --json reports the attempts and TLS facts of a delivered and a 
   }
 });
 
-const PLAINTEXT_HOST_BUG =
-  'src bug: src/relay/runner.ts tlsOutcome() records `host: r.tls?.checkedName ?? r.host`, so an attempt without TLS records the address (127.0.0.1), not the MX name (r.serverName)';
-test('an attempt without TLS records the MX name as its host (TLS facts)', { todo: PLAINTEXT_HOST_BUG }, () => {
-  const plain = cells.filter((c) => c.tlsHost !== null && EXPECT[c.scenario][c.path].reached?.includes('none') === true && c.todo === undefined);
-  assert.ok(plain.length > 0, 'a plaintext cell ran');
-  for (const c of plain) assert.equal(c.tlsHost, mxOf(c.scenario, c.path), `${c.scenario} × ${c.path}`);
-});
-
 // --- the policy cache survives a restart ------------------------------------------------------------
 
-const restartTodo = landed('mta-sts') ? undefined : 'not landed: no relay.mtaSts in the relay settings (serve does not fetch or cache MTA-STS yet)';
-test('the MTA-STS cache survives a restart: serve killed, HTTPS policy server gone, enforce still applies', { todo: restartTodo }, async () => {
-  if (restartTodo !== undefined) return; // without relay.mtaSts, serve would ask the system resolver for .test names
+test('the MTA-STS cache survives a restart: serve stopped, HTTPS policy server gone, enforce still applies', async () => {
   const dataDir = await mkdtemp(join(tmpdir(), 'postseal-matrix-restart-'));
   dirs.push(dataDir);
   // Its own policy server, so closing it leaves the matrix alone.
@@ -520,7 +477,6 @@ function formatMatrix(all: Cell[]): string {
   const mark = (c: Cell | undefined): string => {
     if (!c) return '-';
     const want = EXPECT[c.scenario][c.path].outcome;
-    if (c.todo !== undefined) return `todo (want ${want}; today ${c.got})`;
     if (c.pass === true) return `${c.got} ✓`;
     if (c.pass === false) return `FAIL (want ${want}; got ${c.got})`;
     return 'not run';
@@ -529,6 +485,5 @@ function formatMatrix(all: Cell[]): string {
   const line = (cells: string[]): string => `| ${cells.join(' | ')} |`;
   const rows = SCENARIOS.map((s) => line([LABEL[s], ...PATHS.map((p) => mark(all.find((c) => c.scenario === s && c.path === p)))]));
   const reasons = SCENARIOS.flatMap((s) => PATHS.map((p) => `- ${LABEL[s]} × ${p}: ${EXPECT[s][p].outcome} — ${EXPECT[s][p].why}`));
-  const todos = [...new Set(all.flatMap((c) => (c.todo ? [`- ${LABEL[c.scenario]}: ${c.todo}`] : [])))];
-  return ['', '## Sending-policy matrix (queue runner × attacker in the middle)', '', line(head), line(head.map(() => '---')), ...rows, '', '### Expected, and why', ...reasons, ...(todos.length ? ['', '### todo', ...todos] : []), ''].join('\n') + '\n';
+  return ['', '## Sending-policy matrix (queue runner × attacker in the middle)', '', line(head), line(head.map(() => '---')), ...rows, '', '### Expected, and why', ...reasons, ''].join('\n') + '\n';
 }
