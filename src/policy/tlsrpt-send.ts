@@ -14,11 +14,12 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import { PostsealError } from '../errors.js';
-import { newMessageId, type Store, type StoreReader } from '../store/index.js';
+import type { Store, StoreReader } from '../store/index.js';
 import type { TlsRptCount, TlsRptStoredReport } from '../store/tlsrpt.js';
 import type { TlsRptCounter } from './tlsrpt.js';
 import { buildReportMessage, buildTlsRptReport, dayBounds, gzipReport, newReportId, type ReportIdentity, type TlsRptReport } from './tlsrpt-report.js';
 import { parseTlsRpt } from './tlsrpt-record.js';
+import { generatedMessage } from '../store/generated.js';
 import { utcDay } from './tlsrpt.js';
 
 export interface TlsRptSendOptions extends ReportIdentity {
@@ -225,24 +226,7 @@ export function postTlsRptReport(uri: string, gz: Buffer, opts: PostOptions = {}
 export async function queueReportMail(store: Store, opts: TlsRptSendOptions, r: TlsRptStoredReport, uri: string, now: Date): Promise<string> {
   const to = mailtoAddress(uri);
   const data = buildReportMessage({ from: opts.from, to, submitter: opts.submitter, policyDomain: r.policyDomain, reportId: r.reportId, startAt: r.startAt, endAt: r.endAt, gz: r.gz, date: now });
-  const { id } = await store.accept({
-    id: newMessageId(now.getTime()),
-    mailFrom: opts.from,
-    localRecipients: [],
-    remoteRecipients: [to],
-    data,
-    receivedAt: now,
-    listener: 'tlsrpt',
-    clientAddress: '127.0.0.1',
-    heloName: opts.submitter,
-    authUser: null,
-    tls: null,
-    requireTls: false,
-    body: null,
-    smtpUtf8: false,
-    envId: null,
-    ret: null,
-  });
+  const { id } = await store.accept(generatedMessage({ origin: 'tlsrpt', from: opts.from, to, local: false, data, hostname: opts.submitter, now }));
   return id;
 }
 

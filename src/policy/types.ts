@@ -6,6 +6,7 @@
  * dane.ts (TLSA lookup and usability), engine.ts (precedence), tlsrpt.ts (counting, reports).
  */
 import type { TlsaRecord } from '../tls/dane.js';
+import type { StoredMtaStsPolicy } from '../store/types.js';
 
 /** Which rule decided: an operator's table entry, DANE, MTA-STS, or the default level. */
 export type PolicySource = 'table' | 'dane' | 'mta-sts' | 'default';
@@ -29,21 +30,12 @@ export interface TlsaLookup {
   detail: string | null;
 }
 
-/** An MTA-STS policy as the sender holds it (RFC 8461 §3.2, §5.1). */
-export interface MtaStsPolicy {
-  domain: string;
-  /** The TXT record's id at fetch time. */
-  id: string;
-  mode: 'enforce' | 'testing' | 'none';
-  mx: string[];
-  /** Seconds, capped at 31557600 (RFC 8461 §3.2). */
-  maxAge: number;
-  /** ms since epoch. */
-  fetchedAt: number;
-  expiresAt: number;
-  /** The policy text as fetched (TLS-RPT policy-string is its lines, RFC 8460 §4.4). */
-  text: string;
-}
+/**
+ * An MTA-STS policy as the sender holds it (RFC 8461 §3.2, §5.1): the store's cached shape
+ * (id = the TXT id at fetch time, maxAge in seconds capped at 31557600, times in ms since epoch,
+ * text = the policy as fetched, whose lines are TLS-RPT's policy-string, RFC 8460 §4.4).
+ */
+export type MtaStsPolicy = StoredMtaStsPolicy;
 
 /** TLS-RPT result types (RFC 8460 §4.3). */
 export const TLSRPT_FAILURES = [

@@ -19,11 +19,12 @@
  * - content is sent with CRLF line endings only (a relay never forwards a bare CR or LF).
  */
 import { deliverBatch, deliverBatchToDomain, tlsLevelRank, type BatchMessage, type DeliveryResult, type Resolver, type TlsLevel, type Timeouts } from '../client/index.js';
+import { generatedMessage } from '../store/generated.js';
 import type { Logger } from '../log.js';
 import { decide, type AdDns, type Decided, type PolicyContext } from '../policy/decide.js';
 import { domainPlan, tlsRptEvents } from '../policy/attempt.js';
 import type { MtaStsLookup, TlsaLookup, TlsRptRecorder } from '../policy/types.js';
-import { domainOf, newMessageId, type QueueEntry, type Store, type StoredMessage } from '../store/index.js';
+import { domainOf, type QueueEntry, type Store, type StoredMessage } from '../store/index.js';
 import type { TlsOutcome } from '../types.js';
 import { buildBounce, type FailedRecipient } from './bounce.js';
 import { nextAttempt, type RetryPolicy } from './schedule.js';
@@ -172,6 +173,7 @@ export class QueueRunner {
 
   private async pass(now: Date): Promise<RunSummary> {
     const summary: RunSummary = { claimed: 0, delivered: 0, deferred: 0, failed: 0, bounces: 0, connections: 0 };
+    const decisions = new Map<string, Promise<Decided>>();
     // A stopped runner claims nothing: claimed rows it would not run stay leased until expiry.
     while (!this.stopped) {
       const rows = await this.store.claimDue(now, 500);
@@ -182,7 +184,7 @@ export class QueueRunner {
       const worker = async (): Promise<void> => {
         while (next < batches.length && !this.stopped) {
           const batch = batches[next++];
-          if (batch) await this.runBatch(batch, now, summary);
+          if (batch) await this.runBatch(batch, now, summary, decisions);
         }
       };
       await Promise.all(Array.from({ length: Math.max(1, Math.min(this.cfg.concurrency, batches.length)) }, worker));
@@ -224,7 +226,7 @@ export class QueueRunner {
     return out;
   }
 
-  private async runBatch(batch: Batch, now: Date, summary: RunSummary): Promise<void> {
+  private async runBatch(batch: Batch, now: Date, summary: RunSummary, decisions: Map<string, Promise<Decided>>): Promise<void> {
     const items: Array<{ job: Job; stored: StoredMessage }> = [];
     for (const job of batch.jobs) {
       const stored = this.store.getMessage(job.id);
@@ -254,7 +256,12 @@ export class QueueRunner {
       summary.connections += b.connections;
       finals = b.results.map((final) => ({ final, dnsReason: null }));
     } else {
-      const decided = await decide(batch.domain, this.policyContext(), { requireTls: batch.requireTls });
+      // One decision per (domain, REQUIRETLS) per pass, shared by its chunks: the lookups (MX,
+      // TLSA, the MTA-STS TXT and, on first contact, the policy fetch) are made once, not per chunk.
+      const key = `${batch.domain} ${batch.requireTls ? 1 : 0}`;
+      let pending = decisions.get(key);
+      if (pending === undefined) decisions.set(key, (pending = decide(batch.domain, this.policyContext(), { requireTls: batch.requireTls })));
+      const decided = await pending;
       // The level recorded when no host was tried: the first host's (or the default).
       level = decided.decision.mx.find((m) => m.allowed)?.level ?? decided.decision.mx[0]?.level ?? level;
       const d = await deliverBatchToDomain(batch.domain, { ...base, port: this.cfg.smtpPort }, messages, this.resolver, domainPlan(decided));
@@ -323,24 +330,7 @@ export class QueueRunner {
     const b = buildBounce({ reportingMta: this.cfg.hostname, originalSender: job.mailFrom, originalId: job.id, arrivalDate: arrival, original, recipients: failed });
     if (!b) return false;
     const local = this.cfg.localDomains.includes(domainOf(b.to));
-    await this.store.accept({
-      id: newMessageId(),
-      mailFrom: '',
-      localRecipients: local ? [b.to] : [],
-      remoteRecipients: local ? [] : [b.to],
-      data: b.data,
-      receivedAt: new Date(),
-      listener: 'bounce',
-      clientAddress: '127.0.0.1',
-      heloName: this.cfg.hostname,
-      authUser: null,
-      tls: null,
-      requireTls: false,
-      body: null,
-      smtpUtf8: false,
-      envId: null,
-      ret: null,
-    });
+    await this.store.accept(generatedMessage({ origin: 'bounce', from: '', to: b.to, local, data: b.data, hostname: this.cfg.hostname }));
     if (!local) this.kick();
     return true;
   }
