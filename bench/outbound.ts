@@ -11,16 +11,16 @@
  *        [--concurrency 8] [--mode both|reuse|no-reuse] [--json]
  */
 import 'reflect-metadata';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isTlsLevel, uniformTimeouts, systemResolver, type TlsLevel } from '../src/client/index.js';
-import { DEFAULT_RELAY, defaultConfig } from '../src/config.js';
+import { DEFAULT_RELAY } from '../src/config.js';
 import { silentLogger } from '../src/log.js';
 import { QueueRunner, type RunSummary } from '../src/relay/runner.js';
-import { startServe } from '../src/serve.js';
 import { openSqliteStore } from '../src/store/index.js';
 import { queueOutbound } from '../test/helpers/outbound.js';
+import { startDiscardReceiver } from './lib/discard-receiver.js';
 import { createCertificate } from '../src/tls/generate.js';
 
 function arg(name: string, dflt: string): string {
@@ -77,33 +77,11 @@ try {
   const now = Date.now();
   const ca = await createCertificate({ commonName: 'outbound bench CA', names: [], notBefore: new Date(now - day), notAfter: new Date(now + day), keyType: 'ec', isCa: true });
   const leaf = await createCertificate({ commonName: '127.0.0.1', names: ['127.0.0.1'], notBefore: new Date(now - day), notAfter: new Date(now + day), keyType: 'ec', isCa: false, issuer: ca });
-  const certFile = join(root, 'cert.pem');
-  const keyFile = join(root, 'key.pem');
-  await writeFile(certFile, leaf.certPem);
-  await writeFile(keyFile, leaf.keyPem, { mode: 0o600 });
-
   // The receiver: postseal's protocol engine with a discarding sink.
-  const cfg = defaultConfig();
-  cfg.dataDir = join(root, 'receiver');
-  cfg.hostname = 'mx.bench.test';
-  cfg.domains = ['bench.test'];
-  cfg.listeners = { mx: { address: '127.0.0.1:0', tls: 'may', auth: 'none', maxConnections: 2000 }, submission: null, submissions: null };
-  cfg.tls = { ...cfg.tls, cert: certFile, key: keyFile, selfSigned: false };
-  cfg.log = { level: 'silent' };
-  cfg.recipients.catchAll = true; // rcptN@bench.test are not users
   let accepted = 0;
-  const receiver = await startServe(cfg, {
-    logger: silentLogger,
-    sink: {
-      accept: async (m) => {
-        accepted++;
-        return { id: m.id };
-      },
-    },
-  });
-  cleanups.unshift(() => receiver.close(500));
-  const port = receiver.bound.find((b) => b.name === 'mx')?.port;
-  if (port === undefined) throw new Error('receiver: no mx listener');
+  const receiver = await startDiscardReceiver({ dir: root, certPem: leaf.certPem, keyPem: leaf.keyPem, domains: ['bench.test'], onAccept: () => accepted++ });
+  cleanups.unshift(() => receiver.close());
+  const port = receiver.port;
 
   const modes: Array<Run['mode']> = MODE === 'both' ? ['reuse', 'no-reuse'] : MODE === 'reuse' || MODE === 'no-reuse' ? [MODE] : [];
   if (modes.length === 0) throw new Error('--mode: both, reuse or no-reuse');
@@ -131,7 +109,7 @@ try {
         systemResolver(),
         silentLogger,
       );
-      const before = receiver.server.stats.connections;
+      const before = receiver.connections();
       const t0 = process.hrtime.bigint();
       const s: RunSummary = await runner.runOnce();
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -145,7 +123,7 @@ try {
         seconds,
         messagesPerSecond: s.delivered / seconds,
         connections: s.connections,
-        receiverConnections: receiver.server.stats.connections - before,
+        receiverConnections: receiver.connections() - before,
       });
     } finally {
       await store.close();

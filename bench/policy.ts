@@ -24,21 +24,21 @@
  */
 import 'reflect-metadata';
 import { createHash, X509Certificate } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { systemResolver, uniformTimeouts } from '../src/client/index.js';
-import { DEFAULT_RELAY, defaultConfig } from '../src/config.js';
+import { DEFAULT_RELAY } from '../src/config.js';
 import { silentLogger } from '../src/log.js';
 import { policyLookups } from '../src/policy/context.js';
 import type { TlsRptEvent } from '../src/policy/types.js';
 import { QueueRunner, type RunnerPolicy } from '../src/relay/runner.js';
-import { startServe } from '../src/serve.js';
 import { openSqliteStore, type Store } from '../src/store/index.js';
 import { issueCert, makeTestCa } from '../test/helpers/certs.js';
 import { startDnsServer, type DnsRecord } from '../test/helpers/dns-server.js';
 import { policyText, startMtaStsServer } from '../test/helpers/mta-sts-server.js';
 import { queueOutbound } from '../test/helpers/outbound.js';
+import { startDiscardReceiver } from './lib/discard-receiver.js';
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(name);
@@ -116,33 +116,11 @@ try {
   const ca = await makeTestCa({ commonName: 'policy bench CA' });
   const ALL: Scenario[] = ['warmup', ...SCENARIOS];
   const leaf = await issueCert(ca, { names: ALL.map(mxOf) });
-  const certFile = join(root, 'cert.pem');
-  const keyFile = join(root, 'key.pem');
-  await writeFile(certFile, leaf.certPem);
-  await writeFile(keyFile, leaf.keyPem, { mode: 0o600 });
-
   // The receiver: postseal's protocol engine with a discarding sink; the time of the first accept.
-  const cfg = defaultConfig();
-  cfg.dataDir = join(root, 'receiver');
-  cfg.hostname = 'mx.bench.test';
-  cfg.domains = ALL.map(domainOf);
-  cfg.listeners = { mx: { address: '127.0.0.1:0', tls: 'may', auth: 'none', maxConnections: 2000 }, submission: null, submissions: null };
-  cfg.tls = { ...cfg.tls, cert: certFile, key: keyFile, selfSigned: false };
-  cfg.log = { level: 'silent' };
-  cfg.recipients.catchAll = true;
   let firstAccept: bigint | null = null;
-  const receiver = await startServe(cfg, {
-    logger: silentLogger,
-    sink: {
-      accept: async (m) => {
-        firstAccept ??= process.hrtime.bigint();
-        return { id: m.id };
-      },
-    },
-  });
-  cleanups.unshift(() => receiver.close(500));
-  const port = receiver.bound.find((b) => b.name === 'mx')?.port;
-  if (port === undefined) throw new Error('receiver: no mx listener');
+  const receiver = await startDiscardReceiver({ dir: root, certPem: leaf.certPem, keyPem: leaf.keyPem, domains: ALL.map(domainOf), onAccept: () => (firstAccept ??= process.hrtime.bigint()) });
+  cleanups.unshift(() => receiver.close());
+  const port = receiver.port;
 
   // DNS: MX + A for every domain; the _mta-sts TXT for the two MTA-STS ones; TLSA 3 1 1 for dane.
   const spki = new X509Certificate(leaf.certPem).publicKey.export({ type: 'spki', format: 'der' });
