@@ -13,7 +13,7 @@ import { PostsealError } from '../errors.js';
 import { TLSRPT_TABLES } from './tlsrpt.js';
 
 /** MIGRATIONS.length: a new migration is a new array element, and the version follows. */
-export const SCHEMA_VERSION = 6;
+export const SCHEMA_VERSION = 7;
 export const DB_FILE = 'postseal.db';
 
 const MIGRATIONS: readonly string[] = [
@@ -118,6 +118,13 @@ const MIGRATIONS: readonly string[] = [
   // 5 -> 6: TLS-RPT (RFC 8460): per-day session counters and the reports made from them that
   // still wait for some rua URI (store/tlsrpt.ts).
   TLSRPT_TABLES,
+  // 6 -> 7: verdicts of received-mail authentication (auth/verify.ts): JSON { spf, dkim[], dmarc,
+  // arc } or NULL (not verified: submission, verification off, or mail from before this version);
+  // quarantine = 1 when DMARC asked for it (RFC 7489 §6.3 p=quarantine) and we kept the message.
+  `
+  ALTER TABLE messages ADD COLUMN auth_results TEXT;
+  ALTER TABLE messages ADD COLUMN quarantine INTEGER NOT NULL DEFAULT 0;
+  `,
 ];
 
 /** Settings for the one connection that writes. */
