@@ -61,6 +61,20 @@ export interface IncomingMessage {
   ret: 'FULL' | 'HDRS' | null;
 }
 
+/** Verdicts of received-mail authentication (auth/verify.ts), stored with the message. */
+export interface AuthVerdicts {
+  /** RFC 7208: pass|fail|softfail|neutral|none|temperror|permerror. */
+  spf: { result: string; domain: string | null; comment: string | null };
+  /** RFC 6376: one per verified signature, in header order. */
+  dkim: Array<{ result: string; domain: string | null; selector: string | null; aligned: string | null; comment: string | null }>;
+  /** Signatures past the verification bound, not checked. */
+  dkimOmitted: number;
+  /** RFC 7489: the result, the author domain and the policy that applies to it. */
+  dmarc: { result: string; domain: string | null; policy: string | null; comment: string | null };
+  /** RFC 8617 chain validation: pass|fail|none|temperror. */
+  arc: { result: string; comment: string | null };
+}
+
 export interface MessageSummary {
   id: string;
   receivedAt: string;
