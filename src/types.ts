@@ -1,6 +1,7 @@
 /**
  * Types shared by the server, the store, the client and the checker. Plain data only.
  */
+import type { RecipientDsn } from './protocol/dsn.js';
 
 /** What a negotiated TLS session looked like; recorded per session and stored per message. */
 export interface TlsFacts {
@@ -59,6 +60,8 @@ export interface IncomingMessage {
   smtpUtf8: boolean;
   envId: string | null;
   ret: 'FULL' | 'HDRS' | null;
+  /** RFC 3461 NOTIFY/ORCPT per recipient (only those that gave either); absent = none. */
+  recipientDsn?: Readonly<Record<string, RecipientDsn>>;
 }
 
 /** Verdicts of received-mail authentication (auth/verify.ts), stored with the message. */

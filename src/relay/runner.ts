@@ -293,8 +293,12 @@ export class QueueRunner {
   private async record(job: Job, stored: StoredMessage, level: TlsLevel, final: DeliveryResult | null, dnsReason: { message: string; permanent: boolean } | null, now: Date, summary: RunSummary): Promise<void> {
     const tls = outcomeOf(level, final, dnsReason?.message ?? null);
     const failed: FailedRecipient[] = [];
+    const delayed: FailedRecipient[] = [];
+    const succeeded: FailedRecipient[] = [];
     const counts = { delivered: 0, deferred: 0 };
     for (const entry of job.entries) {
+      const notify = entry.dsn.notify;
+      const orcpt = entry.dsn.orcpt;
       const r = final?.recipients.find((x) => x.address === entry.recipient);
       const status = r?.status ?? (final?.error?.permanent || dnsReason?.permanent ? 'failed' : 'deferred');
       const reason = r?.reply ? replyLine(r.reply) : r?.reason ?? final?.error?.message ?? dnsReason?.message ?? 'not attempted';
@@ -302,6 +306,9 @@ export class QueueRunner {
         await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'delivered', tls });
         summary.delivered++;
         counts.delivered++;
+        // RFC 3461 §4.1: NOTIFY=SUCCESS; the next server was not asked to report (we do not pass
+        // DSN requests on), so the DSN is ours and says 'relayed' (RFC 3464 §2.3.3).
+        if (notify?.includes('SUCCESS')) succeeded.push({ recipient: entry.recipient, orcpt, status: r?.reply?.enhanced ?? '2.0.0', action: 'relayed', remoteMta: final?.serverName ?? null, diagnostic: reason, lastAttempt: now });
         continue;
       }
       if (status === 'deferred') {
@@ -310,11 +317,14 @@ export class QueueRunner {
           await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'deferred', error: reason, nextAttemptAt: at, tls });
           summary.deferred++;
           counts.deferred++;
+          // RFC 3461 §4.1 NOTIFY=DELAY: one warning, after the first deferral (attempts counts
+          // the attempts before this one, so 0 happens once per recipient).
+          if (notify?.includes('DELAY') && entry.attempts === 0) delayed.push({ recipient: entry.recipient, orcpt, status: r?.reply?.enhanced ?? '4.0.0', action: 'delayed', remoteMta: final?.serverName ?? null, diagnostic: reason, lastAttempt: now });
           continue;
         }
-        failed.push({ recipient: entry.recipient, status: requireTlsStatus(job, final, dnsReason?.message ?? null) ?? '4.4.7', action: 'failed', remoteMta: final?.serverName ?? null, diagnostic: `message expired in the queue; last error: ${reason}`, lastAttempt: now });
+        failed.push({ recipient: entry.recipient, orcpt, status: requireTlsStatus(job, final, dnsReason?.message ?? null) ?? '4.4.7', action: 'failed', remoteMta: final?.serverName ?? null, diagnostic: `message expired in the queue; last error: ${reason}`, lastAttempt: now });
       } else {
-        failed.push({ recipient: entry.recipient, status: requireTlsStatus(job, final, dnsReason?.message ?? null) ?? r?.reply?.enhanced ?? '5.0.0', action: 'failed', remoteMta: final?.serverName ?? null, diagnostic: reason, lastAttempt: now });
+        failed.push({ recipient: entry.recipient, orcpt, status: requireTlsStatus(job, final, dnsReason?.message ?? null) ?? r?.reply?.enhanced ?? '5.0.0', action: 'failed', remoteMta: final?.serverName ?? null, diagnostic: reason, lastAttempt: now });
       }
       await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'failed', error: reason, tls });
       summary.failed++;
@@ -323,11 +333,20 @@ export class QueueRunner {
       { event: 'delivery', id: job.id, domain: job.domain, host: final?.host ?? null, tls, ...counts, failed: failed.length },
       'delivery attempt',
     );
-    if (failed.length > 0 && (await this.bounce(job, stored.data, new Date(stored.summary.receivedAt), failed))) summary.bounces++;
+    const arrival = new Date(stored.summary.receivedAt);
+    // RFC 3461 §4.1: a failure DSN unless NOTIFY was given without FAILURE (NEVER included).
+    const bounced = failed.filter((f) => {
+      const n = job.entries.find((e) => e.recipient === f.recipient)?.dsn.notify ?? null;
+      return n === null || n.includes('FAILURE');
+    });
+    for (const list of [bounced, delayed, succeeded]) {
+      if (list.length > 0 && (await this.bounce(job, stored.data, arrival, list))) summary.bounces++;
+    }
   }
 
   private async bounce(job: Job, original: Buffer, arrival: Date, failed: FailedRecipient[]): Promise<boolean> {
-    const b = buildBounce({ reportingMta: this.cfg.hostname, originalSender: job.mailFrom, originalId: job.id, arrivalDate: arrival, original, recipients: failed });
+    const dsn = job.entries[0]?.dsn;
+    const b = buildBounce({ reportingMta: this.cfg.hostname, originalSender: job.mailFrom, originalId: job.id, arrivalDate: arrival, original, recipients: failed, envId: dsn?.envId ?? null, ret: dsn?.ret ?? null });
     if (!b) return false;
     const local = this.cfg.localDomains.includes(domainOf(b.to));
     await this.store.accept(generatedMessage({ origin: 'bounce', from: '', to: b.to, local, data: b.data, hostname: this.cfg.hostname }));

@@ -10,6 +10,7 @@ import { senderOwned } from './senders.js';
 import { newFacts, type SessionApi } from './state.js';
 import { summarizeTls } from '../tls/summary.js';
 import { handleAuth } from './auth.js';
+import { parseEnvId, parseNotify, parseOrcpt, parseRet, type RecipientDsn, type Ret } from '../protocol/dsn.js';
 
 export interface CommandSpec {
   /** Allowed before STARTTLS on a listener that requires TLS (RFC 3207 §4). */
@@ -53,7 +54,7 @@ function ehloTail(s: SessionApi, tlsOn: boolean, starttls: boolean, auth: boolea
   const key = `${tlsOn ? 1 : 0}${starttls ? 1 : 0}${auth ? 1 : 0}${size}`;
   let t = perServer.get(key);
   if (t === undefined) {
-    const lines = ['PIPELINING', `SIZE ${size}`, '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'CHUNKING'];
+    const lines = ['PIPELINING', `SIZE ${size}`, '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'CHUNKING', 'DSN'];
     if (starttls) lines.push('STARTTLS');
     if (auth) lines.push('AUTH PLAIN LOGIN');
     // RFC 8689 §4: REQUIRETLS is advertised only on a TLS-protected session.
@@ -75,10 +76,17 @@ function mail(s: SessionApi, args: string): Reply {
   let body: '7BIT' | '8BITMIME' | null = null;
   let smtpUtf8 = false;
   let requireTls = false;
+  let ret: Ret | null = null;
+  let envId: string | null = null;
+  const seen = new Set<string>();
   for (const param of p.params) {
+    if (seen.has(param.key)) return R.duplicateParam;
+    seen.add(param.key);
     const r = mailParam(s, param);
     if (typeof r !== 'string') return r;
-    if (r === 'SMTPUTF8') smtpUtf8 = true;
+    if (r === 'RET') ret = parseRet(param.value);
+    else if (r === 'ENVID') envId = parseEnvId(param.value);
+    else if (r === 'SMTPUTF8') smtpUtf8 = true;
     else if (r === 'REQUIRETLS') requireTls = true;
     else if (r === '7BIT' || r === '8BITMIME') body = r;
   }
@@ -87,7 +95,7 @@ function mail(s: SessionApi, args: string): Reply {
   // address they own; a bounce (<>, RFC 5321 §4.5.5) is never theirs to submit.
   const user = s.facts.authUser;
   if (user !== null && !senderOwned(s.facts, p.address)) return p.address === '' ? R.nullSenderSubmission : senderNotOwned(user);
-  s.envelope = { mailFrom: p.address, localRecipients: [], remoteRecipients: [], requireTls, body, smtpUtf8, bdat: null };
+  s.envelope = { mailFrom: p.address, localRecipients: [], remoteRecipients: [], requireTls, body, smtpUtf8, ret, envId, recipientDsn: {}, bdat: null };
   return R.senderOk;
 }
 
@@ -113,6 +121,10 @@ function mailParam(s: SessionApi, param: EsmtpParam): string | Reply {
     case 'AUTH':
       // RFC 4954 §5: the AUTH= parameter is accepted when AUTH is offered; we do not relay it on.
       return s.facts.tls !== null && s.listener.auth !== 'none' ? 'AUTH' : R.badParam;
+    case 'RET': // RFC 3461 §4.3
+      return parseRet(param.value) !== null ? 'RET' : R.dsnSyntax;
+    case 'ENVID': // RFC 3461 §4.4: xtext, at most 100 characters
+      return parseEnvId(param.value) !== null ? 'ENVID' : R.dsnSyntax;
     default:
       return R.badParam;
   }
@@ -122,13 +134,17 @@ function rcpt(s: SessionApi, args: string): Reply {
   const env = s.envelope;
   if (!env) return R.needMail;
   let address: string;
+  let dsn: RecipientDsn | null = null;
   // RFC 5321 §4.5.1: "Postmaster" without a domain must be accepted.
   if (/^to:\s*<postmaster>\s*$/i.test(args.trim())) {
     address = `postmaster@${s.opts.hostname.toLowerCase()}`;
   } else {
     const p = parsePathArgs(args, 'TO', false);
     if (!p.ok) return p.reason === 'param' ? R.badParam : p.reason === 'address' ? R.badAddress : R.syntax;
-    if (p.params.length > 0) return R.badParam; // no RCPT extensions offered (DSN is not)
+    if (!s.facts.esmtp && p.params.length > 0) return R.badParam; // HELO sessions have no extensions
+    const d = rcptDsn(p.params);
+    if ('code' in d) return d;
+    dsn = d.dsn;
     if (!env.smtpUtf8 && !isAscii(p.address)) return R.needSmtpUtf8;
     address = p.address;
   }
@@ -137,12 +153,35 @@ function rcpt(s: SessionApi, args: string): Reply {
   if (s.opts.localDomains.includes(domain)) {
     if (!localRecipientKnown(s, address)) return unknownRecipient(address);
     env.localRecipients.push(address);
+    if (dsn) env.recipientDsn[address] = dsn;
     return R.recipientOk;
   }
   // No open relay: only an authenticated client may send to other domains.
   if (s.facts.authUser === null) return R.relayDenied;
   env.remoteRecipients.push(address);
+  if (dsn) env.recipientDsn[address] = dsn;
   return R.recipientOk;
+}
+
+/** RCPT parameters: only NOTIFY and ORCPT (RFC 3461 §4.1/§4.2), each at most once. */
+function rcptDsn(params: readonly EsmtpParam[]): { dsn: RecipientDsn | null } | Reply {
+  let notify: RecipientDsn['notify'] = null;
+  let orcpt: string | null = null;
+  const seen = new Set<string>();
+  for (const param of params) {
+    if (seen.has(param.key)) return R.duplicateParam;
+    seen.add(param.key);
+    if (param.key === 'NOTIFY') {
+      notify = parseNotify(param.value);
+      if (notify === null) return R.dsnSyntax;
+    } else if (param.key === 'ORCPT') {
+      orcpt = parseOrcpt(param.value);
+      if (orcpt === null) return R.dsnSyntax;
+    } else {
+      return R.badParam;
+    }
+  }
+  return { dsn: notify === null && orcpt === null ? null : { notify, orcpt } };
 }
 
 /**

@@ -295,8 +295,9 @@ export class MessageIntake {
         requireTls: env.requireTls,
         body: env.body,
         smtpUtf8: env.smtpUtf8,
-        envId: null,
-        ret: null,
+        envId: env.envId,
+        ret: env.ret,
+        recipientDsn: env.recipientDsn,
         spooled,
         data: [Buffer.from(header, 'utf8'), ...parts],
       });

@@ -47,6 +47,8 @@ export const R = {
   badAddress: fixedReply(553, '5.1.3', 'Invalid address syntax'),
   needSmtpUtf8: fixedReply(553, '5.6.7', 'Non-ASCII address requires SMTPUTF8'), // RFC 6531 §3.4
   badParam: fixedReply(555, '5.5.4', 'Unsupported or invalid parameter'),
+  dsnSyntax: fixedReply(501, '5.5.4', 'Invalid DSN parameter'), // RFC 3461 §4
+  duplicateParam: fixedReply(501, '5.5.4', 'Duplicate parameter'),
   authUnknownMech: fixedReply(504, '5.5.4', 'Unrecognized authentication type'),
   authCancelled: fixedReply(501, '5.7.0', 'Authentication cancelled'),
   authBadBase64: fixedReply(501, '5.5.2', 'Cannot decode response'),

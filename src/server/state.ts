@@ -12,6 +12,7 @@ import type { TLSSocket, TLSSocketOptions } from 'node:tls';
 import type { LineEndingStream } from '../protocol/data.js';
 import type { Reply } from '../protocol/reply.js';
 import type { TlsFacts } from '../types.js';
+import type { RecipientDsn, Ret } from '../protocol/dsn.js';
 import type { AuthLimiter } from './context.js';
 import type { ListenerOptions, ServerOptions } from './types.js';
 
@@ -32,6 +33,11 @@ export interface Envelope {
   requireTls: boolean;
   body: '7BIT' | '8BITMIME' | null;
   smtpUtf8: boolean;
+  /** RFC 3461 §4.3/§4.4: RET and ENVID (decoded) from MAIL. */
+  ret: Ret | null;
+  envId: string | null;
+  /** RFC 3461 §4.1/§4.2: NOTIFY/ORCPT per recipient, for those that gave either. */
+  recipientDsn: Record<string, RecipientDsn>;
   /** Set once BDAT was used in this transaction (DATA is then refused, RFC 3030 §2). */
   bdat: { size: number; lineEndings: LineEndingStream } | null;
 }

@@ -6,6 +6,7 @@
  */
 import type { MessageSummary, TlsFacts, TlsOutcome } from '../types.js';
 import { PostsealError } from '../errors.js';
+import { parseNotify } from '../protocol/dsn.js';
 import { QUEUE_STATUSES, type QueueAttempt, type QueueEntry, type QueueStatus } from './types.js';
 
 export const MESSAGE_COLUMNS = `m.id, m.received_at, m.mail_from, m.recipients, m.size, m.listener,
@@ -26,7 +27,7 @@ export interface MessageRow {
 }
 
 export const QUEUE_COLUMNS = `m.id, m.mail_from, m.require_tls, q.recipient, q.domain, q.status,
-  q.attempts, q.next_attempt_at, q.lease_until, q.last_error, q.last_tls`;
+  q.attempts, q.next_attempt_at, q.lease_until, q.last_error, q.last_tls, m.env_id, m.ret, q.notify, q.orcpt`;
 
 export interface QueueRow {
   id: string;
@@ -40,6 +41,10 @@ export interface QueueRow {
   lease_until: number | null;
   last_error: string | null;
   last_tls: string | null;
+  env_id: string | null;
+  ret: string | null;
+  notify: string | null;
+  orcpt: string | null;
 }
 
 function parseJsonObject<T>(json: string | null): T | null {
@@ -119,5 +124,11 @@ export function toQueueEntry(row: QueueRow): QueueEntry {
     lastTls: parseJsonObject<TlsOutcome>(row.last_tls),
     claimedUntil: row.lease_until === null ? null : new Date(row.lease_until).toISOString(),
     requireTls: row.require_tls !== 0,
+    dsn: {
+      envId: row.env_id,
+      ret: row.ret === 'FULL' || row.ret === 'HDRS' ? row.ret : null,
+      notify: row.notify === null ? null : parseNotify(row.notify),
+      orcpt: row.orcpt,
+    },
   };
 }

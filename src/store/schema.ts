@@ -13,7 +13,7 @@ import { PostsealError } from '../errors.js';
 import { TLSRPT_TABLES } from './tlsrpt.js';
 
 /** MIGRATIONS.length: a new migration is a new array element, and the version follows. */
-export const SCHEMA_VERSION = 7;
+export const SCHEMA_VERSION = 8;
 export const DB_FILE = 'postseal.db';
 
 const MIGRATIONS: readonly string[] = [
@@ -124,6 +124,12 @@ const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE messages ADD COLUMN auth_results TEXT;
   ALTER TABLE messages ADD COLUMN quarantine INTEGER NOT NULL DEFAULT 0;
+  `,
+  // 7 -> 8: RFC 3461 DSN requests per queued recipient: notify = comma list of NEVER|SUCCESS|
+  // FAILURE|DELAY, NULL = not given (failure DSNs only); orcpt = 'addr-type;address' (decoded).
+  `
+  ALTER TABLE queue ADD COLUMN notify TEXT;
+  ALTER TABLE queue ADD COLUMN orcpt TEXT;
   `,
 ];
 

@@ -125,6 +125,9 @@ export class SqliteStore extends SqliteReader implements Store {
       smtpUtf8: msg.smtpUtf8,
       envId: msg.envId,
       ret: msg.ret,
+      recipientDsn: Object.fromEntries(
+        Object.entries(msg.recipientDsn ?? {}).map(([a, d]) => [a, { notify: d.notify?.join(',') ?? null, orcpt: d.orcpt }]),
+      ),
       file: msg.spooled?.file ?? null,
       fileSize: msg.spooled?.size ?? 0,
     };

@@ -11,6 +11,7 @@
  * - Timestamps crossing this interface are ISO-8601 strings in UTC.
  */
 import type { BodySpool } from './spool.js';
+import type { Notify } from '../protocol/dsn.js';
 import type { TlsRptStoreReads, TlsRptStoreWrites } from './tlsrpt.js';
 import type { IncomingMessage, MessageSummary, TlsOutcome } from '../types.js';
 
@@ -35,6 +36,15 @@ export interface QueueEntry {
   claimedUntil: string | null;
   /** RFC 8689 REQUIRETLS was given on MAIL for this message. */
   requireTls: boolean;
+  /** RFC 3461: ENVID/RET of the message, NOTIFY/ORCPT of this recipient (null = not given). */
+  dsn: QueueDsn;
+}
+
+export interface QueueDsn {
+  envId: string | null;
+  ret: 'FULL' | 'HDRS' | null;
+  notify: readonly Notify[] | null;
+  orcpt: string | null;
 }
 
 /** One past delivery attempt of a queue row, as `queue show` lists it. */

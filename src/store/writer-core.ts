@@ -54,7 +54,7 @@ function prepare(db: Database): Statements {
     insertData: db.prepare('INSERT INTO message_data (seq, data, file) VALUES (?, ?, ?)'),
     insertMailbox: db.prepare('INSERT OR IGNORE INTO mailbox_entries (mailbox, seq) VALUES (?, ?)'),
     insertQueue: db.prepare(`INSERT OR IGNORE INTO queue (seq, recipient, domain, status, attempts,
-      next_attempt_at, updated_at) VALUES (?, ?, ?, 'queued', 0, ?, ?)`),
+      next_attempt_at, updated_at, notify, orcpt) VALUES (?, ?, ?, 'queued', 0, ?, ?, ?, ?)`),
     insertUser: db.prepare('INSERT INTO users (address, password_hash, created_at) VALUES (?, ?, ?)'),
     updateUser: db.prepare('UPDATE users SET password_hash = ? WHERE address = ?'),
     deleteUser: db.prepare('DELETE FROM users WHERE address = ?'),
@@ -111,7 +111,10 @@ function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['
       const seq = info.lastInsertRowid;
       s.insertData.run(seq, bytes, m.file);
       for (const rcpt of m.localRecipients) s.insertMailbox.run(rcpt, seq);
-      for (const rcpt of m.remoteRecipients) s.insertQueue.run(seq, rcpt, domainOf(rcpt), op.nowMs, op.nowMs);
+      for (const rcpt of m.remoteRecipients) {
+        const dsn = Object.hasOwn(m.recipientDsn, rcpt) ? m.recipientDsn[rcpt] : undefined;
+        s.insertQueue.run(seq, rcpt, domainOf(rcpt), op.nowMs, op.nowMs, dsn?.notify ?? null, dsn?.orcpt ?? null);
+      }
       return null;
     }
     case 'addUser':

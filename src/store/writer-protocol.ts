@@ -27,6 +27,8 @@ export interface MessageRecord {
   smtpUtf8: boolean;
   envId: string | null;
   ret: string | null;
+  /** RFC 3461 NOTIFY (comma list) and ORCPT per recipient that gave either. */
+  recipientDsn: Record<string, { notify: string | null; orcpt: string | null }>;
   /** The spool file holding the content (store/spool.ts), or null when the bytes are inline. */
   file: string | null;
   /** Bytes in that file (0 without one). */
