@@ -3,6 +3,7 @@
  * certificate, starts the listeners. The CLI only adds signals and printing.
  */
 import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { ServeConfig, ListenerName } from './config.js';
 import { LISTENER_NAMES, configAddress, relayRunnerSettings } from './config.js';
 import { ConfigError } from './errors.js';
@@ -16,6 +17,8 @@ import { systemResolver } from './client/index.js';
 import { policyLookups, resolverFor } from './policy/context.js';
 import { TlsRptCounter } from './policy/tlsrpt.js';
 import { TlsRptReporter } from './policy/tlsrpt-send.js';
+import { createDkimSigner } from './auth/dkim-sign.js';
+import { BODIES_DIR } from './store/spool.js';
 
 export interface RunningServer {
   server: SmtpServer;
@@ -102,6 +105,8 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     // The store's users are the local recipients (one indexed read per RCPT); catch-all: no check.
     recipients: cfg.recipients.catchAll ? null : { hasRecipient: (a) => store.hasUser(a) },
     received: { showAuthenticatedSender: cfg.received.showAuthenticatedSender },
+    // DKIM at submission: keys from DATA/dkim (postseal dkim keygen); spooled bodies read from the store's spool.
+    ...(cfg.dkim.enabled ? { signer: createDkimSigner({ dataDir: cfg.dataDir, spoolDir: join(cfg.dataDir, BODIES_DIR), expirySeconds: cfg.dkim.expirySeconds }) } : {}),
     tls,
     logger,
   });

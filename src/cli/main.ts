@@ -13,6 +13,7 @@ import { registerQueue } from './queue.js';
 import { registerPolicy } from './policy.js';
 import { registerPolicyExplain } from './policy-explain.js';
 import { registerReport } from './report.js';
+import { registerDkim } from './dkim.js';
 import { ConfigError, PostsealError, UsageError } from '../errors.js';
 
 const program = new Command();
@@ -32,6 +33,7 @@ registerQueue(program);
 // The `policy` group: refresh and forget here; other subcommands are added to the group it returns.
 registerPolicyExplain(registerPolicy(program));
 registerReport(program);
+registerDkim(program);
 
 // A reader that stops early (`postseal mailbox list | head -1`) closes the pipe: the output it
 // did not want is not an error. Leave quietly, as a program killed by SIGPIPE would, without a

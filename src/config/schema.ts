@@ -14,7 +14,7 @@ import { TLS_LEVELS, type TlsLevel } from '../client/levels.js';
 import type { AuthLimits, Limits } from '../server/types.js';
 import { LISTENER_TLS_LEVELS, type ListenerTlsLevel } from '../types.js';
 import type { FlagSpec, Group, Leaf, Node } from './engine.js';
-import { bool, domain, domainOrStar, hostName, hostPort, hostPortOrNull, int, ms, oneOf, path, pathOrNull, pemPath, route, textOrNull } from './values.js';
+import { bool, domain, domainOrStar, hostName, hostPort, hostPortOrNull, int, intOrNull, ms, oneOf, path, pathOrNull, pemPath, route, textOrNull } from './values.js';
 
 export interface ListenerConfig {
   address: string;
@@ -80,6 +80,7 @@ export interface ServeConfig {
   relay: RelaySettings;
   recipients: { catchAll: boolean };
   received: { showAuthenticatedSender: boolean };
+  dkim: { enabled: boolean; expirySeconds: number | null };
 }
 
 /** The data directory of serve and of the commands that open its store (user, mailbox, queue). */
@@ -263,5 +264,9 @@ export const SCHEMA: Group<ServeConfig> = group<ServeConfig>('postseal serve', {
   }),
   received: group<ServeConfig['received']>('our Received header', {
     showAuthenticatedSender: leaf(bool, true, 'Write `(Authenticated sender: login)`, as Postfix does.'),
+  }),
+  dkim: group<ServeConfig['dkim']>('DKIM signing of submitted mail (keys: `postseal dkim keygen`)', {
+    enabled: leaf(bool, true, 'Sign mail of authenticated users with the active keys of its From domain (data directory `dkim/`); a domain without keys is not signed.'),
+    expirySeconds: leaf(intOrNull(60, 10 * 365 * 86_400, 'count'), null, 'Signatures expire this many seconds after signing (`x=`, RFC 6376 §3.5); null: no `x=`.'),
   }),
 });

@@ -28,6 +28,17 @@ export function int(min: number, max: number, unit: IntUnit = 'count', floor?: s
   };
 }
 
+/** A whole number in [min, max], or null (the feature's "none"). */
+export function intOrNull(min: number, max: number, unit: IntUnit = 'count'): ValueType<number | null> {
+  const i = int(min, max, unit);
+  return {
+    name: `${i.name} or null`,
+    expected: `${i.expected}, or null`,
+    parse: (v) => (v === null ? ok(null) : i.parse(v)),
+    fromText: (t) => (t === 'null' ? null : (i.fromText?.(t) ?? t)),
+  };
+}
+
 /** A duration in milliseconds that setTimeout can honour. */
 export function ms(min: number): ValueType<number> & { unit: IntUnit } {
   return int(min, MAX_TIMER_MS, 'ms');

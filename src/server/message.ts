@@ -249,6 +249,17 @@ export class MessageIntake {
     return new BodyCollector(this.host.bodyBudget, o.spool ?? null, o.limits.spoolThreshold, newQueueId());
   }
 
+  /**
+   * DKIM signing once, at submission, before the message is stored (RFC 6376 §2.1 signer role):
+   * only mail of an authenticated session on a listener that offers AUTH. The signature fields
+   * go after our Received header. Without a signer, `accept` itself (no extra tick).
+   */
+  private signed<T>(mailFrom: string, authUser: string | null, accept: (m: { parts: Uint8Array[]; spooled: SpooledBody | null }) => Promise<T>): (m: { parts: Uint8Array[]; spooled: SpooledBody | null }) => Promise<T> {
+    const signer = this.host.opts.signer;
+    if (!signer || authUser === null || this.host.listener.auth === 'none') return accept;
+    return (m) => signer({ mailFrom, data: m.parts, spooled: m.spooled }).then((sig) => accept(sig ? { parts: [sig, ...m.parts], spooled: m.spooled } : m));
+  }
+
   private protocol(): ReceivedProtocol {
     const f = this.host.facts;
     if (!f.esmtp) return f.tls ? 'ESMTPS' : 'SMTP';
@@ -301,7 +312,8 @@ export class MessageIntake {
         spooled,
         data: [Buffer.from(header, 'utf8'), ...parts],
       });
-    const handed = body.spooled ? body.end().then(accept) : accept({ parts: body.takeInline(), spooled: null });
+    const signed = this.signed(env.mailFrom, f.authUser, accept);
+    const handed = body.spooled ? body.end().then(signed) : signed({ parts: body.takeInline(), spooled: null });
     const p = handed
       .catch((err: unknown) => {
         // Not stored: its spool file (if any) goes too. The caller answers 451.

@@ -4,7 +4,7 @@
  */
 import type { SecureContext, TLSSocketOptions } from 'node:tls';
 import type { IncomingMessage, ListenerTlsLevel } from '../types.js';
-import type { BodySpool } from '../store/spool.js';
+import type { BodySpool, SpooledBody } from '../store/spool.js';
 import type { Logger } from '../log.js';
 
 export interface ListenerOptions {
@@ -136,6 +136,14 @@ export interface ServerOptions {
   recipients?: RecipientDirectory | null;
   /** Received header: name the authenticated user, as Postfix does (default true). */
   received?: { showAuthenticatedSender: boolean };
+  /**
+   * DKIM signing at submission (src/auth/dkim-sign.ts): called once per message of an
+   * authenticated session on a listener with AUTH, before the message is stored. `data` is the
+   * content in memory (for a spooled body: none; the content is the spool file). Returns the
+   * DKIM-Signature fields to prepend, or null (no key for the author domain). A rejection leaves
+   * the message unstored (451), as a milter's tempfail would.
+   */
+  signer?: (msg: { mailFrom: string; data: Uint8Array[]; spooled: SpooledBody | null }) => Promise<Uint8Array | null>;
   tls: TlsProvider;
   logger: Logger;
 }
