@@ -27,7 +27,7 @@ import { checkHeloName, checkMailbox, checkParam, assertNoLineBreak, prepareCont
 import { replyText, type Reply } from '../protocol/reply.js';
 import { endSession, openSession, portOf, toClientError, type DeliveryFinding, type SessionAttempt, type SessionOptions } from './open-session.js';
 import type { TlsSessionInfo } from './tls-session.js';
-import type { TransactionResult } from './transaction.js';
+import type { SendEnvelope, TransactionResult } from './transaction.js';
 import { Transcript, type TranscriptEntry } from './transcript.js';
 
 export type { DeliveryFinding, SessionOptions } from './open-session.js';
@@ -41,6 +41,8 @@ export interface BatchMessage {
   requireTls?: boolean;
   mailParams?: string[];
   rcptParams?: string[];
+  /** RFC 3461 parameters, passed on only to a server that offers DSN (transaction.ts). */
+  dsn?: SendEnvelope['dsn'];
 }
 
 export interface DeliverOptions extends SessionOptions, BatchMessage {
@@ -96,6 +98,8 @@ export interface DeliveryResult {
   transcript: TranscriptEntry[];
   /** TCP connections this message used (2 after a plaintext retry or a reconnect; 0 when refused before connecting). */
   connections: number;
+  /** The DSN parameters went to the server that answered the transaction (it offers DSN). */
+  dsnPassed: boolean;
 }
 
 export interface BatchResult {
@@ -108,8 +112,8 @@ export interface BatchResult {
 
 /** One message, one attempt: deliverBatch() with a batch of one. */
 export async function deliver(opts: DeliverOptions): Promise<DeliveryResult> {
-  const { from, to, message, requireTls, mailParams, rcptParams, ...session } = opts;
-  const b = await deliverBatch({ ...session, maxPerConnection: 1 }, [{ from, to, message, requireTls, mailParams, rcptParams }]);
+  const { from, to, message, requireTls, mailParams, rcptParams, dsn, ...session } = opts;
+  const b = await deliverBatch({ ...session, maxPerConnection: 1 }, [{ from, to, message, requireTls, mailParams, rcptParams, dsn }]);
   const r = b.results[0];
   if (r === undefined) throw new Error('deliverBatch returned no result for the message');
   return r;
@@ -124,6 +128,7 @@ interface Settled {
   tls: TlsSessionInfo | null;
   findings: DeliveryFinding[];
   conns: number[];
+  dsnPassed?: boolean;
 }
 
 export async function deliverBatch(opts: BatchOptions, messages: BatchMessage[]): Promise<BatchResult> {
@@ -205,7 +210,7 @@ export async function deliverBatch(opts: BatchOptions, messages: BatchMessage[])
           }
         }
         const tx = await client.send(
-          { from: m.from, to: m.to, mailParams: m.mailParams ?? [], rcptParams: m.rcptParams ?? [], requireTls: m.requireTls === true },
+          { from: m.from, to: m.to, mailParams: m.mailParams ?? [], rcptParams: m.rcptParams ?? [], requireTls: m.requireTls === true, ...(m.dsn ? { dsn: m.dsn } : {}) },
           m.message,
           { bareLineEndings: bare, chunking: opts.chunking === true, onContent: () => (contentStarted = true) },
         );
@@ -217,7 +222,7 @@ export async function deliverBatch(opts: BatchOptions, messages: BatchMessage[])
         lostOnFirst = lost !== null && used === 0;
         pending.shift();
         used++;
-        settle(i, { ...outcomeOf(tx), tls, findings, conns });
+        settle(i, { ...outcomeOf(tx), tls, findings, conns, dsnPassed: tx.dsnPassed });
         // After a 2xx end of data the server has reset (RFC 5321 §4.1.1.4); after a refused DATA
         // or BDAT the envelope may still be open. (sendTransaction itself RSETs when no RCPT passed.)
         needRset = tx.mail.code === 250 && tx.data !== null && (tx.data.code < 200 || tx.data.code >= 300);
@@ -271,6 +276,7 @@ export async function deliverBatch(opts: BatchOptions, messages: BatchMessage[])
       findings: [...s.findings],
       transcript: s.conns.length === connections ? entries : entries.filter((e) => s.conns.includes(e.connection)),
       connections: s.conns.length,
+      dsnPassed: s.dsnPassed === true,
     };
   });
   return { results, connections, transcript: entries };

@@ -47,6 +47,11 @@ export interface SendEnvelope {
   rcptParams?: string[];
   /** RFC 8689: ask every hop for TLS; refused when the server does not offer REQUIRETLS in TLS. */
   requireTls?: boolean;
+  /**
+   * RFC 3461 parameters (RET=/ENVID= on MAIL; NOTIFY=/ORCPT= per recipient), sent only when the
+   * server offers DSN; otherwise left out and the result says so (the caller then reports itself).
+   */
+  dsn?: { mailParams: string[]; rcptParams: Readonly<Record<string, string[]>> };
 }
 
 export interface SendOptions {
@@ -82,6 +87,8 @@ export interface TransactionResult {
   delivered: string[];
   method: 'DATA' | 'BDAT';
   pipelined: boolean;
+  /** The DSN parameters of the envelope were sent (the server offers DSN, RFC 3461 §4.1). */
+  dsnPassed: boolean;
 }
 
 
@@ -90,7 +97,8 @@ export async function sendTransaction(client: TransactionChannel, caps: Capabili
   checkMailbox(env.from, 'sender', true);
   if (env.to.length === 0) throw new SmtpClientError('INVALID_ARGUMENT', 'no recipients');
   for (const to of env.to) checkMailbox(to, 'recipient');
-  for (const p of [...(env.mailParams ?? []), ...(env.rcptParams ?? [])]) checkParam(p);
+  const dsnRcpt = (to: string): string[] => (env.dsn && Object.hasOwn(env.dsn.rcptParams, to) ? env.dsn.rcptParams[to] ?? [] : []);
+  for (const p of [...(env.mailParams ?? []), ...(env.rcptParams ?? []), ...(env.dsn?.mailParams ?? []), ...env.to.flatMap(dsnRcpt)]) checkParam(p);
   const bytes = prepareContent(content, options.bareLineEndings ?? 'reject');
 
   // 2. Extensions, from this client's EHLO only.
@@ -117,13 +125,16 @@ export async function sendTransaction(client: TransactionChannel, caps: Capabili
     mailParams.push('REQUIRETLS');
   }
   mailParams.push(...(env.mailParams ?? []));
+  // RFC 3461 §4.1: DSN parameters go only to a server that offers DSN.
+  const dsnPassed = env.dsn !== undefined && has(caps, 'DSN');
+  if (dsnPassed) mailParams.push(...(env.dsn?.mailParams ?? []));
   const rcptParams = env.rcptParams ?? [];
   const useBdat = options.chunking === true && has(caps, 'CHUNKING');
   const pipelined = has(caps, 'PIPELINING');
 
   // 3. Envelope.
   const mailLine = ['MAIL FROM:<' + env.from + '>', ...mailParams].join(' ');
-  const rcptLines = env.to.map((to) => ['RCPT TO:<' + to + '>', ...rcptParams].join(' '));
+  const rcptLines = env.to.map((to) => ['RCPT TO:<' + to + '>', ...rcptParams, ...(dsnPassed ? dsnRcpt(to) : [])].join(' '));
   let mail: Reply;
   const recipients: RecipientResult[] = [];
   if (pipelined) {
@@ -149,14 +160,14 @@ export async function sendTransaction(client: TransactionChannel, caps: Capabili
   const method = useBdat ? 'BDAT' : 'DATA';
   if (mail.code !== 250 || !recipients.some((r) => r.accepted)) {
     if (mail.code === 250) await client.rset().catch(() => undefined);
-    return { mail, recipients, data: null, delivered: [], method, pipelined };
+    return { mail, recipients, data: null, delivered: [], method, pipelined, dsnPassed };
   }
 
   // 4. Content.
   const data = useBdat ? await sendBdat(client, bytes, options.chunkSize ?? 1024 * 1024, options.onContent) : await sendData(client, bytes, options.onContent);
   const ok = data.code >= 200 && data.code < 300;
   for (const r of recipients) r.delivered = ok && r.accepted;
-  return { mail, recipients, data, delivered: recipients.filter((r) => r.delivered).map((r) => r.address), method, pipelined };
+  return { mail, recipients, data, delivered: recipients.filter((r) => r.delivered).map((r) => r.address), method, pipelined, dsnPassed };
 }
 
 async function sendData(client: TransactionChannel, bytes: Uint8Array, onContent?: () => void): Promise<Reply> {

@@ -91,3 +91,13 @@ export function orcptParam(orcpt: string): string {
   const semi = orcpt.indexOf(';');
   return `${orcpt.slice(0, semi)};${xtext(orcpt.slice(semi + 1))}`;
 }
+
+/** MAIL parameters that pass RET/ENVID on to a DSN-capable server (RFC 3461 §4.3/§4.4). */
+export function dsnMailParams(envId: string | null, ret: Ret | null): string[] {
+  return [...(ret ? [`RET=${ret}`] : []), ...(envId !== null ? [`ENVID=${xtext(envId)}`] : [])];
+}
+
+/** RCPT parameters that pass NOTIFY/ORCPT on (RFC 3461 §4.1/§4.2). */
+export function dsnRcptParams(notify: readonly Notify[] | null, orcpt: string | null): string[] {
+  return [...(notify ? [`NOTIFY=${notify.join(',')}`] : []), ...(orcpt !== null ? [`ORCPT=${orcptParam(orcpt)}`] : [])];
+}

@@ -27,6 +27,7 @@ import type { MtaStsLookup, TlsaLookup, TlsRptRecorder } from '../policy/types.j
 import { domainOf, type QueueEntry, type Store, type StoredMessage } from '../store/index.js';
 import type { TlsOutcome } from '../types.js';
 import { buildBounce, type FailedRecipient } from './bounce.js';
+import { dsnMailParams, dsnRcptParams } from '../protocol/dsn.js';
 import { nextAttempt, type RetryPolicy } from './schedule.js';
 
 /**
@@ -248,6 +249,7 @@ export class QueueRunner {
       to: job.entries.map((e) => e.recipient),
       message: stored.data,
       requireTls: job.requireTls,
+      ...dsnOf(job),
     }));
     let finals: Array<{ final: DeliveryResult | null; dnsReason: { message: string; permanent: boolean } | null }>;
     if (batch.route) {
@@ -306,9 +308,9 @@ export class QueueRunner {
         await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'delivered', tls });
         summary.delivered++;
         counts.delivered++;
-        // RFC 3461 §4.1: NOTIFY=SUCCESS; the next server was not asked to report (we do not pass
-        // DSN requests on), so the DSN is ours and says 'relayed' (RFC 3464 §2.3.3).
-        if (notify?.includes('SUCCESS')) succeeded.push({ recipient: entry.recipient, orcpt, status: r?.reply?.enhanced ?? '2.0.0', action: 'relayed', remoteMta: final?.serverName ?? null, diagnostic: reason, lastAttempt: now });
+        // RFC 3461 §4.1: NOTIFY=SUCCESS. Passed on to a DSN server, the report is the next hop's;
+        // otherwise it is ours and says 'relayed' (RFC 3464 §2.3.3).
+        if (notify?.includes('SUCCESS') && final?.dsnPassed !== true) succeeded.push({ recipient: entry.recipient, orcpt, status: r?.reply?.enhanced ?? '2.0.0', action: 'relayed', remoteMta: final?.serverName ?? null, diagnostic: reason, lastAttempt: now });
         continue;
       }
       if (status === 'deferred') {
@@ -353,6 +355,18 @@ export class QueueRunner {
     if (!local) this.kick();
     return true;
   }
+}
+
+/** RFC 3461 parameters of a job to pass on (only to a server that offers DSN); none when none given. */
+function dsnOf(job: Job): { dsn?: NonNullable<BatchMessage['dsn']> } {
+  const first = job.entries[0]?.dsn;
+  const mailParams = first ? dsnMailParams(first.envId, first.ret) : [];
+  const rcptParams: Record<string, string[]> = {};
+  for (const e of job.entries) {
+    const p = dsnRcptParams(e.dsn.notify, e.dsn.orcpt);
+    if (p.length > 0) rcptParams[e.recipient] = p;
+  }
+  return mailParams.length === 0 && Object.keys(rcptParams).length === 0 ? {} : { dsn: { mailParams, rcptParams } };
 }
 
 const TLS_ERRORS: ReadonlySet<string> = new Set(['REQUIRETLS_NOT_SUPPORTED', 'TLS_REQUIRED_NOT_OFFERED', 'STARTTLS_REFUSED', 'TLS_HANDSHAKE_FAILED', 'TLS_VERIFY_FAILED', 'TLS_DANE_FAILED']);

@@ -2,11 +2,14 @@
  * DSN requests (RFC 3461) honoured by the queue runner's reports (RFC 3464): NOTIFY=NEVER sends
  * none, SUCCESS a 'relayed' report, DELAY one warning after the first deferral, ENVID and ORCPT
  * echoed, RET=HDRS headers only and RET=FULL the whole original. Real receiver (postseal on
- * 127.0.0.1:0) that refuses a domain it does not serve; a closed port for deferrals.
+ * 127.0.0.1:0) that refuses a domain it does not serve; a closed port for deferrals; two
+ * smtp-server receivers, one offering DSN (the parameters are passed on: checked in what it saw)
+ * and one not (then the report is ours, 'relayed', RFC 3461 §4.1).
  */
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { SMTPServer, type SMTPServerEnvelope } from 'smtp-server';
 import { newMessageId, type Store } from '../../src/store/index.js';
 import type { RecipientDsn } from '../../src/protocol/dsn.js';
 import { RelayFixture, taggedBody } from './fixture.js';
@@ -16,6 +19,30 @@ import { startDnsServer, type DnsServer } from '../helpers/dns-server.js';
 let receiver: TestServer;
 let dns: DnsServer;
 let closedPort = 0;
+const seen: SMTPServerEnvelope[] = [];
+const smtpServers: Array<{ server: SMTPServer; port: number }> = [];
+
+async function startSmtpServer(dsn: boolean): Promise<number> {
+  const server = new SMTPServer({
+    hideDSN: !dsn,
+    authOptional: true,
+    disabledCommands: ['STARTTLS', 'AUTH'],
+    logger: false,
+    onData(stream, session, cb) {
+      stream.on('data', () => undefined);
+      stream.on('end', () => {
+        seen.push(structuredClone(session.envelope));
+        cb();
+      });
+    },
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.server.address() as net.AddressInfo).port;
+  smtpServers.push({ server, port });
+  return port;
+}
+let dsnPort = 0;
+let plainPort = 0;
 
 before(async () => {
   receiver = await startTestServer({ configure: (cfg) => { cfg.domains = ['example.net']; } });
@@ -24,11 +51,14 @@ before(async () => {
   await new Promise<void>((r) => closed.listen(0, '127.0.0.1', () => r()));
   closedPort = (closed.address() as net.AddressInfo).port;
   await new Promise<void>((r) => closed.close(() => r()));
+  dsnPort = await startSmtpServer(true);
+  plainPort = await startSmtpServer(false);
 });
 
 after(async () => {
   await receiver.close();
   await dns.close();
+  for (const s of smtpServers) await new Promise<void>((r) => s.server.close(() => r()));
   await fx.cleanup();
 });
 
@@ -65,6 +95,8 @@ const routes = (): Record<string, { host: string; port: number }> => ({
   'not-local.example': { host: '127.0.0.1', port: receiver.port('mx') },
   'example.net': { host: '127.0.0.1', port: receiver.port('mx') },
   'gone.example': { host: '127.0.0.1', port: closedPort },
+  'dsn.example': { host: '127.0.0.1', port: dsnPort },
+  'nodsn.example': { host: '127.0.0.1', port: plainPort },
 });
 
 test('the store keeps NOTIFY/ORCPT per queued recipient and ENVID/RET per message', async () => {
@@ -121,13 +153,17 @@ test('default (no NOTIFY) still bounces; RET=FULL returns the whole original as 
   await store.close();
 });
 
-test('NOTIFY=SUCCESS: delivered to a server we did not pass the request to → one report, Action: relayed', async () => {
+test('NOTIFY=SUCCESS: delivered to a server that does not offer DSN → nothing passed on, our report says Action: relayed', async () => {
   const store = await fx.senderStore();
-  await queueDsn(store, 'bob@example.net', 'success', { envId: 'E-success', rcpt: { notify: ['SUCCESS', 'FAILURE'], orcpt: 'rfc822;bob@example.net' } });
+  await queueDsn(store, 'bob@nodsn.example', 'success', { envId: 'E-success', rcpt: { notify: ['SUCCESS', 'FAILURE'], orcpt: 'rfc822;bob@nodsn.example' } });
+  const before = seen.length;
   const s = await fx.runner(store, { routes: routes() }).runOnce();
   assert.equal(s.delivered, 1);
   assert.equal(s.bounces, 1);
-  assert.ok(fx.receivedByTag('success'));
+  const got = seen.slice(before);
+  assert.equal(got.length, 1);
+  assert.equal(got[0]?.mailFrom && got[0].mailFrom.args && 'ENVID' in got[0].mailFrom.args, false, 'no ENVID to a non-DSN server');
+  assert.equal(got[0]?.rcptTo[0]?.args && 'NOTIFY' in got[0].rcptTo[0].args, false, 'no NOTIFY to a non-DSN server');
   const [text = ''] = reports(store);
   assert.match(text, /^Subject: Successful Mail Delivery Report\r$/m);
   assert.match(text, /^Action: relayed\r$/m);
@@ -166,5 +202,30 @@ test('NOTIFY=DELAY: one warning after the first deferral, none after the second;
   assert.equal(s2.deferred, 1);
   assert.equal(s2.bounces, 0, 'the delay warning is sent once per recipient');
   assert.equal(reports(store).length, 1);
+  await store.close();
+});
+
+test('to a server that offers DSN, RET/ENVID go on MAIL and NOTIFY/ORCPT on each RCPT (xtext); no report of ours', async () => {
+  const store = await fx.senderStore();
+  await store.accept({
+    id: newMessageId(), mailFrom: 'a@sender.test', localRecipients: [], remoteRecipients: ['x@dsn.example', 'y@dsn.example', 'z@dsn.example'],
+    data: taggedBody('pass-on'), receivedAt: new Date(), listener: 'submission', clientAddress: '127.0.0.1', heloName: 'client',
+    authUser: 'a@sender.test', tls: null, requireTls: false, body: null, smtpUtf8: false, envId: 'id+1=2', ret: 'HDRS',
+    recipientDsn: { 'x@dsn.example': { notify: ['SUCCESS', 'DELAY'], orcpt: 'rfc822;X+tag@orig.example' }, 'y@dsn.example': { notify: ['NEVER'], orcpt: null } },
+  });
+  const before = seen.length;
+  const s = await fx.runner(store, { routes: routes() }).runOnce();
+  assert.equal(s.delivered, 3);
+  assert.equal(s.bounces, 0, 'the next hop reports success, not us');
+  const got = seen.slice(before);
+  assert.equal(got.length, 1);
+  const env = got[0];
+  assert.ok(env && env.mailFrom);
+  // smtp-server decodes xtext: getting the originals back shows they were encoded on the wire.
+  assert.deepEqual(env.dsn, { ret: 'HDRS', envid: 'id+1=2' });
+  const rcpt = (a: string): Record<string, string | true> | false | undefined => env.rcptTo.find((r) => r.address === a)?.args;
+  assert.deepEqual(rcpt('x@dsn.example'), { NOTIFY: 'SUCCESS,DELAY', ORCPT: 'rfc822;X+tag@orig.example' });
+  assert.deepEqual(rcpt('y@dsn.example'), { NOTIFY: 'NEVER' });
+  assert.equal(rcpt('z@dsn.example'), false, 'a recipient without DSN parameters gets none');
   await store.close();
 });
