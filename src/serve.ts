@@ -17,6 +17,7 @@ import { systemResolver } from './client/index.js';
 import { policyLookups, resolverFor } from './policy/context.js';
 import { TlsRptCounter } from './policy/tlsrpt.js';
 import { TlsRptReporter } from './policy/tlsrpt-send.js';
+import { createVerifier } from './auth/verify.js';
 import { createDkimSigner } from './auth/dkim-sign.js';
 import { BODIES_DIR } from './store/spool.js';
 
@@ -105,6 +106,8 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     // The store's users are the local recipients (one indexed read per RCPT); catch-all: no check.
     recipients: cfg.recipients.catchAll ? null : { hasRecipient: (a) => store.hasUser(a) },
     received: { showAuthenticatedSender: cfg.received.showAuthenticatedSender },
+    // Received mail (mx listener): SPF/DKIM/DMARC/ARC through the one DNS client (relay.dns or system).
+    ...(cfg.auth.verify ? { verifier: createVerifier({ hostname: cfg.hostname, resolver: resolverFor(cfg.relay.dns).mailauthResolver(), ...cfg.auth }) } : {}),
     // DKIM at submission: keys from DATA/dkim (postseal dkim keygen); spooled bodies read from the store's spool.
     ...(cfg.dkim.enabled ? { signer: createDkimSigner({ dataDir: cfg.dataDir, spoolDir: join(cfg.dataDir, BODIES_DIR), expirySeconds: cfg.dkim.expirySeconds }) } : {}),
     tls,

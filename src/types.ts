@@ -62,6 +62,10 @@ export interface IncomingMessage {
   ret: 'FULL' | 'HDRS' | null;
   /** RFC 3461 NOTIFY/ORCPT per recipient (only those that gave either); absent = none. */
   recipientDsn?: Readonly<Record<string, RecipientDsn>>;
+  /** Received-mail verification verdicts (mx listener); absent or null: not verified. */
+  authResults?: AuthVerdicts | null;
+  /** DMARC asked for quarantine (RFC 7489 §6.3 p=quarantine) and the message failed. */
+  quarantine?: boolean;
 }
 
 /** Verdicts of received-mail authentication (auth/verify.ts), stored with the message. */
@@ -90,6 +94,10 @@ export interface MessageSummary {
   authUser: string | null;
   tls: TlsFacts | null;
   requireTls: boolean;
+  /** Received-mail verification verdicts; null: not verified (submission, spooled, off, older mail). */
+  authResults: AuthVerdicts | null;
+  /** DMARC p=quarantine failed (auth.dmarcEnforce). */
+  quarantine: boolean;
 }
 
 /** The TLS outcome of one outbound delivery attempt (recorded for every attempt). */

@@ -15,6 +15,7 @@
  * - more than one From header is a DMARC `fail` (RFC 7489 §6.6.1), whatever the signatures say.
  */
 import { authenticate, type DNSResolver } from 'mailauth';
+import { reply, type Reply } from '../protocol/reply.js';
 import type { AuthVerdicts } from '../types.js';
 
 export type { AuthVerdicts } from '../types.js';
@@ -107,10 +108,16 @@ function fieldValue(data: Buffer, f: HeaderField): string {
   return raw.slice(raw.indexOf(':') + 1);
 }
 
-function temperror(reason: string): AuthVerdicts {
+/** d= and s= of a DKIM-Signature field value (for verdicts when mailauth gave none). */
+function sigTags(value: string): { domain: string | null; selector: string | null } {
+  const tag = (t: string): string | null => new RegExp(`(?:^|;)\\s*${t}\\s*=\\s*([^;\\s]+)`).exec(value)?.[1]?.toLowerCase() ?? null;
+  return { domain: tag('d'), selector: tag('s') };
+}
+
+function temperror(reason: string, sigs: Array<{ domain: string | null; selector: string | null }>): AuthVerdicts {
   return {
     spf: { result: 'temperror', domain: null, comment: reason },
-    dkim: [],
+    dkim: sigs.map((t) => ({ result: 'temperror', ...t, aligned: null, comment: reason })),
     dkimOmitted: 0,
     dmarc: { result: 'temperror', domain: null, policy: null, comment: reason },
     arc: { result: 'temperror', comment: reason },
@@ -186,6 +193,7 @@ export async function verifyMessage(input: VerifyInput, opts: VerifyOptions): Pr
   const extra = new Set(sigs.slice(MAX_DKIM_SIGNATURES));
   const checked = withoutFields(data, kept, (f) => extra.has(f));
   const fromCount = kept.filter((f) => f.name === 'from').length;
+  const checkedSigs = sigs.slice(0, MAX_DKIM_SIGNATURES).map((f) => sigTags(fieldValue(data, f)));
 
   let verdicts: AuthVerdicts;
   const deadlineMs = opts.deadlineMs ?? DEFAULT_DEADLINE_MS;
@@ -207,15 +215,47 @@ export async function verifyMessage(input: VerifyInput, opts: VerifyOptions): Pr
     // A late result after the deadline is dropped; its lookups end on their own timeouts.
     run.catch(() => undefined);
     const res = await Promise.race([run, deadline]);
-    verdicts = res === 'timeout' ? temperror(`verification took over ${deadlineMs} ms`) : toVerdicts(obj(res), omitted);
+    verdicts = res === 'timeout' ? temperror(`verification took over ${deadlineMs} ms`, checkedSigs) : toVerdicts(obj(res), omitted);
   } catch (e) {
-    verdicts = temperror(`verification failed: ${e instanceof Error ? e.message : String(e)}`);
+    verdicts = temperror(`verification failed: ${e instanceof Error ? e.message : String(e)}`, checkedSigs);
   } finally {
     clearTimeout(timer);
   }
-  // RFC 7489 §6.6.1: a message with several From headers (or none) has no single author domain.
+  // RFC 7489 §6.6.1: a message with several From headers (or none) has no single author domain;
+  // receivers may reject it outright, so its policy is taken as reject (dmarcEnforce refuses it).
   if (fromCount !== 1 && verdicts.dmarc.result !== 'temperror') {
-    verdicts.dmarc = { result: 'fail', domain: verdicts.dmarc.domain, policy: verdicts.dmarc.policy, comment: `${fromCount} From headers` };
+    verdicts.dmarc = { result: 'fail', domain: verdicts.dmarc.domain, policy: 'reject', comment: `${fromCount} From headers` };
   }
   return { header: formatAuthResults(opts.hostname, verdicts, input.mailFrom, input.helo), verdicts, data };
+}
+
+export interface VerifierPolicy {
+  /** Refuse DMARC failures whose policy is reject (550 5.7.1); quarantine → the stored flag. */
+  dmarcEnforce: boolean;
+  /** Refuse an SPF `fail` (an `-all` hard fail) with 550 5.7.1. */
+  spfHardFailReject: boolean;
+}
+
+/** What the policy makes of the verdicts: a refusal, or whether to quarantine. */
+export function applyPolicy(v: AuthVerdicts, policy: VerifierPolicy): { reject: Reply | null; quarantine: boolean } {
+  // RFC 7208 §8.4: a receiver may reject a `fail`; with 550 5.7.1 (RFC 7372 §3.2 uses 5.7.23 for
+  // SPF validation failures; 5.7.1 is what clients map to "delivery not authorized").
+  if (policy.spfHardFailReject && v.spf.result === 'fail') {
+    return { reject: reply(550, '5.7.1', `SPF check failed: the sending IP is not authorized${v.spf.domain ? ` for ${v.spf.domain}` : ''}`), quarantine: false };
+  }
+  const dmarcFailed = v.dmarc.result === 'fail';
+  // RFC 7489 §6.3 / §6.6.4: p=reject → reject during the SMTP transaction; p=quarantine → keep
+  // the message but mark it.
+  if (policy.dmarcEnforce && dmarcFailed && v.dmarc.policy === 'reject') {
+    return { reject: reply(550, '5.7.1', `DMARC policy of ${v.dmarc.domain ?? 'the author domain'} says reject, and the message failed it`), quarantine: false };
+  }
+  return { reject: null, quarantine: policy.dmarcEnforce && dmarcFailed && v.dmarc.policy === 'quarantine' };
+}
+
+/** The server's verifier hook (ServerOptions.verifier) with our hostname, resolver and policy. */
+export function createVerifier(opts: VerifyOptions & VerifierPolicy): (msg: VerifyInput) => Promise<VerifyOutcome & { reject: Reply | null; quarantine: boolean }> {
+  return async (msg) => {
+    const out = await verifyMessage(msg, opts);
+    return { ...out, ...applyPolicy(out.verdicts, opts) };
+  };
 }

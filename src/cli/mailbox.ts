@@ -8,6 +8,14 @@ function tlsText(m: MessageSummary): string {
   return m.tls ? `${m.tls.protocol} ${m.tls.cipher}` : 'no TLS';
 }
 
+/** The stored verification verdicts in one line (`spf=pass dkim=pass dmarc=pass arc=none`). */
+function authText(m: MessageSummary): string {
+  const a = m.authResults;
+  if (a === null) return '';
+  const dkim = a.dkim.length === 0 ? 'none' : a.dkim.map((d) => d.result).join(',');
+  return `  spf=${a.spf.result} dkim=${dkim}${a.dkimOmitted > 0 ? `(+${a.dkimOmitted})` : ''} dmarc=${a.dmarc.result} arc=${a.arc.result}${m.quarantine ? '  QUARANTINE' : ''}`;
+}
+
 export function registerMailbox(program: Command): void {
   const mailbox = program.command('mailbox').description('read local mailboxes');
   mailbox
@@ -32,21 +40,26 @@ export function registerMailbox(program: Command): void {
           return;
         }
         for (const m of list) {
-          process.stdout.write(`${m.id}  ${m.receivedAt}  from <${m.mailFrom}>  to ${m.recipients.map((r) => `<${r}>`).join(', ')}  ${m.size} bytes  ${tlsText(m)}${m.authUser ? `  auth=${m.authUser}` : ''}${m.requireTls ? '  REQUIRETLS' : ''}  via ${m.listener} from ${m.clientAddress}\n`);
+          process.stdout.write(`${m.id}  ${m.receivedAt}  from <${m.mailFrom}>  to ${m.recipients.map((r) => `<${r}>`).join(', ')}  ${m.size} bytes  ${tlsText(m)}${m.authUser ? `  auth=${m.authUser}` : ''}${m.requireTls ? '  REQUIRETLS' : ''}${authText(m)}  via ${m.listener} from ${m.clientAddress}\n`);
         }
       });
     });
   mailbox
     .command('show')
-    .description('print the stored message bytes')
+    .description('print the stored message bytes (--json: its summary with the verification verdicts, and the message as text)')
     .argument('<id>', 'message id')
     .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
-    .action(async (id: string, flags: { data: string }) => {
+    .option('--json', 'JSON output')
+    .action(async (id: string, flags: { data: string; json?: boolean }) => {
       await withReader(flags.data, async (store) => {
         const m = store.getMessage(id);
         if (!m) {
           process.stderr.write(`postseal: no message ${id}\n`);
           process.exitCode = 1;
+          return;
+        }
+        if (flags.json) {
+          process.stdout.write(JSON.stringify({ ...m.summary, data: m.data.toString('utf8') }, null, 2) + '\n');
           return;
         }
         process.stdout.write(m.data);

@@ -20,7 +20,7 @@ import { BodyCollector, type BodyBudget } from './body.js';
 import { receivedHead, receivedTail, receivedTls } from './received.js';
 import { R, chunkOk, queued } from './replies.js';
 import type { Envelope, SessionFacts } from './state.js';
-import type { ListenerOptions, ServerOptions } from './types.js';
+import type { ListenerOptions, ServerOptions, VerifierResult } from './types.js';
 
 /** What the intake needs from its session. */
 export interface IntakeHost {
@@ -260,6 +260,23 @@ export class MessageIntake {
     return (m) => signer({ mailFrom, data: m.parts, spooled: m.spooled }).then((sig) => accept(sig ? { parts: [sig, ...m.parts], spooled: m.spooled } : m));
   }
 
+  /**
+   * Verification of received mail (auth/verify.ts) on the mx listener only, before the message
+   * is stored: our Authentication-Results goes right after our Received header (RFC 8601 §5), the
+   * content is the verifier's (forged Authentication-Results removed). Spooled bodies are not
+   * verified (stored with verdicts null). Without a verifier, `next` itself.
+   */
+  private verified<T>(env: Envelope, parts: Uint8Array[], record: (v: VerifierResult) => void, next: (m: { parts: Uint8Array[]; spooled: SpooledBody | null }) => Promise<T>): Promise<T | Reply> {
+    const h = this.host;
+    const verifier = h.opts.verifier;
+    if (!verifier || h.listener.name !== 'mx') return next({ parts, spooled: null });
+    return verifier({ data: Buffer.concat(parts), ip: h.remoteAddress, helo: h.facts.heloName ?? '', mailFrom: env.mailFrom }).then((v): Promise<T | Reply> | Reply => {
+      if (v.reject) return v.reject;
+      record(v);
+      return next({ parts: [Buffer.from(v.header, 'utf8'), v.data], spooled: null });
+    });
+  }
+
   private protocol(): ReceivedProtocol {
     const f = this.host.facts;
     if (!f.esmtp) return f.tls ? 'ESMTPS' : 'SMTP';
@@ -291,6 +308,8 @@ export class MessageIntake {
     const size = body.size;
     // No join here: the sink gets the pieces (the store copies them into its batch buffer once),
     // or, for a large message, the fsync'd spool file and our header.
+    // Set by the verifier (mx listener) before accept runs: the verdicts stored with the message.
+    let auth: VerifierResult | null = null;
     const accept = ({ parts, spooled }: { parts: Uint8Array[]; spooled: SpooledBody | null }): Promise<{ id: string }> =>
       h.opts.sink.accept({
         id,
@@ -309,11 +328,13 @@ export class MessageIntake {
         envId: env.envId,
         ret: env.ret,
         recipientDsn: env.recipientDsn,
+        authResults: auth?.verdicts ?? null,
+        quarantine: auth?.quarantine ?? false,
         spooled,
         data: [Buffer.from(header, 'utf8'), ...parts],
       });
     const signed = this.signed(env.mailFrom, f.authUser, accept);
-    const handed = body.spooled ? body.end().then(signed) : signed({ parts: body.takeInline(), spooled: null });
+    const handed = body.spooled ? body.end().then(signed) : this.verified(env, body.takeInline(), (v) => (auth = v), signed);
     const p = handed
       .catch((err: unknown) => {
         // Not stored: its spool file (if any) goes too. The caller answers 451.
@@ -321,6 +342,11 @@ export class MessageIntake {
         throw err;
       })
       .then((res) => {
+        // Refused by the verifier's policy (RFC 7489 §6.3 p=reject, or SPF -all): nothing stored.
+        if (!('id' in res)) {
+          body.discard();
+          return res;
+        }
         this.accepted++;
         const log = h.opts.logger;
         if (log.isLevelEnabled?.('info') !== false) {

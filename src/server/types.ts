@@ -3,7 +3,8 @@
  * (go-smtp's habit: a tiny required interface, everything else optional).
  */
 import type { SecureContext, TLSSocketOptions } from 'node:tls';
-import type { IncomingMessage, ListenerTlsLevel } from '../types.js';
+import type { AuthVerdicts, IncomingMessage, ListenerTlsLevel } from '../types.js';
+import type { Reply } from '../protocol/reply.js';
 import type { BodySpool, SpooledBody } from '../store/spool.js';
 import type { Logger } from '../log.js';
 
@@ -76,6 +77,19 @@ export interface AuthLimits {
 
 // The defaults of Limits are the config schema's (src/config/schema.ts; DEFAULT_LIMITS in config.ts).
 
+/** What ServerOptions.verifier says about one received message. */
+export interface VerifierResult {
+  /** `Authentication-Results: ...\r\n` (RFC 8601). */
+  header: string;
+  /** The content to store (Authentication-Results claiming our authserv-id removed). */
+  data: Buffer;
+  verdicts: AuthVerdicts;
+  /** DMARC p=quarantine failed: store with the quarantine flag. */
+  quarantine: boolean;
+  /** Not null: refuse the message with this reply (550 5.7.1) instead of storing it. */
+  reject: Reply | null;
+}
+
 /** Where accepted messages go. resolve() only once the message is durable. */
 export interface MessageSink {
   accept(msg: IncomingMessage): Promise<{ id: string }>;
@@ -122,6 +136,14 @@ export interface ServerOptions {
    */
   bareLineEndings: 'reject' | 'normalize';
   sink: MessageSink;
+  /**
+   * Verification of received mail (src/auth/verify.ts): called once per message on the mx
+   * listener only, after its end was read and before it is stored, with the content as received
+   * (in memory; spooled bodies are not verified: stored with verdicts null). Returns the
+   * Authentication-Results header to prepend, the content with forged headers removed, the
+   * verdicts, whether to quarantine, and a reply that refuses the message instead (policy).
+   */
+  verifier?: (msg: { data: Buffer; ip: string; helo: string; mailFrom: string }) => Promise<VerifierResult>;
   /**
    * Where bodies past limits.spoolThreshold go as they arrive (the store's spool directory). None:
    * bodies stay in memory, still bounded by limits.maxBodyMemory (452 past it).

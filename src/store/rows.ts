@@ -4,13 +4,13 @@
  *
  * Invariant: rows are plain data (no methods, no Buffers shared with SQLite), safe to hand out.
  */
-import type { MessageSummary, TlsFacts, TlsOutcome } from '../types.js';
+import type { AuthVerdicts, MessageSummary, TlsFacts, TlsOutcome } from '../types.js';
 import { PostsealError } from '../errors.js';
 import { parseNotify } from '../protocol/dsn.js';
 import { QUEUE_STATUSES, type QueueAttempt, type QueueEntry, type QueueStatus } from './types.js';
 
 export const MESSAGE_COLUMNS = `m.id, m.received_at, m.mail_from, m.recipients, m.size, m.listener,
-  m.client_address, m.helo_name, m.auth_user, m.tls, m.require_tls`;
+  m.client_address, m.helo_name, m.auth_user, m.tls, m.require_tls, m.auth_results, m.quarantine`;
 
 export interface MessageRow {
   id: string;
@@ -24,6 +24,8 @@ export interface MessageRow {
   auth_user: string | null;
   tls: string | null;
   require_tls: number;
+  auth_results: string | null;
+  quarantine: number;
 }
 
 export const QUEUE_COLUMNS = `m.id, m.mail_from, m.require_tls, q.recipient, q.domain, q.status,
@@ -79,6 +81,8 @@ export function toSummary(row: MessageRow): MessageSummary {
     authUser: row.auth_user,
     tls: parseTls(row.tls),
     requireTls: row.require_tls !== 0,
+    authResults: parseJsonObject<AuthVerdicts>(row.auth_results),
+    quarantine: row.quarantine !== 0,
   };
 }
 

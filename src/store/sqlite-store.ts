@@ -128,6 +128,8 @@ export class SqliteStore extends SqliteReader implements Store {
       recipientDsn: Object.fromEntries(
         Object.entries(msg.recipientDsn ?? {}).map(([a, d]) => [a, { notify: d.notify?.join(',') ?? null, orcpt: d.orcpt }]),
       ),
+      authResultsJson: msg.authResults ? JSON.stringify(msg.authResults) : null,
+      quarantine: msg.quarantine === true,
       file: msg.spooled?.file ?? null,
       fileSize: msg.spooled?.size ?? 0,
     };

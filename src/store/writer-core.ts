@@ -48,9 +48,9 @@ interface Statements {
 function prepare(db: Database): Statements {
   return {
     insertMessage: db.prepare(`INSERT INTO messages (id, received_at, mail_from, recipients, size, listener,
-      client_address, helo_name, auth_user, tls, require_tls, body, smtp_utf8, env_id, ret)
+      client_address, helo_name, auth_user, tls, require_tls, body, smtp_utf8, env_id, ret, auth_results, quarantine)
       VALUES (@id, @receivedAt, @mailFrom, @recipients, @size, @listener, @clientAddress, @heloName,
-      @authUser, @tls, @requireTls, @body, @smtpUtf8, @envId, @ret)`),
+      @authUser, @tls, @requireTls, @body, @smtpUtf8, @envId, @ret, @authResults, @quarantine)`),
     insertData: db.prepare('INSERT INTO message_data (seq, data, file) VALUES (?, ?, ?)'),
     insertMailbox: db.prepare('INSERT OR IGNORE INTO mailbox_entries (mailbox, seq) VALUES (?, ?)'),
     insertQueue: db.prepare(`INSERT OR IGNORE INTO queue (seq, recipient, domain, status, attempts,
@@ -107,6 +107,8 @@ function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['
         smtpUtf8: m.smtpUtf8 ? 1 : 0,
         envId: m.envId,
         ret: m.ret,
+        authResults: m.authResultsJson,
+        quarantine: m.quarantine ? 1 : 0,
       });
       const seq = info.lastInsertRowid;
       s.insertData.run(seq, bytes, m.file);

@@ -29,6 +29,9 @@ export interface MessageRecord {
   ret: string | null;
   /** RFC 3461 NOTIFY (comma list) and ORCPT per recipient that gave either. */
   recipientDsn: Record<string, { notify: string | null; orcpt: string | null }>;
+  /** JSON AuthVerdicts of received-mail verification, or null. */
+  authResultsJson: string | null;
+  quarantine: boolean;
   /** The spool file holding the content (store/spool.ts), or null when the bytes are inline. */
   file: string | null;
   /** Bytes in that file (0 without one). */

@@ -78,16 +78,23 @@ test('mailbox list --json and mailbox show return what the server stored, byte-e
   assert.ok(out.subarray(out.length - sent.length).equals(sent), `body differs:\n${out.toString('utf8')}`);
   assert.equal(out.length, secure.size);
   const received = out.subarray(0, out.length - sent.length).toString('latin1');
-  assert.match(received, /^Received: from client\.test \(\[127\.0\.0\.1\]\)\r\n\tby mail\.postseal\.test \(postseal\) with ESMTPS id \S+\r\n\t\(using TLSv1\.3 with cipher TLS_\S+\);\r\n\t.+\r\n$/);
+  // Our Received header, then our Authentication-Results (auth.verify, RFC 8601): nothing is signed.
+  assert.match(received, /^Received: from client\.test \(\[127\.0\.0\.1\]\)\r\n\tby mail\.postseal\.test \(postseal\) with ESMTPS id \S+\r\n\t\(using TLSv1\.3 with cipher TLS_\S+\);\r\n\t.+\r\nAuthentication-Results: mail\.postseal\.test;\r\n dkim=none[^]*\r\n$/);
+  assert.deepEqual((secure as Listed & { authResults: { dkim: Array<{ result: string }> } | null }).authResults?.dkim.map((d) => d.result), ['none']);
   assert.ok(received.includes(`id ${tlsId}`));
   const shownPlain = await runCli(['mailbox', 'show', plainId, '--data', dataDir]);
   assert.match(shownPlain.stdout, /^Received: from plain\.client\.test \(\[127\.0\.0\.1\]\)\r\n\tby mail\.postseal\.test \(postseal\) with ESMTP id /);
+  const shownJson = JSON.parse((await runCli(['mailbox', 'show', plainId, '--data', dataDir, '--json'])).stdout) as { id: string; authResults: { dkim: unknown[] } | null; quarantine: boolean; data: string };
+  assert.equal(shownJson.id, plainId);
+  assert.equal(shownJson.quarantine, false);
+  assert.ok(shownJson.data.endsWith('\r\nSubject: plain\r\n\r\nno tls\r\n'));
   assert.ok(shownPlain.stdout.endsWith('\r\nSubject: plain\r\n\r\nno tls\r\n'));
 
   // The text listing names the TLS facts too; --mailbox filters; unknown id fails.
   const text = await runCli(['mailbox', 'list', '--data', dataDir]);
   assert.match(text.stdout, new RegExp(`${tlsId} .*TLSv1\\.3 TLS_`));
   assert.match(text.stdout, new RegExp(`${plainId} .*no TLS`));
+  assert.match(text.stdout, new RegExp(`${tlsId} .*spf=\\w+ dkim=none dmarc=\\w+ arc=none`));
   const bobs = JSON.parse((await runCli(['mailbox', 'list', '--data', dataDir, '--json', '--mailbox', 'bob@postseal.test'])).stdout) as Listed[];
   assert.deepEqual(bobs.map((m) => m.id), [tlsId]);
   const missing = await runCli(['mailbox', 'show', 'nosuchid', '--data', dataDir]);

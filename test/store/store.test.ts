@@ -37,6 +37,8 @@ describe('sqlite store', () => {
         authUser: 'bob@example.org',
         tls: TLS,
         requireTls: true,
+        authResults: null,
+        quarantine: false,
       });
       assert.equal(store.getMessage('0000000000000000'), null);
     } finally {
