@@ -1,7 +1,6 @@
 /**
  * Types shared by the server, the store, the client and the checker. Plain data only.
  */
-import type { RecipientDsn } from './protocol/dsn.js';
 
 /** What a negotiated TLS session looked like; recorded per session and stored per message. */
 export interface TlsFacts {
@@ -113,4 +112,15 @@ export interface TlsOutcome {
   verified: boolean;
   /** Why TLS was not used or not verified, when it was not. */
   whyNot: string | null;
+}
+
+/** DSN NOTIFY keywords (RFC 3461 §4.1). */
+export type Notify = 'NEVER' | 'SUCCESS' | 'FAILURE' | 'DELAY';
+
+/** Per-recipient DSN request as given on RCPT (RFC 3461 §4.1, §4.2). */
+export interface RecipientDsn {
+  /** null when no NOTIFY was given (the default: failure DSNs, RFC 3461 §4.1). */
+  notify: readonly Notify[] | null;
+  /** ORCPT as `addr-type;address` with the address decoded, or null. */
+  orcpt: string | null;
 }

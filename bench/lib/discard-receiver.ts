@@ -31,6 +31,7 @@ export async function startDiscardReceiver(opts: { dir: string; certPem: string;
   cfg.tls = { ...cfg.tls, cert: certFile, key: keyFile, selfSigned: false };
   cfg.log = { level: 'silent' };
   cfg.recipients.catchAll = true; // the benches write to addresses that are not users
+  cfg.auth.verify = false; // the sender's cost is measured, not the receiver's DNS
   const server = await startServe(cfg, {
     logger: silentLogger,
     sink: {

@@ -79,7 +79,7 @@ export async function startPeer(name: PeerName, env: PeerEnv): Promise<RunningPe
       const p = await nodePeer(
         name,
         env,
-        [join(env.dist, 'cli/main.js'), 'serve', '--data', t.dir, '--hostname', 'bench.localhost', '--mx', '127.0.0.1:0', '--submission', 'off', '--submissions', 'off', '--cert', env.certFile, '--key', env.keyFile, '--log-level', 'silent', '--catch-all'],
+        [join(env.dist, 'cli/main.js'), 'serve', '--data', t.dir, '--hostname', 'bench.localhost', '--mx', '127.0.0.1:0', '--submission', 'off', '--submissions', 'off', '--cert', env.certFile, '--key', env.keyFile, '--log-level', 'silent', '--catch-all', '--no-auth-verify'],
         /listening mx 127\.0\.0\.1:(\d+)/,
         ['SQLite store in a temp data dir (fsync before 250, group commit)'],
       ).catch((e: unknown) => {

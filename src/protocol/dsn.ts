@@ -6,17 +6,11 @@
  * combines with another keyword (RFC 3461 §4.1).
  */
 
-export type Notify = 'NEVER' | 'SUCCESS' | 'FAILURE' | 'DELAY';
+import type { Notify } from '../types.js';
+
+export type { Notify, RecipientDsn } from '../types.js';
 export const RET_VALUES = ['FULL', 'HDRS'] as const;
 export type Ret = (typeof RET_VALUES)[number];
-
-/** Per-recipient DSN request as given on RCPT. */
-export interface RecipientDsn {
-  /** null when no NOTIFY was given (the default: failure DSNs, RFC 3461 §4.1). */
-  notify: readonly Notify[] | null;
-  /** ORCPT as `addr-type;address` with the address decoded, or null. */
-  orcpt: string | null;
-}
 
 /** RFC 3461 §4: xtext = *( xchar / hexchar ); hexchar = "+" 2 uppercase HEX. Decoded or null. */
 export function xtextDecode(s: string): string | null {
