@@ -186,8 +186,10 @@ export async function expectDelivered(server: InteropServer, before: Set<string>
     assert.fail('stored bytes differ');
   }
   const received = data.subarray(0, data.length - msg.bytes.length).toString('latin1');
-  // One header field, possibly folded (continuation lines start with WSP), and nothing else.
-  assert.match(received, /^Received: [^\r\n]*(?:\r\n[ \t][^\r\n]*)*\r\n$/, `prefix is not exactly one Received header:\n${received}`);
+  // Our header fields only, each possibly folded (continuation lines start with WSP): one Received,
+  // then on the mx listener our Authentication-Results (RFC 8601) — nothing of the client's changed.
+  assert.match(received, OUR_PREFIX, `prefix is not exactly our Received (+ Authentication-Results) header:\n${received}`);
+  assert.equal(/^Authentication-Results: /m.test(received), want.listener === 'mx', 'Authentication-Results is added on mx only');
   const proto = want.authUser ? 'ESMTPSA' : 'ESMTPS';
   assert.match(received, new RegExp(`with ${proto} id ${summary.id}\\b`), received);
   assert.match(received, /\(using TLSv1\.3 with cipher /, received);
@@ -206,3 +208,9 @@ export function expectRefused(server: InteropServer, before: Set<string>, r: Pee
   assert.notEqual(r.code, 0, `${what}: exited 0 although the certificate is not from its CA\n${r.stderr}`);
   assert.equal(server.ids().size, before.size, `${what}: a message was stored`);
 }
+
+/**
+ * What postseal puts before the client's bytes: one Received header and, for mail received on the
+ * mx listener, one Authentication-Results header with our authserv-id; each may be folded.
+ */
+export const OUR_PREFIX = /^Received: [^\r\n]*(?:\r\n[ \t][^\r\n]*)*\r\n(?:Authentication-Results: mail\.postseal\.test;[^\r\n]*(?:\r\n[ \t][^\r\n]*)*\r\n)?$/;
