@@ -158,13 +158,9 @@ export class ProbeConnection {
     return this.readReply();
   }
 
-  /**
-   * A copy of the bytes received and not yet read as replies.
-   * @deprecated upgrade() (and startTls() in session.ts) return them as `discarded`; kept so
-   * callers written against the old API compile.
-   */
-  takeBuffered(): Buffer {
-    return this.conn.peekUnread();
+  /** Whether bytes arrived that were not read as replies (a partial line: the server is talking). */
+  hasUnread(): boolean {
+    return this.conn.peekUnread().length > 0;
   }
 
   /**

@@ -31,7 +31,7 @@ export async function firstContact(ctx: CheckContext, waitMs: number): Promise<F
       const code = (e as { code?: unknown }).code;
       // Anything but silence (a close, a garbled line) is the main session's business to report.
       if (code !== 'CHECK_TIMEOUT') return { kind: 'greeting' };
-      if (conn.takeBuffered().length > 0) return { kind: 'greeting' };
+      if (conn.hasUnread()) return { kind: 'greeting' };
     }
     const up = await conn.upgrade(tlsOptions(ctx));
     if (up.ok) return { kind: 'tls', protocol: up.socket.getProtocol() ?? 'TLS' };

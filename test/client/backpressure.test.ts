@@ -69,6 +69,15 @@ async function untilStalled(c: SmtpClient, sending: Promise<unknown>): Promise<n
   return max;
 }
 
+/** MAIL, RCPT accepted; DATA read (its 354 is the caller's, which may pause reading first). */
+async function acceptUntilData(p: ScriptPeer): Promise<void> {
+  await p.expect('MAIL FROM:');
+  await p.write('250 2.1.0 ok\r\n');
+  await p.expect('RCPT TO:');
+  await p.write('250 2.1.5 ok\r\n');
+  await p.expect('DATA');
+}
+
 describe('writes respect backpressure', () => {
   // Below this, whatever the message size: one piece in flight plus the stream's high-water mark.
   const BOUND = 2 * WRITE_PIECE;
@@ -79,11 +88,7 @@ describe('writes respect backpressure', () => {
     let received = { length: 0, tail: '' };
     const srv = await serve(async (p) => {
       await greetAndEhlo(p, ['8BITMIME']);
-      await p.expect('MAIL FROM:');
-      await p.write('250 2.1.0 ok\r\n');
-      await p.expect('RCPT TO:');
-      await p.write('250 2.1.5 ok\r\n');
-      await p.expect('DATA');
+      await acceptUntilData(p);
       p.pause();
       await p.write('354 go ahead\r\n');
       await resumed;
@@ -141,11 +146,7 @@ describe('writes respect backpressure', () => {
   it('a server that never reads again: TIMEOUT naming dataBlockMs, once per stalled write', async () => {
     const srv = await serve(async (p) => {
       await greetAndEhlo(p, []);
-      await p.expect('MAIL FROM:');
-      await p.write('250 2.1.0 ok\r\n');
-      await p.expect('RCPT TO:');
-      await p.write('250 2.1.5 ok\r\n');
-      await p.expect('DATA');
+      await acceptUntilData(p);
       p.pause();
       await p.write('354 go ahead\r\n');
       await p.waitClose(30_000);
