@@ -19,6 +19,8 @@ import { TlsRptCounter } from './policy/tlsrpt.js';
 import { TlsRptReporter } from './policy/tlsrpt-send.js';
 import { createVerifier } from './auth/verify.js';
 import { createDkimSigner } from './auth/dkim-sign.js';
+import { createOwnMailSigner } from './auth/dkim-own.js';
+import type { GeneratedSigner } from './store/generated.js';
 import { BODIES_DIR } from './store/spool.js';
 
 export interface RunningServer {
@@ -81,9 +83,11 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
   }
   const localDomains = [...new Set([cfg.hostname.toLowerCase(), 'localhost', ...cfg.domains])];
   const users: UserVerifier = store;
+  // Bounces and TLS-RPT reports are DKIM-signed once, when generated (auth/dkim-own.ts).
+  const signGenerated: GeneratedSigner | null = cfg.dkim.enabled ? createOwnMailSigner({ dataDir: cfg.dataDir, domains: cfg.domains, expirySeconds: cfg.dkim.expirySeconds, logger }) : null;
   const tlsRpt = cfg.relay.enabled && cfg.relay.tlsRpt.enabled ? new TlsRptCounter(store, { onError: (err) => logger.warn({ event: 'tlsrpt', error: err instanceof Error ? err.message : String(err) }, 'TLS-RPT counts not saved; kept for the next flush') }).start() : null;
-  const relay = cfg.relay.enabled ? createRunner(cfg, store, localDomains, logger, tlsRpt) : null;
-  const reporter = tlsRpt !== null && cfg.relay.tlsRpt.reports ? startTlsRptReporter(cfg, store, tlsRpt, logger) : null;
+  const relay = cfg.relay.enabled ? createRunner(cfg, store, localDomains, logger, tlsRpt, signGenerated) : null;
+  const reporter = tlsRpt !== null && cfg.relay.tlsRpt.reports ? startTlsRptReporter(cfg, store, tlsRpt, logger, signGenerated) : null;
   // Mail for other domains (authenticated submission only) waits in the queue; wake the runner.
   const durable: MessageSink = {
     accept: async (msg) => {
@@ -147,7 +151,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
  * The daily TLS-RPT job (RFC 8460 §3): reports of finished days to each policy domain's `rua`.
  * Identity defaults to the hostname; TXT lookups use the relay's DNS servers.
  */
-function startTlsRptReporter(cfg: ServeConfig, store: Store, counter: TlsRptCounter, logger: Logger): TlsRptReporter {
+function startTlsRptReporter(cfg: ServeConfig, store: Store, counter: TlsRptCounter, logger: Logger, sign: GeneratedSigner | null = null): TlsRptReporter {
   const t = cfg.relay.tlsRpt;
   const host = cfg.hostname;
   const dns = resolverFor(cfg.relay.dns);
@@ -160,12 +164,13 @@ function startTlsRptReporter(cfg: ServeConfig, store: Store, counter: TlsRptCoun
     lookupTxt: (name) => dns.txt(name),
     ca,
     intervalMs: t.intervalMs,
+    sign,
     onError: (err) => logger.warn({ event: 'tlsrpt', error: err instanceof Error ? err.message : String(err) }, 'TLS-RPT report run failed; retried at the next run'),
   });
   return reporter.start();
 }
 
-function createRunner(cfg: ServeConfig, store: Store, localDomains: string[], logger: Logger, tlsRpt: TlsRptCounter | null): QueueRunner {
+function createRunner(cfg: ServeConfig, store: Store, localDomains: string[], logger: Logger, tlsRpt: TlsRptCounter | null, signGenerated: GeneratedSigner | null = null): QueueRunner {
   const r = cfg.relay;
   let ca: string | null = null;
   if (r.ca) {
@@ -182,7 +187,7 @@ function createRunner(cfg: ServeConfig, store: Store, localDomains: string[], lo
     systemResolver(r.dns.length > 0 ? r.dns : undefined),
     logger,
     // The sending policy (policy/decide.ts): MTA-STS cached in the store, DANE, TLS-RPT counts.
-    { ...policyLookups({ dns: r.dns, ca, mtaSts: r.mtaSts, dane: r.dane }, store), tlsRpt },
+    { ...policyLookups({ dns: r.dns, ca, mtaSts: r.mtaSts, dane: r.dane }, store), tlsRpt, signGenerated },
   );
   runner.start();
   return runner;

@@ -19,7 +19,7 @@ import type { TlsRptCount, TlsRptStoredReport } from '../store/tlsrpt.js';
 import type { TlsRptCounter } from './tlsrpt.js';
 import { buildReportMessage, buildTlsRptReport, dayBounds, gzipReport, newReportId, type ReportIdentity, type TlsRptReport } from './tlsrpt-report.js';
 import { parseTlsRpt } from './tlsrpt-record.js';
-import { generatedMessage } from '../store/generated.js';
+import { signedGeneratedMessage, type GeneratedSigner } from '../store/generated.js';
 import { utcDay } from './tlsrpt.js';
 
 export interface TlsRptSendOptions extends ReportIdentity {
@@ -37,6 +37,8 @@ export interface TlsRptSendOptions extends ReportIdentity {
   keepDays?: number;
   /** A report not taken by all its URIs after this many attempts is given up (default 10). */
   maxAttempts?: number;
+  /** DKIM-signs each mailto: report once, before it is queued (auth/dkim-own.ts); absent: unsigned. */
+  sign?: GeneratedSigner | null;
 }
 
 export interface PlannedReport {
@@ -226,7 +228,7 @@ export function postTlsRptReport(uri: string, gz: Buffer, opts: PostOptions = {}
 export async function queueReportMail(store: Store, opts: TlsRptSendOptions, r: TlsRptStoredReport, uri: string, now: Date): Promise<string> {
   const to = mailtoAddress(uri);
   const data = buildReportMessage({ from: opts.from, to, submitter: opts.submitter, policyDomain: r.policyDomain, reportId: r.reportId, startAt: r.startAt, endAt: r.endAt, gz: r.gz, date: now });
-  const { id } = await store.accept(generatedMessage({ origin: 'tlsrpt', from: opts.from, to, local: false, data, hostname: opts.submitter, now }));
+  const { id } = await store.accept(await signedGeneratedMessage({ origin: 'tlsrpt', from: opts.from, to, local: false, data, hostname: opts.submitter, now }, opts.sign));
   return id;
 }
 

@@ -19,7 +19,7 @@
  * - content is sent with CRLF line endings only (a relay never forwards a bare CR or LF).
  */
 import { deliverBatch, deliverBatchToDomain, tlsLevelRank, type BatchMessage, type DeliveryResult, type Resolver, type TlsLevel, type Timeouts } from '../client/index.js';
-import { generatedMessage } from '../store/generated.js';
+import { signedGeneratedMessage, type GeneratedSigner } from '../store/generated.js';
 import type { Logger } from '../log.js';
 import { decide, type AdDns, type Decided, type PolicyContext } from '../policy/decide.js';
 import { domainPlan, tlsRptEvents } from '../policy/attempt.js';
@@ -83,6 +83,8 @@ export interface RunnerPolicy {
   tlsa?: ((host: string, port: number) => Promise<TlsaLookup>) | null;
   /** TLS-RPT counting (RFC 8460): called after every attempt. */
   tlsRpt?: TlsRptRecorder | null;
+  /** DKIM-signs each bounce once, before it is stored (auth/dkim-own.ts); absent: unsigned. */
+  signGenerated?: GeneratedSigner | null;
 }
 
 interface Job {
@@ -351,7 +353,7 @@ export class QueueRunner {
     const b = buildBounce({ reportingMta: this.cfg.hostname, originalSender: job.mailFrom, originalId: job.id, arrivalDate: arrival, original, recipients: failed, envId: dsn?.envId ?? null, ret: dsn?.ret ?? null });
     if (!b) return false;
     const local = this.cfg.localDomains.includes(domainOf(b.to));
-    await this.store.accept(generatedMessage({ origin: 'bounce', from: '', to: b.to, local, data: b.data, hostname: this.cfg.hostname }));
+    await this.store.accept(await signedGeneratedMessage({ origin: 'bounce', from: '', to: b.to, local, data: b.data, hostname: this.cfg.hostname }, this.policy.signGenerated));
     if (!local) this.kick();
     return true;
   }

@@ -41,3 +41,14 @@ export function generatedMessage(m: GeneratedMessage): IncomingMessage {
     ret: null,
   };
 }
+
+/**
+ * Signs a generated message once, before it is stored (auth/dkim-own.ts, injected by serve):
+ * returns the bytes to store (DKIM-Signature fields prepended, or the same bytes).
+ */
+export type GeneratedSigner = (data: Uint8Array) => Promise<Uint8Array>;
+
+/** generatedMessage with its bytes signed first (no signer: unchanged). */
+export async function signedGeneratedMessage(m: GeneratedMessage, sign: GeneratedSigner | null | undefined): Promise<IncomingMessage> {
+  return generatedMessage(sign ? { ...m, data: await sign(m.data) } : m);
+}
