@@ -42,6 +42,7 @@ export const ERROR_CODES = [
   'CONNECTION_DETACHED',
   // The store.
   'STORE_BAD_ADDRESS',
+  'STORE_BAD_ALIAS',
   'STORE_BAD_ID',
   'STORE_BAD_LEASE',
   'STORE_BAD_LIMIT',

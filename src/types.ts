@@ -34,6 +34,17 @@ export interface IncomingMessage {
   /** Recipients for other domains: they go to the outbound queue (authenticated submission only). */
   remoteRecipients: string[];
   /**
+   * The final local mailboxes after the address table (aliases, sub-addressing, catch-alls;
+   * store/resolve.ts). Absent: the mailboxes are localRecipients (library callers without a table).
+   * localRecipients/remoteRecipients stay the envelope as the client gave it (messages.recipients).
+   */
+  mailboxes?: readonly string[];
+  /**
+   * External targets of local aliases (forwarding): external target → the local address it was
+   * expanded from. Each is queued for remote delivery like a remote recipient.
+   */
+  forwardedFrom?: Readonly<Record<string, string>>;
+  /**
    * The whole message as stored: our Received header first, then the bytes the client sent
    * (unstuffed). The server hands it over as a list of pieces (views into the received buffers,
    * so a big message is not copied once more just to be joined); the store joins them as it

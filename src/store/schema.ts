@@ -11,9 +11,10 @@
 import type { Database } from 'better-sqlite3';
 import { PostsealError } from '../errors.js';
 import { TLSRPT_TABLES } from './tlsrpt.js';
+import { ALIAS_TABLE } from './aliases.js';
 
 /** MIGRATIONS.length: a new migration is a new array element, and the version follows. */
-export const SCHEMA_VERSION = 8;
+export const SCHEMA_VERSION = 9;
 export const DB_FILE = 'postseal.db';
 
 const MIGRATIONS: readonly string[] = [
@@ -131,6 +132,9 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE queue ADD COLUMN notify TEXT;
   ALTER TABLE queue ADD COLUMN orcpt TEXT;
   `,
+  // 8 -> 9: the alias half of the address table (store/aliases.ts; store/resolve.ts resolves):
+  // (address, target) rows, '@domain' = the domain's catch-all alias.
+  ALIAS_TABLE,
 ];
 
 /** Settings for the one connection that writes. */

@@ -17,6 +17,8 @@ import { PostsealError } from '../errors.js';
 import { normalizeAddress } from './address.js';
 import { verifyPassword } from './passwords.js';
 import { TlsRptReads, type TlsRptCount, type TlsRptStoredReport } from './tlsrpt.js';
+import { AliasReads, aliasAddress, type AliasEntry } from './aliases.js';
+import { resolveAddress, type RecipientResolution, type ResolveOptions } from './resolve.js';
 import { ATTEMPT_COLUMNS, MESSAGE_COLUMNS, QUEUE_COLUMNS, toQueueAttempt, toQueueEntry, toSummary, type AttemptRow, type MessageRow, type QueueRow } from './rows.js';
 import type { ListMessagesOptions, ListQueueOptions, QueueAttempt, QueueEntry, StoredMessage, StoredMtaStsPolicy, StoreReader } from './types.js';
 
@@ -67,9 +69,11 @@ export class SqliteReader implements StoreReader {
   };
   private closed = false;
   private readonly tlsRpt: TlsRptReads;
+  private readonly aliases: AliasReads;
 
   constructor(protected readonly db: Database) {
     this.tlsRpt = new TlsRptReads(db);
+    this.aliases = new AliasReads(db);
     this.q = {
       list: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages m ORDER BY m.seq DESC LIMIT ?`),
       listLocal: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages m
@@ -165,6 +169,27 @@ export class SqliteReader implements StoreReader {
       throw err;
     }
     return this.q.senders.all(a).filter((p): p is string => typeof p === 'string');
+  }
+
+  listAliases(): AliasEntry[] {
+    return this.aliases.listAliases();
+  }
+
+  aliasTargets(address: string): string[] {
+    let a: string;
+    try {
+      a = aliasAddress(address);
+    } catch (err) {
+      if (err instanceof PostsealError) return [];
+      throw err;
+    }
+    return this.aliases.aliasTargets(a);
+  }
+
+  resolveRecipient(address: string, opts: ResolveOptions): RecipientResolution {
+    // The resolver hands normalized addresses; these are the two indexed reads it needs.
+    const reads = { isUser: (a: string) => this.q.userExists.get(a) !== undefined, aliasTargets: (a: string) => this.aliases.aliasTargets(a) };
+    return resolveAddress(address, reads, opts);
   }
 
   listQueue(opts: ListQueueOptions = {}): QueueEntry[] {

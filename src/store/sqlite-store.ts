@@ -24,6 +24,7 @@ import { openWriterBackend } from './writer-backend.js';
 import type { MessageRecord } from './writer-protocol.js';
 import { BODIES_DIR, FileSpool, fsyncDir, removeOrphans, type BodySpool } from './spool.js';
 import type { TlsRptCount, TlsRptStoredReport } from './tlsrpt.js';
+import { aliasAddress, aliasTarget } from './aliases.js';
 
 const DEFAULT_LEASE_MS = 10 * 60 * 1000;
 const MAX_PASSWORD = 1024;
@@ -105,7 +106,11 @@ export class SqliteStore extends SqliteReader implements Store {
   async accept(msg: IncomingMessage): Promise<{ id: string }> {
     const local = [...new Set(msg.localRecipients.map(normalizeAddress))];
     const remote = [...new Set(msg.remoteRecipients.map(remoteRecipient))];
-    if (local.length + remote.length === 0) {
+    // The address table's final targets (store/resolve.ts); without them, the envelope's local
+    // recipients are the mailboxes (library callers, catch-all without a table).
+    const mailboxes = msg.mailboxes === undefined ? local : [...new Set(msg.mailboxes.map(normalizeAddress))];
+    const forwards = [...new Set(Object.keys(msg.forwardedFrom ?? {}).map(remoteRecipient))].filter((f) => !remote.includes(f));
+    if (mailboxes.length + remote.length + forwards.length === 0) {
       throw new PostsealError('STORE_NO_RECIPIENTS', 'a message needs at least one recipient');
     }
     const nowMs = Date.now();
@@ -115,6 +120,8 @@ export class SqliteStore extends SqliteReader implements Store {
       mailFrom: msg.mailFrom,
       localRecipients: local,
       remoteRecipients: remote,
+      mailboxes,
+      forwards,
       listener: msg.listener,
       clientAddress: msg.clientAddress,
       heloName: msg.heloName,
@@ -159,6 +166,17 @@ export class SqliteStore extends SqliteReader implements Store {
 
   async removeUser(address: string): Promise<boolean> {
     return this.committer.submit({ kind: 'removeUser', address: normalizeAddress(address) });
+  }
+
+  async addAlias(address: string, targets: readonly string[]): Promise<number> {
+    const a = aliasAddress(address);
+    const t = [...new Set(targets.map(aliasTarget))];
+    if (t.length === 0) throw new PostsealError('STORE_BAD_ALIAS', `alias ${a}: at least one target`);
+    return this.committer.submit({ kind: 'addAlias', address: a, targets: t, createdAt: new Date().toISOString() });
+  }
+
+  async removeAlias(address: string, target?: string): Promise<number> {
+    return this.committer.submit({ kind: 'removeAlias', address: aliasAddress(address), target: target === undefined ? null : aliasTarget(target) });
   }
 
   async claimDue(now: Date, limit: number, opts: { leaseMs?: number } = {}): Promise<QueueEntry[]> {

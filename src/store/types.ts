@@ -13,6 +13,11 @@
 import type { BodySpool } from './spool.js';
 import type { Notify } from '../protocol/dsn.js';
 import type { TlsRptStoreReads, TlsRptStoreWrites } from './tlsrpt.js';
+import type { AliasEntry } from './aliases.js';
+import type { RecipientResolution, ResolveOptions } from './resolve.js';
+
+export type { AliasEntry } from './aliases.js';
+export type { RecipientResolution, ResolveOptions } from './resolve.js';
 import type { IncomingMessage, MessageSummary, TlsOutcome } from '../types.js';
 
 export const QUEUE_STATUSES = ['queued', 'deferred', 'delivered', 'failed'] as const;
@@ -135,6 +140,17 @@ export interface StoreReader extends TlsRptStoreReads {
   hasUser(address: string): boolean;
   /** The user's sender patterns besides the login ('*', '*@domain', addresses), sorted. */
   senderPatterns(address: string): string[];
+  /** Every alias with its targets, sorted by address (`@domain` catch-all aliases included). */
+  listAliases(): AliasEntry[];
+  /** The targets of one alias (`local@domain` or `@domain`); [] when there is none. One indexed read. */
+  aliasTargets(address: string): string[];
+  /**
+   * The address table's answer for a recipient at a local domain (store/resolve.ts: users,
+   * aliases, sub-addressing, catch-alls, postmaster): final local mailboxes and external targets.
+   * Synchronous (a few indexed reads): the server calls it at every RCPT for a local domain.
+   * No mailbox and no external target = unknown recipient.
+   */
+  resolveRecipient(address: string, opts: ResolveOptions): RecipientResolution;
   listQueue(opts?: ListQueueOptions): QueueEntry[];
   /** Every recorded delivery attempt of a message's queue rows, oldest first. */
   listAttempts(id: string): QueueAttempt[];
@@ -157,6 +173,15 @@ export interface Store extends StoreReader, TlsRptStoreWrites {
   /** Replaces the password of an existing user; false when there is no such user. */
   setPassword(address: string, password: string): Promise<boolean>;
   removeUser(address: string): Promise<boolean>;
+  /**
+   * Adds targets to an alias (creating it): `address` is `local@domain` or `@domain` (catch-all
+   * alias), targets are `local@domain` (users, aliases or external addresses). Resolves to the
+   * number of targets that were new. Rejects with 'STORE_BAD_ALIAS' on a malformed address or past
+   * 1000 targets.
+   */
+  addAlias(address: string, targets: readonly string[]): Promise<number>;
+  /** Removes one target of an alias, or the whole alias without `target`; resolves to rows removed. */
+  removeAlias(address: string, target?: string): Promise<number>;
   /**
    * Claims up to `limit` queued/deferred rows whose next attempt is due at `now` and that no
    * live lease holds, oldest due first, and leases them for `leaseMs` (default 10 minutes).

@@ -18,6 +18,8 @@ import { QUEUE_COLUMNS, type QueueRow } from './rows.js';
 import type { ErrorCode } from '../errors.js';
 import type { OpResult, OpValues, WriteOp } from './writer-protocol.js';
 import { prepareTlsRpt, runTlsRptOp, type TlsRptStatements } from './tlsrpt.js';
+import { prepareAliases, runAliasOp, type AliasStatements } from './aliases.js';
+import { PostsealError } from '../errors.js';
 
 export type BatchApplier = (ops: WriteOp[], data: Uint8Array) => OpResult[];
 
@@ -43,6 +45,7 @@ interface Statements {
   putMtaSts: Statement;
   forgetMtaSts: Statement;
   tlsRpt: TlsRptStatements;
+  aliases: AliasStatements;
 }
 
 function prepare(db: Database): Statements {
@@ -81,6 +84,7 @@ function prepare(db: Database): Statements {
       VALUES (@domain, @id, @mode, @mx, @maxAge, @fetchedAt, @expiresAt, @text)`),
     forgetMtaSts: db.prepare('DELETE FROM mta_sts_policies WHERE domain = ?'),
     tlsRpt: prepareTlsRpt(db),
+    aliases: prepareAliases(db),
   };
 }
 
@@ -112,8 +116,8 @@ function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['
       });
       const seq = info.lastInsertRowid;
       s.insertData.run(seq, bytes, m.file);
-      for (const rcpt of m.localRecipients) s.insertMailbox.run(rcpt, seq);
-      for (const rcpt of m.remoteRecipients) {
+      for (const mailbox of m.mailboxes) s.insertMailbox.run(mailbox, seq);
+      for (const rcpt of [...m.remoteRecipients, ...m.forwards]) {
         const dsn = Object.hasOwn(m.recipientDsn, rcpt) ? m.recipientDsn[rcpt] : undefined;
         s.insertQueue.run(seq, rcpt, domainOf(rcpt), op.nowMs, op.nowMs, dsn?.notify ?? null, dsn?.orcpt ?? null);
       }
@@ -166,10 +170,15 @@ function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['
     case 'tlsRptUpdateReport':
     case 'tlsRptDropCounts':
       return runTlsRptOp(s.tlsRpt, op);
+    case 'addAlias':
+    case 'removeAlias':
+      return runAliasOp(s.aliases, op);
   }
 }
 
 function errorCode(op: WriteOp, err: unknown): ErrorCode {
+  // A check of our own inside the op (e.g. too many alias targets) keeps its code.
+  if (err instanceof PostsealError) return err.code;
   const sqliteCode = err !== null && typeof err === 'object' && 'code' in err ? String(err.code) : '';
   if (sqliteCode.startsWith('SQLITE_CONSTRAINT')) {
     if (op.kind === 'addUser') return 'USER_EXISTS';

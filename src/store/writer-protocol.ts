@@ -9,14 +9,20 @@ import type { ErrorCode } from '../errors.js';
 import type { QueueRow } from './rows.js';
 import type { StoredMtaStsPolicy } from './types.js';
 import type { TlsRptOpValues, TlsRptWriteOp } from './tlsrpt.js';
+import type { AliasOpValues, AliasWriteOp } from './aliases.js';
 
 /** Envelope and metadata of one message, already normalized, as the writer stores it. */
 export interface MessageRecord {
   id: string;
   receivedAt: string;
   mailFrom: string;
+  /** The envelope as accepted (messages.recipients): local and remote RCPTs as given. */
   localRecipients: string[];
   remoteRecipients: string[];
+  /** Final local mailboxes (mailbox_entries), after the address table. */
+  mailboxes: string[];
+  /** External alias targets queued besides remoteRecipients (not part of the envelope). */
+  forwards: string[];
   listener: string;
   clientAddress: string;
   heloName: string;
@@ -59,12 +65,13 @@ export type WriteOp =
   | { kind: 'retryQueued'; id: string | null; nowMs: number }
   | { kind: 'putMtaSts'; policy: StoredMtaStsPolicy }
   | { kind: 'forgetMtaSts'; domain: string }
-  | TlsRptWriteOp;
+  | TlsRptWriteOp
+  | AliasWriteOp;
 
 export type OpKind = WriteOp['kind'];
 
 /** What each op resolves to. */
-export interface OpValues extends TlsRptOpValues {
+export interface OpValues extends TlsRptOpValues, AliasOpValues {
   accept: null;
   addUser: null;
   /** False when there is no such user. */
