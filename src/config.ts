@@ -89,6 +89,7 @@ export function relayRunnerSettings(r: RelaySettings, ca: string | null = null):
     intervalMs: r.intervalMs,
     concurrency: r.concurrency,
     maxMessagesPerConnection: r.maxMessagesPerConnection,
+    bounceSizeLimit: r.bounceSizeLimit,
   };
 }
 

@@ -13,6 +13,7 @@ import type { ListenerOptions, Logger, MessageSink, TlsProvider, UserVerifier } 
 import { openSqliteStore, type Store } from './store/index.js';
 import { CertificateStore, ensureSelfSigned, serverSocketOptions } from './tls/index.js';
 import { QueueRunner } from './relay/runner.js';
+import { localSuccessReport } from './relay/local-dsn.js';
 import { systemResolver } from './client/index.js';
 import { policyLookups, resolverFor } from './policy/context.js';
 import { TlsRptCounter } from './policy/tlsrpt.js';
@@ -92,7 +93,12 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
   const durable: MessageSink = {
     accept: async (msg) => {
       const r = await store.accept(msg);
-      if (msg.remoteRecipients.length > 0) relay?.kick();
+      // RFC 3461 §5.2.2: local recipients with NOTIFY=SUCCESS are delivered now, so their report
+      // is made now and committed before this resolves (before the 250): a crash after the 250
+      // cannot lose it; a crash between the two commits means no 250, the client retries.
+      const report = localSuccessReport(msg, r.id, { hostname: cfg.hostname, localDomains, spoolDir: join(cfg.dataDir, BODIES_DIR) });
+      if (report) await store.accept(report);
+      if (msg.remoteRecipients.length > 0 || (report?.remoteRecipients.length ?? 0) > 0) relay?.kick();
       return r;
     },
   };

@@ -59,6 +59,7 @@ export interface RelaySettings {
   maxBackoffMs: number;
   maxQueueAgeMs: number;
   maxMessagesPerConnection: number;
+  bounceSizeLimit: number;
 }
 
 export interface ServeConfig {
@@ -213,6 +214,7 @@ const relay = group<RelaySettings>('Outbound delivery of mail authenticated user
   maxBackoffMs: leaf(int(1, 2 ** 31 - 1, 'ms'), 4 * 3600_000, 'Longest retry delay (maximal_backoff_time).'),
   maxQueueAgeMs: leaf(int(1, 2 ** 31 - 1, 'ms'), 5 * 86_400_000, 'A message older than this is bounced instead of retried (RFC 5321 §4.5.4.1: 4–5 days).'),
   maxMessagesPerConnection: leaf(int(1, 1000), DEFAULT_MAX_PER_CONNECTION, 'Messages sent over one connection to one destination before a new one (1: no reuse).'),
+  bounceSizeLimit: leaf(int(0, BIG, 'bytes', 'RFC 3461 §4.3'), 50_000, 'Largest original returned whole in a RET=FULL bounce (Postfix bounce_size_limit); a larger one is returned as its headers only (text/rfc822-headers).'),
 });
 
 export const SCHEMA: Group<ServeConfig> = group<ServeConfig>('postseal serve', {

@@ -3,10 +3,12 @@
  * multipart/report, sent from the null reverse-path (RFC 5321 §4.5.5) so a bounce never bounces.
  *
  * Invariants: no bounce for a message whose sender was null; the original message is returned as
- * headers only (text/rfc822-headers), and whole (message/rfc822) only in a failure DSN for a
- * message sent with RET=FULL (RFC 3461 §4.3); every line ends in CRLF and no header takes a
- * CR or LF from the original (a bounce cannot be used to inject headers). Which recipients get a
- * DSN at all (NOTIFY, RFC 3461 §4.1) is the runner's decision, not this module's.
+ * headers only (text/rfc822-headers, RFC 6522 §4), and whole (message/rfc822) only in a failure DSN
+ * for a message sent with RET=FULL (RFC 3461 §4.3) that is no larger than the size limit
+ * (Postfix bounce_size_limit; above it headers only, and the text says so); every line ends in
+ * CRLF and no header takes a CR or LF from the original (a bounce cannot be used to inject
+ * headers). Which recipients get a DSN at all (NOTIFY, RFC 3461 §4.1) is the caller's decision
+ * (the runner's for queued recipients, localSuccessReport's for local mailboxes).
  */
 import { randomBytes } from 'node:crypto';
 import { rfc5322Date } from '../protocol/date.js';
@@ -41,8 +43,16 @@ export interface BounceInput {
   envId?: string | null;
   /** RFC 3461 §4.3: FULL returns the whole original in a failure DSN; otherwise headers only. */
   ret?: 'FULL' | 'HDRS' | null;
+  /**
+   * Largest original (bytes) returned whole for RET=FULL; a larger one is returned as headers
+   * only (config relay.bounceSizeLimit). Absent: BOUNCE_SIZE_LIMIT.
+   */
+  sizeLimit?: number;
   now?: Date;
 }
+
+/** Postfix's bounce_size_limit default: above it a RET=FULL bounce carries the headers only. */
+export const BOUNCE_SIZE_LIMIT = 50_000;
 
 function clean(s: string): string {
   return s.replace(/[\r\n\x00]+/g, ' ').slice(0, 998);
@@ -63,7 +73,11 @@ export function buildBounce(b: BounceInput): { mailFrom: ''; to: string; data: B
   const failed = b.recipients.filter((r) => r.action === 'failed');
   const delayed = b.recipients.some((r) => r.action === 'delayed');
   const subject = failed.length > 0 ? 'Undelivered Mail Returned to Sender' : delayed ? 'Delayed Mail (still being retried)' : 'Successful Mail Delivery Report';
-  const full = failed.length > 0 && b.ret === 'FULL';
+  const wantsFull = failed.length > 0 && b.ret === 'FULL';
+  // RFC 3461 §4.3 lets the MTA return less than asked; a 30 MiB original would make a 30 MiB
+  // bounce, so above the limit the headers are returned (RFC 6522 text/rfc822-headers).
+  const tooLarge = wantsFull && b.original.byteLength > (b.sizeLimit ?? BOUNCE_SIZE_LIMIT);
+  const full = wantsFull && !tooLarge;
   const lines: string[] = [
     `From: Mail Delivery System <MAILER-DAEMON@${b.reportingMta}>`,
     `To: <${clean(b.originalSender)}>`,
@@ -82,7 +96,8 @@ export function buildBounce(b: BounceInput): { mailFrom: ''; to: string; data: B
     `This is the mail system at ${b.reportingMta}.`,
     '',
     failed.length > 0
-      ? `Your message could not be delivered to one or more recipients. It has been returned below${full ? '' : ' (headers only)'}.`
+      ? `Your message could not be delivered to one or more recipients. It has been returned below${full ? '' : ' (headers only)'}.` +
+        (tooLarge ? ` The message (${b.original.byteLength} bytes) is larger than the limit of ${b.sizeLimit ?? BOUNCE_SIZE_LIMIT} bytes for returning it whole.` : '')
       : delayed
         ? 'Your message has not been delivered yet to one or more recipients. Delivery will be retried.'
         : 'Your message has been delivered (or relayed onward) to the recipients below.',

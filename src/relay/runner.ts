@@ -60,6 +60,8 @@ export interface RelayConfig {
   localDomains: string[];
   /** Connection reuse: most messages over one connection (1 turns reuse off). */
   maxMessagesPerConnection: number;
+  /** Largest original returned whole in a RET=FULL bounce; above it headers only (bounce.ts). */
+  bounceSizeLimit: number;
 }
 
 export interface RunSummary {
@@ -350,7 +352,7 @@ export class QueueRunner {
 
   private async bounce(job: Job, original: Buffer, arrival: Date, failed: FailedRecipient[]): Promise<boolean> {
     const dsn = job.entries[0]?.dsn;
-    const b = buildBounce({ reportingMta: this.cfg.hostname, originalSender: job.mailFrom, originalId: job.id, arrivalDate: arrival, original, recipients: failed, envId: dsn?.envId ?? null, ret: dsn?.ret ?? null });
+    const b = buildBounce({ reportingMta: this.cfg.hostname, originalSender: job.mailFrom, originalId: job.id, arrivalDate: arrival, original, recipients: failed, envId: dsn?.envId ?? null, ret: dsn?.ret ?? null, sizeLimit: this.cfg.bounceSizeLimit });
     if (!b) return false;
     const local = this.cfg.localDomains.includes(domainOf(b.to));
     await this.store.accept(await signedGeneratedMessage({ origin: 'bounce', from: '', to: b.to, local, data: b.data, hostname: this.cfg.hostname }, this.policy.signGenerated));
