@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { registerServe } from './serve.js';
 import { registerMailbox } from './mailbox.js';
 import { registerUser } from './user.js';
+import { registerAlias } from './alias.js';
 import { registerCheck } from './check.js';
 import { registerSend } from './send.js';
 import { registerQueue } from './queue.js';
@@ -27,6 +28,7 @@ program
 registerServe(program);
 registerMailbox(program);
 registerUser(program);
+registerAlias(program);
 registerCheck(program);
 registerSend(program);
 registerQueue(program);

@@ -7,7 +7,7 @@ import { isAscii, isValidHeloName, parsePathArgs, domainOf, type Verb, type Esmt
 import { formatReply, reply, type Reply } from '../protocol/reply.js';
 import { R, senderNotOwned, unknownRecipient } from './replies.js';
 import { senderOwned } from './senders.js';
-import { newFacts, type SessionApi } from './state.js';
+import { newFacts, type Envelope, type SessionApi } from './state.js';
 import { summarizeTls } from '../tls/summary.js';
 import { handleAuth } from './auth.js';
 import { parseEnvId, parseNotify, parseOrcpt, parseRet, type RecipientDsn, type Ret } from '../protocol/dsn.js';
@@ -94,8 +94,8 @@ function mail(s: SessionApi, args: string): Reply {
   // Sender/login match (Postfix reject_sender_login_mismatch): an authenticated user sends as an
   // address they own; a bounce (<>, RFC 5321 §4.5.5) is never theirs to submit.
   const user = s.facts.authUser;
-  if (user !== null && !senderOwned(s.facts, p.address)) return p.address === '' ? R.nullSenderSubmission : senderNotOwned(user);
-  s.envelope = { mailFrom: p.address, localRecipients: [], remoteRecipients: [], requireTls, body, smtpUtf8, ret, envId, recipientDsn: {}, bdat: null };
+  if (user !== null && !senderOwned(s.facts, p.address, aliasOwner(s))) return p.address === '' ? R.nullSenderSubmission : senderNotOwned(user);
+  s.envelope = { mailFrom: p.address, localRecipients: [], remoteRecipients: [], requireTls, body, smtpUtf8, ret, envId, recipientDsn: {}, mailboxes: [], forwardedFrom: {}, bdat: null };
   return R.senderOk;
 }
 
@@ -148,19 +148,43 @@ function rcpt(s: SessionApi, args: string): Reply {
     if (!env.smtpUtf8 && !isAscii(p.address)) return R.needSmtpUtf8;
     address = p.address;
   }
+  // Every RCPT counts too (a repeated address adds no target but grows the envelope).
   if (env.localRecipients.length + env.remoteRecipients.length >= s.opts.limits.maxRecipients) return R.tooManyRecipients;
   const domain = domainOf(address);
   if (s.opts.localDomains.includes(domain)) {
-    if (!localRecipientKnown(s, address)) return unknownRecipient(address);
+    const targets = localTargets(s, address);
+    if (targets === null) return unknownRecipient(address);
+    // Sets, not includes(): an alias may bring up to 1000 targets, and RCPTs repeat it.
+    const haveMailboxes = new Set(env.mailboxes);
+    const haveRemote = new Set(env.remoteRecipients);
+    const newMailboxes = targets.mailboxes.filter((m) => !haveMailboxes.has(m));
+    const newForwards = targets.external.filter((e) => !Object.hasOwn(env.forwardedFrom, e) && !haveRemote.has(e));
+    // RFC 5321 §4.5.3.1.8: the limit counts final targets (an alias's expansion, not the RCPT).
+    if (finalTargets(env) + newMailboxes.length + newForwards.length > s.opts.limits.maxRecipients) return R.tooManyRecipients;
     env.localRecipients.push(address);
+    env.mailboxes.push(...newMailboxes);
     if (dsn) env.recipientDsn[address] = dsn;
+    for (const e of newForwards) {
+      // Forwarding: external targets are queued for the relay although this session may be an
+      // unauthenticated mx session. Not an open relay: the admin made the alias (the client only
+      // named a local address); a plain external RCPT below still needs AUTH.
+      env.forwardedFrom[e] = address;
+      // RFC 3461 §4.2: the client's RCPT is the original recipient of the expanded target.
+      env.recipientDsn[e] = { notify: dsn?.notify ?? null, orcpt: dsn?.orcpt ?? `rfc822;${address}` };
+    }
     return R.recipientOk;
   }
+  if (finalTargets(env) + 1 > s.opts.limits.maxRecipients) return R.tooManyRecipients;
   // No open relay: only an authenticated client may send to other domains.
   if (s.facts.authUser === null) return R.relayDenied;
   env.remoteRecipients.push(address);
   if (dsn) env.recipientDsn[address] = dsn;
   return R.recipientOk;
+}
+
+/** Final targets so far: local mailboxes, remote RCPTs and forwarded alias targets. */
+function finalTargets(env: Envelope): number {
+  return env.mailboxes.length + env.remoteRecipients.length + Object.keys(env.forwardedFrom).length;
 }
 
 /** RCPT parameters: only NOTIFY and ORCPT (RFC 3461 §4.1/§4.2), each at most once. */
@@ -185,16 +209,28 @@ function rcptDsn(params: readonly EsmtpParam[]): { dsn: RecipientDsn | null } | 
 }
 
 /**
- * A local recipient is accepted when the directory knows it, or when there is no directory
- * (library use without a store; the catch-all option). postmaster at any local domain always is:
- * RFC 5321 §4.5.1 requires it (the local part compared case-insensitively, as it says).
+ * A local recipient's final targets from the address table (store/resolve.ts), or null when it is
+ * unknown (550 5.1.1). Without a directory (library use without a store) every local recipient is
+ * its own mailbox. postmaster at any local domain always resolves: RFC 5321 §4.5.1 requires it
+ * (the resolver's step 4; the local part compared case-insensitively, as it says).
  */
-function localRecipientKnown(s: SessionApi, address: string): boolean {
+function localTargets(s: SessionApi, address: string): { mailboxes: string[]; external: string[] } | null {
   const dir = s.opts.recipients;
-  if (!dir) return true;
-  const at = address.lastIndexOf('@');
-  if (address.slice(0, at).toLowerCase() === 'postmaster') return true;
-  return dir.hasRecipient(address);
+  const lower = address.toLowerCase();
+  if (!dir) return { mailboxes: [lower], external: [] };
+  const r = dir.resolve(address);
+  if (r.problems.length > 0) s.opts.logger.warn({ event: 'alias', rcpt: address, problems: r.problems.slice(0, 10) }, 'address table: problems while resolving a recipient');
+  if (r.mailboxes.length + r.external.length > 0) return r;
+  // RFC 5321 §4.5.1: postmaster is accepted even when its alias leads nowhere (a loop).
+  if (lower.slice(0, lower.lastIndexOf('@')) === 'postmaster') return { mailboxes: [lower], external: [] };
+  return null;
+}
+
+/** For the sender check: the mailboxes an address at a local domain resolves to (no catch-alls). */
+function aliasOwner(s: SessionApi): ((address: string) => readonly string[]) | undefined {
+  const dir = s.opts.recipients;
+  if (!dir) return undefined;
+  return (address) => (s.opts.localDomains.includes(domainOf(address)) ? dir.resolve(address, { forSender: true }).mailboxes : []);
 }
 
 function data(s: SessionApi, args: string): Reply | null {

@@ -316,6 +316,9 @@ export class MessageIntake {
         mailFrom: env.mailFrom,
         localRecipients: env.localRecipients,
         remoteRecipients: env.remoteRecipients,
+        // The address table's final targets (server/commands.ts rcpt): mailbox entries, forwards.
+        mailboxes: env.mailboxes,
+        forwardedFrom: env.forwardedFrom,
         receivedAt,
         listener: h.listener.name,
         clientAddress: h.remoteAddress,

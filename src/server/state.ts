@@ -36,8 +36,21 @@ export interface Envelope {
   /** RFC 3461 §4.3/§4.4: RET and ENVID (decoded) from MAIL. */
   ret: Ret | null;
   envId: string | null;
-  /** RFC 3461 §4.1/§4.2: NOTIFY/ORCPT per recipient, for those that gave either. */
+  /**
+   * RFC 3461 §4.1/§4.2: NOTIFY/ORCPT per recipient, for those that gave either; also per external
+   * alias target (forwarded), whose ORCPT is the client's RCPT when the client gave none.
+   */
   recipientDsn: Record<string, RecipientDsn>;
+  /**
+   * The address table's final local mailboxes for the local recipients (server/commands.ts rcpt),
+   * without duplicates. localRecipients stays what the client gave (the envelope as accepted).
+   */
+  mailboxes: string[];
+  /**
+   * External targets of local aliases (forwarding) → the client's RCPT they were expanded from;
+   * queued for remote delivery. Also read by ARC sealing of forwarded mail.
+   */
+  forwardedFrom: Record<string, string>;
   /** Set once BDAT was used in this transaction (DATA is then refused, RFC 3030 §2). */
   bdat: { size: number; lineEndings: LineEndingStream } | null;
 }

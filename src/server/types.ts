@@ -6,6 +6,7 @@ import type { SecureContext, TLSSocketOptions } from 'node:tls';
 import type { AuthVerdicts, IncomingMessage, ListenerTlsLevel } from '../types.js';
 import type { Reply } from '../protocol/reply.js';
 import type { BodySpool, SpooledBody } from '../store/spool.js';
+import type { RecipientResolution } from '../store/resolve.js';
 import type { Logger } from '../log.js';
 
 export interface ListenerOptions {
@@ -106,11 +107,17 @@ export interface UserVerifier {
 }
 
 /**
- * Which local recipients exist (users, and later aliases). Called at every RCPT TO for a local
- * domain, on the event loop: it must be synchronous and cheap (an indexed read, or a cache).
+ * The address table (users, aliases, sub-addressing, catch-alls: store/resolve.ts). Called at
+ * every RCPT TO for a local domain, and at MAIL for the sender check, on the event loop: it must
+ * be synchronous and cheap (indexed reads, or a cache). The table is read per call, so a change
+ * (`postseal alias add`) takes effect at the next RCPT.
  */
 export interface RecipientDirectory {
-  hasRecipient(address: string): boolean;
+  /**
+   * What a local address becomes: final local mailboxes and external (forwarding) targets; no
+   * target at all = unknown (550 5.1.1). `forSender`: catch-alls do not count (senders.ts).
+   */
+  resolve(address: string, opts?: { forSender?: boolean }): Pick<RecipientResolution, 'mailboxes' | 'external' | 'problems'>;
 }
 
 /** The current TLS material; null means no certificate (STARTTLS answers 454). */
