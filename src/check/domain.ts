@@ -1,6 +1,7 @@
 /**
  * checkDomain: every MX host and address of a domain, checked in parallel, plus the domain's
- * policies (MTA-STS, TLS-RPT, DANE, SPF, DMARC), graded for encryption and downgrade resistance.
+ * policies (MTA-STS, TLS-RPT, DANE, SPF, DMARC, and our DKIM selectors when keys are given),
+ * graded for encryption and downgrade resistance.
  *
  * Invariants: all DNS goes through the one resolver given; MX order follows preference; a null
  * MX (RFC 7505) means no host checks; no MX at all means the domain itself is the host
@@ -16,6 +17,7 @@ import { gradeDowngrade, worstGrade, type DowngradeLevel } from './grade.js';
 import { fetchStsPolicy, matchMxPattern, parseStsPolicy, parseStsTxt, type StsPolicy } from '../policy/mta-sts.js';
 import { lookupDmarc, matchTlsa, parseSpf, parseTlsRpt, type DmarcResult, type SpfResult, type TlsaMatch, type TlsRptResult } from './policies.js';
 import { SCHEMA_VERSION, type Finding, type Grade, type HostReport } from './types.js';
+import { checkDkimKeys, type DkimCheck, type DkimKeyInfo } from './dkim.js';
 
 export interface CheckDomainOptions {
   resolver: DnsResolver;
@@ -30,6 +32,8 @@ export interface CheckDomainOptions {
   concurrency?: number;
   /** One line per started/finished host check (the CLI prints them on stderr). */
   onProgress?: (line: string) => void;
+  /** Our DKIM keys for the domain (from a data directory) to look up and compare; absent: not checked. */
+  dkim?: { source: string; keys: readonly DkimKeyInfo[] } | null;
 }
 
 export interface MtaStsResult {
@@ -70,6 +74,8 @@ export interface DomainReport {
   dane: DaneResult[];
   spf: SpfResult;
   dmarc: DmarcResult;
+  /** Our DKIM selectors against DNS (`--data`); `source: null` when not checked. */
+  dkim: DkimCheck;
 }
 
 async function pool<T>(items: T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
@@ -117,6 +123,7 @@ export async function checkDomain(domainInput: string, o: CheckDomainOptions): P
     tlsRpt: { record: null, rua: [], error: null }, dane: [],
     spf: { record: null, terms: [], all: null, error: null },
     dmarc: { record: null, policy: null, subdomainPolicy: null, rua: null, pct: null, orgRecord: false, error: null },
+    dkim: { source: o.dkim?.source ?? null, selectors: [] },
   };
   const port = o.port ?? 25;
   const found: Finding[] = [];
@@ -164,6 +171,7 @@ export async function checkDomain(domainInput: string, o: CheckDomainOptions): P
     soft(`_smtp._tls.${domain} TXT`, o.resolver.txt(`_smtp._tls.${domain}`)).then((t) => void (t !== null && (r.tlsRpt = parseTlsRpt(t)))),
     soft(`${domain} TXT`, o.resolver.txt(domain)).then((t) => void (t !== null && (r.spf = parseSpf(t)))),
     lookupDmarc(domain, o.resolver).then((d) => void (r.dmarc = d)),
+    o.dkim ? checkDkimKeys(o.dkim.keys.filter((k) => k.domain === domain), o.resolver).then((s) => void (r.dkim.selectors = s)) : Promise.resolve(),
   ]);
   const tlsa = new Map<string, { ad: boolean; records: Awaited<ReturnType<DnsResolver['tlsa']>>['records'] }>();
   const tlsaFailed = new Map<string, string>();
@@ -272,6 +280,14 @@ export async function checkDomain(domainInput: string, o: CheckDomainOptions): P
   if (r.dmarc.record === null) add('dmarc.missing', r.dmarc.error ?? `no v=DMARC1 TXT at _dmarc.${domain}`);
   else if (r.dmarc.error) add('dmarc.invalid', r.dmarc.error);
   else if (r.dmarc.policy === 'none') add('dmarc.policy-none', r.dmarc.record);
+  if (o.dkim && r.dkim.selectors.length === 0) add('dkim.no-key', `no key for ${domain} in ${o.dkim.source}`);
+  for (const d of r.dkim.selectors) {
+    const fix = d.fix ? `; publish: ${d.fix}` : '';
+    if (d.status === 'lookup-failed') add('dns.lookup-failed', `${d.name} TXT: ${d.detail ?? ''}`);
+    else if (d.status === 'missing') add(d.active ? 'dkim.missing' : 'dkim.inactive-missing', `${d.name} (${d.algorithm}${d.active ? ', active' : ''}): ${d.detail ?? ''}${fix}`);
+    else if (d.status === 'different-key') add('dkim.mismatch', `${d.name} (${d.algorithm}${d.active ? ', active' : ''}): ${d.detail ?? ''}${fix}`);
+    else if (d.status === 'malformed') add('dkim.malformed', `${d.name}: ${d.detail ?? ''}${fix}`);
+  }
   r.findings = sortFindings(found);
   r.durationMs = Date.now() - started;
   return r;

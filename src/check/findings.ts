@@ -74,6 +74,12 @@ export const FINDING_RULES = {
   'dmarc.missing': { severity: 'low', title: 'No DMARC record' },
   'dmarc.invalid': { severity: 'low', title: 'The DMARC record is invalid' },
   'dmarc.policy-none': { severity: 'info', title: 'DMARC policy is p=none (monitoring only)' },
+  // DKIM keys of the data directory against DNS (check/dkim.ts); the detail carries the record to publish.
+  'dkim.missing': { severity: 'high', title: 'A DKIM key we sign with is not published: receivers cannot verify our signatures' },
+  'dkim.mismatch': { severity: 'high', title: 'A DKIM selector is published with a different key: our signatures with it fail' },
+  'dkim.malformed': { severity: 'high', title: 'A DKIM key record is malformed: our signatures with it fail' },
+  'dkim.inactive-missing': { severity: 'low', title: 'A retired DKIM key (not signing any more) is no longer published: mail signed with it earlier cannot be verified' },
+  'dkim.no-key': { severity: 'info', title: 'No DKIM key for this domain in the data directory (postseal dkim keygen)' },
 } as const satisfies Record<string, { severity: Severity; title: string }>;
 
 export type FindingId = keyof typeof FINDING_RULES;

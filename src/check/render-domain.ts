@@ -36,6 +36,12 @@ export function renderDomainReport(r: DomainReport): string {
   }
   L.push(`  SPF       ${r.spf.record ?? 'none'}${r.spf.error ? ` (${r.spf.error})` : ''}`);
   L.push(`  DMARC     ${r.dmarc.record ?? 'none'}${r.dmarc.orgRecord ? ' (organizational domain)' : ''}${r.dmarc.error ? ` (${r.dmarc.error})` : ''}`);
+  if (r.dkim.source !== null && r.dkim.selectors.length === 0) L.push(`  DKIM      no key for ${r.domain} in ${r.dkim.source}`);
+  for (const d of r.dkim.selectors) {
+    const what = d.status === 'match' ? 'published, matches our key' : d.status === 'different-key' ? 'DIFFERENT KEY published' : d.status === 'missing' ? 'NOT published' : d.status === 'malformed' ? 'MALFORMED record' : 'lookup failed';
+    L.push(`  DKIM      ${d.name} (${d.algorithm}${d.active ? ', active' : ', retired'}): ${what}${d.detail && d.status !== 'missing' ? ` (${d.detail})` : ''}`);
+    if (d.fix) L.push(`            publish: ${d.fix}`);
+  }
   for (const h of r.hosts) L.push('', '-'.repeat(72), renderHostReport(h).trimEnd());
   return L.join('\n') + '\n';
 }

@@ -16,8 +16,10 @@ import { renderDomainReport } from '../check/render-domain.js';
 import { renderHostReport } from '../check/render-text.js';
 import { SEVERITIES, type Finding, type HostReport, type Severity } from '../check/types.js';
 import { parseHostPort } from '../protocol/host-port.js';
-import { collect } from './common.js';
+import { collect, DEFAULT_DATA_DIR } from './common.js';
 import { UsageError } from '../errors.js';
+import { listKeys } from '../auth/dkim-keys.js';
+import type { DkimKeyInfo } from '../check/dkim.js';
 
 interface CheckFlags {
   domain?: string;
@@ -33,6 +35,7 @@ interface CheckFlags {
   mtaStsEndpoint?: string;
   submission?: boolean;
   port?: string;
+  data?: string;
 }
 
 /** HOST, HOST:PORT, [IPv6]:PORT or a bare IPv6 literal. */
@@ -53,6 +56,26 @@ function parsePort(text: string): number {
   const n = Number(text);
   if (!Number.isInteger(n) || n < 1 || n > 65535) throw new UsageError(`--port ${text} is not a port number`);
   return n;
+}
+
+/**
+ * The DKIM keys to check for --domain: those of --data (an error there is the user's to see), else
+ * those of the default data directory when it has any for the domain (quietly nothing otherwise).
+ */
+function dkimKeysFor(domain: string, dataFlag: string | undefined): { source: string; keys: DkimKeyInfo[] } | null {
+  if (dataFlag !== undefined) {
+    try {
+      return { source: dataFlag, keys: listKeys(dataFlag, domain) };
+    } catch (e) {
+      throw new UsageError(`--data ${dataFlag}: cannot read the DKIM keys of ${domain}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+  try {
+    const keys = listKeys(DEFAULT_DATA_DIR, domain);
+    return keys.length > 0 ? { source: DEFAULT_DATA_DIR, keys } : null;
+  } catch {
+    return null;
+  }
 }
 
 function severityAtOrAbove(f: Finding, threshold: Severity): boolean {
@@ -93,6 +116,7 @@ async function run(target: string | undefined, flags: CheckFlags): Promise<numbe
       port: flags.port ? parsePort(flags.port) : 25,
       mtaStsEndpoint: flags.mtaStsEndpoint ? hostPortFlag(flags.mtaStsEndpoint, '--mta-sts-endpoint') : null,
       onProgress: showProgress ? (line) => void process.stderr.write(line + '\n') : undefined,
+      dkim: dkimKeysFor(flags.domain, flags.data),
     });
     emit(flags.json ? JSON.stringify(report, null, 2) + '\n' : renderDomainReport(report));
     return exitStatus(report, failOn);
@@ -137,8 +161,9 @@ export function registerCheck(program: Command): void {
     .command('check')
     .description('check how well a mail server (or every MX of a domain) does STARTTLS, and whether it is safe')
     .argument('[target]', 'HOST[:PORT] (port 25 by default; :465 means implicit TLS)')
-    .option('--domain <domain>', 'check every MX host and address of DOMAIN, plus MTA-STS, TLS-RPT, DANE, SPF, DMARC')
+    .option('--domain <domain>', 'check every MX host and address of DOMAIN, plus MTA-STS, TLS-RPT, DANE, SPF, DMARC and our DKIM keys')
     .option('--port <port>', 'SMTP port of every MX in --domain mode (default 25)')
+    .option('--data <dir>', `--domain: also check that our DKIM keys in this data directory are published (default: ${DEFAULT_DATA_DIR}, when it has keys for the domain)`)
     .option('--implicit', 'TLS from the first byte (automatic on port 465; on other ports tried when no greeting comes within 3 s)')
     .option('--submission', 'submission semantics: MAIL before STARTTLS must get 530 (automatic on 587 and 465)')
     .option('--ca <file>', 'also trust the CA certificates in this PEM file (repeatable)', collect)
