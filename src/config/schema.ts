@@ -81,7 +81,7 @@ export interface ServeConfig {
   relay: RelaySettings;
   recipients: { catchAll: boolean };
   received: { showAuthenticatedSender: boolean };
-  auth: { verify: boolean; dmarcEnforce: boolean; spfHardFailReject: boolean; dnsTimeoutMs: number };
+  auth: { verify: boolean; dmarcEnforce: boolean; spfHardFailReject: boolean };
   dkim: { enabled: boolean; expirySeconds: number | null };
 }
 
@@ -269,10 +269,9 @@ export const SCHEMA: Group<ServeConfig> = group<ServeConfig>('postseal serve', {
     showAuthenticatedSender: leaf(bool, true, 'Write `(Authenticated sender: login)`, as Postfix does.'),
   }),
   auth: group<ServeConfig['auth']>('verification of mail received on the mx listener (SPF, DKIM, DMARC, ARC; DNS through `relay.dns`)', {
-    verify: leaf(bool, true, 'Verify SPF, DKIM, DMARC and ARC of mail received on the mx listener, add our `Authentication-Results` (RFC 8601) and store the verdicts; bodies spooled to disk are verified too, read as a stream from the spool file (forged `Authentication-Results` claiming our name are overwritten in place as `X-Removed-AR`). The whole verification has a 10 s deadline.', flag('--no-auth-verify', undefined, 'do not verify SPF/DKIM/DMARC/ARC of received mail', { sets: false })),
+    verify: leaf(bool, true, 'Verify SPF, DKIM, DMARC and ARC of mail received on the mx listener, add our `Authentication-Results` (RFC 8601) and store the verdicts; bodies spooled to disk are not verified.', flag('--no-auth-verify', undefined, 'do not verify SPF/DKIM/DMARC/ARC of received mail', { sets: false })),
     dmarcEnforce: leaf(bool, false, 'Refuse DMARC failures of `p=reject` domains with `550 5.7.1` at the end of DATA; `p=quarantine` failures are stored with the quarantine flag (RFC 7489 §6.3).'),
     spfHardFailReject: leaf(bool, false, 'Refuse an SPF `fail` (`-all`) with `550 5.7.1` (RFC 7208 §8.4); off, as most operators run it.'),
-    dnsTimeoutMs: leaf(ms(1), 3000, 'Deadline of each DNS question the verifier asks; past it that mechanism (SPF, a DKIM key, DMARC) is `temperror`.'),
   }),
   dkim: group<ServeConfig['dkim']>('DKIM signing of submitted mail (keys: `postseal dkim keygen`)', {
     enabled: leaf(bool, true, 'Sign mail of authenticated users with the active keys of its From domain (data directory `dkim/`); a domain without keys is not signed.'),
