@@ -14,7 +14,10 @@
  *   100 signatures cost 10 key lookups, not 100;
  * - more than one From header is a DMARC `fail` (RFC 7489 §6.6.1), whatever the signatures say.
  */
-import { authenticate, type DNSResolver } from 'mailauth';
+import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { authenticate, spf as spfCheck, type DNSResolver } from 'mailauth';
 import { reply, type Reply } from '../protocol/reply.js';
 import type { AuthVerdicts } from '../types.js';
 
@@ -23,12 +26,32 @@ export type { AuthVerdicts } from '../types.js';
 /** Signatures verified per message; later ones are counted in `dkimOmitted`. */
 export const MAX_DKIM_SIGNATURES = 10;
 const DEFAULT_DEADLINE_MS = 10_000;
+/** Default deadline of each DNS question (config auth.dnsTimeoutMs). */
+export const DEFAULT_DNS_TIMEOUT_MS = 3_000;
+/**
+ * The largest header block we hand to mailauth (which holds the header block in memory). Longer
+ * (a 1 MB DKIM-Signature, say) → DKIM/DMARC `permerror`, SPF still checked; the message is kept.
+ * Postfix's header_size_limit is 100 KiB per header; this bounds the whole block.
+ */
+export const MAX_HEADER_BLOCK = 256 * 1024;
 
 export type MailauthResolver = (name: string, type: string) => Promise<unknown>;
 
+/** A message spooled to disk (store/spool.ts): read as a stream, never whole into memory. */
+export interface SpooledInput {
+  /** The spool file's path. */
+  path: string;
+}
+
+/** Bytes to write over a spool file at `offset` (same length: the file is never shifted). */
+export interface FilePatch {
+  offset: number;
+  bytes: Buffer;
+}
+
 export interface VerifyInput {
-  /** The message as received (header block and body), without our Received header. */
-  data: Buffer;
+  /** The message as received (header block and body), without our Received header: in memory, or its spool file. */
+  data: Buffer | SpooledInput;
   /** Connecting client IP (RFC 7208 §2.4 <ip>). */
   ip: string;
   helo: string;
@@ -42,14 +65,21 @@ export interface VerifyOptions {
   resolver: MailauthResolver;
   /** Bound on the whole verification (default 10 s); past it → temperror. */
   deadlineMs?: number;
+  /** Bound on each DNS question (default 3 s); past it that mechanism is temperror. */
+  dnsTimeoutMs?: number;
 }
 
 export interface VerifyOutcome {
   /** `Authentication-Results: ...\r\n`, ready to prepend. */
   header: string;
   verdicts: AuthVerdicts;
-  /** The message with Authentication-Results headers claiming our authserv-id removed. */
-  data: Buffer;
+  /** In-memory input: the message with Authentication-Results headers claiming our authserv-id removed. Spooled input: null. */
+  data: Buffer | null;
+  /**
+   * Spooled input: same-length overwrites of the spool file that obscure the forged
+   * Authentication-Results fields (obscureField); empty when there are none (and for in-memory input).
+   */
+  patches: FilePatch[];
 }
 
 interface HeaderField {
@@ -59,8 +89,11 @@ interface HeaderField {
   end: number;
 }
 
-/** Where the header block ends (index of the empty line's end), and its fields. */
-function headerFields(data: Buffer): { fields: HeaderField[]; bodyStart: number } {
+/**
+ * Where the header block ends (index of the empty line's end), and its fields; `complete` is
+ * false when no empty line was found (all of `data` is header lines).
+ */
+function headerFields(data: Buffer): { fields: HeaderField[]; bodyStart: number; complete: boolean } {
   const fields: HeaderField[] = [];
   let pos = 0;
   let current: HeaderField | null = null;
@@ -69,7 +102,7 @@ function headerFields(data: Buffer): { fields: HeaderField[]; bodyStart: number 
     eol = eol < 0 ? data.length : eol + 1;
     const first = data[pos];
     const blank = first === 0x0a || (first === 0x0d && data[pos + 1] === 0x0a);
-    if (blank) return { fields, bodyStart: eol };
+    if (blank) return { fields, bodyStart: eol, complete: true };
     if ((first === 0x20 || first === 0x09) && current !== null) {
       current.end = eol; // RFC 5322 §2.2.3: a folded continuation line
     } else {
@@ -80,7 +113,7 @@ function headerFields(data: Buffer): { fields: HeaderField[]; bodyStart: number 
     }
     pos = eol;
   }
-  return { fields, bodyStart: data.length };
+  return { fields, bodyStart: data.length, complete: false };
 }
 
 /** The authserv-id of an Authentication-Results field value (RFC 8601 §2.2), lower-cased. */
@@ -179,54 +212,181 @@ export function formatAuthResults(hostname: string, v: AuthVerdicts, mailFrom: s
 }
 
 /**
- * Verifies one received message. Never rejects: failures become temperror verdicts.
+ * The bytes that replace a forged Authentication-Results field in a spool file: the same length
+ * and line structure, name `X-Removed-AR`, every other visible byte `x`. RFC 8601 §5 lets a
+ * border MTA "delete or otherwise obscure" such a field; overwriting it in place keeps a 30 MiB
+ * spool file from being copied to drop a few hundred header bytes.
  */
+export function obscureField(field: Buffer): Buffer {
+  const out = Buffer.from(field);
+  for (let i = 0; i < out.length; i++) {
+    const b = out[i] as number;
+    if (b !== 0x0d && b !== 0x0a && b !== 0x20 && b !== 0x09) out[i] = 0x78; // 'x'
+  }
+  // The field starts with "Authentication-Results" (22 bytes) and a colon: at least 23 bytes.
+  out.write('X-Removed-AR:', 0, 'latin1');
+  return out;
+}
+
+/**
+ * Every DNS question mailauth asks gets its own deadline (besides the whole run's): a silent
+ * server makes that one mechanism `temperror` (RFC 7208 §4.4 / §2.6.6, RFC 6376 §6.1.2) instead of
+ * using up the overall deadline. Timeouts reach mailauth with the code it maps to temperror.
+ */
+function boundedResolver(resolver: MailauthResolver, timeoutMs: number): MailauthResolver {
+  return (name, type) =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(Object.assign(new Error(`no DNS answer for ${name} ${type} within ${timeoutMs} ms`), { code: 'ETIMEOUT' })), timeoutMs);
+      resolver(name, type).then(
+        (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        (e: unknown) => {
+          clearTimeout(timer);
+          // Our client's own timeout (policy/dns.ts DNS_TIMEOUT) is a timeout too.
+          if (e instanceof Error && (e as { code?: unknown }).code === 'DNS_TIMEOUT') reject(Object.assign(new Error(e.message), { code: 'ETIMEOUT' }));
+          else reject(e);
+        },
+      );
+    });
+}
+
+/** The first `max` bytes of a file (its header block, when that is shorter). */
+async function readHead(path: string, max: number): Promise<Buffer> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(max);
+    let got = 0;
+    while (got < max) {
+      const { bytesRead } = await fh.read(buf, got, max - got, got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return buf.subarray(0, got);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Verdicts for a header block over MAX_HEADER_BLOCK: nothing of the message is checked but SPF. */
+function headerTooLarge(spfRes: Unknown | null, reason: string): AuthVerdicts {
+  const spfStatus = obj(spfRes?.status);
+  return {
+    spf: spfRes ? { result: str(spfStatus.result) ?? 'none', domain: str(spfRes.domain), comment: str(spfStatus.comment) } : { result: 'temperror', domain: null, comment: reason },
+    // RFC 8601 §2.7.1: permerror, "the message could not be verified due to some error that is
+    // unrecoverable"; never pass for signatures we did not check.
+    dkim: [{ result: 'permerror', domain: null, selector: null, aligned: null, comment: reason }],
+    dkimOmitted: 0,
+    dmarc: { result: 'permerror', domain: null, policy: null, comment: reason },
+    arc: { result: 'none', comment: reason },
+  };
+}
+
+/**
+ * Verifies one received message. Never rejects: failures become temperror verdicts. A spooled
+ * message is read as a stream from its file (only its header block, at most MAX_HEADER_BLOCK
+ * bytes, is held in memory).
+ */
+export async function verifyMessage(input: VerifyInput & { data: Buffer }, opts: VerifyOptions): Promise<VerifyOutcome & { data: Buffer }>;
+export async function verifyMessage(input: VerifyInput, opts: VerifyOptions): Promise<VerifyOutcome>;
 export async function verifyMessage(input: VerifyInput, opts: VerifyOptions): Promise<VerifyOutcome> {
-  const { fields } = headerFields(input.data);
+  const inMemory = Buffer.isBuffer(input.data);
+  const deadlineMs = opts.deadlineMs ?? DEFAULT_DEADLINE_MS;
+  const resolver = boundedResolver(opts.resolver, opts.dnsTimeoutMs ?? DEFAULT_DNS_TIMEOUT_MS);
+  let head: Buffer;
+  let total: number | null = null;
+  try {
+    // +1: a header block of exactly MAX_HEADER_BLOCK bytes is found complete.
+    head = Buffer.isBuffer(input.data) ? input.data : await readHead(input.data.path, MAX_HEADER_BLOCK + 1);
+  } catch (e) {
+    const verdicts = temperror(`cannot read the spooled message: ${e instanceof Error ? e.message : String(e)}`, []);
+    return { header: formatAuthResults(opts.hostname, verdicts, input.mailFrom, input.helo), verdicts, data: null, patches: [] };
+  }
+  const parsed = headerFields(head);
+  if (!inMemory) total = head.length;
+  const tooLarge = parsed.bodyStart > MAX_HEADER_BLOCK || (!parsed.complete && total !== null && total > MAX_HEADER_BLOCK);
+  const { fields } = parsed;
+  const headBlock = head.subarray(0, parsed.bodyStart);
   const ours = opts.hostname.toLowerCase();
-  // RFC 8601 §5: a header claiming our authserv-id that we did not write is a forgery; remove it.
-  const data = withoutFields(input.data, fields, (f) => f.name === 'authentication-results' && authservId(fieldValue(input.data, f)) === ours);
-  const kept = headerFields(data).fields;
-  // Bounded work: only the first MAX_DKIM_SIGNATURES signatures are handed to mailauth.
-  const sigs = kept.filter((f) => f.name === 'dkim-signature');
-  const omitted = Math.max(0, sigs.length - MAX_DKIM_SIGNATURES);
-  const extra = new Set(sigs.slice(MAX_DKIM_SIGNATURES));
-  const checked = withoutFields(data, kept, (f) => extra.has(f));
-  const fromCount = kept.filter((f) => f.name === 'from').length;
-  const checkedSigs = sigs.slice(0, MAX_DKIM_SIGNATURES).map((f) => sigTags(fieldValue(data, f)));
+  // RFC 8601 §5: a header claiming our authserv-id that we did not write is a forgery; remove it
+  // (in memory), or obscure it in place (spool file: see obscureField).
+  const isForged = (f: HeaderField): boolean => f.name === 'authentication-results' && authservId(fieldValue(head, f)) === ours;
+  const forged = tooLarge ? [] : fields.filter(isForged);
+  const data = Buffer.isBuffer(input.data) ? withoutFields(input.data, fields, isForged) : null;
+  const patches = inMemory ? [] : forged.map((f) => ({ offset: f.start, bytes: obscureField(head.subarray(f.start, f.end)) }));
 
   let verdicts: AuthVerdicts;
-  const deadlineMs = opts.deadlineMs ?? DEFAULT_DEADLINE_MS;
   let timer: NodeJS.Timeout | undefined;
+  let stream: Readable | null = null;
+  let fromCount = 1;
+  let checkedSigs: Array<{ domain: string | null; selector: string | null }> = [];
   try {
     const deadline = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), deadlineMs);
     });
-    const run = authenticate(checked, {
-      ip: input.ip,
-      helo: input.helo,
-      sender: input.mailFrom,
-      mta: opts.hostname,
-      // Our client's answers have the shapes mailauth reads (policy/dns.ts mailauthResolver).
-      resolver: opts.resolver as DNSResolver,
-      trustReceived: false,
-      disableBimi: true,
-    });
+    let run: Promise<unknown>;
+    let omitted = 0;
+    if (tooLarge) {
+      // Bounded memory: a header block past the limit is not parsed (mailauth would hold it whole).
+      run = spfCheck({ ip: input.ip, helo: input.helo, sender: input.mailFrom, mta: opts.hostname, resolver: resolver as DNSResolver });
+    } else {
+      const cleanHead = withoutFields(headBlock, fields, isForged);
+      const kept = headerFields(cleanHead).fields;
+      // Bounded work: only the first MAX_DKIM_SIGNATURES signatures are handed to mailauth.
+      const sigs = kept.filter((f) => f.name === 'dkim-signature');
+      omitted = Math.max(0, sigs.length - MAX_DKIM_SIGNATURES);
+      const extra = new Set(sigs.slice(MAX_DKIM_SIGNATURES));
+      const checkedHead = withoutFields(cleanHead, kept, (f) => extra.has(f));
+      fromCount = kept.filter((f) => f.name === 'from').length;
+      checkedSigs = sigs.slice(0, MAX_DKIM_SIGNATURES).map((f) => sigTags(fieldValue(cleanHead, f)));
+      let message: Buffer | Readable;
+      if (Buffer.isBuffer(input.data)) {
+        message = Buffer.concat([checkedHead, input.data.subarray(parsed.bodyStart)]);
+      } else {
+        // The body streams from the spool file in 64 KiB reads (bounded memory).
+        const path = input.data.path;
+        const bodyStart = parsed.bodyStart;
+        const s = Readable.from(
+          (async function* () {
+            yield checkedHead;
+            if (parsed.complete) yield* createReadStream(path, { start: bodyStart, highWaterMark: 64 * 1024 });
+          })(),
+          { objectMode: false },
+        );
+        stream = s;
+        message = s;
+      }
+      run = authenticate(message, {
+        ip: input.ip,
+        helo: input.helo,
+        sender: input.mailFrom,
+        mta: opts.hostname,
+        // Our client's answers have the shapes mailauth reads (policy/dns.ts mailauthResolver).
+        resolver: resolver as DNSResolver,
+        trustReceived: false,
+        disableBimi: true,
+      });
+    }
     // A late result after the deadline is dropped; its lookups end on their own timeouts.
     run.catch(() => undefined);
     const res = await Promise.race([run, deadline]);
-    verdicts = res === 'timeout' ? temperror(`verification took over ${deadlineMs} ms`, checkedSigs) : toVerdicts(obj(res), omitted);
+    if (res === 'timeout') verdicts = temperror(`verification took over ${deadlineMs} ms`, checkedSigs);
+    else if (tooLarge) verdicts = headerTooLarge(obj(res), `header block over ${MAX_HEADER_BLOCK} bytes, not verified`);
+    else verdicts = toVerdicts(obj(res), omitted);
   } catch (e) {
     verdicts = temperror(`verification failed: ${e instanceof Error ? e.message : String(e)}`, checkedSigs);
   } finally {
     clearTimeout(timer);
+    // Past the deadline (or on error) the spool file is not read any further.
+    (stream as Readable | null)?.destroy();
   }
   // RFC 7489 §6.6.1: a message with several From headers (or none) has no single author domain;
   // receivers may reject it outright, so its policy is taken as reject (dmarcEnforce refuses it).
-  if (fromCount !== 1 && verdicts.dmarc.result !== 'temperror') {
+  if (!tooLarge && fromCount !== 1 && verdicts.dmarc.result !== 'temperror') {
     verdicts.dmarc = { result: 'fail', domain: verdicts.dmarc.domain, policy: 'reject', comment: `${fromCount} From headers` };
   }
-  return { header: formatAuthResults(opts.hostname, verdicts, input.mailFrom, input.helo), verdicts, data };
+  return { header: formatAuthResults(opts.hostname, verdicts, input.mailFrom, input.helo), verdicts, data, patches };
 }
 
 export interface VerifierPolicy {

@@ -263,17 +263,29 @@ export class MessageIntake {
   /**
    * Verification of received mail (auth/verify.ts) on the mx listener only, before the message
    * is stored: our Authentication-Results goes right after our Received header (RFC 8601 §5), the
-   * content is the verifier's (forged Authentication-Results removed). Spooled bodies are not
-   * verified (stored with verdicts null). Without a verifier, `next` itself.
+   * content is the verifier's (forged Authentication-Results removed). A spooled body is verified
+   * as a stream from its fsync'd spool file; forged Authentication-Results in its header block are
+   * obscured in place (same-length patches, fsync'd again) rather than copying the file. Without
+   * a verifier, `next` itself.
    */
-  private verified<T>(env: Envelope, parts: Uint8Array[], record: (v: VerifierResult) => void, next: (m: { parts: Uint8Array[]; spooled: SpooledBody | null }) => Promise<T>): Promise<T | Reply> {
+  private verified<T>(env: Envelope, m: { parts: Uint8Array[]; spooled: SpooledBody | null }, record: (v: VerifierResult) => void, next: (m: { parts: Uint8Array[]; spooled: SpooledBody | null }) => Promise<T>): Promise<T | Reply> {
     const h = this.host;
     const verifier = h.opts.verifier;
-    if (!verifier || h.listener.name !== 'mx') return next({ parts, spooled: null });
-    return verifier({ data: Buffer.concat(parts), ip: h.remoteAddress, helo: h.facts.heloName ?? '', mailFrom: env.mailFrom }).then((v): Promise<T | Reply> | Reply => {
+    if (!verifier || h.listener.name !== 'mx') return next(m);
+    const spool = h.opts.spool;
+    const spooled = m.spooled;
+    // A spool that cannot name its files (a library's own BodySpool): stored unverified.
+    if (spooled !== null && (typeof spool?.pathOf !== 'function' || typeof spool.patch !== 'function')) return next(m);
+    const data = spooled !== null && spool ? { path: spool.pathOf?.(spooled.file) ?? '' } : Buffer.concat(m.parts);
+    return verifier({ data, ip: h.remoteAddress, helo: h.facts.heloName ?? '', mailFrom: env.mailFrom }).then(async (v): Promise<T | Reply> => {
       if (v.reject) return v.reject;
       record(v);
-      return next({ parts: [Buffer.from(v.header, 'utf8'), v.data], spooled: null });
+      const header = Buffer.from(v.header, 'utf8');
+      if (spooled !== null) {
+        if (v.patches && v.patches.length > 0) await spool?.patch?.(spooled.file, v.patches);
+        return next({ parts: [header], spooled });
+      }
+      return next({ parts: [header, v.data ?? Buffer.concat(m.parts)], spooled: null });
     });
   }
 
@@ -337,7 +349,10 @@ export class MessageIntake {
         data: [Buffer.from(header, 'utf8'), ...parts],
       });
     const signed = this.signed(env.mailFrom, f.authUser, accept);
-    const handed = body.spooled ? body.end().then(signed) : this.verified(env, body.takeInline(), (v) => (auth = v), signed);
+    const record = (v: VerifierResult): void => {
+      auth = v;
+    };
+    const handed = body.spooled ? body.end().then((m) => this.verified(env, m, record, signed)) : this.verified(env, { parts: body.takeInline(), spooled: null }, record, signed);
     const p = handed
       .catch((err: unknown) => {
         // Not stored: its spool file (if any) goes too. The caller answers 451.

@@ -82,8 +82,13 @@ export interface AuthLimits {
 export interface VerifierResult {
   /** `Authentication-Results: ...\r\n` (RFC 8601). */
   header: string;
-  /** The content to store (Authentication-Results claiming our authserv-id removed). */
-  data: Buffer;
+  /** The content to store (Authentication-Results claiming our authserv-id removed); null for a spooled message. */
+  data: Buffer | null;
+  /**
+   * A spooled message: same-length overwrites of its spool file that obscure forged
+   * Authentication-Results fields (RFC 8601 §5); applied before the message is stored.
+   */
+  patches?: readonly { offset: number; bytes: Uint8Array }[];
   verdicts: AuthVerdicts;
   /** DMARC p=quarantine failed: store with the quarantine flag. */
   quarantine: boolean;
@@ -146,11 +151,12 @@ export interface ServerOptions {
   /**
    * Verification of received mail (src/auth/verify.ts): called once per message on the mx
    * listener only, after its end was read and before it is stored, with the content as received
-   * (in memory; spooled bodies are not verified: stored with verdicts null). Returns the
-   * Authentication-Results header to prepend, the content with forged headers removed, the
-   * verdicts, whether to quarantine, and a reply that refuses the message instead (policy).
+   * (in memory, or `{ path }` of its fsync'd spool file, read as a stream). Returns the
+   * Authentication-Results header to prepend, the content with forged headers removed (or, for a
+   * spooled body, the patches that obscure them in the file), the verdicts, whether to
+   * quarantine, and a reply that refuses the message instead (policy).
    */
-  verifier?: (msg: { data: Buffer; ip: string; helo: string; mailFrom: string }) => Promise<VerifierResult>;
+  verifier?: (msg: { data: Buffer | { path: string }; ip: string; helo: string; mailFrom: string }) => Promise<VerifierResult>;
   /**
    * Where bodies past limits.spoolThreshold go as they arrive (the store's spool directory). None:
    * bodies stay in memory, still bounded by limits.maxBodyMemory (452 past it).

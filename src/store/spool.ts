@@ -17,6 +17,7 @@
  *   (removeOrphans, files older than an hour so another process's message in progress is safe).
  */
 import { closeSync, fsync, fsyncSync, mkdirSync, openSync, readdirSync, statSync, unlinkSync, writevSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PostsealError } from '../errors.js';
 
@@ -42,6 +43,13 @@ export interface SpooledBody {
 
 export interface BodySpool {
   create(name: string): SpoolFile;
+  /** The path of a finished spool file (for reading it as a stream, e.g. to verify it). */
+  pathOf?(name: string): string;
+  /**
+   * Overwrites bytes of a finished spool file in place (same length: nothing shifts, the body is
+   * not copied) and fsyncs it again; resolves once the change is on disk.
+   */
+  patch?(name: string, patches: readonly { offset: number; bytes: Uint8Array }[]): Promise<void>;
 }
 
 export class FileSpool implements BodySpool {
@@ -54,6 +62,29 @@ export class FileSpool implements BodySpool {
     const path = join(this.dir, name);
     const fd = openSync(path, 'wx', 0o600);
     return new OpenSpoolFile(fd, path, name);
+  }
+
+  pathOf(name: string): string {
+    if (!NAME.test(name)) throw new PostsealError('STORE_BAD_ID', `unusable spool name ${JSON.stringify(name.slice(0, 80))}`);
+    return join(this.dir, name);
+  }
+
+  async patch(name: string, patches: readonly { offset: number; bytes: Uint8Array }[]): Promise<void> {
+    if (patches.length === 0) return;
+    const fh = await open(this.pathOf(name), 'r+');
+    try {
+      const size = (await fh.stat()).size;
+      for (const p of patches) {
+        // Same-length overwrites inside the file only: a patch never grows or shifts it.
+        if (p.offset < 0 || p.offset + p.bytes.byteLength > size) throw new PostsealError('STORE_WRITE_FAILED', `patch outside ${name} (${p.offset}+${p.bytes.byteLength} > ${size})`);
+        let done = 0;
+        while (done < p.bytes.byteLength) done += (await fh.write(p.bytes, done, p.bytes.byteLength - done, p.offset + done)).bytesWritten;
+      }
+      // The durability contract: the patched bytes are on disk before the row commits.
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
   }
 }
 
