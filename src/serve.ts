@@ -96,7 +96,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
       // RFC 3461 §5.2.2: local recipients with NOTIFY=SUCCESS are delivered now, so their report
       // is made now and committed before this resolves (before the 250): a crash after the 250
       // cannot lose it; a crash between the two commits means no 250, the client retries.
-      const report = localSuccessReport(msg, r.id, { hostname: cfg.hostname, localDomains, spoolDir: join(cfg.dataDir, BODIES_DIR) });
+      const report = await localSuccessReport(msg, r.id, { hostname: cfg.hostname, localDomains, spoolDir: join(cfg.dataDir, BODIES_DIR), sign: signGenerated });
       if (report) await store.accept(report);
       if (msg.remoteRecipients.length > 0 || (report?.remoteRecipients.length ?? 0) > 0) relay?.kick();
       return r;

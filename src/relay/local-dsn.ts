@@ -8,11 +8,11 @@
  * RFC 5321 §4.5.5); one report per message listing every such recipient, with Action: delivered,
  * the ENVID and each ORCPT; the original is returned as headers only (RFC 3461 §4.3: RET applies
  * to failure DSNs); the returned message comes from the null sender and goes to a mailbox when
- * the sender is local, else to the queue.
+ * the sender is local, else to the queue; it is DKIM-signed once, when made, like a bounce.
  */
 import { closeSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
-import { generatedMessage } from '../store/generated.js';
+import { signedGeneratedMessage, type GeneratedSigner } from '../store/generated.js';
 import { domainOf, normalizeAddress } from '../store/index.js';
 import type { IncomingMessage } from '../types.js';
 import { buildBounce, type FailedRecipient } from './bounce.js';
@@ -26,6 +26,8 @@ export interface LocalReportContext {
   localDomains: readonly string[];
   /** Where spooled bodies live (`<dataDir>/bodies`), to read a large message's header section. */
   spoolDir: string | null;
+  /** DKIM-signs the report (auth/dkim-own.ts, as bounces are); absent: unsigned. */
+  sign?: GeneratedSigner | null;
   now?: Date;
 }
 
@@ -33,7 +35,7 @@ export interface LocalReportContext {
  * The success report for `msg` (accepted with id `id`), or null when none is owed. The caller
  * stores it before answering 250 to the message, so the report is as durable as the delivery.
  */
-export function localSuccessReport(msg: IncomingMessage, id: string, ctx: LocalReportContext): IncomingMessage | null {
+export async function localSuccessReport(msg: IncomingMessage, id: string, ctx: LocalReportContext): Promise<IncomingMessage | null> {
   // RFC 3461 §6.2 / RFC 5321 §4.5.5: never a DSN for a message from the null reverse-path.
   if (msg.mailFrom === '' || msg.localRecipients.length === 0) return null;
   const dsn = msg.recipientDsn ?? {};
@@ -64,7 +66,7 @@ export function localSuccessReport(msg: IncomingMessage, id: string, ctx: LocalR
   });
   if (!b) return null;
   const local = ctx.localDomains.includes(domainOf(b.to));
-  return generatedMessage({ origin: 'dsn', from: '', to: b.to, local, data: b.data, hostname: ctx.hostname, now });
+  return signedGeneratedMessage({ origin: 'dsn', from: '', to: b.to, local, data: b.data, hostname: ctx.hostname, now }, ctx.sign);
 }
 
 /** The first HEAD_BYTES of the message: its inline pieces, then (spooled) the start of its file. */

@@ -6,7 +6,8 @@
  *   and its RFC 3464 fields checked; NOTIFY=NEVER, no NOTIFY and the null sender get none;
  * - a remote sender's success DSN goes out through the queue to a real receiver (aiosmtpd);
  * - NOTIFY=SUCCESS to a receiver without DSN (aiosmtpd) → our 'relayed' DSN (RFC 3461 §4.1);
- * - RET=FULL of a 200 KB message → headers only, said in the text (relay.bounceSizeLimit).
+ * - RET=FULL of a 200 KB message → headers only, said in the text (relay.bounceSizeLimit);
+ * - the local success DSN is DKIM-signed like a bounce (dkimpy verifies it).
  */
 import { test, before, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,6 +16,8 @@ import { WireClient } from '../helpers/wire.js';
 import { issueCert } from '../helpers/certs.js';
 import { peerMissing, requirePeer, startAiosmtpdReceiver, type Receiver } from '../helpers/receivers.js';
 import { buildBounce, BOUNCE_SIZE_LIMIT } from '../../src/relay/bounce.js';
+import { generateKey } from '../../src/auth/dkim-keys.js';
+import { dkimpyVerify, dkimSignatures, hasDkimpy, publishedTxt } from './dkimpy.js';
 
 const ALICE = { address: 'alice@postseal.test', password: 'correct horse battery' };
 
@@ -304,4 +307,16 @@ test('bounce size limit: an original of exactly the limit is returned whole, one
   assert.equal(bounce(make(BOUNCE_SIZE_LIMIT + 1)).returned.type, 'text/rfc822-headers');
   assert.equal(bounce(make(1000), 999).returned.type, 'text/rfc822-headers');
   assert.equal(bounce(make(1000), 1000).returned.type, 'message/rfc822');
+});
+
+test('the local success DSN is DKIM-signed when made (d=postseal.test) and dkimpy verifies it', { skip: !hasDkimpy && 'python3-dkim not installed (.ci/run installs it)' }, async () => {
+  // Keys for the configured domain; MAILER-DAEMON@mail.postseal.test signs with its parent's.
+  generateKey(server.dataDir, 'postseal.test', { algorithm: 'ed25519', selector: 'dsn1' });
+  await sendMx('MAIL FROM:<carol@postseal.test> ENVID=signed-dsn', ['RCPT TO:<bob@postseal.test> NOTIFY=SUCCESS'], 'Subject: local-signed\r\n\r\nx');
+  const [dsn] = reportsFor('carol@postseal.test', 'Original-Envelope-Id: signed-dsn');
+  assert.ok(dsn);
+  const data = Buffer.from(dsn);
+  assert.match(dkimSignatures(data)[0] ?? '', /d=postseal\.test; s=dsn1;/);
+  assert.equal(await dkimpyVerify(data, publishedTxt(server.dataDir, 'postseal.test')), 'pass');
+  assert.equal(parseReport(dsn).perRecipient[0]?.get('action'), 'delivered');
 });
