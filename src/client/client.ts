@@ -86,6 +86,7 @@ export class SmtpClient {
       conn = await connect({
         host: cfg.host,
         port: cfg.port,
+        path: options.socketPath,
         localAddress: options.localAddress,
         // RFC 8314 §3: TLS from the first byte; each step has its own limit.
         implicitTls: options.implicitTls === true ? tlsConnectOptions(cfg.serverName, cfg.tls) : undefined,
@@ -201,16 +202,18 @@ export class SmtpClient {
   /**
    * EHLO (RFC 5321 §4.1.1.1). On a 5xx, HELO only when `heloFallback` is true (callers allow it
    * only where TLS is not required: a HELO session cannot STARTTLS). Throws EHLO_REFUSED.
+   * `verb: 'LHLO'` greets an LMTP server instead (RFC 2033 §4.1: same reply, no HELO fallback).
    */
-  async ehlo(name: string, options: { heloFallback?: boolean } = {}): Promise<Capabilities> {
+  async ehlo(name: string, options: { heloFallback?: boolean; verb?: 'EHLO' | 'LHLO' } = {}): Promise<Capabilities> {
     this.usable();
     checkHeloName(name);
-    const r = await this.command(`EHLO ${name}`, 'commandMs');
+    const verb = options.verb ?? 'EHLO';
+    const r = await this.command(`${verb} ${name}`, 'commandMs');
     if (r.code === 250) {
       this.caps = parseEhloReply(r);
       return this.caps;
     }
-    if (options.heloFallback === true && r.code >= 500) {
+    if (options.heloFallback === true && verb === 'EHLO' && r.code >= 500) {
       const h = await this.command(`HELO ${name}`, 'commandMs');
       if (h.code === 250) {
         this.caps = { greeting: h.lines[0] ?? '', keywords: new Map() };
@@ -218,7 +221,7 @@ export class SmtpClient {
       }
       throw new SmtpClientError('EHLO_REFUSED', `EHLO and HELO refused: ${replyText(h)}`, { reply: h });
     }
-    throw new SmtpClientError('EHLO_REFUSED', `EHLO refused: ${replyText(r)}`, { reply: r });
+    throw new SmtpClientError('EHLO_REFUSED', `${verb} refused: ${replyText(r)}`, { reply: r });
   }
 
   /**

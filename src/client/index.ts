@@ -11,6 +11,9 @@ export type { StartTlsResult, AuthMechanism } from './client.js';
 export { TLS_LEVELS, TLS_REACHED, isTlsLevel, atLeast, triesTls, requiresTls, verifiesCert, usesDane, checksPkix, satisfies, tlsLevelRank } from './levels.js';
 export type { TlsLevel, TlsReached } from './levels.js';
 export { deliver, deliverBatch, DEFAULT_MAX_PER_CONNECTION } from './deliver.js';
+// One session at a TLS level (LMTP uses it too: delivery/lmtp.ts).
+export { openSession, endSession, toClientError } from './open-session.js';
+export type { SessionAttempt } from './open-session.js';
 export type { DeliverOptions, DeliveryResult, DeliveryError, RecipientOutcome, RecipientStatus, DeliveryFinding, BatchOptions, BatchMessage, BatchResult, SessionOptions } from './deliver.js';
 export type { SendEnvelope, SendOptions, TransactionResult, RecipientResult } from './transaction.js';
 export { describeTransaction } from './transaction.js';

@@ -39,6 +39,13 @@ export interface SessionOptions {
   dane?: DaneOptions;
   /** Our EHLO name. */
   helo: string;
+  /**
+   * An LMTP session (RFC 2033 §4.1): LHLO instead of EHLO, before and after STARTTLS, never HELO.
+   * The TLS-level rules are the same.
+   */
+  lmtp?: boolean;
+  /** A Unix domain socket instead of host:port (LMTP); `host` then only names the peer. */
+  socketPath?: string;
   auth?: { user: string; password: string; mechanism?: AuthMechanism };
   tls?: ClientTlsOptions;
   timeouts?: Partial<Timeouts>;
@@ -76,6 +83,8 @@ export async function openSession(opts: SessionOptions, transcript: Transcript, 
     transcript,
   };
   if (opts.localAddress !== undefined) connect.localAddress = opts.localAddress;
+  if (opts.socketPath !== undefined) connect.socketPath = opts.socketPath;
+  const verb = opts.lmtp === true ? 'LHLO' : 'EHLO';
   // RFC 7672 §2.2: usable TLSA records make STARTTLS mandatory and the certificate must match them.
   if (usesDane(level)) connect.dane = { tlsa: opts.dane?.tlsa ?? [], names: opts.dane?.names ?? [connect.serverName ?? opts.host] };
   let client: SmtpClient | null = null;
@@ -84,7 +93,7 @@ export async function openSession(opts: SessionOptions, transcript: Transcript, 
     client = await SmtpClient.connect(connect);
     tlsInfo = client.tls;
     // HELO only where TLS is not required (a HELO session has no STARTTLS, no extensions).
-    await client.ehlo(opts.helo, { heloFallback: !requiresTls(level) || client.tls !== null });
+    await client.ehlo(opts.helo, { heloFallback: !requiresTls(level) || client.tls !== null, verb });
     if (client.tls === null && triesTls(level) && !plainRetry) {
       let st;
       try {
@@ -105,7 +114,7 @@ export async function openSession(opts: SessionOptions, transcript: Transcript, 
         tlsInfo = st.tls;
         if (st.discardedBytes > 0) findings.push({ kind: 'bytes-after-starttls', bytes: st.discardedBytes, action: 'discarded' });
         // RFC 3207 §4.2: forget everything learned before TLS; EHLO again.
-        await client.ehlo(opts.helo, { heloFallback: true });
+        await client.ehlo(opts.helo, { heloFallback: true, verb });
       } else if (st.kind === 'not-offered') {
         findings.push({ kind: 'starttls-not-offered' });
         if (requiresTls(level)) throw new SmtpClientError('TLS_REQUIRED_NOT_OFFERED', `TLS level ${level} and ${opts.host} does not offer STARTTLS`);

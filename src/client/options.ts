@@ -80,6 +80,8 @@ export interface ConnectOptions {
   /** Address or name to connect to. */
   host: string;
   port: number;
+  /** Connect to this Unix domain socket instead of host:port (LMTP); `host` then names the peer. */
+  socketPath?: string;
   /** The name we mean to reach: SNI and the certificate name check. Default `host`. */
   serverName?: string;
   /** RFC 8314 implicit TLS (port 465): handshake before the greeting. */

@@ -67,6 +67,16 @@ export interface SendOptions {
    * new connection; after it, the outcome is unknown and the message is deferred).
    */
   onContent?: () => void;
+  /**
+   * LMTP (RFC 2033 §4.2): after the end of data, read one reply per accepted recipient, in RCPT
+   * order, into RecipientResult.dataReply (and `delivered` per recipient). Content goes by DATA.
+   */
+  lmtp?: boolean;
+  /**
+   * LMTP: called with each recipient's end-of-data reply as it is read, so a caller whose
+   * connection breaks before the last one still knows the recipients already answered.
+   */
+  onRecipientData?: (address: string, reply: Reply) => void;
 }
 
 export interface RecipientResult {
@@ -76,6 +86,8 @@ export interface RecipientResult {
   /** RCPT accepted (2xx). Delivered means accepted *and* the final content reply was 2xx. */
   accepted: boolean;
   delivered: boolean;
+  /** LMTP: this recipient's own reply to the end of data (or the refusal of DATA); else absent. */
+  dataReply?: Reply;
 }
 
 export interface TransactionResult {
@@ -129,7 +141,7 @@ export async function sendTransaction(client: TransactionChannel, caps: Capabili
   const dsnPassed = env.dsn !== undefined && has(caps, 'DSN');
   if (dsnPassed) mailParams.push(...(env.dsn?.mailParams ?? []));
   const rcptParams = env.rcptParams ?? [];
-  const useBdat = options.chunking === true && has(caps, 'CHUNKING');
+  const useBdat = options.lmtp !== true && options.chunking === true && has(caps, 'CHUNKING');
   const pipelined = has(caps, 'PIPELINING');
 
   // 3. Envelope.
@@ -164,15 +176,35 @@ export async function sendTransaction(client: TransactionChannel, caps: Capabili
   }
 
   // 4. Content.
+  if (options.lmtp === true) {
+    const accepted = recipients.filter((r) => r.accepted);
+    const first = await sendData(client, bytes, options.onContent, accepted, options.onRecipientData);
+    for (const r of recipients) r.delivered = r.accepted && r.dataReply !== undefined && r.dataReply.code >= 200 && r.dataReply.code < 300;
+    return { mail, recipients, data: first, delivered: recipients.filter((r) => r.delivered).map((r) => r.address), method, pipelined, dsnPassed };
+  }
   const data = useBdat ? await sendBdat(client, bytes, options.chunkSize ?? 1024 * 1024, options.onContent) : await sendData(client, bytes, options.onContent);
   const ok = data.code >= 200 && data.code < 300;
   for (const r of recipients) r.delivered = ok && r.accepted;
   return { mail, recipients, data, delivered: recipients.filter((r) => r.delivered).map((r) => r.address), method, pipelined, dsnPassed };
 }
 
-async function sendData(client: TransactionChannel, bytes: Uint8Array, onContent?: () => void): Promise<Reply> {
+/**
+ * DATA. With `lmtp` (the accepted recipients), the end of data is answered once per recipient
+ * (RFC 2033 §4.2), each reply stored on its recipient; the first one is returned. A refused DATA
+ * is every accepted recipient's reply.
+ */
+async function sendData(
+  client: TransactionChannel,
+  bytes: Uint8Array,
+  onContent?: () => void,
+  lmtp?: RecipientResult[],
+  onRecipientData?: (address: string, reply: Reply) => void,
+): Promise<Reply> {
   const go = await client.command('DATA', 'dataInitMs');
-  if (go.code !== 354) return go;
+  if (go.code !== 354) {
+    for (const r of lmtp ?? []) r.dataReply = go;
+    return go;
+  }
   onContent?.();
   // RFC 5321 §4.5.2: dot-stuffing, and <CRLF>.<CRLF> as the only end of data.
   const parts = dotStuff(bytes);
@@ -180,7 +212,17 @@ async function sendData(client: TransactionChannel, bytes: Uint8Array, onContent
   // Each piece waits for the one before to be taken (writeBytes: backpressure, transport.ts).
   for (const chunk of coalesce(parts)) await client.writeBytes(chunk, 'dataBlockMs');
   client.transcript.sent('.', client.phase);
-  return client.readReply('dataFinalMs', 'end of data');
+  if (lmtp === undefined) return client.readReply('dataFinalMs', 'end of data');
+  // RFC 2033 §4.2: one reply for each successful RCPT, in the order of the RCPT commands; each
+  // with the full DATA-termination deadline (a delivery agent may deliver them one by one).
+  let first: Reply | null = null;
+  for (const r of lmtp) {
+    const reply = await client.readReply('dataFinalMs', `end of data (for ${r.address})`);
+    r.dataReply = reply;
+    first ??= reply;
+    onRecipientData?.(r.address, reply);
+  }
+  return first ?? (await client.readReply('dataFinalMs', 'end of data'));
 }
 
 /**

@@ -94,6 +94,11 @@ export interface LineOptions {
 export interface ConnectOptions extends LineOptions {
   host: string;
   port: number;
+  /**
+   * A Unix domain socket to connect to instead of host:port (LMTP, RFC 2033 §5: local delivery
+   * agents listen on one); host then only names the peer in messages.
+   */
+  path?: string;
   localAddress?: string;
   /** TLS from the first byte (RFC 8314 §3): options for the handshake. */
   implicitTls?: tls.ConnectionOptions;
@@ -389,13 +394,14 @@ function handshake(start: () => tls.TLSSocket, limit: Limit, raw: net.Socket): P
   });
 }
 
-/** TCP connect with a deadline; rejects with TIMEOUT or CONNECT_FAILED. */
-function connectTcp(host: string, port: number, limit: Limit, localAddress?: string): Promise<net.Socket> {
+/** TCP (or, with `path`, Unix socket) connect with a deadline; rejects with TIMEOUT or CONNECT_FAILED. */
+function connectTcp(host: string, port: number, limit: Limit, localAddress?: string, path?: string): Promise<net.Socket> {
   return new Promise<net.Socket>((resolve, reject) => {
-    const s = net.connect({ host, port, ...(localAddress ? { localAddress } : {}) });
+    const s = path !== undefined ? net.connect({ path }) : net.connect({ host, port, ...(localAddress ? { localAddress } : {}) });
+    const where = path !== undefined ? `unix:${path}` : `${host}:${port}`;
     const timer = setTimeout(() => {
       s.destroy();
-      reject(new ConnectionError('TIMEOUT', `no TCP connection to ${host}:${port} within ${limit.ms} ms (${limit.name})`));
+      reject(new ConnectionError('TIMEOUT', `no ${path !== undefined ? 'socket' : 'TCP'} connection to ${where} within ${limit.ms} ms (${limit.name})`));
     }, limit.ms);
     s.once('connect', () => {
       clearTimeout(timer);
@@ -404,7 +410,7 @@ function connectTcp(host: string, port: number, limit: Limit, localAddress?: str
     });
     const onError = (err: Error): void => {
       clearTimeout(timer);
-      reject(new ConnectionError('CONNECT_FAILED', `cannot connect to ${host}:${port}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }));
+      reject(new ConnectionError('CONNECT_FAILED', `cannot connect to ${where}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }));
     };
     s.once('error', onError);
   });
@@ -416,7 +422,7 @@ function connectTcp(host: string, port: number, limit: Limit, localAddress?: str
  * TLS_HANDSHAKE_FAILED (its cause is the OpenSSL error).
  */
 export async function connect(o: ConnectOptions): Promise<ClientConnection> {
-  const raw = await connectTcp(o.host, o.port, o.connectLimit, o.localAddress);
+  const raw = await connectTcp(o.host, o.port, o.connectLimit, o.localAddress, o.path);
   const lines: LineOptions = { maxLineLength: o.maxLineLength, encoding: o.encoding, transcript: o.transcript, onTimeout: o.onTimeout };
   const implicit = o.implicitTls;
   if (implicit === undefined) return new ClientConnection(raw, lines);
