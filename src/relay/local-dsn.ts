@@ -4,7 +4,8 @@
  * message and its envelope.
  *
  * Invariants: a report only for local recipients whose NOTIFY included SUCCESS (the default,
- * no NOTIFY, asks for failures only: RFC 3461 §4.1); never one for a null sender (RFC 3461 §6.2,
+ * no NOTIFY, asks for failures only: RFC 3461 §4.1) and not forwarded by an alias (its external
+ * targets carry the NOTIFY on and are reported by the runner); never one for a null sender (RFC 3461 §6.2,
  * RFC 5321 §4.5.5); one report per message listing every such recipient, with Action: delivered,
  * the ENVID and each ORCPT; the original is returned as headers only (RFC 3461 §4.3: RET applies
  * to failure DSNs); the returned message comes from the null sender and goes to a mailbox when
@@ -39,6 +40,10 @@ export async function localSuccessReport(msg: IncomingMessage, id: string, ctx: 
   // RFC 3461 §6.2 / RFC 5321 §4.5.5: never a DSN for a message from the null reverse-path.
   if (msg.mailFrom === '' || msg.localRecipients.length === 0) return null;
   const dsn = msg.recipientDsn ?? {};
+  // RCPTs an alias expanded to external targets: those targets are queued with this RCPT's
+  // NOTIFY and ORCPT (server/commands.ts), so the runner reports them (relayed, or passed on);
+  // a 'delivered' report here as well would be a second, contradicting one.
+  const forwarded = new Set(Object.values(msg.forwardedFrom ?? {}).map((a) => a.toLowerCase()));
   const now = ctx.now ?? new Date();
   const seen = new Set<string>();
   const delivered: FailedRecipient[] = [];
@@ -47,6 +52,7 @@ export async function localSuccessReport(msg: IncomingMessage, id: string, ctx: 
     // RFC 3461 §4.1: SUCCESS asks for a report on successful delivery; NEVER/absent do not.
     if (!d?.notify?.includes('SUCCESS')) continue;
     const key = normalizeAddress(rcpt);
+    if (forwarded.has(key)) continue;
     if (seen.has(key)) continue;
     seen.add(key);
     // RFC 3464 §2.3.3: 'delivered' — put in the recipient's mailbox (final delivery).

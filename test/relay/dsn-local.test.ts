@@ -240,6 +240,27 @@ test('a remote sender\'s success DSN for a local mailbox goes out through the qu
   assert.equal(r.perRecipient[0]?.get('action'), 'delivered');
 });
 
+test('aliases: a RCPT expanded to a local mailbox gets a delivered DSN; one forwarded elsewhere gets none here, its target\'s relayed DSN names it as Original-Recipient', async (t) => {
+  await server.running.store.addAlias('team@postseal.test', ['bob@postseal.test']);
+  await sendMx('MAIL FROM:<carol@postseal.test> ENVID=alias-local', ['RCPT TO:<team@postseal.test> NOTIFY=SUCCESS'], 'Subject: alias-local\r\n\r\nx');
+  const [local] = reportsFor('carol@postseal.test', 'Original-Envelope-Id: alias-local');
+  assert.ok(local);
+  assert.equal(parseReport(local).perRecipient[0]?.get('final-recipient'), 'rfc822; team@postseal.test');
+  assert.equal(parseReport(local).perRecipient[0]?.get('action'), 'delivered');
+  if (!hasAio(t) || !aio) return;
+  await server.running.store.addAlias('fwd@postseal.test', ['out@nodsn.example']);
+  await sendMx('MAIL FROM:<carol@postseal.test> ENVID=alias-fwd', ['RCPT TO:<fwd@postseal.test> NOTIFY=SUCCESS'], 'Subject: alias-fwd\r\n\r\nbody alias-fwd');
+  assert.deepEqual(reportsFor('carol@postseal.test', 'Original-Envelope-Id: alias-fwd'), [], 'no local report for a forwarded RCPT');
+  await server.running.relay?.runOnce();
+  await aio.waitFor('body alias-fwd');
+  const reports = reportsFor('carol@postseal.test', 'Original-Envelope-Id: alias-fwd');
+  assert.equal(reports.length, 1, 'exactly one report: the relayed one');
+  const r = parseReport(reports[0] ?? '');
+  assert.equal(r.perRecipient[0]?.get('final-recipient'), 'rfc822; out@nodsn.example');
+  assert.equal(r.perRecipient[0]?.get('original-recipient'), 'rfc822; fwd@postseal.test');
+  assert.equal(r.perRecipient[0]?.get('action'), 'relayed');
+});
+
 // --- 2. remote SUCCESS ----------------------------------------------------------------------------
 
 test('NOTIFY=SUCCESS relayed to a server without DSN (aiosmtpd) → our report says Action: relayed', async (t) => {
