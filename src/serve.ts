@@ -20,6 +20,7 @@ import { TlsRptCounter } from './policy/tlsrpt.js';
 import { TlsRptReporter } from './policy/tlsrpt-send.js';
 import { createVerifier } from './auth/verify.js';
 import { createDkimSigner } from './auth/dkim-sign.js';
+import { createArcSealer } from './auth/arc-seal.js';
 import { createOwnMailSigner } from './auth/dkim-own.js';
 import type { GeneratedSigner } from './store/generated.js';
 import { BODIES_DIR } from './store/spool.js';
@@ -120,6 +121,10 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     ...(cfg.auth.verify ? { verifier: createVerifier({ hostname: cfg.hostname, resolver: resolverFor(cfg.relay.dns).mailauthResolver(), ...cfg.auth }) } : {}),
     // DKIM at submission: keys from DATA/dkim (postseal dkim keygen); spooled bodies read from the store's spool.
     ...(cfg.dkim.enabled ? { signer: createDkimSigner({ dataDir: cfg.dataDir, spoolDir: join(cfg.dataDir, BODIES_DIR), expirySeconds: cfg.dkim.expirySeconds }) } : {}),
+    // ARC sealing of mail that aliases of arc.sealDomains forward elsewhere: the same DKIM keys.
+    ...(cfg.arc.sealDomains.length > 0
+      ? { sealer: createArcSealer({ dataDir: cfg.dataDir, spoolDir: join(cfg.dataDir, BODIES_DIR), sealDomains: cfg.arc.sealDomains, onSkip: (domain, reason) => logger.info({ event: 'arc-not-sealed', domain, reason }, 'forwarded message not ARC-sealed') }) }
+      : {}),
     tls,
     logger,
   });

@@ -15,9 +15,13 @@
  *   implementations yet, so RSA is the one validators can check;
  * - never throws for a message: a message we cannot parse is not sealed (reason given).
  */
+import { createReadStream } from 'node:fs';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { sealMessage, type ARCSealOptions } from 'mailauth';
+import { ConfigError } from '../errors.js';
 import { parseHeader, splitMessage } from './dkim-sign.js';
-import type { DkimKey } from './dkim-keys.js';
+import { activeKeys, type DkimKey } from './dkim-keys.js';
 
 /** RFC 8617 §4.2.1: the highest instance number. */
 export const MAX_ARC_INSTANCES = 50;
@@ -93,8 +97,12 @@ export function chooseArcKey(keys: readonly DkimKey[]): DkimKey | null {
 }
 
 export interface SealInput {
-  /** The whole message as it will be forwarded (our Received and Authentication-Results included). */
-  data: Buffer;
+  /**
+   * The whole message as it will be forwarded (our Received and Authentication-Results
+   * included): bytes, or a function giving its pieces afresh on every call (a spooled body is
+   * read twice as a stream: once for the ARC header fields, once for the signatures).
+   */
+  data: Buffer | (() => AsyncIterable<Uint8Array>);
   /** Our `Authentication-Results: ...` header (RFC 8601), copied into the AAR (RFC 8617 §4.1.1). */
   authResults: string;
   /** Our validation of the incoming chain (AuthVerdicts.arc.result). */
@@ -112,14 +120,30 @@ function authResultsValue(header: string): string {
   return value.replace(/\r?\n[ \t]+/g, ' ').replace(/[\r\n]/g, '').trim();
 }
 
+/** Header blocks past this are not read for their ARC fields: not a message we seal. */
+const MAX_HEADER = 1 << 20;
+
+/** The header block (latin1), read from the start of the content, at most MAX_HEADER bytes. */
+async function headerBlock(data: SealInput['data']): Promise<string | null> {
+  if (Buffer.isBuffer(data)) return splitMessage(data.subarray(0, Math.min(data.length, MAX_HEADER)))?.header ?? null;
+  let head = Buffer.alloc(0);
+  for await (const chunk of data()) {
+    head = Buffer.concat([head, chunk]);
+    const split = splitMessage(head);
+    if (split !== null) return split.header;
+    if (head.length > MAX_HEADER) return null;
+  }
+  return null;
+}
+
 /**
  * Seals one message with `key` (d= key.domain). Returns the three header fields (each ending
  * in CRLF, ARC-Seal first) to prepend, or why not.
  */
 export async function arcSeal(input: SealInput, key: Pick<DkimKey, 'domain' | 'selector' | 'algorithm' | 'privateKey'>, opts: { now?: Date } = {}): Promise<SealOutcome> {
-  const split = splitMessage(input.data.subarray(0, Math.min(input.data.length, 1 << 20)));
-  if (split === null) return { sealed: false, reason: 'no end of the header block' };
-  const decision = sealDecision(arcChainFacts(split.header), input.validation);
+  const header = await headerBlock(input.data);
+  if (header === null) return { sealed: false, reason: 'no end of the header block' };
+  const decision = sealDecision(arcChainFacts(header), input.validation);
   if (!decision.seal) return { sealed: false, reason: decision.reason };
   // mailauth reads i, cv and authResults besides the typed options (lib/arc createSeal).
   const seal: ARCSealOptions & { i: number; cv: ChainValidation; authResults: string } = {
@@ -134,8 +158,93 @@ export async function arcSeal(input: SealInput, key: Pick<DkimKey, 'domain' | 's
   };
   // mailauth splits headerList on ':' (a string), whatever its .d.ts says.
   (seal as unknown as { headerList: string }).headerList = AMS_HEADERS.join(':');
-  const headers = (await sealMessage(input.data, seal)).toString('latin1');
-  // Every line of ours ends in CRLF (mailauth joins its three fields with CRLF).
+  // The body is hashed as a stream (mailauth's DkimSigner is a Writable): a spooled body is not read whole.
+  const source = Buffer.isBuffer(input.data) ? input.data : Readable.from(input.data());
+  const headers = (await sealMessage(source, seal)).toString('latin1');
   if (!/^ARC-Seal:/i.test(headers)) return { sealed: false, reason: 'mailauth produced no ARC-Seal' };
+  // Every line of ours ends in CRLF (RFC 5322 §2.2).
   return { sealed: true, headers: headers.replace(/\r?\n/g, '\r\n'), instance: decision.instance, cv: decision.cv, domain: key.domain, selector: key.selector };
+}
+
+export interface ArcSealerOptions {
+  /** The data directory (keys under dkim/, as for DKIM signing). */
+  dataDir: string;
+  /** Where spooled bodies are (the store's spool directory). */
+  spoolDir: string;
+  /** arc.sealDomains: the local domains whose forwarded mail is sealed. */
+  sealDomains: readonly string[];
+  /** How long the keys of a domain are cached before the directory is read again. */
+  cacheMs?: number;
+  /** Told why a forwarded message went unsealed (no key, cv=fail chain, 50 instances, ...). */
+  onSkip?: (domain: string | null, reason: string) => void;
+}
+
+/** What the server hands the sealer (ServerOptions.sealer). */
+export interface SealRequest {
+  /** Our Received header (it goes first; the seal follows it). */
+  received: string;
+  /** The content pieces in memory after the Received header: our Authentication-Results first. */
+  data: Uint8Array[];
+  /** A spooled body: the rest of the content is this spool file. */
+  spooled: { file: string } | null;
+  /** Our Authentication-Results header. */
+  authResults: string;
+  /** Our validation of the incoming ARC chain (none, pass, fail, temperror). */
+  validation: string;
+  /** The local domains whose addresses forwarded this message, in recipient order. */
+  domains: readonly string[];
+}
+
+/**
+ * The server's `sealer` hook: the first of `domains` that is in sealDomains and has an active
+ * key seals (one ARC Set per hop: a message forwarded by two of our domains is sealed once).
+ * Returns the header fields to put after our Received header, or null.
+ */
+export function createArcSealer(o: ArcSealerOptions): (msg: SealRequest) => Promise<Uint8Array | null> {
+  const sealDomains = new Set(o.sealDomains.map((d) => d.toLowerCase()));
+  const cache = new Map<string, { at: number; key: DkimKey | null }>();
+  const cacheMs = o.cacheMs ?? 30_000;
+  const keyFor = (domain: string): DkimKey | null => {
+    const now = Date.now();
+    const hit = cache.get(domain);
+    if (hit && now - hit.at < cacheMs) return hit.key;
+    let key: DkimKey | null;
+    try {
+      key = chooseArcKey(activeKeys(o.dataDir, domain));
+    } catch (err) {
+      // Not a domain name we hold keys for: nothing to seal with. An unreadable key file is an
+      // operator error: it surfaces (451), as for DKIM signing.
+      if (err instanceof ConfigError) key = null;
+      else throw err;
+    }
+    if (cache.size > 10_000) cache.clear(); // bounded: one entry per sealing domain seen
+    cache.set(domain, { at: now, key });
+    return key;
+  };
+  return async (msg) => {
+    const candidates = [...new Set(msg.domains.map((d) => d.toLowerCase()))].filter((d) => sealDomains.has(d));
+    if (candidates.length === 0) return null;
+    let key: DkimKey | null = null;
+    for (const d of candidates) {
+      key = keyFor(d);
+      if (key) break;
+    }
+    if (!key) {
+      o.onSkip?.(candidates[0] ?? null, 'no active DKIM key for the sealing domain');
+      return null;
+    }
+    const received = Buffer.from(msg.received, 'utf8');
+    const data = (): AsyncIterable<Uint8Array> =>
+      (async function* () {
+        yield received;
+        yield* msg.data;
+        if (msg.spooled) yield* createReadStream(join(o.spoolDir, msg.spooled.file)) as AsyncIterable<Buffer>;
+      })();
+    const out = await arcSeal({ data: msg.spooled ? data : Buffer.concat([received, ...msg.data]), authResults: msg.authResults, validation: msg.validation }, key);
+    if (!out.sealed) {
+      o.onSkip?.(key.domain, out.reason);
+      return null;
+    }
+    return Buffer.from(out.headers, 'latin1');
+  };
 }

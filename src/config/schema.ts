@@ -83,6 +83,7 @@ export interface ServeConfig {
   received: { showAuthenticatedSender: boolean };
   auth: { verify: boolean; dmarcEnforce: boolean; spfHardFailReject: boolean; dnsTimeoutMs: number };
   dkim: { enabled: boolean; expirySeconds: number | null };
+  arc: { sealDomains: string[] };
 }
 
 /** The data directory of serve and of the commands that open its store (user, mailbox, queue). */
@@ -277,5 +278,8 @@ export const SCHEMA: Group<ServeConfig> = group<ServeConfig>('postseal serve', {
   dkim: group<ServeConfig['dkim']>('DKIM signing of submitted mail (keys: `postseal dkim keygen`)', {
     enabled: leaf(bool, true, 'Sign mail of authenticated users with the active keys of its From domain (data directory `dkim/`); a domain without keys is not signed.'),
     expirySeconds: leaf(intOrNull(60, 10 * 365 * 86_400, 'count'), null, 'Signatures expire this many seconds after signing (`x=`, RFC 6376 §3.5); null: no `x=`.'),
+  }),
+  arc: group<ServeConfig['arc']>('ARC sealing (RFC 8617) of mail that local aliases forward to other hosts', {
+    sealDomains: { kind: 'list', element: domain, doc: 'Local domains whose forwarded mail is ARC-sealed (`d=` that domain) with its active DKIM key (`postseal dkim keygen`; RSA when the domain has RSA and Ed25519, since few ARC validators check Ed25519). Sealed once, when the mx listener accepts the message, after verification (`cv=` is our ARC verdict; needs `auth.verify`); a chain that already ends in `cv=fail`, or has 50 instances, is not sealed. Default: none.', ...flag('--arc-seal-domain', '<domain>', 'ARC-seal mail that aliases of this local domain forward (repeatable)', { list: 'append' }) },
   }),
 });

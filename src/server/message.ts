@@ -261,6 +261,24 @@ export class MessageIntake {
   }
 
   /**
+   * ARC sealing (RFC 8617) of mail that local aliases forward to other hosts, once, at acceptance:
+   * mx listener only, after verification (its ARC verdict is the seal's cv=), before the store.
+   * The ARC Set goes right after our Received header (before our Authentication-Results).
+   * Without a sealer, or nothing forwarded, or not verified: `next` itself.
+   */
+  private sealed<T>(env: Envelope, received: string, verdicts: () => VerifierResult | null, next: (m: { parts: Uint8Array[]; spooled: SpooledBody | null }) => Promise<T>): (m: { parts: Uint8Array[]; spooled: SpooledBody | null }) => Promise<T> {
+    const sealer = this.host.opts.sealer;
+    const forwarders = Object.values(env.forwardedFrom);
+    if (!sealer || this.host.listener.name !== 'mx' || forwarders.length === 0) return next;
+    const domains = forwarders.map((a) => a.slice(a.lastIndexOf('@') + 1));
+    return (m) => {
+      const v = verdicts();
+      if (v === null) return next(m);
+      return sealer({ received, data: m.parts, spooled: m.spooled, authResults: v.header, validation: v.verdicts.arc.result, domains }).then((seal) => next(seal ? { parts: [seal, ...m.parts], spooled: m.spooled } : m));
+    };
+  }
+
+  /**
    * Verification of received mail (auth/verify.ts) on the mx listener only, before the message
    * is stored: our Authentication-Results goes right after our Received header (RFC 8601 §5), the
    * content is the verifier's (forged Authentication-Results removed). A spooled body is verified
@@ -348,7 +366,7 @@ export class MessageIntake {
         spooled,
         data: [Buffer.from(header, 'utf8'), ...parts],
       });
-    const signed = this.signed(env.mailFrom, f.authUser, accept);
+    const signed = this.sealed(env, header, () => auth, this.signed(env.mailFrom, f.authUser, accept));
     const record = (v: VerifierResult): void => {
       auth = v;
     };

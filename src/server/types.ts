@@ -179,6 +179,16 @@ export interface ServerOptions {
    * the message unstored (451), as a milter's tempfail would.
    */
   signer?: (msg: { mailFrom: string; data: Uint8Array[]; spooled: SpooledBody | null }) => Promise<Uint8Array | null>;
+  /**
+   * ARC sealing of forwarded mail (src/auth/arc-seal.ts, RFC 8617): called once per message on
+   * the mx listener that local aliases forward to other hosts (Envelope.forwardedFrom), after
+   * verification and before the message is stored. `received` is our Received header, `data` the
+   * content pieces after it (our Authentication-Results first), `spooled` the rest in its spool
+   * file; `validation` our ARC verdict; `domains` the forwarding local addresses' domains. Returns
+   * the ARC header fields to put after our Received header, or null (not sealed). A rejection
+   * leaves the message unstored (451), as for the signer.
+   */
+  sealer?: (msg: { received: string; data: Uint8Array[]; spooled: SpooledBody | null; authResults: string; validation: string; domains: readonly string[] }) => Promise<Uint8Array | null>;
   tls: TlsProvider;
   logger: Logger;
 }
