@@ -169,7 +169,9 @@ function rcpt(s: SessionApi, args: string): Reply {
       // unauthenticated mx session. Not an open relay: the admin made the alias (the client only
       // named a local address); a plain external RCPT below still needs AUTH.
       env.forwardedFrom[e] = address;
-      // RFC 3461 §4.2: the client's RCPT is the original recipient of the expanded target.
+      // RFC 3461 §4.2: the client's RCPT is the original recipient of the expanded target. NOTIFY
+      // is passed on unchanged (§6.2.7, forwarding): the runner's report for the target (relayed,
+      // or passed on) is the one the sender gets; relay/local-dsn.ts makes none for this RCPT.
       env.recipientDsn[e] = { notify: dsn?.notify ?? null, orcpt: dsn?.orcpt ?? `rfc822;${address}` };
     }
     return R.recipientOk;

@@ -135,6 +135,12 @@ test('forwarding: an alias to an external address from an unauthenticated mx ses
   // RFC 3461 §4.2: the client's RCPT is the original recipient of the expanded target.
   assert.equal(rows[0]?.dsn.orcpt, 'rfc822;fwd@postseal.test');
   assert.deepEqual(s.running.store.getMessage(id)?.summary.recipients, ['fwd@postseal.test']);
+
+  // The client's ORCPT wins; NOTIFY is passed on as given (the runner reports for the target).
+  const id2 = await deliver(['fwd@postseal.test'], ' NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;orig@client.example');
+  const row = s.running.store.listQueue({ limit: 100000 }).find((q) => q.id === id2 && q.recipient === 'Someone@elsewhere.example');
+  assert.equal(row?.dsn.orcpt, 'rfc822;orig@client.example');
+  assert.deepEqual(row?.dsn.notify, ['SUCCESS', 'FAILURE']);
 });
 
 test('the recipient limit counts final targets: an alias of 101 addresses passes 100', async () => {
