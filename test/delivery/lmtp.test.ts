@@ -297,3 +297,28 @@ test('scripted peer: 250 / 452 after DATA map per recipient; a connection lost b
   }
   assert.deepEqual(await server.settled(), [], 'both scripts ran to their end');
 });
+
+test('abort while waiting for the end-of-data replies: every recipient deferred, no throw, the connection dropped', async (t) => {
+  const controller = new AbortController();
+  const server = await startScriptedServer(async (peer) => {
+    await peer.write('220 scripted LMTP\r\n');
+    await peer.expect('LHLO ');
+    await peer.write('250 scripted\r\n');
+    await peer.expect('MAIL FROM:');
+    await peer.write('250 2.1.0 ok\r\n');
+    await peer.expect('RCPT TO:');
+    await peer.write('250 2.1.5 ok\r\n');
+    await peer.expect('DATA');
+    await peer.write('354 go\r\n');
+    await peer.readData();
+    // A delivery agent that never answers: the caller gives up (queue shutdown), not the deadline.
+    controller.abort();
+    await peer.waitClose();
+  });
+  t.after(() => server.close());
+  const id = queueId();
+  const out = await createLmtpTarget({ kind: 'lmtp', host: '127.0.0.1', port: server.port }, { timeouts: TIMEOUTS }).deliver(delivery(id, [ALICE.address], message(id, [ALICE.address], ['stalled'])), controller.signal);
+  assert.equal(out.length, 1);
+  assert.ok(out[0]?.outcome === 'deferred' && /delivery aborted/.test(out[0].error), JSON.stringify(out));
+  assert.deepEqual(await server.settled(), []);
+});
