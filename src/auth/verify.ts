@@ -166,34 +166,63 @@ type Unknown = Record<string, unknown>;
 const obj = (v: unknown): Unknown => (v !== null && typeof v === 'object' ? (v as Unknown) : {});
 const str = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null);
 
-/** Our verdicts from mailauth's result (only the fields we keep). */
-function toVerdicts(res: Unknown, omitted: number): AuthVerdicts {
+/** Our verdicts from mailauth's result (only the fields we keep). `seen`: the signatures in the header block we handed over. */
+function toVerdicts(res: Unknown, omitted: number, seen: ReadonlyArray<{ domain: string | null; selector: string | null }> = []): AuthVerdicts {
   const dkimRes = obj(res.dkim);
-  const dkim = (Array.isArray(dkimRes.results) ? (dkimRes.results as unknown[]) : []).map((r) => {
-    const row = obj(r);
+  const rows = (Array.isArray(dkimRes.results) ? (dkimRes.results as unknown[]) : []).map(obj);
+  // mailauth answers "none (message not signed)" for a message whose only DKIM-Signature fields
+  // it could not parse; those are counted below as permerror instead.
+  const real = seen.length > 0 ? rows.filter((row) => obj(row.status).result !== 'none') : rows;
+  const dkim = real.map((row) => {
     const status = obj(row.status);
-    const comment = str(status.comment);
+    let comment = str(status.comment);
+    let result = str(status.result) ?? 'neutral';
     // RFC 6376 §6.1.3 step 4: a body hash mismatch is a failed verification (PERMFAIL), and
     // RFC 8601 §2.7.1 calls that `fail`; mailauth reports it as neutral.
-    const bodyHashFailed = status.result === 'neutral' && comment === 'body hash did not verify';
+    if (result === 'neutral' && comment === 'body hash did not verify') result = 'fail';
+    // RFC 6376 §3.5 / §6.1.1: b= and bh= are required tags; a signature without them is a
+    // syntax error (PERMFAIL), RFC 8601 `permerror` — not a body hash mismatch.
+    if (str(row.signature) === null || str(row.bodyHashExpecting) === null) {
+      result = 'permerror';
+      comment = 'malformed signature: b= or bh= missing';
+    }
+    // RFC 6376 §8.2: with l= the content after the signed length is not covered by the
+    // signature; anyone may append to it (a phishing link after a valid newsletter). We do
+    // not call that `pass`: it is RFC 8601 `policy` (signed, but not acceptable to us), so it
+    // counts for nothing in DMARC (below). An l= that covers the whole body stays `pass`.
+    const unsigned = typeof status.underSized === 'number' ? status.underSized : 0;
+    if (result === 'pass' && unsigned > 0) {
+      result = 'policy';
+      comment = `l= leaves ${unsigned} body bytes unsigned`;
+    }
     return {
-      result: bodyHashFailed ? 'fail' : (str(status.result) ?? 'neutral'),
+      result,
       domain: str(row.signingDomain),
       selector: str(row.selector),
       aligned: typeof status.aligned === 'string' ? status.aligned : null,
       comment,
     };
   });
+  // Signatures mailauth could not even parse (no d=/s=, garbage): permerror, never dropped.
+  for (const sig of seen.slice(dkim.length)) dkim.push({ result: 'permerror', domain: sig.domain, selector: sig.selector, aligned: null, comment: 'malformed signature' });
   const spf = obj(res.spf);
   const dmarc = obj(res.dmarc);
   const arc = obj(res.arc);
+  let dmarcVerdict: AuthVerdicts['dmarc'] = res.dmarc === false
+    ? { result: 'none', domain: null, policy: null, comment: 'no From domain' }
+    : { result: str(obj(dmarc.status).result) ?? 'none', domain: str(dmarc.domain), policy: str(dmarc.policy), comment: null };
+  // RFC 7489 §4.2: DMARC passes on an aligned SPF pass or an aligned DKIM pass. mailauth counts
+  // an l= signature with unsigned content as an aligned pass; we do not (see above).
+  if (dmarcVerdict.result === 'pass') {
+    const spfAligned = Boolean(obj(obj(dmarc.alignment).spf).result);
+    const dkimAligned = dkim.some((d) => d.result === 'pass' && d.aligned !== null);
+    if (!spfAligned && !dkimAligned) dmarcVerdict = { ...dmarcVerdict, result: 'fail', comment: 'the only aligned signature leaves content unsigned (l=)' };
+  }
   return {
     spf: { result: str(obj(spf.status).result) ?? 'none', domain: str(spf.domain), comment: str(obj(spf.status).comment) },
     dkim,
     dkimOmitted: omitted,
-    dmarc: res.dmarc === false
-      ? { result: 'none', domain: null, policy: null, comment: 'no From domain' }
-      : { result: str(obj(dmarc.status).result) ?? 'none', domain: str(dmarc.domain), policy: str(dmarc.policy), comment: null },
+    dmarc: dmarcVerdict,
     arc: { result: str(obj(arc.status).result) ?? 'none', comment: str(obj(arc.status).comment) },
   };
 }
@@ -240,6 +269,13 @@ function boundedResolver(resolver: MailauthResolver, timeoutMs: number): Mailaut
       resolver(name, type).then(
         (v) => {
           clearTimeout(timer);
+          // RFC 7208 §4.6.4: an answer with no records (NODATA, or NXDOMAIN our client reports
+          // as empty) is a void lookup; mailauth counts only errors coded ENODATA/ENOTFOUND as
+          // void (more than 2 → permerror), so an empty address or MX answer becomes one.
+          if ((type === 'A' || type === 'AAAA' || type === 'MX') && Array.isArray(v) && v.length === 0) {
+            reject(Object.assign(new Error(`no ${type} records for ${name}`), { code: 'ENODATA' }));
+            return;
+          }
           resolve(v);
         },
         (e: unknown) => {
@@ -373,7 +409,7 @@ export async function verifyMessage(input: VerifyInput, opts: VerifyOptions): Pr
     const res = await Promise.race([run, deadline]);
     if (res === 'timeout') verdicts = temperror(`verification took over ${deadlineMs} ms`, checkedSigs);
     else if (tooLarge) verdicts = headerTooLarge(obj(res), `header block over ${MAX_HEADER_BLOCK} bytes, not verified`);
-    else verdicts = toVerdicts(obj(res), omitted);
+    else verdicts = toVerdicts(obj(res), omitted, checkedSigs);
   } catch (e) {
     verdicts = temperror(`verification failed: ${e instanceof Error ? e.message : String(e)}`, checkedSigs);
   } finally {
