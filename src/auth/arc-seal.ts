@@ -160,7 +160,14 @@ export async function arcSeal(input: SealInput, key: Pick<DkimKey, 'domain' | 's
   (seal as unknown as { headerList: string }).headerList = AMS_HEADERS.join(':');
   // The body is hashed as a stream (mailauth's DkimSigner is a Writable): a spooled body is not read whole.
   const source = Buffer.isBuffer(input.data) ? input.data : Readable.from(input.data());
-  const headers = (await sealMessage(source, seal)).toString('latin1');
+  let headers: string;
+  try {
+    headers = (await sealMessage(source, seal)).toString('latin1');
+  } catch (err) {
+    // Whatever the message holds (a malformed ARC field, say), it is forwarded, unsealed: a
+    // temporary failure would make the client retry the same bytes forever.
+    return { sealed: false, reason: `sealing failed: ${err instanceof Error ? err.message : String(err)}` };
+  }
   if (!/^ARC-Seal:/i.test(headers)) return { sealed: false, reason: 'mailauth produced no ARC-Seal' };
   // Every line of ours ends in CRLF (RFC 5322 §2.2).
   return { sealed: true, headers: headers.replace(/\r?\n/g, '\r\n'), instance: decision.instance, cv: decision.cv, domain: key.domain, selector: key.selector };

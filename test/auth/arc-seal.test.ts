@@ -130,6 +130,17 @@ describe('ARC sealing (validated by python3-dkim arc_verify)', () => {
     assert.match(again.s.sealed ? '' : again.s.reason, /cv=fail/);
   });
 
+  test('malformed ARC fields (no AMS, junk tags, a stray ARC-Seal without i=): cv=fail seal over our set, no crash', async () => {
+    const junk = 'ARC-Seal: i=1; a=rsa-sha256; cv=none; d=list.example; s=arc; b=!!notbase64!!\r\nARC-Authentication-Results: i=1; list.example; spf=pass\r\nARC-Seal: cv=pass; b=\r\n';
+    const { v, s, out } = await receiveAndSeal(Buffer.concat([Buffer.from(junk), pythonSign(message())]));
+    assert.equal(v.verdicts.arc.result, 'fail');
+    assert.ok(s.sealed, s.sealed ? '' : s.reason);
+    assert.equal(s.instance, 2);
+    assert.equal(s.cv, 'fail');
+    assert.ok(sealCoversOnlyItsOwnSet(s.headers, rsa));
+    assert.notEqual((await pythonArcVerify(out, dns.port)).cv, 'pass');
+  });
+
   test('50 instances already: no 51st (RFC 8617 §4.2.1), the message goes on unchanged', async () => {
     const fifty = listSign(pythonSign(message()), MAX_ARC_INSTANCES);
     assert.equal(arcChainFacts(fifty.toString('latin1').split('\r\n\r\n')[0] ?? '').highest, 50);
