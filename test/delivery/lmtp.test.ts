@@ -322,3 +322,29 @@ test('abort while waiting for the end-of-data replies: every recipient deferred,
   assert.ok(out[0]?.outcome === 'deferred' && /delivery aborted/.test(out[0].error), JSON.stringify(out));
   assert.deepEqual(await server.settled(), []);
 });
+
+test('a server that offers DSN gets the queue id as ENVID= (RFC 3461 §4.4), the idempotency key', async (t) => {
+  const id = queueId();
+  let mailLine = '';
+  const server = await startScriptedServer(async (peer) => {
+    await peer.write('220 scripted LMTP\r\n');
+    await peer.expect('LHLO ');
+    await peer.write('250-scripted\r\n250 DSN\r\n');
+    mailLine = await peer.expect('MAIL FROM:');
+    await peer.write('250 2.1.0 ok\r\n');
+    await peer.expect('RCPT TO:');
+    await peer.write('250 2.1.5 ok\r\n');
+    await peer.expect('DATA');
+    await peer.write('354 go\r\n');
+    await peer.readData();
+    await peer.write('250 2.0.0 saved\r\n');
+    await peer.expect('QUIT');
+    await peer.write('221 bye\r\n');
+  });
+  t.after(() => server.close());
+  const target = createLmtpTarget({ kind: 'lmtp', host: '127.0.0.1', port: server.port }, { timeouts: TIMEOUTS });
+  assert.deepEqual(await target.deliver(delivery(id, [ALICE.address], message(id, [ALICE.address], ['dsn']))), [{ recipient: ALICE.address, outcome: 'delivered' }]);
+  assert.equal(mailLine, `MAIL FROM:<${SENDER}> ENVID=${id}`);
+  assert.equal(target.last?.envIdSent, true);
+  assert.deepEqual(await server.settled(), []);
+});
