@@ -20,8 +20,10 @@ const srcDir = resolve(dirname(fileURLToPath(import.meta.url)), '../../src');
  * ENOTFOUND, ENODATA: Node's resolver error codes. policy/dns.ts answers mailauth's resolver
  * callback with them (what mailauth tests for), and policy/decide.ts feeds the AD-aware DNS
  * client's answers to client/resolver.ts's MX routine in the same terms node:dns would use.
+ * ETIMEOUT: Node's resolver timeout code; auth/verify.ts gives it to mailauth for a DNS question
+ * past auth.dnsTimeoutMs (mailauth maps exactly that code to SPF temperror).
  */
-const NOT_OURS = new Set(['ENOTFOUND', 'ENODATA']);
+const NOT_OURS = new Set(['ENOTFOUND', 'ENODATA', 'ETIMEOUT']);
 
 function walk(dir: string): string[] {
   const out: string[] = [];
