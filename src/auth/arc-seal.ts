@@ -15,6 +15,7 @@
  *   implementations yet, so RSA is the one validators can check;
  * - never throws for a message: a message we cannot parse is not sealed (reason given).
  */
+import type { KeyObject } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -136,6 +137,17 @@ async function headerBlock(data: SealInput['data']): Promise<string | null> {
   return null;
 }
 
+/** mailauth takes PEM text; a key is exported once, not per message. */
+const pems = new WeakMap<KeyObject, string>();
+function pemOf(key: KeyObject): string {
+  let pem = pems.get(key);
+  if (pem === undefined) {
+    pem = key.export({ type: 'pkcs8', format: 'pem' }).toString();
+    pems.set(key, pem);
+  }
+  return pem;
+}
+
 /**
  * Seals one message with `key` (d= key.domain). Returns the three header fields (each ending
  * in CRLF, ARC-Seal first) to prepend, or why not.
@@ -149,7 +161,7 @@ export async function arcSeal(input: SealInput, key: Pick<DkimKey, 'domain' | 's
   const seal: ARCSealOptions & { i: number; cv: ChainValidation; authResults: string } = {
     signingDomain: key.domain,
     selector: key.selector,
-    privateKey: key.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+    privateKey: pemOf(key.privateKey),
     algorithm: key.algorithm === 'rsa' ? 'rsa-sha256' : 'ed25519-sha256',
     signTime: opts.now ?? new Date(),
     i: decision.instance,
