@@ -43,8 +43,20 @@ export interface ServeOverrides {
   sink?: MessageSink;
 }
 
+/**
+ * arc.sealDomains must be local domains (only their aliases forward mail: a sealer for another
+ * domain would never seal) and needs auth.verify (the seal's cv= is our ARC verdict, RFC 8617 §5.1).
+ */
+function checkArcConfig(cfg: ServeConfig): void {
+  const local = new Set([cfg.hostname, ...cfg.domains].map((d) => d.toLowerCase()));
+  const foreign = cfg.arc.sealDomains.filter((d) => !local.has(d.toLowerCase()));
+  if (foreign.length > 0) throw new ConfigError(`config: arc.sealDomains: ${foreign.join(', ')} ${foreign.length === 1 ? 'is not a local domain' : 'are not local domains'} (domains or hostname); only aliases of a local domain forward mail`);
+  if (cfg.arc.sealDomains.length > 0 && !cfg.auth.verify) throw new ConfigError('config: arc.sealDomains needs auth.verify: the seal\'s cv= is our verification of the incoming ARC chain (RFC 8617 §5.1)');
+}
+
 export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {}): Promise<RunningServer> {
   const logger = overrides.logger ?? createLogger(cfg.log.level);
+  checkArcConfig(cfg);
   mkdirSync(cfg.dataDir, { recursive: true });
   const policy = { minVersion: cfg.tls.minVersion };
   // More certificates, chosen by SNI (tls.certificates / --cert-pair); labels name them in errors.

@@ -8,9 +8,14 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateKey } from '../../src/auth/dkim-keys.js';
+import { defaultConfig } from '../../src/config.js';
+import { ConfigError } from '../../src/errors.js';
+import { startServe } from '../../src/serve.js';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { WireClient } from '../helpers/wire.js';
@@ -120,4 +125,17 @@ describe('forwarded mail is ARC-sealed and passes arc_verify at the next hop', (
     const r = await pythonArcVerify(data, dns.port);
     assert.equal(r.cv, 'pass', r.reason);
   });
+});
+
+test('arc.sealDomains: a domain that is not local, or auth.verify off, is a config error before anything starts', async () => {
+  const cfg = defaultConfig();
+  cfg.hostname = 'mail.postseal.test';
+  cfg.domains = ['fwd.test'];
+  cfg.dataDir = join(tmpdir(), `postseal-arc-config-${process.pid}`); // never created: refused first
+  cfg.arc.sealDomains = ['fwd.test', 'elsewhere.example'];
+  await assert.rejects(startServe(cfg), (e: unknown) => e instanceof ConfigError && /arc\.sealDomains: elsewhere\.example is not a local domain/.test(e.message));
+  cfg.arc.sealDomains = ['FWD.test'];
+  cfg.auth.verify = false;
+  await assert.rejects(startServe(cfg), (e: unknown) => e instanceof ConfigError && /arc\.sealDomains needs auth\.verify/.test(e.message));
+  assert.equal(existsSync(cfg.dataDir), false);
 });
