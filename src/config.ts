@@ -10,11 +10,13 @@ import { ConfigError } from './errors.js';
 import { apply, asAny, configError, defaults, type ConfigSource, type Origins } from './config/engine.js';
 import { applyFlags } from './config/flags.js';
 import { splitRoute } from './config/values.js';
-import { SCHEMA, type RelaySettings, type ServeConfig } from './config/schema.js';
+import { SCHEMA, type DeliverySettings, type RelaySettings, type ServeConfig } from './config/schema.js';
+import { parseTargetSpec } from './delivery/target-spec.js';
+import type { TargetSpec } from './delivery/types.js';
 import { HOST_PORT_SYNTAX, parseHostPort, type HostPort } from './protocol/host-port.js';
 import type { Limits } from './server/types.js';
 
-export { DEFAULT_DATA_DIR, LISTENER_NAMES, SCHEMA, type ListenerConfig, type ListenerName, type RelaySettings, type ServeConfig } from './config/schema.js';
+export { DEFAULT_DATA_DIR, LISTENER_NAMES, SCHEMA, type DeliverySettings, type ListenerConfig, type ListenerName, type RelaySettings, type ServeConfig } from './config/schema.js';
 export type { ConfigSource } from './config/engine.js';
 export { serveFlags } from './config/flags.js';
 
@@ -95,3 +97,24 @@ export function relayRunnerSettings(r: RelaySettings, ca: string | null = null):
 
 /** The relay runner's defaults: the schema's relay defaults (tests and benchmarks spread these). */
 export const DEFAULT_RELAY: RelayRunnerSettings = relayRunnerSettings(defaultConfig().relay);
+
+/** The environment variable that supplies `delivery.webhook.secret` when the config does not. */
+export const WEBHOOK_SECRET_ENV = 'POSTSEAL_WEBHOOK_SECRET';
+
+/**
+ * `delivery.targets` parsed (key: lower-cased domain or address → spec), checked as a whole:
+ * a webhook target without `delivery.webhook.secret` is refused here, so serve does not start
+ * (an unsigned call would let anyone who can reach the URL inject mail into the application).
+ */
+export function deliveryTargets(d: DeliverySettings): Map<string, TargetSpec> {
+  const out = new Map<string, TargetSpec>();
+  for (const [key, text] of Object.entries(d.targets)) {
+    const r = parseTargetSpec(text);
+    if (!r.ok) throw configError('CONFIG_INVALID', { kind: 'object' }, `delivery.targets.${key}`, `delivery.targets.${key} = ${JSON.stringify(text)} is not valid: ${r.problem}`);
+    if (r.spec.kind === 'webhook' && (d.webhook.secret === null || d.webhook.secret === '')) {
+      throw configError('CONFIG_INVALID', { kind: 'object' }, 'delivery.webhook.secret', `delivery.targets.${key} is a webhook target, but delivery.webhook.secret is not set (set it in the config file or in the environment variable ${WEBHOOK_SECRET_ENV}): webhook calls are always signed`);
+    }
+    out.set(key.toLowerCase(), r.spec);
+  }
+  return out;
+}

@@ -1,6 +1,6 @@
 /** `postseal serve`: flags → config → startServe; signals for reload and graceful stop. */
 import type { Command } from 'commander';
-import { configFromFlags, serveFlags, type ServeConfig } from '../config.js';
+import { configFromFlags, serveFlags, WEBHOOK_SECRET_ENV, type ServeConfig } from '../config.js';
 import { startServe } from '../serve.js';
 import { collect } from './common.js';
 
@@ -9,7 +9,11 @@ export type ServeFlags = Record<string, unknown> & { config?: string };
 
 /** Flags → config: defaults, then --config FILE, then the flags (all through the schema). */
 export function flagsToConfig(flags: ServeFlags): ServeConfig {
-  return configFromFlags(flags);
+  const cfg = configFromFlags(flags);
+  // The webhook secret stays off the command line (ps shows it): the config file, or this variable.
+  const env = process.env[WEBHOOK_SECRET_ENV];
+  if (cfg.delivery.webhook.secret === null && env !== undefined && env !== '') cfg.delivery.webhook.secret = env;
+  return cfg;
 }
 
 export function registerServe(program: Command): void {

@@ -13,7 +13,8 @@ import { DEFAULT_MAX_PER_CONNECTION } from '../client/deliver.js';
 import { TLS_LEVELS, type TlsLevel } from '../client/levels.js';
 import type { AuthLimits, Limits } from '../server/types.js';
 import { LISTENER_TLS_LEVELS, type ListenerTlsLevel } from '../types.js';
-import type { FlagSpec, Group, Leaf, Node } from './engine.js';
+import { parseTargetSpec, TARGET_SYNTAX } from '../delivery/target-spec.js';
+import type { FlagSpec, Group, Leaf, Node, ValueType } from './engine.js';
 import { bool, domain, domainOrStar, hostName, hostPort, hostPortOrNull, int, intOrNull, ms, oneOf, path, pathOrNull, pemPath, route, textOrNull } from './values.js';
 
 export interface ListenerConfig {
@@ -84,10 +85,61 @@ export interface ServeConfig {
   auth: { verify: boolean; dmarcEnforce: boolean; spfHardFailReject: boolean; dnsTimeoutMs: number };
   dkim: { enabled: boolean; expirySeconds: number | null };
   arc: { sealDomains: string[] };
+  delivery: DeliverySettings;
+}
+
+/** Local delivery targets (issue 12, docs/delivery.md): where mail for local mailboxes goes. */
+export interface DeliverySettings {
+  /**
+   * Local DOMAIN or full ADDRESS (a per-address override) → target spec text (delivery/target-spec.ts);
+   * a domain with no entry keeps `store`. Keys lower-cased.
+   */
+  targets: Record<string, string>;
+  webhook: {
+    /** HMAC-SHA256 shared secret; required when a webhook target exists (also POSTSEAL_WEBHOOK_SECRET). */
+    secret: string | null;
+    format: 'raw' | 'json';
+    timeoutMs: number;
+  };
+  /** TLS toward TCP LMTP peers; null: delivery/lmtp.ts defaultLmtpLevel (none on loopback, may elsewhere). */
+  lmtp: { tls: 'none' | 'may' | 'encrypt' | 'verify' | null; ca: string | null };
 }
 
 /** The data directory of serve and of the commands that open its store (user, mailbox, queue). */
 export const DEFAULT_DATA_DIR = './postseal-data';
+
+/** A `delivery.targets` key: a local domain, or one address (`local@domain`, a per-address override); lower-cased. */
+const targetKey: ValueType<string> = {
+  name: 'domain or address',
+  expected: 'a domain or an address local@domain',
+  parse: (v) => {
+    if (typeof v !== 'string') return { ok: false };
+    const at = v.lastIndexOf('@');
+    if (at < 0) return domain.parse(v);
+    const local = v.slice(0, at);
+    const d = domain.parse(v.slice(at + 1));
+    // The local part as the address table stores it: no blanks, controls or a second @ (RFC 5321 §4.1.2 dot-string or quoted, kept simple).
+    if (!d.ok || local === '' || local.length > 64 || /[\s\x00-\x1f\x7f@<>]/.test(local)) return { ok: false };
+    return { ok: true, value: `${local.toLowerCase()}@${d.value}` };
+  },
+};
+
+/** A delivery target (`store`, `lmtp:HOST:PORT`, `lmtp:unix:PATH`, `maildir:DIR`, `webhook:URL`), checked by parseTargetSpec, kept as text. */
+const targetSpec: ValueType<string> = {
+  name: 'target',
+  expected: TARGET_SYNTAX,
+  parse: (v) => {
+    if (typeof v !== 'string') return { ok: false };
+    const r = parseTargetSpec(v);
+    return r.ok ? { ok: true, value: v.trim() } : { ok: false, expected: r.problem };
+  },
+};
+
+const lmtpTls: ValueType<'none' | 'may' | 'encrypt' | 'verify' | null> = {
+  name: 'none|may|encrypt|verify or null',
+  expected: 'none, may, encrypt, verify or null (the default of delivery/lmtp.ts)',
+  parse: (v) => (v === null || v === 'none' || v === 'may' || v === 'encrypt' || v === 'verify' ? { ok: true, value: v } : { ok: false }),
+};
 
 function leaf<T>(type: Leaf<T>['type'], dflt: T | (() => T), doc: string, more: Partial<Leaf<T>> = {}): Leaf<T> {
   return { kind: 'leaf', type, default: dflt, doc, ...more };
@@ -281,5 +333,26 @@ export const SCHEMA: Group<ServeConfig> = group<ServeConfig>('postseal serve', {
   }),
   arc: group<ServeConfig['arc']>('ARC sealing (RFC 8617) of mail that local aliases forward to other hosts', {
     sealDomains: { kind: 'list', element: domain, doc: 'Local domains whose forwarded mail is ARC-sealed (`d=` that domain) with its active DKIM key (`postseal dkim keygen`; RSA when the domain has RSA and Ed25519, since few ARC validators check Ed25519). Sealed once, when the mx listener accepts the message, after verification (`cv=` is our ARC verdict; needs `auth.verify`); a chain that already ends in `cv=fail`, or has 50 instances, is not sealed. Default: none.', ...flag('--arc-seal-domain', '<domain>', 'ARC-seal mail that aliases of this local domain forward (repeatable)', { list: 'append' }) },
+  }),
+  delivery: group<DeliverySettings>('local delivery targets (docs/delivery.md): mail for local mailboxes handed on from the durable queue, with retries', {
+    targets: {
+      kind: 'map',
+      key: targetKey,
+      value: targetSpec,
+      doc: 'Local domain, or one address (a per-address override, which wins over its domain), → delivery target: `store` (the built-in mailbox, the default for a domain with no entry), `lmtp:HOST:PORT`, `lmtp:unix:PATH`, `maildir:DIR` or `webhook:URL`. Mail for the other targets is acknowledged once queued and handed on by the queue runner (retries with the relay backoff; `postseal queue` lists it).',
+      ...flag('--deliver', '<domain=target>', `delivery target of a local domain or address: ${TARGET_SYNTAX} (repeatable)`, { toJson: (t) => {
+        const eq = t.indexOf('=');
+        return eq <= 0 ? { ok: false, expected: `DOMAIN=TARGET (TARGET: ${TARGET_SYNTAX})` } : { ok: true, value: { [t.slice(0, eq).trim()]: t.slice(eq + 1) } };
+      } }),
+    },
+    webhook: group<DeliverySettings['webhook']>('webhook targets', {
+      secret: leaf(textOrNull, null, 'Shared secret of the HMAC-SHA256 signature (`X-Postseal-Signature`); required when a webhook target exists (serve refuses to start without it). Also read from the environment variable `POSTSEAL_WEBHOOK_SECRET` when not set here.'),
+      format: leaf(oneOf(['raw', 'json'] as const), 'raw', 'Body of the POST: `raw` (message/rfc822, the message as stored) or `json` (envelope, headers, TLS facts, authentication results, the message in base64).'),
+      timeoutMs: leaf(ms(1), 30_000, 'Deadline of one call (connect to the last byte of the answer); past it the delivery is deferred.'),
+    }),
+    lmtp: group<DeliverySettings['lmtp']>('LMTP targets', {
+      tls: leaf(lmtpTls, null, 'TLS level toward a TCP LMTP server: `none`, `may`, `encrypt`, `verify`; null: `none` for a Unix socket or a loopback host, `may` otherwise.'),
+      ca: leaf(pathOrNull, null, 'Trusted CA file (PEM) for `verify` toward LMTP servers (replaces the system roots).'),
+    }),
   }),
 });
