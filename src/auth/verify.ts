@@ -30,8 +30,9 @@ const DEFAULT_DEADLINE_MS = 10_000;
 export const DEFAULT_DNS_TIMEOUT_MS = 3_000;
 /**
  * The largest header block we hand to mailauth (which holds the header block in memory). Longer
- * (a 1 MB DKIM-Signature, say) → DKIM/DMARC `permerror`, SPF still checked; the message is kept.
- * Postfix's header_size_limit is 100 KiB per header; this bounds the whole block.
+ * (a 1 MB DKIM-Signature, say) → DKIM/DMARC `permerror`, SPF still checked, `headerTooLarge`;
+ * the server's verifier (createVerifier) refuses such a message (552 5.3.4). Postfix's
+ * header_size_limit is 100 KiB per header; this bounds the whole block.
  */
 export const MAX_HEADER_BLOCK = 256 * 1024;
 
@@ -80,6 +81,8 @@ export interface VerifyOutcome {
    * Authentication-Results fields (obscureField); empty when there are none (and for in-memory input).
    */
   patches: FilePatch[];
+  /** The header block is over MAX_HEADER_BLOCK: not verified, and (server) refused. */
+  headerTooLarge: boolean;
 }
 
 interface HeaderField {
@@ -337,7 +340,7 @@ export async function verifyMessage(input: VerifyInput, opts: VerifyOptions): Pr
     head = Buffer.isBuffer(input.data) ? input.data : await readHead(input.data.path, MAX_HEADER_BLOCK + 1);
   } catch (e) {
     const verdicts = temperror(`cannot read the spooled message: ${e instanceof Error ? e.message : String(e)}`, []);
-    return { header: formatAuthResults(opts.hostname, verdicts, input.mailFrom, input.helo), verdicts, data: null, patches: [] };
+    return { header: formatAuthResults(opts.hostname, verdicts, input.mailFrom, input.helo), verdicts, data: null, patches: [], headerTooLarge: false };
   }
   const parsed = headerFields(head);
   if (!inMemory) total = head.length;
@@ -422,7 +425,7 @@ export async function verifyMessage(input: VerifyInput, opts: VerifyOptions): Pr
   if (!tooLarge && fromCount !== 1 && verdicts.dmarc.result !== 'temperror') {
     verdicts.dmarc = { result: 'fail', domain: verdicts.dmarc.domain, policy: 'reject', comment: `${fromCount} From headers` };
   }
-  return { header: formatAuthResults(opts.hostname, verdicts, input.mailFrom, input.helo), verdicts, data, patches };
+  return { header: formatAuthResults(opts.hostname, verdicts, input.mailFrom, input.helo), verdicts, data, patches, headerTooLarge: tooLarge };
 }
 
 export interface VerifierPolicy {
@@ -452,6 +455,10 @@ export function applyPolicy(v: AuthVerdicts, policy: VerifierPolicy): { reject: 
 export function createVerifier(opts: VerifyOptions & VerifierPolicy): (msg: VerifyInput) => Promise<VerifyOutcome & { reject: Reply | null; quarantine: boolean }> {
   return async (msg) => {
     const out = await verifyMessage(msg, opts);
+    // Bounded memory and RFC 8601 §5: a header block past MAX_HEADER_BLOCK is not parsed, so
+    // neither verified nor searched for forged Authentication-Results of ours; such a message is
+    // refused, not stored (RFC 3463 5.3.4, as Exim's header_maxsize does).
+    if (out.headerTooLarge) return { ...out, reject: reply(552, '5.3.4', `Message header block over ${MAX_HEADER_BLOCK} bytes`), quarantine: false };
     return { ...out, ...applyPolicy(out.verdicts, opts) };
   };
 }
