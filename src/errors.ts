@@ -43,6 +43,7 @@ export const ERROR_CODES = [
   // The store.
   'STORE_BAD_ADDRESS',
   'STORE_BAD_ALIAS',
+  'STORE_BAD_HANDOFF',
   'STORE_BAD_ID',
   'STORE_BAD_LEASE',
   'STORE_BAD_LIMIT',

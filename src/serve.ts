@@ -5,12 +5,17 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ServeConfig, ListenerName } from './config.js';
-import { LISTENER_NAMES, configAddress, relayRunnerSettings } from './config.js';
+import { LISTENER_NAMES, configAddress, deliveryTargets, relayRunnerSettings } from './config.js';
+import { formatTargetSpec } from './delivery/target-spec.js';
+import type { TargetSpec } from './delivery/types.js';
+import { TargetRegistry } from './relay/handoff.js';
+import type { IncomingMessage, RecipientDsn } from './types.js';
 import { ConfigError } from './errors.js';
 import { createLogger } from './log.js';
 import { SmtpServer, type BoundListener } from './server/server.js';
 import type { ListenerOptions, Logger, MessageSink, TlsProvider, UserVerifier } from './server/types.js';
-import { openSqliteStore, type Store } from './store/index.js';
+import { domainOf, normalizeAddress, openSqliteStore, type Store } from './store/index.js';
+import type { ResolveOptions } from './store/resolve.js';
 import { CertificateStore, ensureSelfSigned, serverSocketOptions } from './tls/index.js';
 import { QueueRunner } from './relay/runner.js';
 import { localSuccessReport } from './relay/local-dsn.js';
@@ -31,7 +36,7 @@ export interface RunningServer {
   certs: CertificateStore;
   bound: BoundListener[];
   logger: Logger;
-  /** The outbound queue runner, or null when relay is disabled. */
+  /** The queue runner (outbound SMTP and local handoffs), or null when relay is disabled and no mailbox is handed to a target. */
   relay: QueueRunner | null;
   /** Graceful stop (421 to idle sessions, in-flight transactions finish), then the store closes. */
   close(graceMs?: number): Promise<void>;
@@ -57,6 +62,8 @@ function checkArcConfig(cfg: ServeConfig): void {
 export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {}): Promise<RunningServer> {
   const logger = overrides.logger ?? createLogger(cfg.log.level);
   checkArcConfig(cfg);
+  // Local delivery targets (issue 12): checked before anything opens (a webhook needs its secret).
+  const targets = deliveryTargets(cfg.delivery);
   mkdirSync(cfg.dataDir, { recursive: true });
   const policy = { minVersion: cfg.tls.minVersion };
   // More certificates, chosen by SNI (tls.certificates / --cert-pair); labels name them in errors.
@@ -100,18 +107,22 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
   // Bounces and TLS-RPT reports are DKIM-signed once, when generated (auth/dkim-own.ts).
   const signGenerated: GeneratedSigner | null = cfg.dkim.enabled ? createOwnMailSigner({ dataDir: cfg.dataDir, domains: cfg.domains, expirySeconds: cfg.dkim.expirySeconds, logger }) : null;
   const tlsRpt = cfg.relay.enabled && cfg.relay.tlsRpt.enabled ? new TlsRptCounter(store, { onError: (err) => logger.warn({ event: 'tlsrpt', error: err instanceof Error ? err.message : String(err) }, 'TLS-RPT counts not saved; kept for the next flush') }).start() : null;
-  const relay = cfg.relay.enabled ? createRunner(cfg, store, localDomains, logger, tlsRpt, signGenerated) : null;
+  const handsOff = [...targets.values()].some((t) => t.kind !== 'store');
+  const relay = cfg.relay.enabled || handsOff ? createRunner(cfg, store, localDomains, logger, tlsRpt, signGenerated, handsOff ? targetRegistry(cfg, targets) : null) : null;
   const reporter = tlsRpt !== null && cfg.relay.tlsRpt.reports ? startTlsRptReporter(cfg, store, tlsRpt, logger, signGenerated) : null;
   // Mail for other domains (authenticated submission only) waits in the queue; wake the runner.
   const durable: MessageSink = {
-    accept: async (msg) => {
+    accept: async (given) => {
+      const { msg, handedOff } = withHandoffs(given, targets, store, resolveOptions(cfg, localDomains));
       const r = await store.accept(msg);
       // RFC 3461 §5.2.2: local recipients with NOTIFY=SUCCESS are delivered now, so their report
       // is made now and committed before this resolves (before the 250): a crash after the 250
       // cannot lose it; a crash between the two commits means no 250, the client retries.
-      const report = await localSuccessReport(msg, r.id, { hostname: cfg.hostname, localDomains, spoolDir: join(cfg.dataDir, BODIES_DIR), sign: signGenerated });
+      // Handed-off mailboxes are reported by the runner once their target took them (not here).
+      const report = await localSuccessReport(msg, r.id, { hostname: cfg.hostname, localDomains, spoolDir: join(cfg.dataDir, BODIES_DIR), sign: signGenerated, handedOff });
       if (report) await store.accept(report);
-      if (msg.remoteRecipients.length > 0 || (report?.remoteRecipients.length ?? 0) > 0) relay?.kick();
+      const handoffs = msg.handoffs?.length ?? 0; // local mailboxes queued for LMTP/Maildir/webhook
+      if (msg.remoteRecipients.length > 0 || handoffs > 0 || (report?.remoteRecipients.length ?? 0) > 0) relay?.kick();
       return r;
     },
   };
@@ -193,7 +204,60 @@ function startTlsRptReporter(cfg: ServeConfig, store: Store, counter: TlsRptCoun
   return reporter.start();
 }
 
-function createRunner(cfg: ServeConfig, store: Store, localDomains: string[], logger: Logger, tlsRpt: TlsRptCounter | null, signGenerated: GeneratedSigner | null = null): QueueRunner {
+/** The address table options of `recipients` (the same the server's RCPT check resolves with). */
+function resolveOptions(cfg: ServeConfig, localDomains: readonly string[]): ResolveOptions {
+  const r: { catchAll: boolean; subaddressSeparator?: string; catchAllDomains?: readonly string[] } = cfg.recipients;
+  return { localDomains, catchAll: r.catchAll, ...(r.subaddressSeparator !== undefined ? { subaddressSeparator: r.subaddressSeparator } : {}), ...(r.catchAllDomains !== undefined ? { catchAllDomains: r.catchAllDomains } : {}) };
+}
+
+/** One DeliveryTarget per configured target (relay/handoff.ts), with the `delivery` settings. */
+function targetRegistry(cfg: ServeConfig, targets: ReadonlyMap<string, TargetSpec>): TargetRegistry {
+  const d = cfg.delivery;
+  let ca: string | null = null;
+  if (d.lmtp.ca !== null) {
+    try {
+      ca = readFileSync(d.lmtp.ca, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`config: delivery.lmtp.ca = ${JSON.stringify(d.lmtp.ca)} cannot be read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+  }
+  const configured = [...targets.values()].filter((t) => t.kind !== 'store').map(formatTargetSpec);
+  return new TargetRegistry({ webhook: { ...d.webhook }, lmtp: { level: d.lmtp.tls, ca } }, configured);
+}
+
+/**
+ * The target of each final local mailbox (an address entry, else its domain's, else the store)
+ * as `handoffs` of the message; a handed-off mailbox gets the NOTIFY/ORCPT of the RCPT it came
+ * from (ORCPT defaulting to that RCPT, as for alias forwards, RFC 3461 §4.2), and such RCPTs are
+ * returned so the accept-time success report leaves them to the runner. No targets: unchanged.
+ */
+function withHandoffs(msg: IncomingMessage, targets: ReadonlyMap<string, TargetSpec>, store: Store, resolveOpts: ResolveOptions): { msg: IncomingMessage; handedOff: Set<string> } {
+  const handedOff = new Set<string>();
+  if (targets.size === 0) return { msg, handedOff };
+  const finals = (msg.mailboxes ?? msg.localRecipients).map(normalizeAddress);
+  const handoffs: Array<{ mailbox: string; target: string }> = [];
+  for (const mailbox of new Set(finals)) {
+    const spec = targets.get(mailbox) ?? targets.get(domainOf(mailbox));
+    if (spec !== undefined && spec.kind !== 'store') handoffs.push({ mailbox, target: formatTargetSpec(spec) });
+  }
+  if (handoffs.length === 0) return { msg, handedOff };
+  const handed = new Set(handoffs.map((h) => h.mailbox));
+  // Which RCPT each handed-off mailbox came from: the RCPT itself, or what the table resolves it to.
+  const dsn: Record<string, RecipientDsn> = { ...(msg.recipientDsn ?? {}) };
+  for (const rcpt of msg.localRecipients) {
+    const key = normalizeAddress(rcpt);
+    const boxes = msg.mailboxes === undefined || handed.has(key) ? [key] : store.resolveRecipient(rcpt, resolveOpts).mailboxes;
+    const own = Object.hasOwn(msg.recipientDsn ?? {}, rcpt) ? msg.recipientDsn?.[rcpt] : undefined;
+    for (const box of boxes) {
+      if (!handed.has(box)) continue;
+      handedOff.add(key);
+      if (own !== undefined && !Object.hasOwn(dsn, box)) dsn[box] = box === key ? own : { notify: own.notify, orcpt: own.orcpt ?? `rfc822;${rcpt}` };
+    }
+  }
+  return { msg: { ...msg, handoffs, recipientDsn: dsn }, handedOff };
+}
+
+function createRunner(cfg: ServeConfig, store: Store, localDomains: string[], logger: Logger, tlsRpt: TlsRptCounter | null, signGenerated: GeneratedSigner | null = null, targets: TargetRegistry | null = null): QueueRunner {
   const r = cfg.relay;
   let ca: string | null = null;
   if (r.ca) {
@@ -210,7 +274,7 @@ function createRunner(cfg: ServeConfig, store: Store, localDomains: string[], lo
     systemResolver(r.dns.length > 0 ? r.dns : undefined),
     logger,
     // The sending policy (policy/decide.ts): MTA-STS cached in the store, DANE, TLS-RPT counts.
-    { ...policyLookups({ dns: r.dns, ca, mtaSts: r.mtaSts, dane: r.dane }, store), tlsRpt, signGenerated },
+    { ...policyLookups({ dns: r.dns, ca, mtaSts: r.mtaSts, dane: r.dane }, store), tlsRpt, signGenerated, targets, remote: r.enabled },
   );
   runner.start();
   return runner;

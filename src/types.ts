@@ -45,6 +45,13 @@ export interface IncomingMessage {
    */
   forwardedFrom?: Readonly<Record<string, string>>;
   /**
+   * Final local mailboxes handed to a delivery target other than the built-in store (issue 12):
+   * each gets a queue row carrying the target spec text (QueueEntry.target), and NO mailbox
+   * entry; the queue runner delivers it. Mailboxes not named here keep their mailbox entry.
+   * A handoff's NOTIFY/ORCPT is recipientDsn[mailbox]. Absent or []: every mailbox is the store's.
+   */
+  handoffs?: ReadonlyArray<{ mailbox: string; target: string }>;
+  /**
    * The whole message as stored: our Received header first, then the bytes the client sent
    * (unstuffed). The server hands it over as a list of pieces (views into the received buffers,
    * so a big message is not copied once more just to be joined); the store joins them as it

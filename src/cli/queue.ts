@@ -1,4 +1,8 @@
-/** `postseal queue list|show|retry|delete`: the outbound queue (safe while the server runs). */
+/**
+ * `postseal queue list|show|retry|delete`: the queue (safe while the server runs): remote
+ * deliveries, and local mailboxes handed to a delivery target (shown `via TARGET`, e.g.
+ * `via lmtp:127.0.0.1:24`, where a remote row goes to its recipient's MX domain).
+ */
 import type { Command } from 'commander';
 import type { QueueAttempt, QueueEntry } from '../store/index.js';
 import type { TlsOutcome } from '../types.js';
@@ -11,7 +15,8 @@ function tlsText(t: TlsOutcome | null): string {
 function line(e: QueueEntry): string {
   // A finished row (delivered, failed) has no next attempt.
   const next = e.status === 'queued' || e.status === 'deferred' ? `  next=${e.nextAttemptAt}` : '';
-  return `${e.id}  ${e.status.padEnd(9)} <${e.mailFrom}> -> <${e.recipient}>  attempts=${e.attempts}${next}${tlsText(e.lastTls)}${e.lastError ? `  last: ${e.lastError}` : ''}${e.requireTls ? '  REQUIRETLS' : ''}`;
+  const via = e.target !== null ? ` via ${e.target}` : '';
+  return `${e.id}  ${e.status.padEnd(9)} <${e.mailFrom}> -> <${e.recipient}>${via}  attempts=${e.attempts}${next}${tlsText(e.lastTls)}${e.lastError ? `  last: ${e.lastError}` : ''}${e.requireTls ? '  REQUIRETLS' : ''}`;
 }
 
 function attemptLine(a: QueueAttempt): string {
@@ -19,7 +24,7 @@ function attemptLine(a: QueueAttempt): string {
 }
 
 export function registerQueue(program: Command): void {
-  const queue = program.command('queue').description('inspect and manage the outbound queue');
+  const queue = program.command('queue').description('inspect and manage the queue (outbound mail and local handoffs)');
   queue
     .command('list')
     .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)

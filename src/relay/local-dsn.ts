@@ -9,7 +9,10 @@
  * RFC 5321 §4.5.5); one report per message listing every such recipient, with Action: delivered,
  * the ENVID and each ORCPT; the original is returned as headers only (RFC 3461 §4.3: RET applies
  * to failure DSNs); the returned message comes from the null sender and goes to a mailbox when
- * the sender is local, else to the queue; it is DKIM-signed once, when made, like a bounce.
+ * the sender is local, else to the queue; it is DKIM-signed once, when made, like a bounce;
+ * RCPTs whose mailboxes are handed to a delivery target (issue 12: LMTP, Maildir, webhook) get
+ * no report here: they are not delivered yet, and the runner reports them (Action: delivered)
+ * once the target has taken them — one report, never two.
  */
 import { closeSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
@@ -29,6 +32,8 @@ export interface LocalReportContext {
   spoolDir: string | null;
   /** DKIM-signs the report (auth/dkim-own.ts, as bounces are); absent: unsigned. */
   sign?: GeneratedSigner | null;
+  /** RCPTs (normalized) with a mailbox handed to a delivery target: reported by the runner instead. */
+  handedOff?: ReadonlySet<string>;
   now?: Date;
 }
 
@@ -53,6 +58,7 @@ export async function localSuccessReport(msg: IncomingMessage, id: string, ctx: 
     if (!d?.notify?.includes('SUCCESS')) continue;
     const key = normalizeAddress(rcpt);
     if (forwarded.has(key)) continue;
+    if (ctx.handedOff?.has(key) === true) continue;
     if (seen.has(key)) continue;
     seen.add(key);
     // RFC 3464 §2.3.3: 'delivered' — put in the recipient's mailbox (final delivery).

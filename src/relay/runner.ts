@@ -16,7 +16,12 @@
  *   whose bounces say 5.7.30 when TLS was the reason (RFC 8689 §5);
  * - every attempt is counted for TLS-RPT through the injected recorder (default: none);
  * - a bounce is sent from the null sender and never for a message from the null sender;
- * - content is sent with CRLF line endings only (a relay never forwards a bare CR or LF).
+ * - content is sent with CRLF line endings only (a relay never forwards a bare CR or LF);
+ * - rows with a target (local mailboxes handed to LMTP, Maildir or a webhook, issue 12) go to
+ *   that target's one DeliveryTarget instance (handoff.ts), one call per (message, target) with
+ *   all its recipients and the message read once; their outcomes are recorded like SMTP ones
+ *   (same backoff, bounces, DELAY and SUCCESS DSNs, the latter with Action: delivered, RFC 3464
+ *   §2.3.3), and local rows are leased for longer than the attempt's deadline.
  */
 import { deliverBatch, deliverBatchToDomain, tlsLevelRank, type BatchMessage, type DeliveryResult, type Resolver, type TlsLevel, type Timeouts } from '../client/index.js';
 import { signedGeneratedMessage, type GeneratedSigner } from '../store/generated.js';
@@ -29,6 +34,8 @@ import type { TlsOutcome } from '../types.js';
 import { buildBounce, type FailedRecipient } from './bounce.js';
 import { dsnMailParams, dsnRcptParams } from '../protocol/dsn.js';
 import { nextAttempt, type RetryPolicy } from './schedule.js';
+import { enhancedOf, publicDiagnostic, type TargetRegistry } from './handoff.js';
+import type { RecipientOutcome } from '../delivery/types.js';
 
 /**
  * What the runner needs, all of it given: serve takes it from the config schema
@@ -87,6 +94,31 @@ export interface RunnerPolicy {
   tlsRpt?: TlsRptRecorder | null;
   /** DKIM-signs each bounce once, before it is stored (auth/dkim-own.ts); absent: unsigned. */
   signGenerated?: GeneratedSigner | null;
+  /** Local delivery targets (handoff.ts) for rows with a target; absent: those rows are not claimed. */
+  targets?: TargetRegistry | null;
+  /** Deliver remote rows (target null); false: only handoffs (serve with relay.enabled false). Default true. */
+  remote?: boolean;
+}
+
+/** The rows of one message for one delivery target: one DeliveryTarget call. */
+interface LocalJob {
+  id: string;
+  target: string;
+  mailFrom: string;
+  entries: QueueEntry[];
+}
+
+/** One recipient's outcome of an attempt, SMTP or local, as record() needs it. */
+interface EntryResult {
+  status: 'delivered' | 'deferred' | 'failed';
+  /** The queue's error text (full: the operator reads it in `queue show`). */
+  reason: string;
+  /** What a DSN says as Diagnostic-Code (SMTP: the reply, as `reason`). */
+  diagnostic: string;
+  /** The reply's enhanced status code, if any. */
+  enhanced: string | null;
+  /** RFC 8689 §5: 5.7.30 when missing TLS is why a REQUIRETLS message fails. */
+  tlsStatus: string | null;
 }
 
 interface Job {
@@ -180,20 +212,30 @@ export class QueueRunner {
     const summary: RunSummary = { claimed: 0, delivered: 0, deferred: 0, failed: 0, bounces: 0, connections: 0 };
     const decisions = new Map<string, Promise<Decided>>();
     // A stopped runner claims nothing: claimed rows it would not run stay leased until expiry.
-    while (!this.stopped) {
-      const rows = await this.store.claimDue(now, 500);
-      if (rows.length === 0) break;
-      summary.claimed += rows.length;
-      const batches = this.batches(groupJobs(rows));
+    const targets = this.policy.targets ?? null;
+    let remoteMore = this.policy.remote !== false;
+    let localMore = targets !== null;
+    while (!this.stopped && (remoteMore || localMore)) {
+      // Remote rows with the store's lease; local ones leased past their targets' deadlines.
+      const rows = remoteMore ? await this.store.claimDue(now, 500, { kind: 'remote' }) : [];
+      const localLease = targets?.leaseMs() ?? 0;
+      const local = localMore && targets ? await this.store.claimDue(now, 500, { kind: 'local', leaseMs: localLease }) : [];
+      remoteMore = rows.length === 500;
+      localMore = local.length === 500;
+      if (rows.length + local.length === 0) break;
+      summary.claimed += rows.length + local.length;
+      const tasks: Array<() => Promise<void>> = [
+        ...groupLocal(local).map((job) => () => this.runLocal(job, localLease, now, summary)),
+        ...this.batches(groupJobs(rows)).map((batch) => () => this.runBatch(batch, now, summary, decisions)),
+      ];
       let next = 0;
       const worker = async (): Promise<void> => {
-        while (next < batches.length && !this.stopped) {
-          const batch = batches[next++];
-          if (batch) await this.runBatch(batch, now, summary, decisions);
+        while (next < tasks.length && !this.stopped) {
+          const task = tasks[next++];
+          if (task) await task();
         }
       };
-      await Promise.all(Array.from({ length: Math.max(1, Math.min(this.cfg.concurrency, batches.length)) }, worker));
-      if (rows.length < 500) break;
+      await Promise.all(Array.from({ length: Math.max(1, Math.min(this.cfg.concurrency, tasks.length)) }, worker));
     }
     return summary;
   }
@@ -282,6 +324,45 @@ export class QueueRunner {
     }
   }
 
+  /**
+   * One local handoff: the message read once, one call to the target's instance for all the
+   * job's recipients, under a deadline shorter than the rows' lease; each outcome recorded.
+   */
+  private async runLocal(job: LocalJob, leaseMs: number, now: Date, summary: RunSummary): Promise<void> {
+    const stored = this.store.getMessage(job.id);
+    if (!stored) {
+      for (const e of job.entries) await this.store.deleteQueued(job.id, e.recipient);
+      return;
+    }
+    const resolved = this.policy.targets?.get(job.target) ?? { ok: false as const, kind: 'unknown', problem: 'no delivery targets configured' };
+    let outcomes: RecipientOutcome[];
+    if (!resolved.ok) {
+      // A target we cannot build now (a webhook without its secret) may be configured later: retried.
+      outcomes = job.entries.map((e) => ({ recipient: e.recipient, outcome: resolved.kind === 'unknown' ? 'failed' : 'deferred', error: resolved.problem }));
+    } else {
+      const ac = new AbortController();
+      const ms = this.policy.targets?.deadlineMs(resolved, leaseMs) ?? 1;
+      const timer = setTimeout(() => ac.abort(), ms);
+      try {
+        outcomes = await resolved.target.deliver({ id: job.id, mailFrom: job.mailFrom, recipients: job.entries.map((e) => e.recipient), data: stored.data, summary: stored.summary }, ac.signal);
+      } catch (err) {
+        // DeliveryTarget.deliver never rejects; should one, every recipient is retried.
+        outcomes = job.entries.map((e) => ({ recipient: e.recipient, outcome: 'deferred', error: `${job.target}: ${err instanceof Error ? err.message : String(err)}` }));
+      } finally {
+        clearTimeout(timer);
+      }
+      if (ac.signal.aborted) outcomes = outcomes.map((o) => (o.outcome === 'delivered' ? o : { ...o, error: `${o.error} (attempt deadline ${ms} ms)` }));
+    }
+    const kind = resolved.kind;
+    const results = new Map<string, EntryResult>();
+    for (const o of outcomes) {
+      const error = o.outcome === 'delivered' ? null : o.error;
+      results.set(o.recipient, { status: o.outcome, reason: error ?? `delivered to ${kind}`, diagnostic: publicDiagnostic(kind, o.outcome, error), enhanced: error === null ? null : enhancedOf(error), tlsStatus: null });
+    }
+    const missing: EntryResult = { status: 'deferred', reason: `${job.target}: no outcome for this recipient`, diagnostic: publicDiagnostic(kind, 'deferred', null), enhanced: null, tlsStatus: null };
+    await this.recordEach(job, stored, null, (e) => results.get(e.recipient) ?? missing, { action: 'delivered', remoteMta: null, dsnPassed: false }, { target: job.target }, now, summary);
+  }
+
   /** RFC 8460: every attempt (and every host the policy refused) counted for TLS-RPT. */
   private countTlsRpt(decided: Decided, attempts: DeliveryResult[]): void {
     const recorder = this.policy.tlsRpt;
@@ -298,23 +379,47 @@ export class QueueRunner {
   /** Records one job's attempt: each recipient delivered, deferred (with the next attempt) or failed (bounced). */
   private async record(job: Job, stored: StoredMessage, level: TlsLevel, final: DeliveryResult | null, dnsReason: { message: string; permanent: boolean } | null, now: Date, summary: RunSummary): Promise<void> {
     const tls = outcomeOf(level, final, dnsReason?.message ?? null);
+    const tlsStatus = requireTlsStatus(job, final, dnsReason?.message ?? null);
+    const resultOf = (entry: QueueEntry): EntryResult => {
+      const r = final?.recipients.find((x) => x.address === entry.recipient);
+      const status = r?.status ?? (final?.error?.permanent || dnsReason?.permanent ? 'failed' : 'deferred');
+      const reason = r?.reply ? replyLine(r.reply) : r?.reason ?? final?.error?.message ?? dnsReason?.message ?? 'not attempted';
+      return { status, reason, diagnostic: reason, enhanced: r?.reply?.enhanced ?? null, tlsStatus };
+    };
+    // RFC 3461 §4.1: NOTIFY=SUCCESS. Passed on to a DSN server, the report is the next hop's;
+    // otherwise it is ours and says 'relayed' (RFC 3464 §2.3.3).
+    await this.recordEach(job, stored, tls, resultOf, { action: 'relayed', remoteMta: final?.serverName ?? null, dsnPassed: final?.dsnPassed === true }, { domain: job.domain, host: final?.host ?? null }, now, summary);
+  }
+
+  /**
+   * Records one attempt of a job (SMTP or a local handoff): each recipient delivered, deferred
+   * (with the next attempt) or failed (bounced), and the DSNs they asked for.
+   */
+  private async recordEach(
+    job: { id: string; mailFrom: string; entries: QueueEntry[] },
+    stored: StoredMessage,
+    tls: TlsOutcome | null,
+    resultOf: (entry: QueueEntry) => EntryResult,
+    dsn: { action: 'relayed' | 'delivered'; remoteMta: string | null; dsnPassed: boolean },
+    logFields: Record<string, unknown>,
+    now: Date,
+    summary: RunSummary,
+  ): Promise<void> {
     const failed: FailedRecipient[] = [];
     const delayed: FailedRecipient[] = [];
     const succeeded: FailedRecipient[] = [];
     const counts = { delivered: 0, deferred: 0 };
+    const remoteMta = dsn.remoteMta;
     for (const entry of job.entries) {
       const notify = entry.dsn.notify;
       const orcpt = entry.dsn.orcpt;
-      const r = final?.recipients.find((x) => x.address === entry.recipient);
-      const status = r?.status ?? (final?.error?.permanent || dnsReason?.permanent ? 'failed' : 'deferred');
-      const reason = r?.reply ? replyLine(r.reply) : r?.reason ?? final?.error?.message ?? dnsReason?.message ?? 'not attempted';
+      const { status, reason, diagnostic, enhanced, tlsStatus } = resultOf(entry);
       if (status === 'delivered') {
         await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'delivered', tls });
         summary.delivered++;
         counts.delivered++;
-        // RFC 3461 §4.1: NOTIFY=SUCCESS. Passed on to a DSN server, the report is the next hop's;
-        // otherwise it is ours and says 'relayed' (RFC 3464 §2.3.3).
-        if (notify?.includes('SUCCESS') && final?.dsnPassed !== true) succeeded.push({ recipient: entry.recipient, orcpt, status: r?.reply?.enhanced ?? '2.0.0', action: 'relayed', remoteMta: final?.serverName ?? null, diagnostic: reason, lastAttempt: now });
+        // RFC 3461 §4.1: NOTIFY=SUCCESS ('relayed' for SMTP, 'delivered' for a final local handoff).
+        if (notify?.includes('SUCCESS') && !dsn.dsnPassed) succeeded.push({ recipient: entry.recipient, orcpt, status: enhanced ?? '2.0.0', action: dsn.action, remoteMta, diagnostic, lastAttempt: now });
         continue;
       }
       if (status === 'deferred') {
@@ -325,20 +430,17 @@ export class QueueRunner {
           counts.deferred++;
           // RFC 3461 §4.1 NOTIFY=DELAY: one warning, after the first deferral (attempts counts
           // the attempts before this one, so 0 happens once per recipient).
-          if (notify?.includes('DELAY') && entry.attempts === 0) delayed.push({ recipient: entry.recipient, orcpt, status: r?.reply?.enhanced ?? '4.0.0', action: 'delayed', remoteMta: final?.serverName ?? null, diagnostic: reason, lastAttempt: now });
+          if (notify?.includes('DELAY') && entry.attempts === 0) delayed.push({ recipient: entry.recipient, orcpt, status: enhanced ?? '4.0.0', action: 'delayed', remoteMta, diagnostic, lastAttempt: now });
           continue;
         }
-        failed.push({ recipient: entry.recipient, orcpt, status: requireTlsStatus(job, final, dnsReason?.message ?? null) ?? '4.4.7', action: 'failed', remoteMta: final?.serverName ?? null, diagnostic: `message expired in the queue; last error: ${reason}`, lastAttempt: now });
+        failed.push({ recipient: entry.recipient, orcpt, status: tlsStatus ?? '4.4.7', action: 'failed', remoteMta, diagnostic: `message expired in the queue; last error: ${diagnostic}`, lastAttempt: now });
       } else {
-        failed.push({ recipient: entry.recipient, orcpt, status: requireTlsStatus(job, final, dnsReason?.message ?? null) ?? r?.reply?.enhanced ?? '5.0.0', action: 'failed', remoteMta: final?.serverName ?? null, diagnostic: reason, lastAttempt: now });
+        failed.push({ recipient: entry.recipient, orcpt, status: tlsStatus ?? enhanced ?? '5.0.0', action: 'failed', remoteMta, diagnostic, lastAttempt: now });
       }
       await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'failed', error: reason, tls });
       summary.failed++;
     }
-    this.logger.info(
-      { event: 'delivery', id: job.id, domain: job.domain, host: final?.host ?? null, tls, ...counts, failed: failed.length },
-      'delivery attempt',
-    );
+    this.logger.info({ event: 'delivery', id: job.id, ...logFields, tls, ...counts, failed: failed.length }, 'delivery attempt');
     const arrival = new Date(stored.summary.receivedAt);
     // RFC 3461 §4.1: a failure DSN unless NOTIFY was given without FAILURE (NEVER included).
     const bounced = failed.filter((f) => {
@@ -350,7 +452,7 @@ export class QueueRunner {
     }
   }
 
-  private async bounce(job: Job, original: Buffer, arrival: Date, failed: FailedRecipient[]): Promise<boolean> {
+  private async bounce(job: { id: string; mailFrom: string; entries: QueueEntry[] }, original: Buffer, arrival: Date, failed: FailedRecipient[]): Promise<boolean> {
     const dsn = job.entries[0]?.dsn;
     const b = buildBounce({ reportingMta: this.cfg.hostname, originalSender: job.mailFrom, originalId: job.id, arrivalDate: arrival, original, recipients: failed, envId: dsn?.envId ?? null, ret: dsn?.ret ?? null, sizeLimit: this.cfg.bounceSizeLimit });
     if (!b) return false;
@@ -397,6 +499,22 @@ function groupJobs(rows: QueueEntry[]): Job[] {
     let j = jobs.get(key);
     if (!j) {
       j = { id: e.id, domain: e.domain, mailFrom: e.mailFrom, requireTls: e.requireTls, entries: [] };
+      jobs.set(key, j);
+    }
+    j.entries.push(e);
+  }
+  return [...jobs.values()];
+}
+
+/** Local rows grouped per (message, target): one DeliveryTarget call each. */
+function groupLocal(rows: QueueEntry[]): LocalJob[] {
+  const jobs = new Map<string, LocalJob>();
+  for (const e of rows) {
+    if (e.target === null) continue;
+    const key = `${e.id}\u0000${e.target}`;
+    let j = jobs.get(key);
+    if (!j) {
+      j = { id: e.id, target: e.target, mailFrom: e.mailFrom, entries: [] };
       jobs.set(key, j);
     }
     j.entries.push(e);

@@ -29,7 +29,7 @@ export interface MessageRow {
 }
 
 export const QUEUE_COLUMNS = `m.id, m.mail_from, m.require_tls, q.recipient, q.domain, q.status,
-  q.attempts, q.next_attempt_at, q.lease_until, q.last_error, q.last_tls, m.env_id, m.ret, q.notify, q.orcpt`;
+  q.attempts, q.next_attempt_at, q.lease_until, q.last_error, q.last_tls, m.env_id, m.ret, q.notify, q.orcpt, q.target`;
 
 export interface QueueRow {
   id: string;
@@ -47,6 +47,7 @@ export interface QueueRow {
   ret: string | null;
   notify: string | null;
   orcpt: string | null;
+  target: string | null;
 }
 
 function parseJsonObject<T>(json: string | null): T | null {
@@ -128,6 +129,7 @@ export function toQueueEntry(row: QueueRow): QueueEntry {
     lastTls: parseJsonObject<TlsOutcome>(row.last_tls),
     claimedUntil: row.lease_until === null ? null : new Date(row.lease_until).toISOString(),
     requireTls: row.require_tls !== 0,
+    target: row.target,
     dsn: {
       envId: row.env_id,
       ret: row.ret === 'FULL' || row.ret === 'HDRS' ? row.ret : null,

@@ -14,7 +14,7 @@ import { TLSRPT_TABLES } from './tlsrpt.js';
 import { ALIAS_TABLE } from './aliases.js';
 
 /** MIGRATIONS.length: a new migration is a new array element, and the version follows. */
-export const SCHEMA_VERSION = 9;
+export const SCHEMA_VERSION = 10;
 export const DB_FILE = 'postseal.db';
 
 const MIGRATIONS: readonly string[] = [
@@ -135,6 +135,12 @@ const MIGRATIONS: readonly string[] = [
   // 8 -> 9: the alias half of the address table (store/aliases.ts; store/resolve.ts resolves):
   // (address, target) rows, '@domain' = the domain's catch-all alias.
   ALIAS_TABLE,
+  // 9 -> 10: local delivery targets (issue 12, delivery/): a queue row with a target (spec text
+  // such as 'lmtp:127.0.0.1:24', 'maildir:/var/mail', 'webhook:https://…') is a handoff of a local
+  // mailbox to that target; NULL = remote SMTP delivery (every row before this version).
+  `
+  ALTER TABLE queue ADD COLUMN target TEXT;
+  `,
 ];
 
 /** Settings for the one connection that writes. */

@@ -19,7 +19,7 @@ import { hashPassword } from './passwords.js';
 import { toQueueEntry } from './rows.js';
 import { checkVersion, configureReader, configureWriter, DB_FILE, migrate } from './schema.js';
 import { checkLimit, mtaStsDomain, SqliteReader } from './sqlite-reader.js';
-import type { AttemptRecord, QueueEntry, SqliteStoreOptions, Store, StoreReader, StoreStats, StoredMtaStsPolicy } from './types.js';
+import type { AttemptRecord, ClaimOptions, QueueEntry, SqliteStoreOptions, Store, StoreReader, StoreStats, StoredMtaStsPolicy } from './types.js';
 import { openWriterBackend } from './writer-backend.js';
 import type { MessageRecord } from './writer-protocol.js';
 import { BODIES_DIR, FileSpool, fsyncDir, removeOrphans, type BodySpool } from './spool.js';
@@ -108,9 +108,22 @@ export class SqliteStore extends SqliteReader implements Store {
     const remote = [...new Set(msg.remoteRecipients.map(remoteRecipient))];
     // The address table's final targets (store/resolve.ts); without them, the envelope's local
     // recipients are the mailboxes (library callers, catch-all without a table).
-    const mailboxes = msg.mailboxes === undefined ? local : [...new Set(msg.mailboxes.map(normalizeAddress))];
+    const finals = msg.mailboxes === undefined ? local : [...new Set(msg.mailboxes.map(normalizeAddress))];
+    // Mailboxes handed to a delivery target get a queue row instead of a mailbox entry (first
+    // target named wins for a mailbox; 'store' means the built-in mailbox, i.e. no handoff).
+    const handoffs: Array<{ mailbox: string; target: string }> = [];
+    const handed = new Set<string>();
+    for (const h of msg.handoffs ?? []) {
+      const mailbox = normalizeAddress(h.mailbox);
+      const target = h.target.trim();
+      if (target === 'store' || handed.has(mailbox)) continue;
+      if (target === '') throw new PostsealError('STORE_BAD_HANDOFF', `handoff of ${mailbox}: the target is empty`);
+      handed.add(mailbox);
+      handoffs.push({ mailbox, target });
+    }
+    const mailboxes = finals.filter((m) => !handed.has(m));
     const forwards = [...new Set(Object.keys(msg.forwardedFrom ?? {}).map(remoteRecipient))].filter((f) => !remote.includes(f));
-    if (mailboxes.length + remote.length + forwards.length === 0) {
+    if (mailboxes.length + remote.length + forwards.length + handoffs.length === 0) {
       throw new PostsealError('STORE_NO_RECIPIENTS', 'a message needs at least one recipient');
     }
     const nowMs = Date.now();
@@ -122,6 +135,7 @@ export class SqliteStore extends SqliteReader implements Store {
       remoteRecipients: remote,
       mailboxes,
       forwards,
+      handoffs,
       listener: msg.listener,
       clientAddress: msg.clientAddress,
       heloName: msg.heloName,
@@ -179,11 +193,11 @@ export class SqliteStore extends SqliteReader implements Store {
     return this.committer.submit({ kind: 'removeAlias', address: aliasAddress(address), target: target === undefined ? null : aliasTarget(target) });
   }
 
-  async claimDue(now: Date, limit: number, opts: { leaseMs?: number } = {}): Promise<QueueEntry[]> {
+  async claimDue(now: Date, limit: number, opts: ClaimOptions = {}): Promise<QueueEntry[]> {
     const n = checkLimit(limit, 100, 10_000);
     const leaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS;
     if (!Number.isInteger(leaseMs) || leaseMs < 1) throw new PostsealError('STORE_BAD_LEASE', `bad lease ${leaseMs}`);
-    const rows = await this.committer.submit({ kind: 'claimDue', nowMs: now.getTime(), limit: n, leaseMs });
+    const rows = await this.committer.submit({ kind: 'claimDue', nowMs: now.getTime(), limit: n, leaseMs, which: opts.kind ?? null });
     return rows.map(toQueueEntry);
   }
 

@@ -23,7 +23,10 @@ import type { IncomingMessage, MessageSummary, TlsOutcome } from '../types.js';
 export const QUEUE_STATUSES = ['queued', 'deferred', 'delivered', 'failed'] as const;
 export type QueueStatus = (typeof QUEUE_STATUSES)[number];
 
-/** One (message, remote recipient) pair of the outbound queue. */
+/**
+ * One (message, recipient) pair of the queue: a remote recipient (target null: SMTP to its
+ * domain's MX or route), or a local mailbox handed to a delivery target (target set).
+ */
 export interface QueueEntry {
   /** Message id; also the queue id shown in logs. */
   id: string;
@@ -31,6 +34,12 @@ export interface QueueEntry {
   recipient: string;
   /** Lower-cased domain of the recipient: the unit MX resolution works on. */
   domain: string;
+  /**
+   * null: remote delivery over SMTP (today's rows). Otherwise the delivery target spec text
+   * (delivery/target-spec.ts, e.g. `lmtp:127.0.0.1:24`) this local mailbox is handed to; the
+   * store keeps it as given and does not interpret it.
+   */
+  target: string | null;
   status: QueueStatus;
   attempts: number;
   nextAttemptAt: string;
@@ -86,6 +95,16 @@ export interface ListMessagesOptions {
    * Default false. Implied by `mailbox`.
    */
   localOnly?: boolean;
+}
+
+export interface ClaimOptions {
+  /** How long the claimed rows stay leased (default 10 minutes). */
+  leaseMs?: number;
+  /**
+   * Which rows: 'remote' (target null), 'local' (handoffs to a delivery target), or both
+   * (default). Lets a runner lease each kind for as long as its deliveries can take.
+   */
+  kind?: 'remote' | 'local';
 }
 
 export interface ListQueueOptions {
@@ -186,7 +205,7 @@ export interface Store extends StoreReader, TlsRptStoreWrites {
    * Claims up to `limit` queued/deferred rows whose next attempt is due at `now` and that no
    * live lease holds, oldest due first, and leases them for `leaseMs` (default 10 minutes).
    */
-  claimDue(now: Date, limit: number, opts?: { leaseMs?: number }): Promise<QueueEntry[]>;
+  claimDue(now: Date, limit: number, opts?: ClaimOptions): Promise<QueueEntry[]>;
   /** Counts the attempt, sets the status, clears the lease. False when the row does not exist. */
   recordAttempt(attempt: AttemptRecord): Promise<boolean>;
   /** Deletes the queue rows of a message (or one recipient of it); returns how many. */

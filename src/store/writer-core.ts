@@ -57,7 +57,7 @@ function prepare(db: Database): Statements {
     insertData: db.prepare('INSERT INTO message_data (seq, data, file) VALUES (?, ?, ?)'),
     insertMailbox: db.prepare('INSERT OR IGNORE INTO mailbox_entries (mailbox, seq) VALUES (?, ?)'),
     insertQueue: db.prepare(`INSERT OR IGNORE INTO queue (seq, recipient, domain, status, attempts,
-      next_attempt_at, updated_at, notify, orcpt) VALUES (?, ?, ?, 'queued', 0, ?, ?, ?, ?)`),
+      next_attempt_at, updated_at, notify, orcpt, target) VALUES (?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?)`),
     insertUser: db.prepare('INSERT INTO users (address, password_hash, created_at) VALUES (?, ?, ?)'),
     updateUser: db.prepare('UPDATE users SET password_hash = ? WHERE address = ?'),
     deleteUser: db.prepare('DELETE FROM users WHERE address = ?'),
@@ -67,6 +67,7 @@ function prepare(db: Database): Statements {
     selectDue: db.prepare(`SELECT q.seq AS qseq, ${QUEUE_COLUMNS} FROM queue q JOIN messages m ON m.seq = q.seq
       WHERE q.status IN ('queued', 'deferred') AND q.next_attempt_at <= @now
         AND (q.lease_until IS NULL OR q.lease_until <= @now)
+        AND (@which IS NULL OR (@which = 'local') = (q.target IS NOT NULL))
       ORDER BY q.next_attempt_at, q.seq LIMIT @limit`),
     lease: db.prepare('UPDATE queue SET lease_until = ?, updated_at = ? WHERE seq = ? AND recipient = ?'),
     attempt: db.prepare(`UPDATE queue SET status = @status, attempts = attempts + 1, last_error = @error,
@@ -119,7 +120,12 @@ function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['
       for (const mailbox of m.mailboxes) s.insertMailbox.run(mailbox, seq);
       for (const rcpt of [...m.remoteRecipients, ...m.forwards]) {
         const dsn = Object.hasOwn(m.recipientDsn, rcpt) ? m.recipientDsn[rcpt] : undefined;
-        s.insertQueue.run(seq, rcpt, domainOf(rcpt), op.nowMs, op.nowMs, dsn?.notify ?? null, dsn?.orcpt ?? null);
+        s.insertQueue.run(seq, rcpt, domainOf(rcpt), op.nowMs, op.nowMs, dsn?.notify ?? null, dsn?.orcpt ?? null, null);
+      }
+      // Handoffs to a delivery target: a queue row each, in this same transaction (no mailbox entry).
+      for (const h of m.handoffs) {
+        const dsn = Object.hasOwn(m.recipientDsn, h.mailbox) ? m.recipientDsn[h.mailbox] : undefined;
+        s.insertQueue.run(seq, h.mailbox, domainOf(h.mailbox), op.nowMs, op.nowMs, dsn?.notify ?? null, dsn?.orcpt ?? null, h.target);
       }
       return null;
     }
@@ -138,7 +144,7 @@ function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['
     case 'removeUser':
       return s.deleteUser.run(op.address).changes > 0;
     case 'claimDue': {
-      const rows = s.selectDue.all({ now: op.nowMs, limit: op.limit }) as DueRow[];
+      const rows = s.selectDue.all({ now: op.nowMs, limit: op.limit, which: op.which }) as DueRow[];
       const until = op.nowMs + op.leaseMs;
       return rows.map(({ qseq, ...row }) => {
         s.lease.run(until, op.nowMs, qseq, row.recipient);

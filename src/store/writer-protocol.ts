@@ -23,6 +23,8 @@ export interface MessageRecord {
   mailboxes: string[];
   /** External alias targets queued besides remoteRecipients (not part of the envelope). */
   forwards: string[];
+  /** Local mailboxes queued for a delivery target (queue.target), not in mailbox_entries. */
+  handoffs: Array<{ mailbox: string; target: string }>;
   listener: string;
   clientAddress: string;
   heloName: string;
@@ -50,7 +52,7 @@ export type WriteOp =
   | { kind: 'editSenders'; address: string; add: string[]; remove: string[] }
   | { kind: 'setPassword'; address: string; hash: string }
   | { kind: 'removeUser'; address: string }
-  | { kind: 'claimDue'; nowMs: number; limit: number; leaseMs: number }
+  | { kind: 'claimDue'; nowMs: number; limit: number; leaseMs: number; which: 'remote' | 'local' | null }
   | {
       kind: 'recordAttempt';
       id: string;

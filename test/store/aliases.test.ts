@@ -21,7 +21,7 @@ test('aliases: add, list, remove; addresses checked; @domain allowed; schema ver
   const dir = dirs.make();
   const store = await openSqliteStore(dir);
   try {
-    assert.equal(SCHEMA_VERSION, 9);
+    assert.ok(SCHEMA_VERSION >= 9, 'the alias table came with version 9');
     assert.equal(await store.addAlias('Sales@Example.ORG', ['alice@example.org', 'Bob@Example.org', 'alice@example.org']), 2);
     assert.equal(await store.addAlias('sales@example.org', ['bob@example.org', 'Ext.User@Far.Example']), 1);
     assert.equal(await store.addAlias('@other.test', ['alice@example.org']), 1);
@@ -52,7 +52,7 @@ test('aliases: add, list, remove; addresses checked; @domain allowed; schema ver
   }
   const db = new Database(join(dir, 'postseal.db'), { readonly: true });
   try {
-    assert.equal(db.pragma('user_version', { simple: true }), 9);
+    assert.equal(db.pragma('user_version', { simple: true }), SCHEMA_VERSION);
     assert.equal(db.prepare('SELECT count(*) FROM aliases').pluck().get(), 1);
   } finally {
     db.close();
