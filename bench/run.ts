@@ -41,7 +41,7 @@ interface Options {
 
 function usage(): never {
   process.stdout.write(`usage: npm run bench -- [options]
-  --scenario LIST   ${SCENARIOS.join(',')} (default: all)
+  --scenario LIST   ${SCENARIOS.join(',')} (default: all); or lmtp alone (bench/lmtp.ts, its own options)
   --peers LIST      ${PEER_NAMES.join(',')} (default: all)
   --duration S      seconds per (scenario, peer) run (default 15; --quick: 1)
   --count N         at most N messages per run (default 500000; --quick: 20000)
@@ -364,7 +364,21 @@ function machineInfo(): Record<string, unknown> {
   return { cpuModel: c[0]?.model ?? '?', cores: cpuCount(), node: process.version, kernel };
 }
 
+/**
+ * `--scenario lmtp` (issue 12: mx receipt → LMTP delivery at Dovecot) is its own script with its
+ * own options (bench/lmtp.ts: --messages, --conns, --size, --json): run it alone, as a child.
+ */
+function runLmtpScenario(argv: string[]): number | null {
+  const i = argv.findIndex((a) => a === '--scenario' || a === '--scenarios');
+  if (i < 0 || argv[i + 1] !== 'lmtp') return null;
+  const rest = [...argv.slice(0, i), ...argv.slice(i + 2)];
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/lmtp.ts'), ...rest], { cwd: ROOT, stdio: 'inherit' });
+  return r.status ?? 1;
+}
+
 async function main(): Promise<void> {
+  const lmtp = runLmtpScenario(process.argv.slice(2));
+  if (lmtp !== null) process.exit(lmtp);
   installExitHandlers();
   const o = parseOptions(process.argv.slice(2));
   const t0 = Date.now();
