@@ -6,7 +6,10 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
+import { createOwnMailSigner } from '../auth/dkim-own.js';
+import { loadConfigFile } from '../config.js';
 import { UsageError } from '../errors.js';
+import type { Logger } from '../log.js';
 import { DnsResolver } from '../policy/dns.js';
 import { deliverTlsRptReports, makeTlsRptReports, planTlsRptReports, type TlsRptSendOptions } from '../policy/tlsrpt-send.js';
 import { HOST_PORT_SYNTAX, parseHostPort } from '../protocol/host-port.js';
@@ -24,6 +27,35 @@ interface ReportFlags {
   contact?: string;
   submitter?: string;
   from?: string;
+  config?: string;
+  dkim?: boolean;
+}
+
+/**
+ * What --send-now signs with, as serve's scheduled reporter does (serve.ts signGenerated): the
+ * data directory's DKIM keys of the From domain (or of its nearest configured parent in the
+ * config's `domains`), unless `dkim.enabled` is false in --config or --no-dkim is given. Signed
+ * once, before the report is queued (dkim-own.ts); no key: sent unsigned, with a warning.
+ */
+interface SignSettings {
+  dataDir: string;
+  domains: string[];
+  enabled: boolean;
+  expirySeconds: number | null;
+}
+
+/** Signing problems (no key for the From domain, an unreadable key) as plain lines on stderr. */
+const stderrWarnings: Logger = {
+  info() {},
+  debug() {},
+  error: (_o, msg) => void process.stderr.write(`postseal: ${msg ?? ''}\n`),
+  warn: (_o, msg) => void process.stderr.write(`postseal: warning: ${msg ?? ''}\n`),
+};
+
+function signSettings(f: ReportFlags, dataFromFlag: boolean): SignSettings {
+  if (f.config === undefined) return { dataDir: f.data, domains: [], enabled: f.dkim !== false, expirySeconds: null };
+  const cfg = loadConfigFile(f.config);
+  return { dataDir: dataFromFlag ? f.data : cfg.dataDir, domains: cfg.domains, enabled: cfg.dkim.enabled && f.dkim !== false, expirySeconds: cfg.dkim.expirySeconds };
 }
 
 function countLine(c: TlsRptCount): string {
@@ -31,7 +63,7 @@ function countLine(c: TlsRptCount): string {
   return `${c.day}  ${c.policyDomain}  ${c.policyType.padEnd(15)} ${where}  ${c.result}=${c.count}${c.detail !== null ? `  (${c.detail})` : ''}`;
 }
 
-function sendOptions(f: ReportFlags): TlsRptSendOptions {
+function sendOptions(f: ReportFlags, sign: SignSettings): TlsRptSendOptions {
   const submitter = f.submitter ?? hostname();
   const servers = (f.dns ?? []).map((t) => {
     const r = parseHostPort(t, { defaultPort: 53 });
@@ -54,6 +86,7 @@ function sendOptions(f: ReportFlags): TlsRptSendOptions {
     from: f.from ?? `tlsrpt-noreply@${submitter}`,
     lookupTxt: (name) => resolver.txt(name),
     ca,
+    sign: sign.enabled ? createOwnMailSigner({ dataDir: sign.dataDir, domains: sign.domains, expirySeconds: sign.expirySeconds, logger: stderrWarnings }) : null,
   };
 }
 
@@ -72,12 +105,15 @@ export function registerReport(program: Command): void {
     .option('--contact <address>', 'contact-info in the report (default: postmaster@SUBMITTER)')
     .option('--submitter <host>', 'the reporting host (TLS-Report-Submitter; default: this host name)')
     .option('--from <address>', 'sender of mailto: reports (default: tlsrpt-noreply@SUBMITTER)')
-    .action(async (f: ReportFlags) => {
+    .option('--config <file>', 'serve config file: its dataDir (unless --data is given), domains and dkim.enabled/expirySeconds apply to signing --send-now reports')
+    .option('--no-dkim', 'send the reports unsigned (default: DKIM-signed with the data directory\'s keys of the From domain, as serve does)')
+    .action(async (f: ReportFlags, cmd: Command) => {
       const now = new Date();
       const only = f.domain !== undefined ? { domain: f.domain } : {};
       if (f.sendNow === true) {
-        const opts = sendOptions(f);
-        await withStore(f.data, async (store) => {
+        const sign = signSettings(f, cmd.getOptionValueSource('data') !== 'default');
+        const opts = sendOptions(f, sign);
+        await withStore(sign.dataDir, async (store) => {
           const made = await makeTlsRptReports(store, opts, now, { ...only, includeToday: true });
           const rounds = await deliverTlsRptReports(store, opts, now, { ...only, force: true });
           if (f.json === true) process.stdout.write(JSON.stringify({ made, rounds }, null, 2) + '\n');
