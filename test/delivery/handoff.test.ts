@@ -375,10 +375,14 @@ test('(e) serve SIGKILLed while a webhook call is in flight: delivered after res
   }
 });
 
-test('a webhook target without a secret: serve refuses to start, naming the key and the variable', { timeout: 60_000 }, async () => {
+test('a webhook target without a secret: serve refuses to start, naming the key and the variable; POSTSEAL_WEBHOOK_SECRET supplies it', { timeout: 60_000 }, async () => {
   const data = dirs.make('postseal-handoff-nosecret-');
   const r = await runCli(['serve', ...mxOnly(data, ['--deliver', 'hook.test=webhook:http://127.0.0.1:9/x'])]);
   assert.equal(r.code, 2, r.stderr);
   assert.match(r.stderr, /delivery\.webhook\.secret is not set/);
   assert.match(r.stderr, /POSTSEAL_WEBHOOK_SECRET/);
+  // The secret from the environment (kept off the command line): serve starts.
+  const s = await startServeChild(mxOnly(data, ['--deliver', 'hook.test=webhook:http://127.0.0.1:9/x']), { env: { POSTSEAL_WEBHOOK_SECRET: SECRET } });
+  s.signal('SIGKILL');
+  await s.waitExit().catch(() => undefined);
 });
