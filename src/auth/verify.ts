@@ -35,6 +35,8 @@ export const DEFAULT_DNS_TIMEOUT_MS = 3_000;
  * header_size_limit is 100 KiB per header; this bounds the whole block.
  */
 export const MAX_HEADER_BLOCK = 256 * 1024;
+const CRLF = Buffer.from('\r\n');
+const EMPTY = Buffer.alloc(0);
 
 export type MailauthResolver = (name: string, type: string) => Promise<unknown>;
 
@@ -96,7 +98,7 @@ interface HeaderField {
  * Where the header block ends (index of the empty line's end), and its fields; `complete` is
  * false when no empty line was found (all of `data` is header lines).
  */
-function headerFields(data: Buffer): { fields: HeaderField[]; bodyStart: number; complete: boolean } {
+function headerFields(data: Buffer): { fields: HeaderField[]; bodyStart: number; complete: boolean; blankLine: boolean } {
   const fields: HeaderField[] = [];
   let pos = 0;
   let current: HeaderField | null = null;
@@ -105,18 +107,22 @@ function headerFields(data: Buffer): { fields: HeaderField[]; bodyStart: number;
     eol = eol < 0 ? data.length : eol + 1;
     const first = data[pos];
     const blank = first === 0x0a || (first === 0x0d && data[pos + 1] === 0x0a);
-    if (blank) return { fields, bodyStart: eol, complete: true };
+    if (blank) return { fields, bodyStart: eol, complete: true, blankLine: true };
     if ((first === 0x20 || first === 0x09) && current !== null) {
       current.end = eol; // RFC 5322 §2.2.3: a folded continuation line
     } else {
       const line = data.subarray(pos, Math.min(eol, pos + 200)).toString('latin1');
       const colon = line.indexOf(':');
-      current = { name: (colon > 0 ? line.slice(0, colon) : line).trim().toLowerCase(), start: pos, end: eol };
+      // RFC 5322 §2.2 / §3.6.8: a field name is printable US-ASCII but ':' (WSP before the colon
+      // tolerated, RFC 5322 §4.5.3 obs-optional). A line that is no field ends the header section
+      // (as Postfix's cleanup does): what follows is body, not one endless "header block".
+      if (colon <= 0 || !/^[\x21-\x39\x3b-\x7e]+[ \t]*$/.test(line.slice(0, colon))) return { fields, bodyStart: pos, complete: true, blankLine: false };
+      current = { name: line.slice(0, colon).trim().toLowerCase(), start: pos, end: eol };
       fields.push(current);
     }
     pos = eol;
   }
-  return { fields, bodyStart: data.length, complete: false };
+  return { fields, bodyStart: data.length, complete: false, blankLine: false };
 }
 
 /** The authserv-id of an Authentication-Results field value (RFC 8601 §2.2), lower-cased. */
@@ -185,7 +191,8 @@ function toVerdicts(res: Unknown, omitted: number, seen: ReadonlyArray<{ domain:
     if (result === 'neutral' && comment === 'body hash did not verify') result = 'fail';
     // RFC 6376 §3.5 / §6.1.1: b= and bh= are required tags; a signature without them is a
     // syntax error (PERMFAIL), RFC 8601 `permerror` — not a body hash mismatch.
-    if (str(row.signature) === null || str(row.bodyHashExpecting) === null) {
+    // (Not for mailauth's single `none` row of an unsigned message: there is no signature to judge.)
+    if (result !== 'none' && (str(row.signature) === null || str(row.bodyHashExpecting) === null)) {
       result = 'permerror';
       comment = 'malformed signature: b= or bh= missing';
     }
@@ -381,7 +388,9 @@ export async function verifyMessage(input: VerifyInput, opts: VerifyOptions): Pr
       checkedSigs = sigs.slice(0, MAX_DKIM_SIGNATURES).map((f) => sigTags(fieldValue(cleanHead, f)));
       let message: Buffer | Readable;
       if (Buffer.isBuffer(input.data)) {
-        message = Buffer.concat([checkedHead, input.data.subarray(parsed.bodyStart)]);
+        // A header section ended by a line that is no field: the verifier sees the empty line
+        // RFC 5322 §2.1 puts between header and body (the stored message is not changed).
+        message = Buffer.concat([checkedHead, parsed.blankLine ? EMPTY : CRLF, input.data.subarray(parsed.bodyStart)]);
       } else {
         // The body streams from the spool file in 64 KiB reads (bounded memory).
         const path = input.data.path;
@@ -389,6 +398,7 @@ export async function verifyMessage(input: VerifyInput, opts: VerifyOptions): Pr
         const s = Readable.from(
           (async function* () {
             yield checkedHead;
+            if (!parsed.blankLine) yield CRLF;
             if (parsed.complete) yield* createReadStream(path, { start: bodyStart, highWaterMark: 64 * 1024 });
           })(),
           { objectMode: false },
