@@ -121,8 +121,9 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
       // Handed-off mailboxes are reported by the runner once their target took them (not here).
       const report = await localSuccessReport(msg, r.id, { hostname: cfg.hostname, localDomains, spoolDir: join(cfg.dataDir, BODIES_DIR), sign: signGenerated, handedOff });
       if (report) await store.accept(report);
+      const forwards = Object.keys(msg.forwardedFrom ?? {}).length; // alias targets elsewhere, queued too
       const handoffs = msg.handoffs?.length ?? 0; // local mailboxes queued for LMTP/Maildir/webhook
-      if (msg.remoteRecipients.length > 0 || handoffs > 0 || (report?.remoteRecipients.length ?? 0) > 0) relay?.kick();
+      if (msg.remoteRecipients.length > 0 || forwards > 0 || handoffs > 0 || (report?.remoteRecipients.length ?? 0) > 0) relay?.kick();
       return r;
     },
   };
@@ -137,8 +138,11 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     // them in memory, still bounded by limits.maxBodyMemory).
     spool: overrides.sink ? null : store.spool,
     users,
-    // The store's users are the local recipients (one indexed read per RCPT); catch-all: no check.
-    recipients: cfg.recipients.catchAll ? null : { hasRecipient: (a) => store.hasUser(a) },
+    // The address table (users + aliases, store/resolve.ts): a few indexed reads per RCPT, no
+    // cache, so `postseal alias add` takes effect at the next RCPT. Catch-alls are resolver steps.
+    recipients: {
+      resolve: (a, o) => store.resolveRecipient(a, { localDomains, subaddressSeparator: cfg.recipients.subaddressSeparator, catchAllDomains: cfg.recipients.catchAllDomains, catchAll: cfg.recipients.catchAll, forSender: o?.forSender === true }),
+    },
     received: { showAuthenticatedSender: cfg.received.showAuthenticatedSender },
     // Received mail (mx listener): SPF/DKIM/DMARC/ARC through the one DNS client (relay.dns or system).
     ...(cfg.auth.verify ? { verifier: createVerifier({ hostname: cfg.hostname, resolver: resolverFor(cfg.relay.dns).mailauthResolver(), ...cfg.auth }) } : {}),

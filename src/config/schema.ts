@@ -80,7 +80,13 @@ export interface ServeConfig {
   bareLineEndings: 'reject' | 'normalize';
   log: { level: 'debug' | 'info' | 'warn' | 'error' | 'silent' };
   relay: RelaySettings;
-  recipients: { catchAll: boolean };
+  recipients: {
+    catchAll: boolean;
+    /** Sub-addressing: `alice+tag@D` goes to alice@D's mailbox; '' turns it off. */
+    subaddressSeparator: string;
+    /** Domains where any address is accepted into its own mailbox (per-domain catch-all). */
+    catchAllDomains: string[];
+  };
   received: { showAuthenticatedSender: boolean };
   auth: { verify: boolean; dmarcEnforce: boolean; spfHardFailReject: boolean; dnsTimeoutMs: number };
   dkim: { enabled: boolean; expirySeconds: number | null };
@@ -107,6 +113,13 @@ export interface DeliverySettings {
 
 /** The data directory of serve and of the commands that open its store (user, mailbox, queue). */
 export const DEFAULT_DATA_DIR = './postseal-data';
+
+/** `recipients.subaddressSeparator`: one separator character, or '' (off). */
+const subaddressSeparator: ValueType<string> = {
+  name: 'separator',
+  expected: 'one of + - _ . = or "" (off)',
+  parse: (v) => (typeof v === 'string' && /^[+\-_.=]?$/.test(v) ? { ok: true, value: v } : { ok: false }),
+};
 
 /** A `delivery.targets` key: a local domain, or one address (`local@domain`, a per-address override); lower-cased. */
 const targetKey: ValueType<string> = {
@@ -317,6 +330,8 @@ export const SCHEMA: Group<ServeConfig> = group<ServeConfig>('postseal serve', {
   relay,
   recipients: group<ServeConfig['recipients']>('local recipients', {
     catchAll: leaf(bool, false, 'Accept mail for any address at a local domain (default: users and postmaster only).', flag('--catch-all', undefined, 'accept mail for any address at a local domain', { sets: true })),
+    subaddressSeparator: leaf(subaddressSeparator, '+', 'Sub-addressing: `alice+tag@domain` is delivered to the mailbox of `alice@domain` (the tag stays only in the envelope); one of `+ - _ . =`, or `""` to turn it off.', flag('--subaddress-separator', '<char>', 'sub-address separator (alice+tag@), "" = off')),
+    catchAllDomains: { kind: 'list', element: domain, doc: 'Local domains where any address is accepted, each into the mailbox of the address as given (per-domain catch-all; off by default). Users, aliases and the `@domain` catch-all alias come first.', ...flag('--catch-all-domain', '<domain>', 'accept any address at this local domain (repeatable)', { list: 'append' }) },
   }),
   received: group<ServeConfig['received']>('our Received header', {
     showAuthenticatedSender: leaf(bool, true, 'Write `(Authenticated sender: login)`, as Postfix does.'),
