@@ -14,7 +14,7 @@ import { ConfigError } from './errors.js';
 import { createLogger } from './log.js';
 import { SmtpServer, type BoundListener } from './server/server.js';
 import type { ListenerOptions, Logger, MessageSink, TlsProvider, UserVerifier } from './server/types.js';
-import { domainOf, normalizeAddress, openSqliteStore, type Store } from './store/index.js';
+import { domainOf, lockDataDir, normalizeAddress, openSqliteStore, type Store } from './store/index.js';
 import type { ResolveOptions } from './store/resolve.js';
 import { CertificateStore, ensureSelfSigned, serverSocketOptions } from './tls/index.js';
 import { QueueRunner } from './relay/runner.js';
@@ -87,7 +87,20 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     else logger.warn({ event: 'tls', certFile: made.certFile }, 'no certificate configured: using the self-signed development certificate');
     certs = await CertificateStore.fromFiles(made.certFile, made.keyFile, { policy });
   }
-  const store = await openSqliteStore(cfg.dataDir);
+  // One serve per data directory (store/owner.ts): its queue leases are ours to release.
+  const owner = lockDataDir(cfg.dataDir);
+  let store: Store;
+  try {
+    store = await openSqliteStore(cfg.dataDir);
+  } catch (err) {
+    owner.release();
+    throw err;
+  }
+  // Leases left by a process that died mid-delivery (SIGKILL, power loss): no other process runs
+  // this queue, so its rows are claimable again now rather than at their lease end (up to 15 min
+  // for LMTP). At-least-once: a row the dead process had handed over before dying is sent again.
+  const released = await store.releaseLeases();
+  if (released > 0) logger.warn({ event: 'queue', released, previousPid: owner.tookOverFrom }, 'released queue rows a previous process held when it stopped');
   const orphans = store.removeOrphanBodies();
   if (orphans > 0) logger.warn({ event: 'store', removed: orphans }, 'removed spool files that no message names (left by a crash before commit)');
   const tls: TlsProvider = {
@@ -165,6 +178,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     await tlsRpt?.close();
     await store.close();
     certs.close();
+    owner.release();
     throw err;
   }
   return {
@@ -181,6 +195,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
       await tlsRpt?.close();
       certs.close();
       await store.close();
+      owner.release();
     },
   };
 }

@@ -19,4 +19,5 @@ export { QUEUE_STATUSES } from './types.js';
 export type { TlsRptCount, TlsRptStoredReport } from './tlsrpt.js';
 export { openSqliteStore, openSqliteStoreReadOnly } from './sqlite-store.js';
 export { newMessageId } from './ids.js';
+export { lockDataDir, OWNER_FILE, type OwnerLock } from './owner.js';
 export { normalizeAddress, domainOf } from './address.js';

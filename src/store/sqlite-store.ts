@@ -218,6 +218,10 @@ export class SqliteStore extends SqliteReader implements Store {
     return this.committer.submit({ kind: 'deleteQueued', id, recipient: recipient ?? null });
   }
 
+  async releaseLeases(): Promise<number> {
+    return this.committer.submit({ kind: 'releaseLeases' });
+  }
+
   async retryQueued(id?: string): Promise<number> {
     return this.committer.submit({ kind: 'retryQueued', id: id ?? null, nowMs: Date.now() });
   }

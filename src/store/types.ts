@@ -212,6 +212,12 @@ export interface Store extends StoreReader, TlsRptStoreWrites {
   deleteQueued(id: string, recipient?: string): Promise<number>;
   /** Makes queued/deferred rows (of one message, or all) due now; returns how many. */
   retryQueued(id?: string): Promise<number>;
+  /**
+   * Clears every queue lease, keeping each row's due time; returns how many. Only for the one
+   * process that owns the store (serve at start, holding the data directory's owner lock): the
+   * leases it finds were left by a process that died while holding them.
+   */
+  releaseLeases(): Promise<number>;
   /** Stores (replaces) a domain's MTA-STS policy; a policy of mode 'none' removes it instead (RFC 8461 §5). */
   putMtaSts(policy: StoredMtaStsPolicy): Promise<void>;
   /** Removes a domain's cached MTA-STS policy; false when there was none. */

@@ -41,6 +41,7 @@ interface Statements {
   deleteQueuedAll: Statement;
   deleteQueuedOne: Statement;
   retryAll: Statement;
+  releaseLeases: Statement;
   retryOne: Statement;
   putMtaSts: Statement;
   forgetMtaSts: Statement;
@@ -77,6 +78,7 @@ function prepare(db: Database): Statements {
     attemptHistory: db.prepare(`INSERT INTO queue_attempts (seq, recipient, at, outcome, error, tls, next_attempt_at)
       SELECT seq, @recipient, @now, @status, @error, @tls, @next FROM messages WHERE id = @id`),
     deleteQueuedAll: db.prepare('DELETE FROM queue WHERE seq = (SELECT seq FROM messages WHERE id = ?)'),
+    releaseLeases: db.prepare(`UPDATE queue SET lease_until = NULL WHERE lease_until IS NOT NULL AND status IN ('queued', 'deferred')`),
     retryAll: db.prepare(`UPDATE queue SET next_attempt_at = ?, lease_until = NULL, updated_at = ? WHERE status IN ('queued', 'deferred')`),
     retryOne: db.prepare(`UPDATE queue SET next_attempt_at = ?, lease_until = NULL, updated_at = ?
       WHERE status IN ('queued', 'deferred') AND seq = (SELECT seq FROM messages WHERE id = ?)`),
@@ -158,6 +160,8 @@ function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['
       s.attemptHistory.run(values);
       return true;
     }
+    case 'releaseLeases':
+      return s.releaseLeases.run().changes;
     case 'retryQueued':
       return op.id === null ? s.retryAll.run(op.nowMs, op.nowMs).changes : s.retryOne.run(op.nowMs, op.nowMs, op.id).changes;
     case 'deleteQueued':

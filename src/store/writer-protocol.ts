@@ -65,6 +65,7 @@ export type WriteOp =
     }
   | { kind: 'deleteQueued'; id: string; recipient: string | null }
   | { kind: 'retryQueued'; id: string | null; nowMs: number }
+  | { kind: 'releaseLeases' }
   | { kind: 'putMtaSts'; policy: StoredMtaStsPolicy }
   | { kind: 'forgetMtaSts'; domain: string }
   | TlsRptWriteOp
@@ -84,6 +85,7 @@ export interface OpValues extends TlsRptOpValues, AliasOpValues {
   recordAttempt: boolean;
   deleteQueued: number;
   retryQueued: number;
+  releaseLeases: number;
   putMtaSts: null;
   /** False when there was no cached policy. */
   forgetMtaSts: boolean;
