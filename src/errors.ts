@@ -67,6 +67,10 @@ export const ERROR_CODES = [
   'STORE_WRITE_FAILED',
   'STORE_WRITER_FAILED',
   'USER_EXISTS',
+  // API tokens and the web console (issue 14).
+  'TOKEN_EXISTS',
+  'TOKEN_BAD_NAME',
+  'HTTP_LISTEN',
   // The checker.
   'CHECK_BAD_COMMAND',
   'CHECK_BAD_REPLY',

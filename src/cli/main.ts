@@ -15,6 +15,7 @@ import { registerPolicy } from './policy.js';
 import { registerPolicyExplain } from './policy-explain.js';
 import { registerReport } from './report.js';
 import { registerDkim } from './dkim.js';
+import { registerToken } from './token.js';
 import { ConfigError, PostsealError, UsageError } from '../errors.js';
 
 const program = new Command();
@@ -36,6 +37,7 @@ registerQueue(program);
 registerPolicyExplain(registerPolicy(program));
 registerReport(program);
 registerDkim(program);
+registerToken(program);
 
 // A reader that stops early (`postseal mailbox list | head -1`) closes the pipe: the output it
 // did not want is not an error. Leave quietly, as a program killed by SIGPIPE would, without a

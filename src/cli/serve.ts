@@ -2,6 +2,8 @@
 import type { Command } from 'commander';
 import { configFromFlags, serveFlags, WEBHOOK_SECRET_ENV, type ServeConfig } from '../config.js';
 import { startServe } from '../serve.js';
+import { createHttpContext } from '../http/context.js';
+import { startHttp, type RunningHttp } from '../http/server.js';
 import { collect } from './common.js';
 
 /** Commander's options object: one attribute per flag of the schema, plus --config. */
@@ -32,6 +34,18 @@ export function registerServe(program: Command): void {
     .action(async (flags: ServeFlags) => {
       const cfg = flagsToConfig(flags);
       const running = await startServe(cfg);
+      // The web console and API (issue 14). Started here, not in startServe: http/ sits above
+      // serve.ts in the import order (a face, like cli/). A port in use stops serve (exit 1).
+      const httpCtx = createHttpContext(cfg, running);
+      let web: RunningHttp | null = null;
+      if (cfg.http.address !== 'off') {
+        try {
+          web = await startHttp(httpCtx, cfg.http.address);
+        } catch (err) {
+          await running.close(0);
+          throw err;
+        }
+      }
       // Every reload (SIGHUP or the file watcher) is logged once, here, with what is now served.
       running.certs.onReload((r) => {
         if (r.ok) running.logger.info({ event: 'tls-reload', changed: r.changed, fingerprint256: r.certificate.fingerprint256 }, 'certificate reloaded');
@@ -48,7 +62,8 @@ export function registerServe(program: Command): void {
         if (stopping) return;
         stopping = true;
         running.logger.info({ event: 'shutdown', signal }, 'stopping: 421 to idle sessions, finishing transactions in flight');
-        running.close().then(
+        httpCtx.stopping = true;
+        Promise.all([web?.close(), running.close()]).then(
           () => process.exit(0),
           (err: unknown) => {
             running.logger.error({ event: 'shutdown', error: err instanceof Error ? err.message : String(err) }, 'shutdown failed');
@@ -63,6 +78,11 @@ export function registerServe(program: Command): void {
       for (const b of running.bound) {
         const host = b.host.includes(':') ? `[${b.host}]` : b.host;
         process.stdout.write(`listening ${b.name} ${host}:${b.port} tls=${b.tls}\n`);
+      }
+      if (web !== null) {
+        const host = web.host.includes(':') ? `[${web.host}]` : web.host;
+        // tls=none: http://; tls=implicit: https:// (a non-loopback address).
+        process.stdout.write(`listening http ${host}:${web.port} tls=${web.secure ? 'implicit' : 'none'}\n`);
       }
     });
 }

@@ -19,7 +19,8 @@ export function registerUser(program: Command): void {
     .option('--password-stdin', 'read the password from standard input')
     .option('--update', 'replace the password of an existing user')
     .option('--sender <pattern>', 'may also send as this address, *@domain or * (repeatable)', collect)
-    .action(async (address: string, flags: { data: string; passwordStdin?: boolean; update?: boolean; sender?: string[] }) => {
+    .option('--admin', 'may also log in to the web console (serve --http)')
+    .action(async (address: string, flags: { data: string; passwordStdin?: boolean; update?: boolean; sender?: string[]; admin?: boolean }) => {
       if (!isValidMailbox(address)) throw new ConfigError(`user add: ${JSON.stringify(address)} is not an email address`);
       const senders = checkPatterns('user add', flags.sender ?? []);
       const password = flags.passwordStdin ? await readStdin() : await promptSecret(`password for ${address}: `);
@@ -28,8 +29,9 @@ export function registerUser(program: Command): void {
         if (flags.update) {
           if (!(await store.setPassword(address, password))) throw new ConfigError(`user add: no user ${address} to update`);
           if (senders.length > 0) await store.editSenders(address, { add: senders });
+          if (flags.admin === true) await store.setAdmin(address, true);
         } else {
-          await store.addUser(address, password, { senders });
+          await store.addUser(address, password, { senders, admin: flags.admin === true });
         }
         process.stdout.write(`${flags.update ? 'updated' : 'added'} ${address}\n`);
       });
@@ -67,6 +69,31 @@ export function registerUser(program: Command): void {
           return;
         }
         for (const p of reader.senderPatterns(address)) process.stdout.write(p + '\n');
+      });
+    });
+  user
+    .command('admin')
+    .description('grant (on) or withdraw (off) web console access; without on|off, print it')
+    .argument('<address>')
+    .argument('[state]', 'on or off')
+    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+    .action(async (address: string, state: string | undefined, flags: { data: string }) => {
+      if (state !== undefined && state !== 'on' && state !== 'off') throw new ConfigError(`user admin: expected on or off, not ${JSON.stringify(state)}`);
+      if (state !== undefined) {
+        const found = await withStore(flags.data, (store) => store.setAdmin(address, state === 'on'));
+        if (!found) {
+          process.stderr.write(`postseal: no user ${address}\n`);
+          process.exitCode = 1;
+          return;
+        }
+      }
+      await withReader(flags.data, (reader) => {
+        if (!reader.hasUser(address)) {
+          process.stderr.write(`postseal: no user ${address}\n`);
+          process.exitCode = 1;
+          return;
+        }
+        process.stdout.write(`${address} admin ${reader.isAdmin(address) ? 'on' : 'off'}\n`);
       });
     });
   user

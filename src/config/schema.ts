@@ -92,6 +92,19 @@ export interface ServeConfig {
   dkim: { enabled: boolean; expirySeconds: number | null };
   arc: { sealDomains: string[] };
   delivery: DeliverySettings;
+  http: HttpSettings;
+}
+
+/** The web console, JSON API, /metrics and health checks (issue 14, src/http/). */
+export interface HttpSettings {
+  /** HOST:PORT, or 'off'. Plain HTTP on a loopback address, HTTPS (the server's certificates) elsewhere. */
+  address: string;
+  /** The checker may probe private and loopback targets (SSRF guard off: an operator testing their own network). */
+  checkPrivateTargets: boolean;
+  /** /metrics, /healthz, /readyz answer clients that are not on loopback (default: loopback clients only). */
+  publicProbes: boolean;
+  /** A console session ends after this long without a request. */
+  sessionIdleMs: number;
 }
 
 /** Local delivery targets (issue 12, docs/delivery.md): where mail for local mailboxes goes. */
@@ -146,6 +159,13 @@ const targetSpec: ValueType<string> = {
     const r = parseTargetSpec(v);
     return r.ok ? { ok: true, value: v.trim() } : { ok: false, expected: r.problem };
   },
+};
+
+/** `http.address`: HOST:PORT (port 0: any free port), or `off`. */
+const httpAddress: ValueType<string> = {
+  name: 'HOST:PORT or `off`',
+  expected: `${hostPort().expected}, or off`,
+  parse: (v) => (v === 'off' || v === false || v === null ? { ok: true, value: 'off' } : hostPort({ allowPortZero: true }).parse(v)),
 };
 
 const lmtpTls: ValueType<'none' | 'may' | 'encrypt' | 'verify' | null> = {
@@ -369,5 +389,11 @@ export const SCHEMA: Group<ServeConfig> = group<ServeConfig>('postseal serve', {
       tls: leaf(lmtpTls, null, 'TLS level toward a TCP LMTP server: `none`, `may`, `encrypt`, `verify`; null: `none` for a Unix socket or a loopback host, `may` otherwise.'),
       ca: leaf(pathOrNull, null, 'Trusted CA file (PEM) for `verify` toward LMTP servers (replaces the system roots).'),
     }),
+  }),
+  http: group<HttpSettings>('the web console, JSON API (`/api/v1`), `/metrics`, `/healthz`, `/readyz` (docs: README "Web console")', {
+    address: leaf(httpAddress, '127.0.0.1:8025', 'Address of the console and API: plain HTTP on a loopback address, HTTPS with the server\'s certificates (`tls`) on any other; `off`: no HTTP listener. Port 0: any free port. A port already in use stops serve at start (exit 1).', flag('--http', '<addr|off>', 'web console and API address (HTTPS when not loopback), or off')),
+    checkPrivateTargets: leaf(bool, false, 'Let the web checker probe private, loopback and link-local targets (SSRF guard off, for an operator testing their own network).', flag('--http-check-private', undefined, 'let the web checker probe private and loopback targets', { sets: true })),
+    publicProbes: leaf(bool, false, '`/metrics`, `/healthz` and `/readyz` need no login; by default they answer loopback clients only (403 to others). true: answer every client (behind a firewall or a scraper network).'),
+    sessionIdleMs: leaf(ms(60_000), 30 * 60_000, 'A console login session ends after this long without a request.'),
   }),
 });

@@ -17,6 +17,7 @@ export type {
 } from './types.js';
 export { QUEUE_STATUSES } from './types.js';
 export type { TlsRptCount, TlsRptStoredReport } from './tlsrpt.js';
+export type { ApiTokenInfo } from './tokens.js';
 export { openSqliteStore, openSqliteStoreReadOnly } from './sqlite-store.js';
 export { newMessageId } from './ids.js';
 export { lockDataDir, OWNER_FILE, type OwnerLock } from './owner.js';

@@ -12,9 +12,10 @@ import type { Database } from 'better-sqlite3';
 import { PostsealError } from '../errors.js';
 import { TLSRPT_TABLES } from './tlsrpt.js';
 import { ALIAS_TABLE } from './aliases.js';
+import { TOKEN_MIGRATION } from './tokens.js';
 
 /** MIGRATIONS.length: a new migration is a new array element, and the version follows. */
-export const SCHEMA_VERSION = 10;
+export const SCHEMA_VERSION = 11;
 export const DB_FILE = 'postseal.db';
 
 const MIGRATIONS: readonly string[] = [
@@ -141,6 +142,8 @@ const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE queue ADD COLUMN target TEXT;
   `,
+  // 10 -> 11: console admins (users.admin) and API tokens (issue 14, store/tokens.ts).
+  TOKEN_MIGRATION,
 ];
 
 /** Settings for the one connection that writes. */

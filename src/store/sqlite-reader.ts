@@ -18,6 +18,7 @@ import { normalizeAddress } from './address.js';
 import { verifyPassword } from './passwords.js';
 import { TlsRptReads, type TlsRptCount, type TlsRptStoredReport } from './tlsrpt.js';
 import { AliasReads, aliasAddress, type AliasEntry } from './aliases.js';
+import { TokenReads, type ApiTokenInfo } from './tokens.js';
 import { resolveAddress, type RecipientResolution, type ResolveOptions } from './resolve.js';
 import { ATTEMPT_COLUMNS, MESSAGE_COLUMNS, QUEUE_COLUMNS, toQueueAttempt, toQueueEntry, toSummary, type AttemptRow, type MessageRow, type QueueRow } from './rows.js';
 import type { ListMessagesOptions, ListQueueOptions, QueueAttempt, QueueEntry, StoredMessage, StoredMtaStsPolicy, StoreReader } from './types.js';
@@ -70,10 +71,12 @@ export class SqliteReader implements StoreReader {
   private closed = false;
   private readonly tlsRpt: TlsRptReads;
   private readonly aliases: AliasReads;
+  private readonly tokens: TokenReads;
 
   constructor(protected readonly db: Database) {
     this.tlsRpt = new TlsRptReads(db);
     this.aliases = new AliasReads(db);
+    this.tokens = new TokenReads(db);
     this.q = {
       list: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages m ORDER BY m.seq DESC LIMIT ?`),
       listLocal: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages m
@@ -169,6 +172,25 @@ export class SqliteReader implements StoreReader {
       throw err;
     }
     return this.q.senders.all(a).filter((p): p is string => typeof p === 'string');
+  }
+
+  isAdmin(address: string): boolean {
+    let a: string;
+    try {
+      a = normalizeAddress(address);
+    } catch (err) {
+      if (err instanceof PostsealError) return false;
+      throw err;
+    }
+    return this.tokens.isAdmin(a);
+  }
+
+  verifyApiToken(token: string): ApiTokenInfo | null {
+    return this.tokens.verifyApiToken(token);
+  }
+
+  listApiTokens(): ApiTokenInfo[] {
+    return this.tokens.listApiTokens();
   }
 
   listAliases(): AliasEntry[] {

@@ -25,6 +25,7 @@ import type { MessageRecord } from './writer-protocol.js';
 import { BODIES_DIR, FileSpool, fsyncDir, removeOrphans, type BodySpool } from './spool.js';
 import type { TlsRptCount, TlsRptStoredReport } from './tlsrpt.js';
 import { aliasAddress, aliasTarget } from './aliases.js';
+import { newToken, tokenName, type ApiTokenInfo } from './tokens.js';
 
 const DEFAULT_LEASE_MS = 10 * 60 * 1000;
 const MAX_PASSWORD = 1024;
@@ -158,12 +159,32 @@ export class SqliteStore extends SqliteReader implements Store {
     return { id: record.id };
   }
 
-  async addUser(address: string, password: string, opts: { senders?: readonly string[] } = {}): Promise<void> {
+  async addUser(address: string, password: string, opts: { senders?: readonly string[]; admin?: boolean } = {}): Promise<void> {
     const a = normalizeAddress(address);
     checkPassword(password);
     const senders = checkSenders(opts.senders ?? []);
     const hash = await hashPassword(password);
-    await this.committer.submit({ kind: 'addUser', address: a, hash, createdAt: new Date().toISOString(), senders });
+    await this.committer.submit({ kind: 'addUser', address: a, hash, createdAt: new Date().toISOString(), senders, admin: opts.admin === true });
+  }
+
+  async setAdmin(address: string, admin: boolean): Promise<boolean> {
+    return this.committer.submit({ kind: 'setAdmin', address: normalizeAddress(address), admin });
+  }
+
+  async createApiToken(name: string): Promise<{ token: string; info: ApiTokenInfo }> {
+    const n = tokenName(name);
+    const t = newToken(n);
+    const createdAt = new Date().toISOString();
+    await this.committer.submit({ kind: 'createToken', id: t.id, name: n, hash: t.hash, createdAt });
+    return { token: t.token, info: { id: t.id, name: n, createdAt, lastUsedAt: null, revoked: false } };
+  }
+
+  async revokeApiToken(nameOrId: string): Promise<number> {
+    return this.committer.submit({ kind: 'revokeToken', nameOrId });
+  }
+
+  async touchApiToken(id: string, at: Date = new Date()): Promise<void> {
+    await this.committer.submit({ kind: 'touchToken', id, at: at.toISOString() });
   }
 
   async editSenders(address: string, change: { add?: readonly string[]; remove?: readonly string[] }): Promise<boolean> {

@@ -14,6 +14,7 @@ import type { BodySpool } from './spool.js';
 import type { Notify } from '../protocol/dsn.js';
 import type { TlsRptStoreReads, TlsRptStoreWrites } from './tlsrpt.js';
 import type { AliasEntry } from './aliases.js';
+import type { ApiTokenInfo } from './tokens.js';
 import type { RecipientResolution, ResolveOptions } from './resolve.js';
 
 export type { AliasEntry } from './aliases.js';
@@ -157,6 +158,12 @@ export interface StoreReader extends TlsRptStoreReads {
   verifyUser(address: string, password: string): Promise<boolean>;
   /** Whether the user exists (one indexed read; false for a malformed address). */
   hasUser(address: string): boolean;
+  /** Whether the user may log in to the web console (users.admin; false for unknown or malformed). */
+  isAdmin(address: string): boolean;
+  /** The live API token with this secret (looked up by its SHA-256), or null. */
+  verifyApiToken(token: string): ApiTokenInfo | null;
+  /** Every API token (revoked ones too), oldest first; never the secret. */
+  listApiTokens(): ApiTokenInfo[];
   /** The user's sender patterns besides the login ('*', '*@domain', addresses), sorted. */
   senderPatterns(address: string): string[];
   /** Every alias with its targets, sorted by address (`@domain` catch-all aliases included). */
@@ -186,7 +193,15 @@ export interface Store extends StoreReader, TlsRptStoreWrites {
   /** Removes spool files no message names (crash leftovers), older than minAgeMs; returns how many. */
   removeOrphanBodies(minAgeMs?: number): number;
   /** Rejects with code 'USER_EXISTS' when the address already has a password. */
-  addUser(address: string, password: string, opts?: { senders?: readonly string[] }): Promise<void>;
+  addUser(address: string, password: string, opts?: { senders?: readonly string[]; admin?: boolean }): Promise<void>;
+  /** Grants or withdraws console access; false when there is no such user. */
+  setAdmin(address: string, admin: boolean): Promise<boolean>;
+  /** A new API token: the secret is returned here once and only its hash is stored. TOKEN_EXISTS when a live token has the name. */
+  createApiToken(name: string): Promise<{ token: string; info: ApiTokenInfo }>;
+  /** Revokes the live token with this name or id; resolves to how many (0 or 1). */
+  revokeApiToken(nameOrId: string): Promise<number>;
+  /** Records a use of a token (last_used_at). */
+  touchApiToken(id: string, at?: Date): Promise<void>;
   /** Adds and removes sender patterns of a user; false when there is no such user. */
   editSenders(address: string, change: { add?: readonly string[]; remove?: readonly string[] }): Promise<boolean>;
   /** Replaces the password of an existing user; false when there is no such user. */

@@ -19,6 +19,7 @@ import type { ErrorCode } from '../errors.js';
 import type { OpResult, OpValues, WriteOp } from './writer-protocol.js';
 import { prepareTlsRpt, runTlsRptOp, type TlsRptStatements } from './tlsrpt.js';
 import { prepareAliases, runAliasOp, type AliasStatements } from './aliases.js';
+import { prepareTokens, runTokenOp, type TokenStatements } from './tokens.js';
 import { PostsealError } from '../errors.js';
 
 export type BatchApplier = (ops: WriteOp[], data: Uint8Array) => OpResult[];
@@ -47,6 +48,7 @@ interface Statements {
   forgetMtaSts: Statement;
   tlsRpt: TlsRptStatements;
   aliases: AliasStatements;
+  tokens: TokenStatements;
 }
 
 function prepare(db: Database): Statements {
@@ -59,7 +61,7 @@ function prepare(db: Database): Statements {
     insertMailbox: db.prepare('INSERT OR IGNORE INTO mailbox_entries (mailbox, seq) VALUES (?, ?)'),
     insertQueue: db.prepare(`INSERT OR IGNORE INTO queue (seq, recipient, domain, status, attempts,
       next_attempt_at, updated_at, notify, orcpt, target) VALUES (?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?)`),
-    insertUser: db.prepare('INSERT INTO users (address, password_hash, created_at) VALUES (?, ?, ?)'),
+    insertUser: db.prepare('INSERT INTO users (address, password_hash, created_at, admin) VALUES (?, ?, ?, ?)'),
     updateUser: db.prepare('UPDATE users SET password_hash = ? WHERE address = ?'),
     deleteUser: db.prepare('DELETE FROM users WHERE address = ?'),
     userExists: db.prepare('SELECT 1 FROM users WHERE address = ?').pluck(),
@@ -88,6 +90,7 @@ function prepare(db: Database): Statements {
     forgetMtaSts: db.prepare('DELETE FROM mta_sts_policies WHERE domain = ?'),
     tlsRpt: prepareTlsRpt(db),
     aliases: prepareAliases(db),
+    tokens: prepareTokens(db),
   };
 }
 
@@ -132,7 +135,7 @@ function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['
       return null;
     }
     case 'addUser':
-      s.insertUser.run(op.address, op.hash, op.createdAt);
+      s.insertUser.run(op.address, op.hash, op.createdAt, op.admin === true ? 1 : 0);
       for (const p of op.senders) s.insertSender.run(op.address, p);
       return null;
     case 'editSenders': {
@@ -183,6 +186,11 @@ function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['
     case 'addAlias':
     case 'removeAlias':
       return runAliasOp(s.aliases, op);
+    case 'setAdmin':
+    case 'createToken':
+    case 'revokeToken':
+    case 'touchToken':
+      return runTokenOp(s.tokens, op);
   }
 }
 
@@ -192,6 +200,7 @@ function errorCode(op: WriteOp, err: unknown): ErrorCode {
   const sqliteCode = err !== null && typeof err === 'object' && 'code' in err ? String(err.code) : '';
   if (sqliteCode.startsWith('SQLITE_CONSTRAINT')) {
     if (op.kind === 'addUser') return 'USER_EXISTS';
+    if (op.kind === 'createToken') return 'TOKEN_EXISTS';
     if (op.kind === 'accept') return 'STORE_ID_COLLISION';
   }
   return 'STORE_WRITE_FAILED';

@@ -10,6 +10,7 @@ import type { QueueRow } from './rows.js';
 import type { StoredMtaStsPolicy } from './types.js';
 import type { TlsRptOpValues, TlsRptWriteOp } from './tlsrpt.js';
 import type { AliasOpValues, AliasWriteOp } from './aliases.js';
+import type { TokenOpValues, TokenWriteOp } from './tokens.js';
 
 /** Envelope and metadata of one message, already normalized, as the writer stores it. */
 export interface MessageRecord {
@@ -48,7 +49,7 @@ export interface MessageRecord {
 
 export type WriteOp =
   | { kind: 'accept'; msg: MessageRecord; offset: number; length: number; nowMs: number }
-  | { kind: 'addUser'; address: string; hash: string; createdAt: string; senders: string[] }
+  | { kind: 'addUser'; address: string; hash: string; createdAt: string; senders: string[]; admin?: boolean }
   | { kind: 'editSenders'; address: string; add: string[]; remove: string[] }
   | { kind: 'setPassword'; address: string; hash: string }
   | { kind: 'removeUser'; address: string }
@@ -69,12 +70,13 @@ export type WriteOp =
   | { kind: 'putMtaSts'; policy: StoredMtaStsPolicy }
   | { kind: 'forgetMtaSts'; domain: string }
   | TlsRptWriteOp
-  | AliasWriteOp;
+  | AliasWriteOp
+  | TokenWriteOp;
 
 export type OpKind = WriteOp['kind'];
 
 /** What each op resolves to. */
-export interface OpValues extends TlsRptOpValues, AliasOpValues {
+export interface OpValues extends TlsRptOpValues, AliasOpValues, TokenOpValues {
   accept: null;
   addUser: null;
   /** False when there is no such user. */

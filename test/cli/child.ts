@@ -113,7 +113,8 @@ export interface ServeChild {
 export function startServeChild(args: string[], opts: { listeners?: number; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<ServeChild> {
   const want = opts.listeners ?? 1;
   const timeoutMs = opts.timeoutMs ?? 60_000;
-  const child = spawnCli(['serve', ...args], opts.env);
+  // No HTTP listener unless the test asks for one: the default 127.0.0.1:8025 is one fixed port.
+  const child = spawnCli(['serve', ...args, ...(args.includes('--http') ? [] : ['--http', 'off'])], opts.env);
   child.stdin?.end();
   let stdout = '';
   let stderr = '';
@@ -206,7 +207,9 @@ export function startServeChild(args: string[], opts: { listeners?: number; time
 
 /** The usual flags for a server with only the mx listener on a free port. */
 export function mxOnly(dataDir: string, extra: string[] = []): string[] {
-  return ['--data', dataDir, '--mx', '127.0.0.1:0', '--submission', 'off', '--submissions', 'off', ...extra];
+  // --http off: the embedded default is 127.0.0.1:8025, which parallel tests would fight over
+  // (a later --http in `extra` wins: commander keeps the last value).
+  return ['--data', dataDir, '--mx', '127.0.0.1:0', '--submission', 'off', '--submissions', 'off', '--http', 'off', ...extra];
 }
 
 /** Connects, reads the greeting, EHLO, STARTTLS, handshake (certificate not verified), EHLO. */
