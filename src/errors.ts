@@ -71,6 +71,13 @@ export const ERROR_CODES = [
   'TOKEN_EXISTS',
   'TOKEN_BAD_NAME',
   'HTTP_LISTEN',
+  // The JSON API under /api/v1 (src/http/api/): bad request, unknown id, body too large, 429,
+  // and a checker target refused by the SSRF guard (non-global address, 422).
+  'HTTP_BAD_REQUEST',
+  'HTTP_NOT_FOUND',
+  'HTTP_BODY_TOO_LARGE',
+  'HTTP_RATE_LIMITED',
+  'CHECK_TARGET_REFUSED',
   // The checker.
   'CHECK_BAD_COMMAND',
   'CHECK_BAD_REPLY',
