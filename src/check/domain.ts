@@ -10,7 +10,7 @@
  * MX set (SERVFAIL, timeout) is a finding naming the query, never a crash and never read as
  * "no such record".
  */
-import { checkHost } from './host.js';
+import { checkHost, type HostProgress } from './host.js';
 import type { DnsResolver } from '../policy/dns.js';
 import { finding, sortFindings } from './findings.js';
 import { gradeDowngrade, worstGrade, type DowngradeLevel } from './grade.js';
@@ -34,6 +34,14 @@ export interface CheckDomainOptions {
   onProgress?: (line: string) => void;
   /** Our DKIM keys for the domain (from a data directory) to look up and compare; absent: not checked. */
   dkim?: { source: string; keys: readonly DkimKeyInfo[] } | null;
+  /**
+   * Asked for every MX address before it is connected to: null allows it, a string is the reason
+   * it is refused (the address is then not contacted and the reason is a host.unreachable finding).
+   * The HTTP API refuses private targets with it (SSRF) on the very addresses it connects to.
+   */
+  refuseAddress?: (address: string) => string | null;
+  /** Step-by-step progress of each host check (checkHost's onProgress), with the host's address. */
+  onHostProgress?: (address: string, event: HostProgress) => void;
 }
 
 export interface MtaStsResult {
@@ -187,8 +195,19 @@ export async function checkDomain(domainInput: string, o: CheckDomainOptions): P
   for (const h of r.mx.hosts) if (h.addresses.length === 0 && !failedLookups.has(`${h.name} A/AAAA`)) add('mx.no-address', `${h.name} has no A or AAAA record`, h.name);
   let doneCount = 0;
   await pool(jobs, o.concurrency ?? 4, async (j) => {
+    const refused = o.refuseAddress?.(j.address) ?? null;
+    if (refused !== null) {
+      doneCount++;
+      o.onProgress?.(`[${doneCount}/${jobs.length}] ${j.host} [${j.address}]: not checked (${refused})`);
+      add('host.unreachable', `${j.address}:${port}: not checked: ${refused}`, j.host);
+      return;
+    }
     o.onProgress?.(`checking ${j.host} [${j.address}]:${port} ...`);
-    const rep = await checkHost(j.host, { address: j.address, port, ca: o.ca ?? [], timeoutMs: o.timeoutMs ?? 15_000, rcptDomain: domain, smuggling: o.smuggling ?? null });
+    const onHost = o.onHostProgress;
+    const rep = await checkHost(j.host, {
+      address: j.address, port, ca: o.ca ?? [], timeoutMs: o.timeoutMs ?? 15_000, rcptDomain: domain, smuggling: o.smuggling ?? null,
+      ...(onHost ? { onProgress: (ev: HostProgress) => onHost(j.address, ev) } : {}),
+    });
     r.hosts.push(rep);
     doneCount++;
     o.onProgress?.(`[${doneCount}/${jobs.length}] ${j.host} [${j.address}]: ${rep.status === 'error' ? `could not check (${rep.error?.message ?? ''})` : `grade ${rep.grade ?? '-'}`}`);

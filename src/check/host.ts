@@ -54,6 +54,17 @@ export interface CheckHostOptions {
    * from the first byte (implicit TLS on a port other than 465). Default GREETING_SNIFF_MS; 0 = never.
    */
   sniffImplicitMs?: number;
+  /**
+   * Called at each step as it happens (connect, greeting, ehlo, starttls, handshake, probes,
+   * probe, done); for live progress (the HTTP API's event stream). Never affects the report.
+   */
+  onProgress?: (event: HostProgress) => void;
+}
+
+/** One step of a host check, as reported to `onProgress`. */
+export interface HostProgress {
+  step: 'connect' | 'greeting' | 'ehlo' | 'starttls' | 'handshake' | 'probes' | 'probe' | 'done';
+  detail: string;
 }
 
 function emptySmtp(): SmtpFacts {
@@ -139,9 +150,19 @@ export async function checkHost(host: string, options: CheckHostOptions = {}): P
 
   let tlsSocket: tls.TLSSocket | null = null;
   let handshakeMs = 0;
+  const progress = (step: HostProgress['step'], detail: string): void => {
+    try {
+      options.onProgress?.({ step, detail });
+    } catch {
+      // A failing listener must not change the check.
+    }
+  };
   try {
+    progress('connect', `${address}:${port}${implicit ? ' (implicit TLS)' : ''}`);
     const g = await connectAndEhlo(ctx, transcript);
     const { conn } = g;
+    progress('greeting', `${g.greeting.code} after ${g.greetingMs} ms`);
+    progress('ehlo', g.ehlo.code === 250 ? Object.keys(keywordsOf(g.ehlo)).join(' ') : `${g.ehlo.code}`);
     report.smtp.greeting = summarizeReply(g.greeting);
     report.smtp.greetingMs = g.greetingMs;
     const caps = keywordsOf(g.ehlo);
@@ -157,6 +178,8 @@ export async function checkHost(host: string, options: CheckHostOptions = {}): P
         report.smtp.authBeforeTls = caps.AUTH ?? [];
         if (!report.smtp.starttlsAdvertised) conn.note('STARTTLS not advertised; trying it anyway (stripped keyword?)');
         const st = await startTls(ctx, conn);
+        progress('starttls', `${st.reply.code}`);
+        if (st.reply.code === 220) progress('handshake', st.ok ? `ok in ${st.handshakeMs} ms` : `failed: ${st.stage === 'handshake' ? st.error : st.stage}`);
         report.smtp.starttlsReply = summarizeReply(st.reply);
         // RFC 3207 §4.2 / response injection: bytes after the 220 are not TLS-protected (the
         // transport discarded them and noted it in the transcript).
@@ -207,6 +230,7 @@ export async function checkHost(host: string, options: CheckHostOptions = {}): P
     }
   } catch (e) {
     report.status = 'error';
+    progress('done', `could not check: ${e instanceof Error ? e.message : String(e)}`);
     report.error = e instanceof PostsealError ? { code: e.code, message: e.message } : { code: 'CHECK_FAILED', message: e instanceof Error ? e.message : String(e) };
     if (report.error.code === 'CHECK_TIMEOUT' && report.smtp.greeting === null && !implicit) {
       report.error.message = `no greeting within ${ctx.timeoutMs} ms: is this implicit TLS? try --implicit${silence !== null ? ` (${silence})` : ''}`;
@@ -248,6 +272,12 @@ export async function checkHost(host: string, options: CheckHostOptions = {}): P
   if (options.attacks !== false) tasks.push(async () => void (report.probes.earlyTalker = await probeEarlyTalker(ctx)));
   const smuggling = options.smuggling;
   if (smuggling) tasks.push(async () => void (report.probes.smuggling = await probeSmuggling(ctx, tlsReport !== null, smuggling)));
-  await pool(tasks, options.concurrency ?? 3);
+  progress('probes', `${tasks.length} probe connections`);
+  let probesDone = 0;
+  await pool(tasks.map((t) => async () => {
+    await t();
+    progress('probe', `${++probesDone}/${tasks.length}`);
+  }), options.concurrency ?? 3);
+  progress('done', 'checked');
   return finish();
 }

@@ -2,7 +2,7 @@
  * The checker's public API: `checkHost` for one server, `checkDomain` for a domain's MX set,
  * the grading and rendering functions, and the report types (JSON schema: SCHEMA.md).
  */
-export { checkHost, type CheckHostOptions } from './host.js';
+export { checkHost, type CheckHostOptions, type HostProgress } from './host.js';
 export { checkDomain, type CheckDomainOptions, type DomainReport, type MtaStsResult, type DaneResult } from './domain.js';
 export { DnsResolver } from '../policy/dns.js';
 export { gradeFromFindings, gradeHost, gradeDowngrade, DOWNGRADE_LEVELS, type DowngradeLevel } from './grade.js';

@@ -14,7 +14,7 @@ import { bodyLimit } from 'hono/body-limit';
 import { isIP } from 'node:net';
 import { apiAuth, clientAddress, consoleAuth, LoginLimiter, sessionCookie, Sessions } from './auth.js';
 import type { HttpContext, HttpEnv } from './context.js';
-import { metricsRoutes } from './metrics.js';
+import { apiRoutes } from './api/index.js';
 
 /** Largest request body (the API takes small JSON documents and login forms). */
 export const MAX_BODY = 64 * 1024;
@@ -144,7 +144,7 @@ export function createHttpApp(ctx: HttpContext): HttpApp {
 
   // Route modules (J2: api/*.ts at /api/v1; J3: metrics.ts at /metrics; J4: pages.ts). Mounted
   // here only, after the middleware above.
-  app.route('/metrics', metricsRoutes(ctx));
+  app.route('/api/v1', apiRoutes(ctx));
 
   // Console pages (pages.ts, J4) sit behind consoleAuth; a session cookie that is not ours is dropped.
   app.get('/', consoleAuth(ctx, sessions), (c) => {

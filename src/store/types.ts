@@ -108,14 +108,6 @@ export interface ClaimOptions {
   kind?: 'remote' | 'local';
 }
 
-/** The waiting part of the queue (metrics): rows queued or deferred, and the oldest one's message. */
-export interface QueueStats {
-  queued: number;
-  deferred: number;
-  /** received_at (ISO 8601) of the oldest message with a waiting row; null when none waits. */
-  oldestReceivedAt: string | null;
-}
-
 export interface ListQueueOptions {
   status?: QueueStatus;
   /** Default 1000, at most 100000. */
@@ -186,8 +178,6 @@ export interface StoreReader extends TlsRptStoreReads {
    */
   resolveRecipient(address: string, opts: ResolveOptions): RecipientResolution;
   listQueue(opts?: ListQueueOptions): QueueEntry[];
-  /** Counts of waiting rows and the oldest waiting message (one query over the queue_due index). */
-  queueStats(): QueueStats;
   /** Every recorded delivery attempt of a message's queue rows, oldest first. */
   listAttempts(id: string): QueueAttempt[];
   /** The cached MTA-STS policy of a domain (lower-cased), expired or not; null when none. */
@@ -257,6 +247,4 @@ export interface SqliteStoreOptions {
   maxBatchOps?: number;
   /** Upper bound on message bytes per commit (default 32 MiB); a larger single message goes alone. */
   maxBatchBytes?: number;
-  /** Observer of each commit: seconds taken, ops in it (metrics; group-commit.ts). */
-  onCommit?: ((seconds: number, ops: number) => void) | null;
 }

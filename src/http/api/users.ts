@@ -1,0 +1,44 @@
+/**
+ * `/api/v1/users` (the store's users, as `postseal user list`, with their console role) and
+ * `/api/v1/policy/DOMAIN` (`postseal policy explain DOMAIN --json`: what the relay would do for
+ * mail to DOMAIN and why, with serve's relay settings and serve's store as the MTA-STS cache).
+ *
+ * Invariants: read-only; explain runs the same library call as the CLI (policy/explain.ts), without
+ * --connect (no SMTP connection is made from an HTTP request), DNS and the MTA-STS fetch bounded
+ * by the policy layer's own deadlines.
+ */
+import { readFileSync } from 'node:fs';
+import { Hono } from 'hono';
+import { systemResolver } from '../../client/index.js';
+import { policyLookups } from '../../policy/context.js';
+import { explainDomain } from '../../policy/explain.js';
+import type { HttpContext, HttpEnv } from '../context.js';
+import { apiError } from './errors.js';
+
+const DOMAIN_RE = /^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/;
+
+export function usersApi(ctx: HttpContext): Hono<HttpEnv> {
+  const app = new Hono<HttpEnv>();
+
+  app.get('/users', (c) => c.json(ctx.store.listUsers().map((address) => ({ address, admin: ctx.store.isAdmin(address) }))));
+
+  app.get('/policy/:domain', async (c) => {
+    const arg = c.req.param('domain');
+    const domain = arg.trim().toLowerCase().replace(/\.$/, '');
+    if (domain.length > 253 || !DOMAIN_RE.test(domain)) return c.json(apiError('HTTP_BAD_REQUEST', `${JSON.stringify(arg)} is not a domain name`), 400);
+    const r = ctx.cfg.relay;
+    let ca: string | null = null;
+    if (r.ca !== null) {
+      try {
+        ca = readFileSync(r.ca, 'utf8');
+      } catch {
+        ca = null;
+      }
+    }
+    const settings = { dns: r.dns, ca, mtaSts: { enabled: r.mtaSts.enabled, endpoint: r.mtaSts.endpoint }, dane: { enabled: r.dane.enabled } };
+    const pctx = { ...policyLookups(settings, ctx.store), resolver: systemResolver(r.dns.length > 0 ? r.dns : undefined), table: { ...r.tlsPolicy }, defaultLevel: r.defaultTls, port: r.smtpPort };
+    return c.json(await explainDomain(domain, pctx, { connect: false }) as unknown as Record<string, unknown>);
+  });
+
+  return app;
+}
