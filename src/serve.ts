@@ -13,6 +13,8 @@ import type { IncomingMessage, RecipientDsn } from './types.js';
 import { ConfigError } from './errors.js';
 import { createLogger } from './log.js';
 import { SmtpServer, type BoundListener } from './server/server.js';
+import type { ServerEvents } from './server/events.js';
+import type { RunnerEvents } from './relay/runner.js';
 import type { ListenerOptions, Logger, MessageSink, TlsProvider, UserVerifier } from './server/types.js';
 import { domainOf, lockDataDir, normalizeAddress, openSqliteStore, type Store } from './store/index.js';
 import type { ResolveOptions } from './store/resolve.js';
@@ -46,6 +48,17 @@ export interface ServeOverrides {
   logger?: Logger;
   /** Replace the durable store as message sink (benchmarks: protocol engine alone). */
   sink?: MessageSink;
+  /**
+   * Observers (the HTTP side's metrics, src/http/metrics.ts, made by the CLI: serve sits below
+   * http and does not import it): the server's events, the runner's, and each store commit.
+   */
+  observers?: ServeObservers;
+}
+
+export interface ServeObservers {
+  server?: ServerEvents | null;
+  relay?: RunnerEvents | null;
+  onCommit?: ((seconds: number, ops: number) => void) | null;
 }
 
 /**
@@ -91,7 +104,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
   const owner = lockDataDir(cfg.dataDir);
   let store: Store;
   try {
-    store = await openSqliteStore(cfg.dataDir);
+    store = await openSqliteStore(cfg.dataDir, { onCommit: overrides.observers?.onCommit ?? null });
   } catch (err) {
     owner.release();
     throw err;
@@ -121,7 +134,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
   const signGenerated: GeneratedSigner | null = cfg.dkim.enabled ? createOwnMailSigner({ dataDir: cfg.dataDir, domains: cfg.domains, expirySeconds: cfg.dkim.expirySeconds, logger }) : null;
   const tlsRpt = cfg.relay.enabled && cfg.relay.tlsRpt.enabled ? new TlsRptCounter(store, { onError: (err) => logger.warn({ event: 'tlsrpt', error: err instanceof Error ? err.message : String(err) }, 'TLS-RPT counts not saved; kept for the next flush') }).start() : null;
   const handsOff = [...targets.values()].some((t) => t.kind !== 'store');
-  const relay = cfg.relay.enabled || handsOff ? createRunner(cfg, store, localDomains, logger, tlsRpt, signGenerated, handsOff ? targetRegistry(cfg, targets) : null) : null;
+  const relay = cfg.relay.enabled || handsOff ? createRunner(cfg, store, localDomains, logger, tlsRpt, signGenerated, handsOff ? targetRegistry(cfg, targets) : null, overrides.observers?.relay ?? null) : null;
   const reporter = tlsRpt !== null && cfg.relay.tlsRpt.reports ? startTlsRptReporter(cfg, store, tlsRpt, logger, signGenerated) : null;
   // Mail for other domains (authenticated submission only) waits in the queue; wake the runner.
   const durable: MessageSink = {
@@ -167,6 +180,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
       : {}),
     tls,
     logger,
+    events: overrides.observers?.server ?? null,
   });
   let bound: BoundListener[];
   try {
@@ -276,7 +290,7 @@ function withHandoffs(msg: IncomingMessage, targets: ReadonlyMap<string, TargetS
   return { msg: { ...msg, handoffs, recipientDsn: dsn }, handedOff };
 }
 
-function createRunner(cfg: ServeConfig, store: Store, localDomains: string[], logger: Logger, tlsRpt: TlsRptCounter | null, signGenerated: GeneratedSigner | null = null, targets: TargetRegistry | null = null): QueueRunner {
+function createRunner(cfg: ServeConfig, store: Store, localDomains: string[], logger: Logger, tlsRpt: TlsRptCounter | null, signGenerated: GeneratedSigner | null = null, targets: TargetRegistry | null = null, events: RunnerEvents | null = null): QueueRunner {
   const r = cfg.relay;
   let ca: string | null = null;
   if (r.ca) {
@@ -293,7 +307,7 @@ function createRunner(cfg: ServeConfig, store: Store, localDomains: string[], lo
     systemResolver(r.dns.length > 0 ? r.dns : undefined),
     logger,
     // The sending policy (policy/decide.ts): MTA-STS cached in the store, DANE, TLS-RPT counts.
-    { ...policyLookups({ dns: r.dns, ca, mtaSts: r.mtaSts, dane: r.dane }, store), tlsRpt, signGenerated, targets, remote: r.enabled },
+    { ...policyLookups({ dns: r.dns, ca, mtaSts: r.mtaSts, dane: r.dane }, store), tlsRpt, signGenerated, targets, remote: r.enabled, events },
   );
   runner.start();
   return runner;

@@ -4,6 +4,7 @@ import { configFromFlags, serveFlags, WEBHOOK_SECRET_ENV, type ServeConfig } fro
 import { startServe } from '../serve.js';
 import { createHttpContext } from '../http/context.js';
 import { startHttp, type RunningHttp } from '../http/server.js';
+import { createMetrics } from '../http/metrics.js';
 import { collect } from './common.js';
 
 /** Commander's options object: one attribute per flag of the schema, plus --config. */
@@ -33,10 +34,13 @@ export function registerServe(program: Command): void {
   cmd
     .action(async (flags: ServeFlags) => {
       const cfg = flagsToConfig(flags);
-      const running = await startServe(cfg);
+      // Metrics (issue 14): the observers go into the server, the runner and the store at start.
+      const metrics = createMetrics();
+      const running = await startServe(cfg, { observers: metrics.observers });
+      metrics.attach(running);
       // The web console and API (issue 14). Started here, not in startServe: http/ sits above
       // serve.ts in the import order (a face, like cli/). A port in use stops serve (exit 1).
-      const httpCtx = createHttpContext(cfg, running);
+      const httpCtx = createHttpContext(cfg, running, { metrics: metrics.registry });
       let web: RunningHttp | null = null;
       if (cfg.http.address !== 'off') {
         try {

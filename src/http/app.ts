@@ -15,6 +15,7 @@ import { isIP } from 'node:net';
 import { apiAuth, clientAddress, consoleAuth, LoginLimiter, sessionCookie, Sessions } from './auth.js';
 import type { HttpContext, HttpEnv } from './context.js';
 import { apiRoutes } from './api/index.js';
+import { metricsRoutes } from './metrics.js';
 
 /** Largest request body (the API takes small JSON documents and login forms). */
 export const MAX_BODY = 64 * 1024;
@@ -145,6 +146,7 @@ export function createHttpApp(ctx: HttpContext): HttpApp {
   // Route modules (J2: api/*.ts at /api/v1; J3: metrics.ts at /metrics; J4: pages.ts). Mounted
   // here only, after the middleware above.
   app.route('/api/v1', apiRoutes(ctx));
+  app.route('/metrics', metricsRoutes(ctx));
 
   // Console pages (pages.ts, J4) sit behind consoleAuth; a session cookie that is not ours is dropped.
   app.get('/', consoleAuth(ctx, sessions), (c) => {

@@ -28,7 +28,7 @@ import { signedGeneratedMessage, type GeneratedSigner } from '../store/generated
 import type { Logger } from '../log.js';
 import { decide, type AdDns, type Decided, type PolicyContext } from '../policy/decide.js';
 import { domainPlan, tlsRptEvents } from '../policy/attempt.js';
-import type { MtaStsLookup, TlsaLookup, TlsRptRecorder } from '../policy/types.js';
+import type { MtaStsLookup, PolicySource, TlsaLookup, TlsRptRecorder } from '../policy/types.js';
 import { domainOf, type QueueEntry, type Store, type StoredMessage } from '../store/index.js';
 import type { TlsOutcome } from '../types.js';
 import { buildBounce, type FailedRecipient } from './bounce.js';
@@ -98,6 +98,20 @@ export interface RunnerPolicy {
   targets?: TargetRegistry | null;
   /** Deliver remote rows (target null); false: only handoffs (serve with relay.enabled false). Default true. */
   remote?: boolean;
+  /** Observer of attempts and bounces (metrics, issue 14); absent or null: none. */
+  events?: RunnerEvents | null;
+}
+
+/** What the runner tells an observer; called synchronously, must be cheap and must not throw. */
+export interface RunnerEvents {
+  /**
+   * One recipient's attempt as recorded: `kind` 'remote' (SMTP) or the local target's kind
+   * (lmtp, maildir, webhook); for SMTP the TLS outcome and which policy set the level asked for
+   * (the MX host's decision, or for a static route the TLS table or the default).
+   */
+  attempt(outcome: 'delivered' | 'deferred' | 'failed', kind: string, tls: TlsOutcome | null, source: PolicySource | null): void;
+  /** A failure DSN (bounce) was queued. */
+  bounce(): void;
 }
 
 /** The rows of one message for one delivery target: one DeliveryTarget call. */
@@ -298,6 +312,8 @@ export class QueueRunner {
       ...dsnOf(job),
     }));
     let finals: Array<{ final: DeliveryResult | null; dnsReason: { message: string; permanent: boolean } | null }>;
+    // Which policy set the level (metrics): per MX host from the decision; a route: table or default.
+    let sourceOf: (final: DeliveryResult | null) => PolicySource = () => (this.cfg.tlsPolicy[batch.domain] !== undefined ? 'table' : 'default');
     if (batch.route) {
       // A route names the certificate name to verify (`HOST:PORT@NAME`); else its host.
       const b = await deliverBatch({ ...base, host: batch.route.host, port: batch.route.port, serverName: batch.route.name ?? batch.route.host }, messages);
@@ -310,6 +326,8 @@ export class QueueRunner {
       let pending = decisions.get(key);
       if (pending === undefined) decisions.set(key, (pending = decide(batch.domain, this.policyContext(), { requireTls: batch.requireTls })));
       const decided = await pending;
+      const decision = decided.decision;
+      sourceOf = (final) => (final === null ? decision.source : (decision.mx.find((m) => m.host === final.serverName || m.host === final.host)?.source ?? decision.source));
       // The level recorded when no host was tried: the first host's (or the default).
       level = decided.decision.mx.find((m) => m.allowed)?.level ?? decided.decision.mx[0]?.level ?? level;
       const d = await deliverBatchToDomain(batch.domain, { ...base, port: this.cfg.smtpPort }, messages, this.resolver, domainPlan(decided));
@@ -320,7 +338,7 @@ export class QueueRunner {
     for (let k = 0; k < items.length; k++) {
       const item = items[k];
       const f = finals[k];
-      if (item && f) await this.record(item.job, item.stored, f.final?.level ?? level, f.final, f.dnsReason, now, summary);
+      if (item && f) await this.record(item.job, item.stored, f.final?.level ?? level, f.final, f.dnsReason, now, summary, sourceOf(f.final));
     }
   }
 
@@ -360,7 +378,7 @@ export class QueueRunner {
       results.set(o.recipient, { status: o.outcome, reason: error ?? `delivered to ${kind}`, diagnostic: publicDiagnostic(kind, o.outcome, error), enhanced: error === null ? null : enhancedOf(error), tlsStatus: null });
     }
     const missing: EntryResult = { status: 'deferred', reason: `${job.target}: no outcome for this recipient`, diagnostic: publicDiagnostic(kind, 'deferred', null), enhanced: null, tlsStatus: null };
-    await this.recordEach(job, stored, null, (e) => results.get(e.recipient) ?? missing, { action: 'delivered', remoteMta: null, dsnPassed: false }, { target: job.target }, now, summary);
+    await this.recordEach(job, stored, null, (e) => results.get(e.recipient) ?? missing, { action: 'delivered', remoteMta: null, dsnPassed: false }, { target: job.target }, now, summary, { kind, source: null });
   }
 
   /** RFC 8460: every attempt (and every host the policy refused) counted for TLS-RPT. */
@@ -377,7 +395,7 @@ export class QueueRunner {
   }
 
   /** Records one job's attempt: each recipient delivered, deferred (with the next attempt) or failed (bounced). */
-  private async record(job: Job, stored: StoredMessage, level: TlsLevel, final: DeliveryResult | null, dnsReason: { message: string; permanent: boolean } | null, now: Date, summary: RunSummary): Promise<void> {
+  private async record(job: Job, stored: StoredMessage, level: TlsLevel, final: DeliveryResult | null, dnsReason: { message: string; permanent: boolean } | null, now: Date, summary: RunSummary, source: PolicySource | null = null): Promise<void> {
     const tls = outcomeOf(level, final, dnsReason?.message ?? null);
     const tlsStatus = requireTlsStatus(job, final, dnsReason?.message ?? null);
     const resultOf = (entry: QueueEntry): EntryResult => {
@@ -388,7 +406,7 @@ export class QueueRunner {
     };
     // RFC 3461 §4.1: NOTIFY=SUCCESS. Passed on to a DSN server, the report is the next hop's;
     // otherwise it is ours and says 'relayed' (RFC 3464 §2.3.3).
-    await this.recordEach(job, stored, tls, resultOf, { action: 'relayed', remoteMta: final?.serverName ?? null, dsnPassed: final?.dsnPassed === true }, { domain: job.domain, host: final?.host ?? null }, now, summary);
+    await this.recordEach(job, stored, tls, resultOf, { action: 'relayed', remoteMta: final?.serverName ?? null, dsnPassed: final?.dsnPassed === true }, { domain: job.domain, host: final?.host ?? null }, now, summary, { kind: 'remote', source });
   }
 
   /**
@@ -404,7 +422,9 @@ export class QueueRunner {
     logFields: Record<string, unknown>,
     now: Date,
     summary: RunSummary,
+    observed: { kind: string; source: PolicySource | null } = { kind: 'remote', source: null },
   ): Promise<void> {
+    const events = this.policy.events ?? null;
     const failed: FailedRecipient[] = [];
     const delayed: FailedRecipient[] = [];
     const succeeded: FailedRecipient[] = [];
@@ -416,6 +436,7 @@ export class QueueRunner {
       const { status, reason, diagnostic, enhanced, tlsStatus } = resultOf(entry);
       if (status === 'delivered') {
         await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'delivered', tls });
+        events?.attempt('delivered', observed.kind, tls, observed.source);
         summary.delivered++;
         counts.delivered++;
         // RFC 3461 §4.1: NOTIFY=SUCCESS ('relayed' for SMTP, 'delivered' for a final local handoff).
@@ -426,6 +447,7 @@ export class QueueRunner {
         const at = nextAttempt(this.cfg.retry, entry.attempts + 1, new Date(stored.summary.receivedAt), now);
         if (at) {
           await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'deferred', error: reason, nextAttemptAt: at, tls });
+          events?.attempt('deferred', observed.kind, tls, observed.source);
           summary.deferred++;
           counts.deferred++;
           // RFC 3461 §4.1 NOTIFY=DELAY: one warning, after the first deferral (attempts counts
@@ -438,6 +460,7 @@ export class QueueRunner {
         failed.push({ recipient: entry.recipient, orcpt, status: tlsStatus ?? enhanced ?? '5.0.0', action: 'failed', remoteMta, diagnostic, lastAttempt: now });
       }
       await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'failed', error: reason, tls });
+      events?.attempt('failed', observed.kind, tls, observed.source);
       summary.failed++;
     }
     this.logger.info({ event: 'delivery', id: job.id, ...logFields, tls, ...counts, failed: failed.length }, 'delivery attempt');
@@ -448,7 +471,10 @@ export class QueueRunner {
       return n === null || n.includes('FAILURE');
     });
     for (const list of [bounced, delayed, succeeded]) {
-      if (list.length > 0 && (await this.bounce(job, stored.data, arrival, list))) summary.bounces++;
+      if (list.length > 0 && (await this.bounce(job, stored.data, arrival, list))) {
+        summary.bounces++;
+        if (list === bounced) events?.bounce();
+      }
     }
   }
 

@@ -9,6 +9,7 @@ import { R, senderNotOwned, unknownRecipient } from './replies.js';
 import { senderOwned } from './senders.js';
 import { newFacts, type Envelope, type SessionApi } from './state.js';
 import { summarizeTls } from '../tls/summary.js';
+import { handshakeFailureReason } from './events.js';
 import { handleAuth } from './auth.js';
 import { parseEnvId, parseNotify, parseOrcpt, parseRet, type RecipientDsn, type Ret } from '../protocol/dsn.js';
 
@@ -275,10 +276,11 @@ function startTls(s: SessionApi, args: string): Reply | Promise<Reply | null> {
     s.facts = newFacts(summarizeTls(socket));
     s.endTransaction();
     return null;
-  }, () => {
+  }, (err: unknown) => {
     // A failed or stalled handshake is the client's business, not a server error: the
     // connection is already closed without a plaintext reply, and the session line records
     // the reason ('tls handshake failed: …').
+    s.opts.events?.starttlsFailed(s.listener.name, handshakeFailureReason(err));
     return null;
   });
 }

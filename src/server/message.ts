@@ -384,6 +384,7 @@ export class MessageIntake {
           return res;
         }
         this.accepted++;
+        h.opts.events?.messageAccepted(h.listener.name);
         const log = h.opts.logger;
         if (log.isLevelEnabled?.('info') !== false) {
           log.info({ event: 'message', id: res.id, size, rcpts: nRcpts, from: env.mailFrom, listener: h.listener.name, client: h.remoteAddress, tls: f.tls?.protocol ?? null }, 'message accepted');

@@ -15,6 +15,7 @@ import { AuthLimiter } from './context.js';
 import { R } from './replies.js';
 import { Session, type ServerContext } from './session.js';
 import { summarizeTls } from '../tls/summary.js';
+import { handshakeFailureReason } from './events.js';
 import type { ListenerOptions, ServerOptions } from './types.js';
 
 export interface BoundListener {
@@ -61,7 +62,10 @@ export class SmtpServer implements ServerContext {
         },
         {
           onConnection: (a) => this.accept(a, l),
-          onHandshakeFailed: (ip, reason) => this.opts.logger.info({ event: 'session', listener: l.name, client: ip, result: `tls handshake failed: ${reason}` }, 'session'),
+          onHandshakeFailed: (ip, reason) => {
+            this.opts.events?.starttlsFailed(l.name, handshakeFailureReason(reason));
+            this.opts.logger.info({ event: 'session', listener: l.name, client: ip, result: `tls handshake failed: ${reason}` }, 'session');
+          },
           onError: (err) => this.opts.logger.error({ listener: l.name, err: String(err) }, 'listener error'),
         },
       );
@@ -110,6 +114,7 @@ export class SmtpServer implements ServerContext {
     );
     session = new Session(conn, l, this.opts, this, a.secure ? summarizeTls(a.secure) : null);
     this.sessions.add(session);
+    this.opts.events?.sessionStart(l.name);
     session.start();
   }
 
@@ -123,6 +128,7 @@ export class SmtpServer implements ServerContext {
     this.perListener.set(s.listener.name, (this.perListener.get(s.listener.name) ?? 1) - 1);
     this.stats.messages += s.messages;
     const t = s.facts.tls;
+    this.opts.events?.sessionEnd(s.listener.name, t?.protocol ?? null);
     this.opts.logger.info(
       {
         event: 'session',

@@ -36,6 +36,15 @@ export interface ServerContext {
   readonly bodyBudget: BodyBudget;
 }
 
+/** Commands whose refusals count as refused mail (events.rejected). */
+const TRANSACTION_VERBS: ReadonlySet<string> = new Set(['MAIL', 'RCPT', 'DATA', 'BDAT']);
+
+/** '550' without allocating for the usual codes. */
+function codeText(code: number): string {
+  return CODE_TEXT.get(code) ?? String(code);
+}
+const CODE_TEXT = new Map<number, string>([421, 450, 451, 452, 454, 500, 501, 502, 503, 504, 530, 535, 550, 551, 552, 553, 554, 555].map((c) => [c, String(c)]));
+
 export class Session implements SessionApi {
   phase: Phase = 'greeting';
   facts: SessionFacts;
@@ -56,6 +65,11 @@ export class Session implements SessionApi {
   draining = false;
   /** The asynchronous step running in phase 'busy' (store commit, password check, TLS handshake). */
   private inflight: Promise<void> | null = null;
+  /**
+   * Whether the command being answered is a transaction command (MAIL, RCPT, DATA, BDAT; the
+   * content phases keep it): its 4xx/5xx replies are refusals for ServerOptions.events.
+   */
+  private inTransactionCommand = false;
 
   constructor(conn: ServerConnection, listener: ListenerOptions, opts: ServerOptions, ctx: ServerContext, tls: TlsFacts | null) {
     this.conn = conn;
@@ -213,6 +227,7 @@ export class Session implements SessionApi {
         // A complete line stops the clock that its first byte started (lineDeadline).
         if (c.hasDeadline) c.setDeadline(0);
         if (r.kind === 'too-long') {
+          this.inTransactionCommand = false;
           if (phase === 'auth') this.authStep = null;
           this.phase = 'command';
           this.send(R.lineTooLong);
@@ -259,6 +274,7 @@ export class Session implements SessionApi {
     this.conn.queue(formatReply(r));
     // 452 for recipients past the limit is not a client error: RFC 5321 §4.5.3.1.10 has the
     // client send the rest in a later transaction, so it must not use up the error budget.
+    if (r.code >= 400 && this.inTransactionCommand) this.opts.events?.rejected(this.listener.name, r.enhanced ?? codeText(r.code));
     if (r.code >= 400 && r.code !== 421 && r !== R.tooManyRecipients) {
       this.errors++;
       // Error budget (Postfix smtpd_hard_error_limit): a client that keeps failing is cut off.
@@ -320,6 +336,7 @@ export class Session implements SessionApi {
 
   private dispatch(line: string): void {
     const cmd = parseCommand(line);
+    this.inTransactionCommand = cmd.kind === 'command' && TRANSACTION_VERBS.has(cmd.verb);
     if (cmd.kind === 'http') {
       // ALPACA / cross-protocol: an HTTP client talking to an SMTP port. Close at once.
       this.closeWith(R.notSmtp, `not smtp (${cmd.word})`);

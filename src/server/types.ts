@@ -8,6 +8,7 @@ import type { Reply } from '../protocol/reply.js';
 import type { BodySpool, SpooledBody } from '../store/spool.js';
 import type { RecipientResolution } from '../store/resolve.js';
 import type { Logger } from '../log.js';
+import type { ServerEvents } from './events.js';
 
 export interface ListenerOptions {
   /** 'mx', 'submission', 'submissions' or any name the config gives. */
@@ -191,4 +192,6 @@ export interface ServerOptions {
   sealer?: (msg: { received: string; data: Uint8Array[]; spooled: SpooledBody | null; authResults: string; validation: string; domains: readonly string[] }) => Promise<Uint8Array | null>;
   tls: TlsProvider;
   logger: Logger;
+  /** Observer of sessions, TLS, messages and refusals (metrics, events.ts); absent or null: none. */
+  events?: ServerEvents | null;
 }

@@ -28,6 +28,11 @@ interface Pending {
 export interface GroupCommitLimits {
   maxBatchOps: number;
   maxBatchBytes: number;
+  /**
+   * Called after each successful commit with its duration in seconds (the writer's round trip:
+   * write and fsync) and its number of ops (metrics, issue 14; the store does not know prom-client).
+   */
+  onCommit?: ((seconds: number, ops: number) => void) | null;
 }
 
 export class GroupCommitter {
@@ -146,6 +151,8 @@ export class GroupCommitter {
     }
     const ops = batch.map((p) => p.op);
     let results;
+    const onCommit = this.limits.onCommit ?? null;
+    const started = onCommit === null ? 0 : performance.now();
     try {
       results = await this.backend.commit(ops, buffer);
     } catch (err) {
@@ -155,6 +162,7 @@ export class GroupCommitter {
       return;
     }
     this.counters.commits++;
+    if (onCommit !== null) onCommit((performance.now() - started) / 1000, batch.length);
     this.counters.largestBatch = Math.max(this.counters.largestBatch, batch.length);
     batch.forEach((p, i) => {
       const r = results[i];

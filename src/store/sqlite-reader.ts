@@ -21,7 +21,7 @@ import { AliasReads, aliasAddress, type AliasEntry } from './aliases.js';
 import { TokenReads, type ApiTokenInfo } from './tokens.js';
 import { resolveAddress, type RecipientResolution, type ResolveOptions } from './resolve.js';
 import { ATTEMPT_COLUMNS, MESSAGE_COLUMNS, QUEUE_COLUMNS, toQueueAttempt, toQueueEntry, toSummary, type AttemptRow, type MessageRow, type QueueRow } from './rows.js';
-import type { ListMessagesOptions, ListQueueOptions, QueueAttempt, QueueEntry, StoredMessage, StoredMtaStsPolicy, StoreReader } from './types.js';
+import type { ListMessagesOptions, ListQueueOptions, QueueAttempt, QueueStats, QueueEntry, StoredMessage, StoredMtaStsPolicy, StoreReader } from './types.js';
 
 export function checkLimit(limit: number | undefined, fallback: number, max: number): number {
   if (limit === undefined) return fallback;
@@ -66,6 +66,7 @@ export class SqliteReader implements StoreReader {
     userExists: Statement;
     senders: Statement;
     queue: Statement;
+    queueStats: Statement;
     mtaSts: Statement;
   };
   private closed = false;
@@ -95,6 +96,11 @@ export class SqliteReader implements StoreReader {
       senders: db.prepare('SELECT pattern FROM user_senders WHERE address = ? ORDER BY pattern').pluck(),
       queue: db.prepare(`SELECT ${QUEUE_COLUMNS} FROM queue q JOIN messages m ON m.seq = q.seq
         WHERE (@status IS NULL OR q.status = @status) ORDER BY q.next_attempt_at, q.seq LIMIT @limit`),
+      // The waiting rows only: the condition is the queue_due partial index's, so SQLite reads
+      // that index (a scrape costs the waiting rows, not the queue's whole history).
+      queueStats: db.prepare(`SELECT q.status AS status, count(*) AS n, min(m.received_at) AS oldest
+        FROM queue q INDEXED BY queue_due JOIN messages m ON m.seq = q.seq
+        WHERE q.status IN ('queued', 'deferred') GROUP BY q.status`),
       mtaSts: db.prepare('SELECT domain, id, mode, mx, max_age, fetched_at, expires_at, text FROM mta_sts_policies WHERE domain = ?'),
     };
   }
@@ -218,6 +224,16 @@ export class SqliteReader implements StoreReader {
     const limit = checkLimit(opts.limit, 1000, 100_000);
     const rows = this.q.queue.all({ status: opts.status ?? null, limit }) as QueueRow[];
     return rows.map(toQueueEntry);
+  }
+
+  queueStats(): QueueStats {
+    const out: QueueStats = { queued: 0, deferred: 0, oldestReceivedAt: null };
+    for (const r of this.q.queueStats.all() as Array<{ status: string; n: number; oldest: string | null }>) {
+      if (r.status === 'queued') out.queued = r.n;
+      else if (r.status === 'deferred') out.deferred = r.n;
+      if (r.oldest !== null && (out.oldestReceivedAt === null || r.oldest < out.oldestReceivedAt)) out.oldestReceivedAt = r.oldest;
+    }
+    return out;
   }
 
   listAttempts(id: string): QueueAttempt[] {

@@ -306,6 +306,7 @@ export async function openSqliteStore(dataDir: string, opts: SqliteStoreOptions 
   const committer = new GroupCommitter(backend, {
     maxBatchOps: opts.maxBatchOps ?? 512,
     maxBatchBytes: opts.maxBatchBytes ?? 32 * 1024 * 1024,
+    onCommit: opts.onCommit ?? null,
   });
   return new SqliteStore(reader, committer, join(dataDir, BODIES_DIR));
 }

@@ -108,6 +108,14 @@ export interface ClaimOptions {
   kind?: 'remote' | 'local';
 }
 
+/** The waiting part of the queue (metrics): rows queued or deferred, and the oldest one's message. */
+export interface QueueStats {
+  queued: number;
+  deferred: number;
+  /** received_at (ISO 8601) of the oldest message with a waiting row; null when none waits. */
+  oldestReceivedAt: string | null;
+}
+
 export interface ListQueueOptions {
   status?: QueueStatus;
   /** Default 1000, at most 100000. */
@@ -178,6 +186,8 @@ export interface StoreReader extends TlsRptStoreReads {
    */
   resolveRecipient(address: string, opts: ResolveOptions): RecipientResolution;
   listQueue(opts?: ListQueueOptions): QueueEntry[];
+  /** Counts of waiting rows and the oldest waiting message (one query over the queue_due index). */
+  queueStats(): QueueStats;
   /** Every recorded delivery attempt of a message's queue rows, oldest first. */
   listAttempts(id: string): QueueAttempt[];
   /** The cached MTA-STS policy of a domain (lower-cased), expired or not; null when none. */
@@ -247,4 +257,6 @@ export interface SqliteStoreOptions {
   maxBatchOps?: number;
   /** Upper bound on message bytes per commit (default 32 MiB); a larger single message goes alone. */
   maxBatchBytes?: number;
+  /** Observer of each commit: seconds taken, ops in it (metrics; group-commit.ts). */
+  onCommit?: ((seconds: number, ops: number) => void) | null;
 }
