@@ -16,6 +16,7 @@ import { after, before, test } from 'node:test';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule, { type FormatsPlugin } from 'ajv-formats';
 import { findPeer, runPeer } from '../helpers/peers.js';
+import { startDnsServer } from '../helpers/dns-server.js';
 import { killAll, mxOnly, runCli, startServeChild, type ServeChild } from '../cli/child.js';
 import { CheckLimiter } from '../../src/http/checks.js';
 import { parseCheckRequest } from '../../src/http/api/checks.js';
@@ -119,8 +120,17 @@ before(async () => {
     silent.close();
   });
 
+  // The test DNS server: a domain whose one MX is the loopback postseal (a domain check with
+  // --http-check-private).
+  const dns = await startDnsServer([
+    { name: 'dom.test', type: 'MX', preference: 10, exchange: 'mx.dom.test' },
+    { name: 'mx.dom.test', type: 'A', address: '127.0.0.1' },
+  ]);
+  cleanups.push(() => dns.close());
+
   const closed = await closedPort();
   serve = await startServeChild([
+    '--dns', `127.0.0.1:${dns.port}`,
     ...mxOnly(data, ['--http', '127.0.0.1:0']),
     '--hostname', 'mail.api.test', '--domain', 'api.test', '--catch-all', '--submission', '127.0.0.1:0',
     '--http-check-private', '--route', `closed.test=127.0.0.1:${closed}`, '--no-auth-verify',
@@ -306,6 +316,27 @@ test('checks: a loopback postseal (--http-check-private) → 202, SSE progress, 
   const bad = await call('POST', '/api/v1/checks', { body: { target: '127.0.0.1:25', domain: 'x.test' } });
   assert.equal(bad.status, 400);
   assertDocumented(bad, '/checks', 'post');
+});
+
+test('checks: a domain (its MX the loopback postseal) → the check --domain --json report, MX addresses checked', { timeout: 120_000 }, async () => {
+  const start = await call('POST', '/api/v1/checks', { body: { domain: 'dom.test', port: target.port('mx') } });
+  assert.equal(start.status, 202, start.text);
+  assertDocumented(start, '/checks', 'post');
+  const { url } = start.json as { url: string };
+  const report = await until('the domain check to finish', async () => {
+    const a = await call('GET', url);
+    assertDocumented(a, '/checks/{id}', 'get');
+    return (a.json as { status: string }).status !== 'running' ? a : null;
+  }, 90_000);
+  const r = report.json as { kind: string; domain: string; status: string; mx: { hosts: Array<{ name: string; addresses: string[] }> }; hosts: Array<{ target: { address: string; port: number }; status: string }> };
+  assert.equal(r.kind, 'domain');
+  assert.equal(r.domain, 'dom.test');
+  assert.equal(r.status, 'checked', report.text.slice(0, 400));
+  assert.deepEqual(r.mx.hosts.map((h) => [h.name, h.addresses]), [['mx.dom.test', ['127.0.0.1']]]);
+  assert.equal(r.hosts.length, 1);
+  assert.equal(r.hosts[0]?.target.address, '127.0.0.1');
+  assert.equal(r.hosts[0]?.target.port, target.port('mx'));
+  assert.equal(r.hosts[0]?.status, 'checked');
 });
 
 test('checks: 429 with Retry-After past 2 running checks per client', { timeout: 60_000 }, async () => {
