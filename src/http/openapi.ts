@@ -153,6 +153,7 @@ export const OPENAPI = {
           202: json(ref('CheckAccepted'), 'Started; poll `url` or stream `url`/events.'),
           400: err('The body is not a valid check request.'),
           401: unauthorized,
+          403: err('Missing CSRF token (cookie session).'),
           413: err('Body over 4096 bytes.'),
           422: err('Target refused (SSRF guard: CHECK_TARGET_REFUSED) or not resolvable (CHECK_DNS).'),
           429: { ...err('Rate limited (HTTP_RATE_LIMITED).'), headers: { 'Retry-After': { schema: int } } },

@@ -17,6 +17,7 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule, { type FormatsPlugin } from 'ajv-formats';
 import { findPeer, runPeer } from '../helpers/peers.js';
 import { startDnsServer } from '../helpers/dns-server.js';
+import { login } from './helpers.js';
 import { killAll, mxOnly, runCli, startServeChild, type ServeChild } from '../cli/child.js';
 import { CheckLimiter } from '../../src/http/checks.js';
 import { parseCheckRequest } from '../../src/http/api/checks.js';
@@ -337,6 +338,33 @@ test('checks: a domain (its MX the loopback postseal) → the check --domain --j
   assert.equal(r.hosts[0]?.target.address, '127.0.0.1');
   assert.equal(r.hosts[0]?.target.port, target.port('mx'));
   assert.equal(r.hosts[0]?.status, 'checked');
+});
+
+test('a console session: state changes need its CSRF token; a check id is readable by another principal', { timeout: 60_000 }, async () => {
+  const s = await login(base, ADMIN.address, ADMIN.password);
+  const send = (method: string, path: string, csrf: boolean, body?: unknown): Promise<Response> => fetch(base + path, {
+    method,
+    headers: { cookie: s.cookie, 'content-type': 'application/json', ...(csrf ? { 'x-csrf-token': s.csrf } : {}) },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  const noCsrf = await send('POST', '/api/v1/checks', false, { target: `127.0.0.1:${target.port('mx')}` });
+  assert.equal(noCsrf.status, 403);
+  const a403: Answer = { status: 403, headers: noCsrf.headers, text: '', json: await noCsrf.json() };
+  assertDocumented(a403, '/checks', 'post');
+  const ok = await send('POST', '/api/v1/checks', true, { target: `127.0.0.1:${target.port('mx')}` });
+  assert.equal(ok.status, 202);
+  const { id } = (await ok.json()) as { id: string };
+  // Shareable: the bearer token (another principal) reads the session's check.
+  const viaToken = await call('GET', `/api/v1/checks/${id}`);
+  assert.equal(viaToken.status, 200);
+  assertDocumented(viaToken, '/checks/{id}', 'get');
+  assert.equal((await send('POST', '/api/v1/queue/nosuchid/retry', false)).status, 403);
+  assert.equal((await send('POST', '/api/v1/queue/nosuchid/retry', true)).status, 404, 'past the CSRF check: not in the queue');
+  assert.equal((await send('DELETE', '/api/v1/queue/nosuchid', false)).status, 403);
+  // Reads need no CSRF token.
+  assert.equal((await send('GET', '/api/v1/messages', false)).status, 200);
+  // Wait for the session's check to end (it holds one of this client's running slots).
+  await until('the session check to finish', async () => ((await call('GET', `/api/v1/checks/${id}`)).json as { status: string }).status !== 'running', 60_000);
 });
 
 test('checks: 429 with Retry-After past 2 running checks per client', { timeout: 60_000 }, async () => {
