@@ -14,6 +14,9 @@ import { bodyLimit } from 'hono/body-limit';
 import { isIP } from 'node:net';
 import { apiAuth, clientAddress, consoleAuth, LoginLimiter, sessionCookie, Sessions } from './auth.js';
 import type { HttpContext, HttpEnv } from './context.js';
+import { statsApi } from './api/stats.js';
+import { messageViewApi } from './api/message-view.js';
+import { pagesApp } from './pages.js';
 import { apiRoutes } from './api/index.js';
 import { metricsRoutes } from './metrics.js';
 
@@ -51,9 +54,10 @@ export function notReadyReason(ctx: HttpContext): string | null {
 
 const LOGIN_PAGE = (message: string, next: string): string => `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>postseal — log in</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body><main><h1>postseal</h1>
-${message === '' ? '' : `<p role="alert">${message}</p>`}
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/assets/ui/app.css"></head>
+<body><main class="login-box"><h1>postseal</h1>
+${message === '' ? '' : `<p role="alert" class="error">${message}</p>`}
 <form method="post" action="/login">
 <input type="hidden" name="next" value="${next}">
 <label>Address <input name="address" type="email" autocomplete="username" required></label>
@@ -148,11 +152,10 @@ export function createHttpApp(ctx: HttpContext): HttpApp {
   app.route('/api/v1', apiRoutes(ctx));
   app.route('/metrics', metricsRoutes(ctx));
 
+  app.route('/api/v1', statsApi(ctx));
+  app.route('/api/v1', messageViewApi(ctx));
   // Console pages (pages.ts, J4) sit behind consoleAuth; a session cookie that is not ours is dropped.
-  app.get('/', consoleAuth(ctx, sessions), (c) => {
-    const p = c.get('principal');
-    return c.text(`postseal console (${p.kind === 'session' ? p.address : p.name})`);
-  });
+  app.route('/', pagesApp(ctx, consoleAuth(ctx, sessions)));
 
   app.notFound((c) => (c.req.path.startsWith('/api/') ? c.json({ error: 'not found' }, 404) : c.text('not found', 404)));
   app.onError((err, c) => {
