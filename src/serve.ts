@@ -31,6 +31,7 @@ import { createArcSealer } from './auth/arc-seal.js';
 import { createOwnMailSigner } from './auth/dkim-own.js';
 import type { GeneratedSigner } from './store/generated.js';
 import { BODIES_DIR } from './store/spool.js';
+import { SenderTest } from './server/sender-test.js';
 
 export interface RunningServer {
   server: SmtpServer;
@@ -132,6 +133,10 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
   const users: UserVerifier = store;
   // Bounces and TLS-RPT reports are DKIM-signed once, when generated (auth/dkim-own.ts).
   const signGenerated: GeneratedSigner | null = cfg.dkim.enabled ? createOwnMailSigner({ dataDir: cfg.dataDir, domains: cfg.domains, expirySeconds: cfg.dkim.expirySeconds, logger }) : null;
+  // The sender test (http.senderTest, server/sender-test.ts): RCPT/STARTTLS hooks, reports, replies.
+  const senderTest = cfg.http.senderTest.enabled
+    ? await SenderTest.create({ ...cfg.http.senderTest, localDomains: cfg.domains.map((d) => d.toLowerCase()), dataDir: cfg.dataDir, hostname: cfg.hostname, minVersion: cfg.tls.minVersion, sign: signGenerated, baseUrl: () => httpBaseUrl(cfg) })
+    : null;
   const tlsRpt = cfg.relay.enabled && cfg.relay.tlsRpt.enabled ? new TlsRptCounter(store, { onError: (err) => logger.warn({ event: 'tlsrpt', error: err instanceof Error ? err.message : String(err) }, 'TLS-RPT counts not saved; kept for the next flush') }).start() : null;
   const handsOff = [...targets.values()].some((t) => t.kind !== 'store');
   const relay = cfg.relay.enabled || handsOff ? createRunner(cfg, store, localDomains, logger, tlsRpt, signGenerated, handsOff ? targetRegistry(cfg, targets) : null, overrides.observers?.relay ?? null) : null;
@@ -147,6 +152,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
       // Handed-off mailboxes are reported by the runner once their target took them (not here).
       const report = await localSuccessReport(msg, r.id, { hostname: cfg.hostname, localDomains, spoolDir: join(cfg.dataDir, BODIES_DIR), sign: signGenerated, handedOff });
       if (report) await store.accept(report);
+      if (senderTest !== null) await senderTestAfterAccept(senderTest, msg, r.id, store, logger, () => relay?.kick());
       const forwards = Object.keys(msg.forwardedFrom ?? {}).length; // alias targets elsewhere, queued too
       const handoffs = msg.handoffs?.length ?? 0; // local mailboxes queued for LMTP/Maildir/webhook
       if (msg.remoteRecipients.length > 0 || forwards > 0 || handoffs > 0 || (report?.remoteRecipients.length ?? 0) > 0) relay?.kick();
@@ -181,6 +187,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     tls,
     logger,
     events: overrides.observers?.server ?? null,
+    senderTest,
   });
   let bound: BoundListener[];
   try {
@@ -235,6 +242,32 @@ function startTlsRptReporter(cfg: ServeConfig, store: Store, counter: TlsRptCoun
     onError: (err) => logger.warn({ event: 'tlsrpt', error: err instanceof Error ? err.message : String(err) }, 'TLS-RPT report run failed; retried at the next run'),
   });
   return reporter.start();
+}
+
+/**
+ * The sender test's report and reply for a stored message (server/sender-test.ts). It runs after
+ * the message is durable: a failure here is logged and never turns the stored message into a 4xx.
+ */
+async function senderTestAfterAccept(t: SenderTest, msg: IncomingMessage, id: string, store: Store, logger: Logger, kick: () => void): Promise<void> {
+  try {
+    const { reports, replies } = await t.afterAccept(msg, id);
+    for (const m of replies) await store.accept(m);
+    for (const r of reports) logger.info({ event: 'sender-test', report: r.id, variant: r.variant, client: r.client.address, tls: r.tls?.protocol ?? null, hostile: r.hostile, reply: r.reply.reason }, 'sender test report');
+    if (replies.some((m) => m.remoteRecipients.length > 0)) kick();
+  } catch (err) {
+    logger.warn({ event: 'sender-test', id, error: err instanceof Error ? err.message : String(err) }, 'sender test report failed');
+  }
+}
+
+/** The console's base URL from http.address (null: off, or port 0 whose real port is known only to the HTTP side). */
+function httpBaseUrl(cfg: ServeConfig): string | null {
+  if (cfg.http.address === 'off') return null;
+  const m = /^(.*):(\d+)$/.exec(cfg.http.address);
+  if (m === null || m[2] === '0') return null;
+  const raw = (m[1] ?? '').replace(/^\[|\]$/g, '');
+  const loopback = raw === 'localhost' || raw === '::1' || raw.startsWith('127.');
+  const host = raw === '0.0.0.0' || raw === '::' ? cfg.hostname : raw.includes(':') ? `[${raw}]` : raw;
+  return `${loopback ? 'http' : 'https'}://${host}:${m[2] ?? ''}`;
 }
 
 /** The address table options of `recipients` (the same the server's RCPT check resolves with). */

@@ -83,6 +83,8 @@ export interface IncomingMessage {
   authResults?: AuthVerdicts | null;
   /** DMARC asked for quarantine (RFC 7489 §6.3 p=quarantine) and the message failed. */
   quarantine?: boolean;
+  /** The session pipelined commands before this message (RFC 2920); absent: not known (generated mail). */
+  pipelined?: boolean;
 }
 
 /** Verdicts of received-mail authentication (auth/verify.ts), stored with the message. */

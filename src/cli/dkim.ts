@@ -5,6 +5,7 @@
 import type { Command } from 'commander';
 import { activateKey, DKIM_ALGORITHMS, generateKey, listKeys, removeKey, zoneLine, type DkimAlgorithm } from '../auth/dkim-keys.js';
 import { dnsRecords } from '../auth/dns-records.js';
+import { loadConfigFile } from '../config.js';
 import { ConfigError } from '../errors.js';
 import { DEFAULT_DATA_DIR } from './common.js';
 
@@ -63,8 +64,14 @@ export function registerDkim(program: Command): void {
     .argument('<domain>')
     .option('--hostname <host>', 'the mail host (MX and MTA-STS mx:)', undefined)
     .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
-    .action((domain: string, flags: { hostname?: string; data: string }) => {
-      for (const r of dnsRecords(domain, { dataDir: flags.data, ...(flags.hostname !== undefined ? { hostname: flags.hostname } : {}) })) {
+    .option('--config <file>', "serve's config file: its hostname, data directory and http.mtaSts policy (the _mta-sts id then matches the policy serve serves)")
+    .action((domain: string, flags: { hostname?: string; data: string; config?: string }) => {
+      // With --config: the MX host is serve's hostname and the MTA-STS policy is http.mtaSts (mx default: hostname), as src/http/mta-sts.ts serves it.
+      const cfg = flags.config !== undefined ? loadConfigFile(flags.config) : null;
+      const hostname = flags.hostname ?? cfg?.hostname;
+      const sts = cfg?.http.mtaSts;
+      const dataDir = cfg !== null && flags.data === DEFAULT_DATA_DIR ? cfg.dataDir : flags.data;
+      for (const r of dnsRecords(domain, { dataDir, ...(hostname !== undefined ? { hostname } : {}), ...(sts !== undefined ? { mtaSts: { mode: sts.mode, maxAge: sts.maxAge, mx: sts.mx } } : {}) })) {
         if (r.kind === 'MTA-STS-POLICY') process.stdout.write(`; ${r.kind}: ${r.note}\n; ${r.name}:\n${r.text.trimEnd().replace(/^/gm, ';   ')}\n`);
         else process.stdout.write(`; ${r.kind}: ${r.note}\n${r.text}\n`);
       }

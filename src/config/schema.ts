@@ -105,6 +105,10 @@ export interface HttpSettings {
   publicProbes: boolean;
   /** A console session ends after this long without a request. */
   sessionIdleMs: number;
+  /** Our own MTA-STS policy (RFC 8461 §3.2), served at https://mta-sts.DOMAIN/.well-known/mta-sts.txt (src/http/mta-sts.ts). */
+  mtaSts: { enabled: boolean; mode: 'testing' | 'enforce'; maxAge: number; mx: string[] };
+  /** The sender test (tls-test@DOMAIN on the mx listener: a report of how the sending server behaved; src/server/sender-test.ts). */
+  senderTest: { enabled: boolean; localPart: string; repliesPerDomainPerHour: number; repliesPerIpPerHour: number };
 }
 
 /** Local delivery targets (issue 12, docs/delivery.md): where mail for local mailboxes goes. */
@@ -159,6 +163,25 @@ const targetSpec: ValueType<string> = {
     const r = parseTargetSpec(v);
     return r.ok ? { ok: true, value: v.trim() } : { ok: false, expected: r.problem };
   },
+};
+
+/** An `mx:` line of our MTA-STS policy: a host name or `*.domain` (RFC 8461 §3.2, §4.1). */
+const mxPattern: ValueType<string> = {
+  name: 'host or *.domain',
+  expected: 'a host name or *.domain',
+  parse: (v) => {
+    if (typeof v !== 'string') return { ok: false };
+    const p = v.toLowerCase().replace(/\.$/, '');
+    // The pattern policy/mta-sts.ts parseStsPolicy accepts: what we serve must parse at every sender.
+    return /^(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/.test(p) && p.length <= 253 ? { ok: true, value: p } : { ok: false };
+  },
+};
+
+/** `http.senderTest.localPart`: a dot-atom local part without the sub-address separator (RFC 5321 §4.1.2). */
+const senderTestLocalPart: ValueType<string> = {
+  name: 'local part',
+  expected: 'letters, digits and - _ . (no +), 1-40 characters',
+  parse: (v) => (typeof v === 'string' && /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(v) && v.length <= 40 ? { ok: true, value: v.toLowerCase() } : { ok: false }),
 };
 
 /** `http.address`: HOST:PORT (port 0: any free port), or `off`. */
@@ -395,5 +418,18 @@ export const SCHEMA: Group<ServeConfig> = group<ServeConfig>('postseal serve', {
     checkPrivateTargets: leaf(bool, false, 'Let the web checker probe private, loopback and link-local targets (SSRF guard off, for an operator testing their own network).', flag('--http-check-private', undefined, 'let the web checker probe private and loopback targets', { sets: true })),
     publicProbes: leaf(bool, false, '`/metrics`, `/healthz` and `/readyz` need no login; by default they answer loopback clients only (403 to others). true: answer every client (behind a firewall or a scraper network).'),
     sessionIdleMs: leaf(ms(60_000), 30 * 60_000, 'A console login session ends after this long without a request.'),
+    mtaSts: group<HttpSettings['mtaSts']>('our own MTA-STS policy (RFC 8461), served for every local domain at `https://mta-sts.DOMAIN/.well-known/mta-sts.txt` (the certificate must cover mta-sts.DOMAIN; `postseal dns-records DOMAIN` prints the matching `_mta-sts` TXT)', {
+      enabled: leaf(bool, false, 'Serve the policy (GET /.well-known/mta-sts.txt with Host mta-sts.DOMAIN, no login; over HTTPS only when `http.address` is not loopback, RFC 8461 §3.3).'),
+      mode: leaf(oneOf(['testing', 'enforce'] as const), 'testing', '`testing` (senders report, deliver anyway) or `enforce` (senders require a verified TLS session to a listed MX).'),
+      // RFC 8461 §3.2: max_age at most 31557600; "typically ... weeks or greater".
+      maxAge: leaf(int(1, 31_557_600, 'count', 'RFC 8461 §3.2'), 604_800, 'max_age in seconds (how long senders cache the policy).'),
+      mx: { kind: 'list', element: mxPattern, doc: 'The mx: lines (host names or `*.domain`); empty: `hostname`.' },
+    }),
+    senderTest: group<HttpSettings['senderTest']>('the sender test: mail to LOCALPART@DOMAIN on the mx listener gets a report of how the sending server behaved (TLS version, cipher, SNI, EHLO, pipelining), at /sender-test/ID and as an automatic reply', {
+      enabled: leaf(bool, false, 'Accept mail to the test address of every local domain and answer it (only to senders that passed SPF or DKIM).'),
+      localPart: leaf(senderTestLocalPart, 'tls-test', 'The test address local part; `LOCALPART+badcert` and `LOCALPART+nostarttls` are the hostile variants.'),
+      repliesPerDomainPerHour: leaf(int(1, 1_000_000), 10, 'Automatic replies per envelope sender domain and hour.'),
+      repliesPerIpPerHour: leaf(int(1, 1_000_000), 10, 'Automatic replies per client IP address and hour.'),
+    }),
   }),
 });

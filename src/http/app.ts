@@ -17,6 +17,8 @@ import type { HttpContext, HttpEnv } from './context.js';
 import { statsApi } from './api/stats.js';
 import { messageViewApi } from './api/message-view.js';
 import { pagesApp } from './pages.js';
+import { mtaStsApp, mtaStsHosting } from './mta-sts.js';
+import { senderTestApp } from './sender-test.js';
 import { apiRoutes } from './api/index.js';
 import { metricsRoutes } from './metrics.js';
 
@@ -106,6 +108,12 @@ export function createHttpApp(ctx: HttpContext): HttpApp {
     const reason = notReadyReason(ctx);
     return reason === null ? c.json({ status: 'ready' }) : c.json({ status: 'not ready', reason }, 503);
   });
+
+  // No login: our MTA-STS policy for senders (mta-sts.ts, http.mtaSts) and the sender test's
+  // result pages, public by their unguessable id (sender-test.ts, http.senderTest).
+  const sts = mtaStsHosting(ctx.cfg);
+  if (sts !== null) app.route('/', mtaStsApp(sts));
+  if (ctx.cfg.http.senderTest.enabled) app.route('/', senderTestApp(ctx.cfg.dataDir));
 
   // Login and logout.
   app.get('/login', (c) => c.html(LOGIN_PAGE('', escapeAttr(safeNext(c.req.query('next'))))));

@@ -153,7 +153,14 @@ function rcpt(s: SessionApi, args: string): Reply {
   if (env.localRecipients.length + env.remoteRecipients.length >= s.opts.limits.maxRecipients) return R.tooManyRecipients;
   const domain = domainOf(address);
   if (s.opts.localDomains.includes(domain)) {
-    const targets = localTargets(s, address);
+    // The sender test (server/sender-test.ts): its addresses are no table entries; a hostile
+    // variant's first RCPT answers 451 and arms that client's next STARTTLS.
+    const test = s.opts.senderTest?.variantOf(address) ?? null;
+    if (test !== null) {
+      const armed = s.opts.senderTest?.rcpt(s.remoteAddress, test, s, s.facts.tls !== null) ?? null;
+      if (armed !== null) return armed;
+    }
+    const targets = test !== null ? { mailboxes: [address.toLowerCase()], external: [] } : localTargets(s, address);
     if (targets === null) return unknownRecipient(address);
     // Sets, not includes(): an alias may bring up to 1000 targets, and RCPTs repeat it.
     const haveMailboxes = new Set(env.mailboxes);
@@ -271,7 +278,10 @@ function startTls(s: SessionApi, args: string): Reply | Promise<Reply | null> {
   if (s.listener.tls === 'none') return R.notImplemented;
   const opts = s.opts.tls.serverOptions();
   if (!opts) return R.tlsUnavailable; // RFC 3207 §4: 454, the session stays usable
-  return s.upgradeToTls(formatReply(R.readyTls), opts).then((socket) => {
+  // Sender test (server/sender-test.ts): an armed client gets, once, 454 or a wrong-name certificate.
+  const hostile = s.opts.senderTest?.starttls(s.remoteAddress, s) ?? null;
+  if (hostile?.kind === 'refuse') return R.tlsUnavailable;
+  return s.upgradeToTls(formatReply(R.readyTls), hostile?.kind === 'badcert' ? hostile.options : opts).then((socket) => {
     // RFC 3207 §4.2: forget everything learned before TLS — EHLO name, AUTH, the envelope.
     s.facts = newFacts(summarizeTls(socket));
     s.endTransaction();

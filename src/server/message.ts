@@ -355,6 +355,7 @@ export class MessageIntake {
         heloName: f.heloName ?? '',
         authUser: f.authUser,
         tls: f.tls,
+        pipelined: f.pipelined,
         requireTls: env.requireTls,
         body: env.body,
         smtpUtf8: env.smtpUtf8,

@@ -239,6 +239,8 @@ export class Session implements SessionApi {
           this.closeWith(R.bareLfCommand, 'bare LF in a command line');
           return;
         }
+        // RFC 2920: a command with more input already behind it was pipelined (a fact the sender test reports).
+        if (phase === 'command' && c.inputStart < c.inputBuffer.length) this.facts.pipelined = true;
         if (phase === 'auth') this.continueAuth(r.text);
         else this.dispatch(r.text);
       } else if (phase === 'data') {

@@ -24,6 +24,8 @@ export interface SessionFacts {
   esmtp: boolean;
   authUser: string | null;
   tls: TlsFacts | null;
+  /** A command line arrived with more input already behind it (RFC 2920 pipelining; the sender test reports it). */
+  pipelined: boolean;
 }
 
 export interface Envelope {
@@ -56,7 +58,7 @@ export interface Envelope {
 }
 
 export function newFacts(tls: TlsFacts | null): SessionFacts {
-  return { heloName: null, esmtp: false, authUser: null, tls };
+  return { heloName: null, esmtp: false, authUser: null, tls, pipelined: false };
 }
 
 /** Continuation of a multi-step AUTH exchange. */

@@ -9,6 +9,7 @@ import type { BodySpool, SpooledBody } from '../store/spool.js';
 import type { RecipientResolution } from '../store/resolve.js';
 import type { Logger } from '../log.js';
 import type { ServerEvents } from './events.js';
+import type { SenderTestHook } from './sender-test.js';
 
 export interface ListenerOptions {
   /** 'mx', 'submission', 'submissions' or any name the config gives. */
@@ -194,4 +195,6 @@ export interface ServerOptions {
   logger: Logger;
   /** Observer of sessions, TLS, messages and refusals (metrics, events.ts); absent or null: none. */
   events?: ServerEvents | null;
+  /** The sender test's RCPT and STARTTLS hooks (server/sender-test.ts, http.senderTest); absent or null: off. */
+  senderTest?: SenderTestHook | null;
 }

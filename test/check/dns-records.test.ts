@@ -92,7 +92,7 @@ const ids = (rep: DomainReport): string[] => rep.findings.map((f) => f.id);
 test('dns-records prints MX, SPF, both DKIM keys, DMARC, MTA-STS and TLS-RPT as zone lines', () => {
   const names = published.map((p) => `${p.name} ${p.type}`);
   assert.deepEqual(names, [`${D}. MX`, `${D}. TXT`, `ed1._domainkey.${D}. TXT`, `rsa1._domainkey.${D}. TXT`, `_dmarc.${D}. TXT`, `_mta-sts.${D}. TXT`, `_smtp._tls.${D}. TXT`]);
-  assert.match(policy, /^version: STSv1\nmode: testing\nmx: mail\.example\.org\nmax_age: 86400\n$/);
+  assert.match(policy, /^version: STSv1\nmode: testing\nmx: mail\.example\.org\nmax_age: 604800\n$/);
 });
 
 test('check --domain finds every published record present and both DKIM selectors matching', async () => {
