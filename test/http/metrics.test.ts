@@ -214,6 +214,67 @@ test('/metrics counts the traffic made: sessions by TLS version, STARTTLS failur
   assert.equal((await serve.waitExit()).code, 0);
 });
 
+test('/metrics counts relays delivered over STARTTLS and refused by the next hop: deliveries by outcome, delivery TLS level by policy source, bounces', async () => {
+  // The next hop: another postseal that knows ok@remote.test only.
+  const peerData = dirs.make('metrics-peer-');
+  const user = await runCli(['user', 'add', 'ok@remote.test', '--password-stdin', '--data', peerData], { input: 'peer-Pw.12345\n' });
+  assert.equal(user.code, 0, user.stderr);
+  const peer = await startServeChild(['--data', peerData, '--hostname', 'peer.remote.test', '--domain', 'remote.test', '--mx', '127.0.0.1:0', '--submission', 'off', '--submissions', 'off', '--no-relay', '--no-auth-verify']);
+  const data = dirs.make('metrics-relay-');
+  for (const [from, to] of [['fwd-ok@postseal.test', 'ok@remote.test'], ['fwd-bad@postseal.test', 'nobody@remote.test']] as const) {
+    const r = await runCli(['alias', 'add', from, to, '--data', data]);
+    assert.equal(r.code, 0, r.stderr);
+  }
+  const dead = await closedPort();
+  const serve = await startServeChild(
+    [
+      '--data', data, '--hostname', 'mx.postseal.test', '--domain', 'postseal.test',
+      '--mx', '127.0.0.1:0', '--submission', 'off', '--submissions', 'off', '--http', '127.0.0.1:0', '--no-auth-verify',
+      '--route', `remote.test=127.0.0.1:${peer.port('mx')}`, '--tls-policy', 'remote.test=encrypt',
+      // The bounce to the sender waits in the queue (its domain's route answers nothing).
+      '--route', `sender.test=127.0.0.1:${dead}`,
+    ],
+    { listeners: 2 },
+  );
+  const http = serve.port('http');
+  const c = await WireClient.connect(serve.port('mx'));
+  await c.readReply();
+  await c.cmd('EHLO client.test');
+  assert.match((await c.cmd('MAIL FROM:<sender@sender.test>'))[0] ?? '', /^250/);
+  assert.match((await c.cmd('RCPT TO:<fwd-ok@postseal.test>'))[0] ?? '', /^250/);
+  assert.match((await c.cmd('RCPT TO:<fwd-bad@postseal.test>'))[0] ?? '', /^250/);
+  assert.match((await c.cmd('DATA'))[0] ?? '', /^354/);
+  c.write('Subject: two forwards\r\n\r\none lands, one bounces\r\n.\r\n');
+  assert.match((await c.readReply(15_000))[0] ?? '', /^250/);
+  await c.cmd('QUIT');
+  c.close();
+
+  const rows = await until('delivered, failed, and the bounce deferred', async () => {
+    const r = await runCli(['queue', 'list', '--json', '--data', data]);
+    const list = JSON.parse(r.stdout) as Array<{ status: string; recipient: string }>;
+    const by = (rcpt: string): string | undefined => list.find((e) => e.recipient === rcpt)?.status;
+    return list.length === 3 && by('ok@remote.test') === 'delivered' && by('nobody@remote.test') === 'failed' && by('sender@sender.test') === 'deferred' ? list : null;
+  }, 30_000);
+  const m = (await until('the three attempts counted', async () => {
+    const s = await scrape(http);
+    return s.samples.filter((x) => x.name === 'postseal_deliveries_total').reduce((n, x) => n + x.value, 0) === 3 ? s : null;
+  })).samples;
+  assert.equal(value(m, 'postseal_deliveries_total', { outcome: 'delivered', kind: 'remote' }), 1);
+  assert.equal(value(m, 'postseal_deliveries_total', { outcome: 'failed', kind: 'remote' }), 1);
+  assert.equal(value(m, 'postseal_deliveries_total', { outcome: 'deferred', kind: 'remote' }), 1);
+  // Both forwards went over one STARTTLS session (level encrypt: the peer's certificate is self-signed), asked by the TLS table.
+  assert.equal(value(m, 'postseal_delivery_tls_total', { level_reached: 'encrypt', policy_source: 'table' }), 2);
+  // The bounce: no connection, no TLS, level from the default.
+  assert.equal(value(m, 'postseal_delivery_tls_total', { level_reached: 'none', policy_source: 'default' }), 1);
+  assert.equal(value(m, 'postseal_bounces_total'), 1);
+  assert.equal(value(m, 'postseal_queue_depth', { status: 'deferred' }), rows.filter((e) => e.status === 'deferred').length);
+  assert.equal(value(m, 'postseal_queue_depth', { status: 'queued' }), 0);
+  serve.signal('SIGTERM');
+  peer.signal('SIGTERM');
+  assert.equal((await serve.waitExit()).code, 0);
+  assert.equal((await peer.waitExit()).code, 0);
+});
+
 test('/metrics needs no login (no token, no session), while /api/v1 next to it answers 401', async () => {
   const data = dirs.make('metrics-auth-');
   const serve = await startServeChild(['--data', data, '--mx', '127.0.0.1:0', '--submission', 'off', '--submissions', 'off', '--http', '127.0.0.1:0', '--no-relay'], { listeners: 2 });
