@@ -43,6 +43,8 @@ export interface RunningServer {
   relay: QueueRunner | null;
   /** Graceful stop (421 to idle sessions, in-flight transactions finish), then the store closes. */
   close(graceMs?: number): Promise<void>;
+  /** The sender test (http.senderTest), or null; the HTTP side tells it its URL (setBaseUrl). */
+  senderTest?: SenderTest | null;
 }
 
 export interface ServeOverrides {
@@ -209,6 +211,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     bound,
     logger,
     relay,
+    senderTest,
     async close(graceMs?: number) {
       await server.close(graceMs);
       await relay?.stop();

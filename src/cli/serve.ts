@@ -85,6 +85,8 @@ export function registerServe(program: Command): void {
       }
       if (web !== null) {
         const host = web.host.includes(':') ? `[${web.host}]` : web.host;
+        // The sender test's replies link to /sender-test/ID on this listener (a wildcard address: the hostname).
+        running.senderTest?.setBaseUrl(`${web.secure ? 'https' : 'http'}://${web.host === '0.0.0.0' || web.host === '::' ? cfg.hostname : host}:${web.port}`);
         // tls=none: http://; tls=implicit: https:// (a non-loopback address).
         process.stdout.write(`listening http ${host}:${web.port} tls=${web.secure ? 'implicit' : 'none'}\n`);
       }

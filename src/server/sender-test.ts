@@ -121,6 +121,8 @@ export class SenderTest implements SenderTestHook {
   private readonly perDomain = new HourlyCounter();
   private readonly perIp = new HourlyCounter();
   private readonly now: () => number;
+  /** Set by the HTTP side once bound (setBaseUrl): the real address, port 0 resolved. */
+  private boundUrl: string | null = null;
 
   private constructor(private readonly o: SenderTestOptions, private readonly badCert: ServerSocketOptions) {
     this.now = o.now ?? Date.now;
@@ -135,6 +137,11 @@ export class SenderTest implements SenderTestHook {
     if (options === null) throw new Error('sender test: no TLS options for the wrong-name certificate');
     mkdirSync(join(o.dataDir, SENDER_TEST_DIR), { recursive: true, mode: 0o700 });
     return new SenderTest(o, options);
+  }
+
+  /** The console's real base URL (`http://127.0.0.1:PORT`), known once the HTTP listener is bound. */
+  setBaseUrl(url: string | null): void {
+    this.boundUrl = url;
   }
 
   variantOf(address: string): SenderTestVariant | null {
@@ -242,7 +249,7 @@ export class SenderTest implements SenderTestHook {
     const fromDomain = report.recipient.slice(report.recipient.lastIndexOf('@') + 1);
     const head = headerFields(msg);
     const origId = head.get('message-id')?.[0]?.trim() ?? null;
-    const url = this.o.baseUrl?.() ?? null;
+    const url = this.boundUrl ?? this.o.baseUrl?.() ?? null;
     const lines = [
       `postseal sender test (${report.variant}) for the message from ${msg.mailFrom}`,
       '',
