@@ -275,15 +275,27 @@ test('/metrics counts relays delivered over STARTTLS and refused by the next hop
   assert.equal((await peer.waitExit()).code, 0);
 });
 
-test('/metrics needs no login (no token, no session), while /api/v1 next to it answers 401', async () => {
+test('/metrics needs no login (no token, no session), while /api/v1 next to it answers 401; a failed implicit-TLS handshake counts on its listener', async () => {
   const data = dirs.make('metrics-auth-');
-  const serve = await startServeChild(['--data', data, '--mx', '127.0.0.1:0', '--submission', 'off', '--submissions', 'off', '--http', '127.0.0.1:0', '--no-relay'], { listeners: 2 });
+  const serve = await startServeChild(['--data', data, '--mx', '127.0.0.1:0', '--submission', 'off', '--submissions', '127.0.0.1:0', '--http', '127.0.0.1:0', '--no-relay'], { listeners: 3 });
   const http = serve.port('http');
   const res = await fetch(`http://127.0.0.1:${http}/metrics`);
   assert.equal(res.status, 200);
   assert.match(await res.text(), /^# HELP postseal_/m);
   // The API next to it does need a login: /metrics is the exception, not an open door.
   assert.equal((await fetch(`http://127.0.0.1:${http}/api/v1/queue`)).status, 401);
+  // RFC 8314 §3 port: TLS from the first byte; a plaintext EHLO there is no ClientHello.
+  const plain = net.connect(serve.port('submissions'), '127.0.0.1');
+  await new Promise<void>((resolve, reject) => plain.once('connect', resolve).once('error', reject));
+  plain.end('EHLO client.test\r\n');
+  await new Promise<void>((resolve) => plain.once('close', () => resolve()).resume());
+  const m = (await until('the implicit-TLS failure counted', async () => {
+    const s = await scrape(http);
+    return value(s.samples, 'postseal_starttls_failures_total', { listener: 'submissions', reason: 'not_tls' }) === 1 ? s : null;
+  })).samples;
+  // No session was started for it, and mx saw nothing.
+  assert.equal(m.filter((x) => x.name === 'postseal_smtp_sessions_total').length, 0);
+  assert.equal(m.filter((x) => x.name === 'postseal_starttls_failures_total' && x.labels['listener'] === 'mx').reduce((n, x) => n + x.value, 0), 0);
   serve.signal('SIGTERM');
   assert.equal((await serve.waitExit()).code, 0);
 });
