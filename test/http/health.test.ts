@@ -14,6 +14,10 @@ import { join } from 'node:path';
 import { killAll, mxOnly, runCli, startServeChild, tempDirs } from '../cli/child.js';
 import { OWNER_FILE } from '../../src/store/index.js';
 import { startConsole } from './helpers.js';
+import { defaultConfig } from '../../src/config.js';
+import { startServe } from '../../src/serve.js';
+import { createHttpContext } from '../../src/http/context.js';
+import { startHttp } from '../../src/http/server.js';
 
 const dirs = tempDirs();
 after(() => {
@@ -139,5 +143,35 @@ test('a non-loopback address is served over HTTPS (the self-signed certificate);
   } finally {
     serve.signal('SIGTERM');
     await serve.waitExit();
+  }
+});
+
+test('/readyz answers 503 with the reason once serve is stopping, and when the store no longer answers a read', async () => {
+  const cfg = defaultConfig();
+  cfg.dataDir = dirs.make('postseal-http-ready-');
+  cfg.listeners.mx = { address: '127.0.0.1:0', tls: 'may', auth: 'none', maxConnections: 10 };
+  cfg.listeners.submission = null;
+  cfg.listeners.submissions = null;
+  cfg.log.level = 'silent';
+  const running = await startServe(cfg);
+  const ctx = createHttpContext(cfg, running);
+  const web = await startHttp(ctx, '127.0.0.1:0');
+  const ready = (): Promise<Response> => fetch(`http://127.0.0.1:${web.port}/readyz`);
+  try {
+    assert.equal((await ready()).status, 200);
+    ctx.stopping = true;
+    const stopping = await ready();
+    assert.equal(stopping.status, 503);
+    assert.deepEqual(await stopping.json(), { status: 'not ready', reason: 'stopping' });
+    ctx.stopping = false;
+    await running.store.close();
+    const broken = await ready();
+    assert.equal(broken.status, 503);
+    assert.match(((await broken.json()) as { reason: string }).reason, /^store: /);
+    // Liveness is not readiness: the process still runs.
+    assert.equal((await fetch(`http://127.0.0.1:${web.port}/healthz`)).status, 200);
+  } finally {
+    await web.close();
+    await running.close(0);
   }
 });
