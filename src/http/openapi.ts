@@ -239,6 +239,75 @@ export const OPENAPI = {
         responses: { 200: json(ref('Explanation'), 'The explanation'), 400: err('Not a domain name.'), 401: unauthorized },
       },
     },
+    // The console's own views (J4: api/stats.ts, api/message-view.ts).
+    '/stats/tls': {
+      get: {
+        summary: 'Inbound messages and outbound delivery sessions per hour by TLS version, and who still sends or receives in plaintext (last 7 days)',
+        parameters: [{ name: 'hours', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 168, default: 24 } }],
+        responses: {
+          200: json(obj({
+            hours: int,
+            bucketSeconds: int,
+            buckets: { type: 'array', items: int },
+            inbound: { type: 'object', additionalProperties: { type: 'array', items: int } },
+            outbound: { type: 'object', additionalProperties: { type: 'array', items: int } },
+            plaintext: obj({
+              days: int,
+              inbound: { type: 'array', items: obj({ heloName: str, clientAddress: str, count: int, last: str }) },
+              outbound: { type: 'array', items: obj({ domain: str, count: int, last: str, whyNot: strOrNull }) },
+            }),
+            truncated: bool,
+          }), 'Series keyed by TLS version (`plaintext`: none); `buckets` are Unix seconds of each hour'),
+          400: err('hours is not an integer from 1 to 168.'),
+          401: unauthorized,
+        },
+      },
+    },
+    '/stats/now': {
+      get: {
+        summary: 'SMTP sessions open now, listeners, queue depth, messages stored, uptime',
+        responses: {
+          200: json(obj({
+            sessions: int,
+            listeners: { type: 'array', items: obj({ name: str, host: str, port: int, tls: str }) },
+            queue: { type: 'object', additionalProperties: int },
+            messages: int,
+            startedAt: str,
+            uptimeSeconds: int,
+          }), 'Now'),
+          401: unauthorized,
+        },
+      },
+    },
+    '/messages/{id}/parsed': {
+      get: {
+        summary: 'One message parsed (postal-mime): header fields, text body, whether it has an HTML body, attachment names and sizes',
+        parameters: [idParam('message id')],
+        responses: {
+          200: json(obj({
+            summary: ref('MessageSummary'),
+            subject: strOrNull,
+            from: { type: ['object', 'null'] },
+            to: { type: 'array' },
+            date: strOrNull,
+            headers: { type: 'array', items: obj({ name: str, value: str }) },
+            text: str,
+            textTruncated: bool,
+            hasHtml: bool,
+            attachments: { type: 'array', items: obj({ filename: strOrNull, mimeType: str, size: int }) },
+          }), 'The parsed message'),
+          401: unauthorized,
+          404: err('No such message.'),
+        },
+      },
+    },
+    '/messages/{id}/html': {
+      get: {
+        summary: 'The HTML body alone, for the console\'s <iframe sandbox="">: served with `Content-Security-Policy: sandbox; default-src \'none\'; img-src data:`',
+        parameters: [idParam('message id')],
+        responses: { 200: { description: 'HTML (empty when the message has none)', content: { 'text/html': { schema: str } } }, 401: unauthorized, 404: err('No such message.') },
+      },
+    },
     '/openapi.json': {
       get: { summary: 'This document (no login needed: it holds no data)', security: [], responses: { 200: json({ type: 'object' }, 'OpenAPI 3.1') } },
     },

@@ -16,21 +16,41 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { after, before, test } from 'node:test';
 import nodemailer from 'nodemailer';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import addFormatsModule, { type FormatsPlugin } from 'ajv-formats';
 import { killAll } from '../cli/child.js';
 import { cli, login, startConsole, ADMIN, type ConsoleServer, type Login } from './helpers.js';
 import { MESSAGE_HTML_CSP } from '../../src/http/api/message-view.js';
 import { tlsStats } from '../../src/http/api/stats.js';
 import type { MessageSummary } from '../../src/types.js';
 
+// A CommonJS module seen through ESM: the plugin function may be the default export's default.
+const addFormats = ((addFormatsModule as unknown as { default?: FormatsPlugin }).default ?? addFormatsModule) as FormatsPlugin;
+
 const PAGES = ['/', '/check', '/check/some-id', '/messages', '/messages/some-id', '/queue'];
 
 let srv: ConsoleServer;
 let session: Login;
 
+let ajv: Ajv2020;
+
 before(async () => {
   srv = await startConsole();
   session = await login(srv.base);
+  ajv = new Ajv2020({ strict: false, allErrors: true });
+  addFormats(ajv);
+  ajv.addSchema({ ...((await (await fetch(srv.base + '/api/v1/openapi.json')).json()) as object), $id: 'api' });
 });
+
+/** The JSON of a response, checked against its schema in openapi.json (documented path, method, status). */
+async function documented(res: Response, template: string): Promise<unknown> {
+  const body: unknown = await res.json();
+  const pointer = `api#/paths/${template.replace(/~/g, '~0').replace(/\//g, '~1')}/get/responses/${res.status}/content/application~1json/schema`;
+  const validate = ajv.getSchema(pointer);
+  assert.ok(validate, `GET ${template} ${res.status} is documented (${pointer})`);
+  assert.ok(validate(body), `GET ${template} ${res.status}: ${ajv.errorsText(validate.errors)}`);
+  return body;
+}
 after(async () => {
   await srv?.close();
   killAll();
@@ -178,21 +198,24 @@ test('a received HTML message: sandboxed html endpoint, parsed view, plaintext s
 
   assert.equal((await fetch(`${srv.base}/api/v1/messages/${m.id}/html`)).status, 401, 'no login, no message');
   assert.equal((await srv.api('/api/v1/messages/no-such-id/html')).status, 404);
+  const missing = await srv.api('/api/v1/messages/no-such-id/parsed');
+  assert.equal(missing.status, 404);
+  await documented(missing, '/messages/{id}/parsed');
 
-  const parsed = (await (await srv.api(`/api/v1/messages/${m.id}/parsed`)).json()) as { subject: string; text: string; hasHtml: boolean; headers: Array<{ name: string; value: string }>; summary: { id: string } };
+  const parsed = (await documented(await srv.api(`/api/v1/messages/${m.id}/parsed`), '/messages/{id}/parsed')) as { subject: string; text: string; hasHtml: boolean; headers: Array<{ name: string; value: string }>; summary: { id: string } };
   assert.equal(parsed.subject, 'pages test');
   assert.match(parsed.text, /the text part/);
   assert.equal(parsed.hasHtml, true);
   assert.equal(parsed.summary.id, m.id);
   assert.ok(parsed.headers.some((x) => x.name.toLowerCase() === 'subject' && x.value === 'pages test'));
 
-  const stats = (await (await srv.api('/api/v1/stats/tls?hours=24')).json()) as ReturnType<typeof tlsStats>;
+  const stats = (await documented(await srv.api('/api/v1/stats/tls?hours=24'), '/stats/tls')) as ReturnType<typeof tlsStats>;
   assert.equal(stats.buckets.length, 24);
   const plain = stats.inbound['plaintext'] ?? [];
   assert.ok(plain.reduce((a, b) => a + b, 0) >= 1, 'the plaintext message is counted');
   assert.ok(stats.plaintext.inbound.some((p) => p.heloName === 'plain-sender.example' && p.clientAddress.endsWith('127.0.0.1')), JSON.stringify(stats.plaintext.inbound));
 
-  const now = (await (await srv.api('/api/v1/stats/now')).json()) as { sessions: number; messages: number; listeners: unknown[] };
+  const now = (await documented(await srv.api('/api/v1/stats/now'), '/stats/now')) as { sessions: number; messages: number; listeners: unknown[] };
   assert.ok(now.messages >= 1);
   assert.ok(now.listeners.length >= 1);
 });
@@ -201,6 +224,7 @@ test('stats/tls refuses a bad window', async () => {
   for (const q of ['0', '169', 'abc', '-1', '1e2']) {
     const r = await srv.api(`/api/v1/stats/tls?hours=${q}`);
     assert.equal(r.status, 400, q);
+    await documented(r, '/stats/tls');
   }
   assert.equal((await fetch(`${srv.base}/api/v1/stats/tls`)).status, 401);
 });
