@@ -20,6 +20,11 @@ import { killAll, mxOnly, runCli, startServeChild, type ServeChild } from '../cl
 import { privateAddressReason } from '../../src/http/api/ssrf.js';
 import { checkDomain } from '../../src/check/domain.js';
 import { DnsResolver } from '../../src/policy/dns.js';
+import { checksApi } from '../../src/http/api/checks.js';
+import { checkHost } from '../../src/check/host.js';
+import { defaultConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
+import type { HttpContext } from '../../src/http/context.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 after(async () => {
@@ -133,4 +138,20 @@ test('checkDomain refuseAddress: a refused MX address is never connected to (gua
   assert.equal(report.status, 'error');
   const f = report.findings.find((x) => x.id === 'host.unreachable');
   assert.match(f?.detail ?? '', /not checked: loopback/);
+});
+
+test('without relay.dns, names are resolved by the system lookup (/etc/hosts too): localhost is refused', async () => {
+  const cfg = defaultConfig();
+  assert.equal(cfg.http.checkPrivateTargets, false);
+  assert.deepEqual(cfg.relay.dns, []);
+  // Only what checksApi reads: the config, a logger and the real checker.
+  const ctx = { cfg, logger: createLogger('silent'), checker: { checkHost, checkDomain } } as unknown as HttpContext;
+  const app = checksApi(ctx);
+  for (const target of ['localhost', 'localhost:2525']) {
+    const res = await app.request('/checks', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ target }) });
+    assert.equal(res.status, 422, target);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, 'CHECK_TARGET_REFUSED');
+    assert.match(body.error.message, /loopback/);
+  }
 });

@@ -13,6 +13,7 @@
  * - per client (token, else IP address): 10 checks a minute, 2 running at once (429 + Retry-After);
  * - the request body is at most 4 KiB; results are kept bounded (checks.ts).
  */
+import { lookup } from 'node:dns/promises';
 import net from 'node:net';
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
@@ -79,10 +80,14 @@ function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   ]).finally(() => clearTimeout(timer));
 }
 
-/** Addresses of `name` (A and AAAA); an IP literal is itself. */
-async function addressesOf(resolver: DnsResolver, name: string): Promise<string[]> {
+/**
+ * Addresses of `name` (every A and AAAA); an IP literal is itself. As `postseal check`: through
+ * relay.dns when set (`resolver`), else the system's lookup (which also reads /etc/hosts).
+ */
+async function addressesOf(resolver: DnsResolver | null, name: string): Promise<string[]> {
   if (net.isIP(name) !== 0) return [name];
-  return withDeadline(resolver.addresses(name), PREFLIGHT_DNS_MS, `${name} A/AAAA`);
+  const answer = resolver !== null ? resolver.addresses(name) : lookup(name, { all: true, verbatim: true }).then((l) => l.map((a) => a.address));
+  return withDeadline(answer, PREFLIGHT_DNS_MS, `${name} A/AAAA`);
 }
 
 /** The refused addresses among `list`, each with its reason. */
@@ -132,7 +137,7 @@ export function checksApi(ctx: HttpContext, o: { jobs?: CheckJobs; limiter?: Che
     let hostAddress: string | null = null;
     try {
       if (req.kind === 'host') {
-        const list = await addressesOf(resolver, req.host);
+        const list = await addressesOf(ctx.cfg.relay.dns.length > 0 ? resolver : null, req.host);
         if (list.length === 0) return c.json(apiError('CHECK_DNS', `${req.host} has no A or AAAA record`), 422);
         const bad = refused(list, allowPrivate);
         if (bad.length > 0) return c.json(apiError('CHECK_TARGET_REFUSED', `${req.host} resolves to addresses the web checker does not probe: ${bad.join(', ')}. An operator can allow them with serve --http-check-private (http.checkPrivateTargets).`), 422);
