@@ -242,13 +242,14 @@ test('tlsStats buckets per hour and names plaintext peers and domains', () => {
       { recipient: 'x@plain.example', domain: 'plain.example', at: '2026-11-30T12:00:00Z', outcome: 'delivered', error: null, tls: tls(null), nextAttemptAt: null },
       { recipient: 'y@good.example', domain: 'good.example', at: '2026-11-30T12:01:00Z', outcome: 'delivered', error: null, tls: tls('TLSv1.3'), nextAttemptAt: null },
       { recipient: 'z@dns.example', domain: 'dns.example', at: '2026-11-30T12:02:00Z', outcome: 'deferred', error: 'no MX', tls: null, nextAttemptAt: null },
+      { recipient: 'w@down.example', domain: 'down.example', at: '2026-11-30T12:03:00Z', outcome: 'deferred', error: 'CONNECT_FAILED: cannot connect to 192.0.2.9:25: ECONNREFUSED', tls: tls(null), nextAttemptAt: null },
     ],
     now,
     4,
   );
   assert.deepEqual(s.buckets, [Date.parse('2026-11-30T09:00:00Z') / 1000, Date.parse('2026-11-30T10:00:00Z') / 1000, Date.parse('2026-11-30T11:00:00Z') / 1000, Date.parse('2026-11-30T12:00:00Z') / 1000]);
   assert.deepEqual(s.inbound, { 'TLSv1.3': [0, 0, 0, 1], plaintext: [0, 0, 1, 0], 'TLSv1.2': [1, 0, 0, 0] });
-  assert.deepEqual(s.outbound, { plaintext: [0, 0, 0, 1], 'TLSv1.3': [0, 0, 0, 1] }, 'an attempt without a connection is no session');
+  assert.deepEqual(s.outbound, { plaintext: [0, 0, 0, 1], 'TLSv1.3': [0, 0, 0, 1] }, 'an attempt without a connection (no TLS outcome, CONNECT_FAILED) is no session');
   assert.deepEqual(s.plaintext.inbound.map((p) => p.heloName), ['old.example'], 'older than 7 days is left out');
   assert.deepEqual(s.plaintext.outbound.map((d) => [d.domain, d.whyNot]), [['plain.example', 'STARTTLS not offered']]);
 });

@@ -20,6 +20,8 @@ export const SCAN_QUEUE = 2_000;
 const HOUR_MS = 3_600_000;
 const PLAINTEXT_DAYS = 7;
 const PLAINTEXT_LIST = 50;
+/** Attempt errors that mean no SMTP session took place (client error codes, src/errors.ts). */
+const NO_SESSION = /^(CONNECT_FAILED|DNS_[A-Z_]+)\b/;
 
 export interface AttemptWithDomain extends QueueAttempt {
   domain: string;
@@ -75,8 +77,10 @@ export function tlsStats(messages: readonly MessageSummary[], attempts: readonly
   for (const a of attempts) {
     const t = Date.parse(a.at);
     if (Number.isNaN(t)) continue;
-    // An attempt that never reached a connection (DNS failure) has no TLS outcome: not a session.
-    if (!a.tls) continue;
+    // An attempt that never reached a session is none: no TLS outcome (MX lookup failed), or no
+    // TCP connection / no address (CONNECT_FAILED, DNS_*): counting it as "plaintext" would blame
+    // a domain that never spoke to us.
+    if (!a.tls || (!a.tls.protocol && a.outcome !== 'delivered' && NO_SESSION.test(a.error ?? ''))) continue;
     const version = a.tls.protocol ?? 'plaintext';
     if (t >= start && t < end) series(outbound, version, hours)[Math.floor((t - start) / HOUR_MS)]! += 1;
     if (!a.tls.protocol && t >= plainSince) {

@@ -11,7 +11,8 @@ function listOf(d) {
 function TlsOutcome({ tls }) {
   if (!tls) return html`<span class="muted">no connection yet</span>`;
   const ok = tls.protocol && tls.levelReached !== 'none';
-  return html`<span class=${'badge ' + (tls.verified ? 'good' : ok ? 'ok' : 'bad')}>${tls.protocol || 'plaintext'}</span>
+  // No protocol and a reason: either plaintext SMTP or no session at all (whyNot says which).
+  return html`<span class=${'badge ' + (tls.verified ? 'good' : ok ? 'ok' : 'bad')}>${tls.protocol || 'no TLS'}</span>
     <span class="small"> policy ${tls.levelAsked} → reached ${tls.levelReached}${tls.host ? ' at ' + tls.host : ''}${tls.whyNot ? ' (' + tls.whyNot + ')' : ''}</span>`;
 }
 
