@@ -153,7 +153,7 @@ test('the web console in real Chromium: login, checks, messages with TLS facts, 
   const browser: Browser = await launchBrowser(chromiumPath, { baseURL: base });
   cleanups.push(() => browser.close());
   const page: Page = await browser.context.newPage();
-  const guard = guardPage(page);
+  const guard = await guardPage(page);
   /** A subtest; on failure a screenshot (test-artifacts/console-failed-N.png) and the page's console join the error. */
   let failures = 0;
   const step = (name: string, fn: () => Promise<void>): Promise<void> =>
@@ -346,5 +346,16 @@ test('the web console in real Chromium: login, checks, messages with TLS facts, 
     await page.locator('table.plain-in tr', { hasText: 'plain-sender.test' }).waitFor();
     await screenshot(page, 'console-dashboard');
     assertClean(guard, 'dashboard');
+  });
+
+  await step('the console CSP blocks an inline script injected into a page, and the guard above sees it', async () => {
+    await page.goto('/messages');
+    await page.locator('table.messages').waitFor();
+    await page.evaluate(`(() => { const s = document.createElement('script'); s.textContent = 'document.title = "injected"'; document.body.append(s); })()`);
+    await until('the violation to be reported', async () => guard.cspViolations.some((l) => l.startsWith('securitypolicyviolation: script-src')));
+    assert.notEqual(await page.title(), 'injected');
+    guard.cspViolations.length = 0;
+    guard.errors.length = 0;
+    guard.all.length = 0;
   });
 });
