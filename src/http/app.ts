@@ -14,13 +14,13 @@ import { bodyLimit } from 'hono/body-limit';
 import { isIP } from 'node:net';
 import { apiAuth, clientAddress, consoleAuth, LoginLimiter, sessionCookie, Sessions } from './auth.js';
 import type { HttpContext, HttpEnv } from './context.js';
+import { mtaStsApp, mtaStsHosting } from './mta-sts.js';
+import { senderTestApp } from './sender-test.js';
+import { metricsRoutes } from './metrics.js';
+import { apiRoutes } from './api/index.js';
 import { statsApi } from './api/stats.js';
 import { messageViewApi } from './api/message-view.js';
 import { pagesApp } from './pages.js';
-import { mtaStsApp, mtaStsHosting } from './mta-sts.js';
-import { senderTestApp } from './sender-test.js';
-import { apiRoutes } from './api/index.js';
-import { metricsRoutes } from './metrics.js';
 
 /** Largest request body (the API takes small JSON documents and login forms). */
 export const MAX_BODY = 64 * 1024;
@@ -123,12 +123,18 @@ export function createHttpApp(ctx: HttpContext): HttpApp {
     const password = typeof form['password'] === 'string' ? form['password'] : '';
     const next = safeNext(form['next']);
     const client = clientAddress(c);
-    // verifyUser spends the same scrypt work for unknown users; a non-admin gets the same answer.
-    const ok = address !== '' && password !== '' && (await ctx.store.verifyUser(address, password)) && ctx.store.isAdmin(address);
-    if (!ok) {
-      await sleep(limiter.fail(client));
-      ctx.logger.info({ event: 'http-login', result: 'refused', client }, 'console login refused');
-      return c.html(LOGIN_PAGE('Wrong address or password, or not a console admin.', escapeAttr(next)), 401);
+    if (!limiter.enter(client)) return c.html(LOGIN_PAGE('Too many login attempts at once; try again in a moment.', escapeAttr(next)), 429, { 'Retry-After': '5' });
+    try {
+      // verifyUser spends the same scrypt work for unknown users; a non-admin gets the same answer.
+      const ok = address !== '' && password !== '' && (await ctx.store.verifyUser(address, password)) && ctx.store.isAdmin(address);
+      if (!ok) {
+        // The delay is waited inside the slot: a client cannot start more guesses meanwhile.
+        await sleep(limiter.fail(client));
+        ctx.logger.info({ event: 'http-login', result: 'refused', client }, 'console login refused');
+        return c.html(LOGIN_PAGE('Wrong address or password, or not a console admin.', escapeAttr(next)), 401);
+      }
+    } finally {
+      limiter.leave(client);
     }
     limiter.succeed(client);
     const s = sessions.create(address.toLowerCase());
@@ -154,12 +160,20 @@ export function createHttpApp(ctx: HttpContext): HttpApp {
     const p = c.get('principal');
     return c.json(p.kind === 'session' ? { kind: 'session', address: p.address, csrf: p.csrf } : { kind: 'token', name: p.name });
   });
+  // Log out through the API (a state change: the session's CSRF token is required, auth.ts).
+  app.delete('/api/v1/session', (c) => {
+    const p = c.get('principal');
+    if (p.kind !== 'session') return c.json({ error: 'an API token has no session; revoke it with postseal token revoke' }, 400);
+    sessions.destroy(p.sessionId);
+    c.header('Set-Cookie', sessionCookie('', 0));
+    return c.json({ status: 'logged out' });
+  });
 
   // Route modules (J2: api/*.ts at /api/v1; J3: metrics.ts at /metrics; J4: pages.ts). Mounted
   // here only, after the middleware above.
-  app.route('/api/v1', apiRoutes(ctx));
   app.route('/metrics', metricsRoutes(ctx));
 
+  app.route('/api/v1', apiRoutes(ctx));
   app.route('/api/v1', statsApi(ctx));
   app.route('/api/v1', messageViewApi(ctx));
   // Console pages (pages.ts, J4) sit behind consoleAuth; a session cookie that is not ours is dropped.

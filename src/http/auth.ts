@@ -86,6 +86,30 @@ export class Sessions {
 /** Per-client failure delays for POST /login. */
 export class LoginLimiter {
   private readonly failures = new Map<string, { count: number; first: number }>();
+  private readonly inFlight = new Map<string, number>();
+  private total = 0;
+  /** Logins checked (scrypt) or waiting out their delay at once, per client and in all. */
+  static readonly MAX_IN_FLIGHT_PER_CLIENT = 2;
+  static readonly MAX_IN_FLIGHT = 32;
+
+  /**
+   * Takes a slot for one login attempt, or returns false (answer 429): scrypt is deliberately
+   * expensive, so parallel guesses from one client (or a crowd) must not take the CPU.
+   */
+  enter(client: string): boolean {
+    const n = this.inFlight.get(client) ?? 0;
+    if (n >= LoginLimiter.MAX_IN_FLIGHT_PER_CLIENT || this.total >= LoginLimiter.MAX_IN_FLIGHT) return false;
+    this.inFlight.set(client, n + 1);
+    this.total++;
+    return true;
+  }
+
+  leave(client: string): void {
+    const n = (this.inFlight.get(client) ?? 1) - 1;
+    if (n <= 0) this.inFlight.delete(client);
+    else this.inFlight.set(client, n);
+    this.total = Math.max(0, this.total - 1);
+  }
 
   constructor(private readonly o: { windowMs: number; baseDelayMs: number; maxDelayMs: number; maxClients: number } = { windowMs: 300_000, baseDelayMs: 500, maxDelayMs: 10_000, maxClients: 10_000 }) {}
 

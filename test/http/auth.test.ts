@@ -143,3 +143,15 @@ test('a request body over 64 KiB is refused with 413, before authentication matt
   const login = await fetch(`${s.base}/login`, { method: 'POST', body: new URLSearchParams({ address: ADMIN.address, password: big }), redirect: 'manual' });
   assert.equal(login.status, 413);
 });
+
+test('parallel login guesses from one client: at most 2 are checked at once, the others get 429 with Retry-After', async () => {
+  const guesses = await Promise.all(
+    Array.from({ length: 8 }, (_, i) => fetch(`${s.base}/login`, { method: 'POST', body: new URLSearchParams({ address: ADMIN.address, password: `guess-${i}-wrong` }), redirect: 'manual' })),
+  );
+  const statuses = guesses.map((r) => r.status);
+  assert.ok(statuses.every((st) => st === 401 || st === 429), statuses.join(','));
+  assert.ok(statuses.includes(429), `no 429 among ${statuses.join(',')}`);
+  for (const r of guesses) if (r.status === 429) assert.equal(r.headers.get('retry-after'), '5');
+  // The right password still gets in once the slots are free.
+  await login(s.base);
+});
