@@ -318,6 +318,9 @@ function headerFields(msg: IncomingMessage): Map<string, string[]> {
 export function replyAllowed(msg: IncomingMessage): string | null {
   // RFC 3834 §2 / RFC 5321 §4.5.5: never answer the null sender.
   if (msg.mailFrom === '') return 'no reply: null envelope sender';
+  // A spooled message's header section is in its spool file, not read here: without seeing its
+  // Auto-Submitted and List-* fields no reply may go (RFC 3834 §2), so none does.
+  if (msg.spooled) return 'no reply: the message was too large to check its header fields';
   const h = headerFields(msg);
   // RFC 3834 §2: no response to a message whose Auto-Submitted is anything but "no".
   const auto = h.get('auto-submitted') ?? [];

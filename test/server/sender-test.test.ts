@@ -208,6 +208,7 @@ test('sender test (library): replies per client IP are limited, the counter is p
     assert.match(replyAllowed(msg('192.0.2.9', 'a@x.test', 'Auto-Submitted: auto-replied\r\n')) ?? '', /Auto-Submitted/);
     assert.match(replyAllowed(msg('192.0.2.9', 'a@x.test', 'Precedence: bulk\r\n')) ?? '', /Precedence/);
     assert.match(replyAllowed(msg('192.0.2.9', 'a@other.test')) ?? '', /neither SPF nor DKIM passed for other\.test/);
+    assert.match(replyAllowed({ ...msg('192.0.2.9'), spooled: { file: 'x', size: 300_000 } }) ?? '', /too large/);
     // A submission (not mx) message gets no report at all.
     assert.equal((await t.afterAccept({ ...msg('192.0.2.3'), listener: 'submission' }, 'm4')).reports.length, 0);
   } finally {
