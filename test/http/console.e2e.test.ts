@@ -24,11 +24,11 @@ import { after, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { issueCert, makeTestCa } from '../helpers/certs.js';
 import { findPeer, runPeer } from '../helpers/peers.js';
-import { killAll, mxOnly, runCli, startServeChild, type ServeChild } from '../cli/child.js';
+import { killAll, mxOnly, startServeChild, type ServeChild } from '../cli/child.js';
 import { startBrokenServer, type BrokenServer } from '../check/broken-server.js';
 import { findChromium, guardPage, launchBrowser, screenshot, type Browser, type PageGuard } from './browser.js';
+import { ADMIN, addUser, createToken } from './helpers.js';
 
-const ADMIN = { address: 'admin@postseal.test', password: 'console-Pw.42' } as const;
 
 const cleanups: Array<() => Promise<void> | void> = [];
 after(async () => {
@@ -46,17 +46,14 @@ interface ConsoleServe {
 
 /**
  * `postseal serve --http 127.0.0.1:0` on a fresh data directory, with the admin made first by
- * `postseal user add ADDRESS --admin` and an API token by `postseal token create` (the test's own
- * look at the data behind the pages). Listeners: mx, submission, http (3 `listening` lines).
+ * `postseal user add ADDRESS --admin` and an API token by `postseal token create` (J1's helpers;
+ * the token is the test's own look at the data behind the pages). Not helpers.ts startConsole:
+ * this serve has three listeners (mx, submission, http) and must wait for all three lines.
  */
 async function startConsoleServe(opts: { admin: { address: string; password: string }; args: string[] }): Promise<ConsoleServe> {
   const data = await mkdtemp(join(tmpdir(), 'postseal-e2e-console-'));
-  const add = await runCli(['user', 'add', opts.admin.address, '--admin', '--password-stdin', '--data', data], { input: `${opts.admin.password}\n` });
-  assert.equal(add.code, 0, `user add --admin: ${add.stderr}`);
-  const tok = await runCli(['token', 'create', '--name', 'console-e2e', '--data', data]);
-  assert.equal(tok.code, 0, `token create: ${tok.stderr}`);
-  const token = /ps_[A-Za-z0-9_-]+/.exec(tok.stdout)?.[0];
-  assert.ok(token, `a token in: ${tok.stdout}`);
+  await addUser(data, opts.admin.address, opts.admin.password, true);
+  const token = await createToken(data, 'console-e2e');
   const serve = await startServeChild([...mxOnly(data, ['--http', '127.0.0.1:0']), ...opts.args], { listeners: 3 });
   const baseUrl = `http://127.0.0.1:${serve.port('http')}`;
   return {
