@@ -17,6 +17,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { httpOffArgs } from './lib/http-off.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -52,7 +53,7 @@ async function serve(main: string, limits: Record<string, number> = { maxConnect
   // Only keys every version knows: the defaults are what is measured.
   const cfg = join(dir, 'config.json');
   writeFileSync(cfg, JSON.stringify({ dataDir: join(dir, 'data'), listeners: { mx: { address: '127.0.0.1:0' }, submission: 'off', submissions: 'off' }, log: { level: 'error' }, limits }));
-  const args = [main, 'serve', '--config', cfg, ...(supportsCatchAll(main) ? ['--catch-all'] : [])];
+  const args = [main, 'serve', '--config', cfg, ...(supportsCatchAll(main) ? ['--catch-all'] : []), ...httpOffArgs(join(main, '..', '..'))];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((resolve, reject) => {
     let out = '';

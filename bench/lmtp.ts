@@ -80,7 +80,7 @@ interface Serve {
 async function startServe(dataDir: string, extra: string[]): Promise<Serve> {
   const config = join(dataDir, 'postseal.json');
   await writeFile(config, JSON.stringify({ relay: { intervalMs: 100 }, log: { level: 'warn' } }));
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), 'serve', '--config', config, '--data', dataDir, '--mx', '127.0.0.1:0', '--submission', 'off', '--submissions', 'off', '--hostname', 'mx.bench.test', '--domain', 'bench.test', '--catch-all', '--no-auth-verify', ...extra], {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), 'serve', '--config', config, '--data', dataDir, '--mx', '127.0.0.1:0', '--submission', 'off', '--submissions', 'off', '--hostname', 'mx.bench.test', '--domain', 'bench.test', '--catch-all', '--no-auth-verify', '--http', 'off', ...extra], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

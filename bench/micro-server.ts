@@ -17,6 +17,7 @@ import { copyFileSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeBenchCert } from './lib/pki.js';
+import { httpOffArgs } from './lib/http-off.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 
@@ -88,7 +89,7 @@ async function round(o: Opts, dir: string, cert: { certFile: string; keyFile: st
       ? ['--import', 'tsx', 'bench/micro-floor-peer.ts', '--cert', cert.certFile, '--key', cert.keyFile]
       : o.peer === 'discard'
         ? ['--import', 'tsx', 'bench/postseal-discard.ts', '--data', data, '--cert', cert.certFile, '--key', cert.keyFile]
-        : [join(o.dist, 'cli/main.js'), 'serve', '--data', data, '--cert', cert.certFile, '--key', cert.keyFile, '--hostname', 'bench.localhost', '--listen', '127.0.0.1:0', '--catch-all'];
+        : [join(o.dist, 'cli/main.js'), 'serve', '--data', data, '--cert', cert.certFile, '--key', cert.keyFile, '--hostname', 'bench.localhost', '--listen', '127.0.0.1:0', '--catch-all', ...httpOffArgs(o.dist)];
   const pre = o.callgrind ? ['valgrind', '--tool=callgrind', '--instr-atstart=no', '--separate-threads=yes', `--callgrind-out-file=${cgOut}`, 'node'] : ['node'];
   const server = spawn('taskset', ['-c', '1', ...pre, ...serverArgs], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, POSTSEAL_DIST: o.dist } });
   let serverErr = '';

@@ -7,6 +7,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { httpOffArgs } from './http-off.js';
 import { freePort, hasCommand, onCleanup, spawnPinned, treePids, waitForLine, waitForPort } from './proc.js';
 
 export const PEER_NAMES = ['postseal-durable', 'postseal-discard', 'postfix', 'smtp-server', 'aiosmtpd'] as const;
@@ -79,7 +80,7 @@ export async function startPeer(name: PeerName, env: PeerEnv): Promise<RunningPe
       const p = await nodePeer(
         name,
         env,
-        [join(env.dist, 'cli/main.js'), 'serve', '--data', t.dir, '--hostname', 'bench.localhost', '--mx', '127.0.0.1:0', '--submission', 'off', '--submissions', 'off', '--cert', env.certFile, '--key', env.keyFile, '--log-level', 'silent', '--catch-all', '--no-auth-verify'],
+        [join(env.dist, 'cli/main.js'), 'serve', '--data', t.dir, '--hostname', 'bench.localhost', '--mx', '127.0.0.1:0', '--submission', 'off', '--submissions', 'off', '--cert', env.certFile, '--key', env.keyFile, '--log-level', 'silent', '--catch-all', '--no-auth-verify', ...httpOffArgs(env.dist)],
         /listening mx 127\.0\.0\.1:(\d+)/,
         ['SQLite store in a temp data dir (fsync before 250, group commit)'],
       ).catch((e: unknown) => {
