@@ -207,23 +207,35 @@ test('mx → queue → LMTP over the Unix socket → Dovecot → IMAP byte-exact
   assert.deepEqual(rows.map((r) => [r.recipient, r.status]), [[BOB.address, 'delivered']]);
 });
 
-/** Dovecot started again on the helper's config (same dir, ports, socket); stopped at the end of the test. */
+/**
+ * Dovecot started again on the helper's config (same dir, ports, socket); stopped at the end of
+ * the test. A port the stopped instance's last children still hold for a moment ("Address already
+ * in use": Dovecot exits at once) is retried, up to 20 times, 500 ms apart.
+ */
 async function restartDovecot(t: TestContext, d: Dovecot): Promise<void> {
-  const child = spawn(DOVECOT_BIN, ['-F', '-c', join(d.dir, 'dovecot.conf')], { stdio: 'ignore' });
-  extraChildren.add(child);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  t.after(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(timer);
+  for (let attempt = 1; ; attempt++) {
+    const child = spawn(DOVECOT_BIN, ['-F', '-c', join(d.dir, 'dovecot.conf')], { stdio: 'ignore' });
+    extraChildren.add(child);
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const up = await until('Dovecot to greet on its LMTP port again, or to exit', async () => {
+      if (child.exitCode !== null) return 'exited' as const;
+      return (await greeting(d.lmtpPort)).includes(d.hostname) ? ('up' as const) : null;
+    });
+    if (up === 'up') {
+      t.after(async () => {
+        if (child.exitCode === null && child.signalCode === null) {
+          child.kill('SIGTERM');
+          const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+          await exited;
+          clearTimeout(timer);
+        }
+      });
+      return;
     }
-  });
-  await until('Dovecot to greet on its LMTP port again', async () => {
-    if (child.exitCode !== null) throw new Error(`dovecot exited ${child.exitCode}: ${await d.log()}`);
-    return (await greeting(d.lmtpPort)).includes(d.hostname) ? true : null;
-  });
+    const log = await d.log();
+    if (attempt >= 20 || !log.includes('Address already in use')) throw new Error(`dovecot exited ${String(child.exitCode)}: ${log}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
 }
 
 function greeting(port: number): Promise<string> {
