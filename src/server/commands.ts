@@ -155,7 +155,9 @@ function rcpt(s: SessionApi, args: string): Reply {
   if (s.opts.localDomains.includes(domain)) {
     // The sender test (server/sender-test.ts): its addresses are no table entries; a hostile
     // variant's first RCPT answers 451 and arms that client's next STARTTLS.
-    const test = s.opts.senderTest?.variantOf(address) ?? null;
+    // Only on the mx listener: the test is about sending MTAs, and its hostile STARTTLS must never
+    // reach a submission client (a user's MUA behind the same IP would get a wrong certificate).
+    const test = s.listener.name === 'mx' ? (s.opts.senderTest?.variantOf(address) ?? null) : null;
     if (test !== null) {
       const armed = s.opts.senderTest?.rcpt(s.remoteAddress, test, s, s.facts.tls !== null) ?? null;
       if (armed !== null) return armed;
@@ -279,7 +281,8 @@ function startTls(s: SessionApi, args: string): Reply | Promise<Reply | null> {
   const opts = s.opts.tls.serverOptions();
   if (!opts) return R.tlsUnavailable; // RFC 3207 §4: 454, the session stays usable
   // Sender test (server/sender-test.ts): an armed client gets, once, 454 or a wrong-name certificate.
-  const hostile = s.opts.senderTest?.starttls(s.remoteAddress, s) ?? null;
+  // mx only: an IP armed on mx keeps the real certificate on submission (587) and never gets a 454.
+  const hostile = s.listener.name === 'mx' ? (s.opts.senderTest?.starttls(s.remoteAddress, s) ?? null) : null;
   if (hostile?.kind === 'refuse') return R.tlsUnavailable;
   return s.upgradeToTls(formatReply(R.readyTls), hostile?.kind === 'badcert' ? hostile.options : opts).then((socket) => {
     // RFC 3207 §4.2: forget everything learned before TLS — EHLO name, AUTH, the envelope.

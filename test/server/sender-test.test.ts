@@ -22,7 +22,7 @@ import { startDnsServer, type DnsServer } from '../helpers/dns-server.js';
 
 let server: TestServer;
 let dns: DnsServer;
-const SENDERS = ['sender.test', 'plain.test', 'badcert.test', 'verify.test', 'fallback.test', 'encrypt.test', 'auto.test', 'limited.test', 'swaks.test'];
+const SENDERS = ['sender.test', 'plain.test', 'badcert.test', 'subm.test', 'verify.test', 'fallback.test', 'encrypt.test', 'auto.test', 'limited.test', 'swaks.test'];
 
 before(async () => {
   // Each test sends from its own domain: replies are limited to 2 per sender domain and hour.
@@ -126,6 +126,19 @@ test('sender test badcert: 451 arms; level may then delivers over the wrong-name
   assert.notEqual(rep.tls, null);
   assert.ok(rep.findings.some((f) => /accepted an unverifiable certificate/.test(f.text)));
   assert.match(replies('carol@badcert.test')[0]?.text ?? '', /^Subject: postseal sender test: accepted an unverifiable certificate$/m);
+});
+
+test('sender test badcert: an IP armed on mx gets the real certificate on submission; the hostile one stays for mx', async () => {
+  const first = await send('may', 'tls-test+badcert@postseal.test', 'erin@subm.test');
+  assert.equal(first.ok, false);
+  // The same client on the submission port (STARTTLS required there): verified against our CA.
+  // The transaction itself is refused (no AUTH), the handshake is what this checks.
+  const sub = await deliver({ host: '127.0.0.1', port: server.port('submission'), serverName: 'localhost', level: 'verify', helo: 'client.subm.test', tls: { ca: server.caPem }, from: 'erin@subm.test', to: ['tls-test+badcert@postseal.test'], message: message('erin@subm.test'), timeouts: uniformTimeouts(5000) });
+  assert.equal(sub.tls?.verified, true, JSON.stringify(sub.error));
+  // Still armed for mx: the next mx STARTTLS meets the wrong-name certificate (and uses it up).
+  const second = await send('may', 'tls-test+badcert@postseal.test', 'erin@subm.test');
+  assert.equal(second.ok, true, JSON.stringify(second.error));
+  assert.equal(second.tls?.verified, false);
 });
 
 test('sender test badcert: level verify refuses the wrong-name certificate, nothing is delivered', async () => {
