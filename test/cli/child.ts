@@ -39,8 +39,14 @@ export function tempDirs(): { make(prefix?: string): string; cleanup(): void } {
   };
 }
 
+/**
+ * The CLI a test runs: the build of the current sources that scripts/run-tests.mjs makes before
+ * the tests (POSTSEAL_TEST_CLI: node starts it in ~0.6 s), else the sources through tsx (~1.5 s).
+ */
+const BUILT_CLI = process.env.POSTSEAL_TEST_CLI ?? null;
+
 function spawnCli(args: string[], env?: NodeJS.ProcessEnv): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], {
+  const child = spawn(process.execPath, BUILT_CLI ? [BUILT_CLI, ...args] : ['--import', 'tsx', MAIN, ...args], {
     cwd: ROOT,
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
