@@ -19,6 +19,7 @@ import { generateKey, listKeys } from '../../src/auth/dkim-keys.js';
 
 const PY = '/usr/bin/python3';
 const hasDkimpy = spawnSync(PY, ['-c', 'import dkim, dns.resolver'], { stdio: 'ignore' }).status === 0;
+if (!hasDkimpy && process.env.CI === 'true') throw new Error(`${PY} cannot import dkim and dns.resolver: .ci/run must install python3-dkim (it depends on python3-dnspython)`);
 
 // dkimpy's own verifier; its DNS function asks the test DNS server (dnspython, custom port).
 const PY_VERIFY = `
