@@ -23,6 +23,16 @@ import { resolveAddress, type RecipientResolution, type ResolveOptions } from '.
 import { ATTEMPT_COLUMNS, MESSAGE_COLUMNS, QUEUE_COLUMNS, toQueueAttempt, toQueueEntry, toSummary, type AttemptRow, type MessageRow, type QueueRow } from './rows.js';
 import type { ListMessagesOptions, ListQueueOptions, QueueAttempt, QueueStats, QueueEntry, StoredMessage, StoredMtaStsPolicy, StoreReader } from './types.js';
 
+/** An address normalized by `f`, or null when it is malformed (a malformed address is just an unknown one). */
+function orNull(f: (raw: string) => string, address: string): string | null {
+  try {
+    return f(address);
+  } catch (err) {
+    if (err instanceof PostsealError) return null;
+    throw err;
+  }
+}
+
 export function checkLimit(limit: number | undefined, fallback: number, max: number): number {
   if (limit === undefined) return fallback;
   if (!Number.isInteger(limit) || limit < 1 || limit > max) {
@@ -159,36 +169,19 @@ export class SqliteReader implements StoreReader {
   }
 
   hasUser(address: string): boolean {
-    let a: string;
-    try {
-      a = normalizeAddress(address);
-    } catch (err) {
-      if (err instanceof PostsealError) return false;
-      throw err;
-    }
-    return this.q.userExists.get(a) !== undefined;
+    const a = orNull(normalizeAddress, address);
+    return a !== null && this.q.userExists.get(a) !== undefined;
   }
 
   senderPatterns(address: string): string[] {
-    let a: string;
-    try {
-      a = normalizeAddress(address);
-    } catch (err) {
-      if (err instanceof PostsealError) return [];
-      throw err;
-    }
+    const a = orNull(normalizeAddress, address);
+    if (a === null) return [];
     return this.q.senders.all(a).filter((p): p is string => typeof p === 'string');
   }
 
   isAdmin(address: string): boolean {
-    let a: string;
-    try {
-      a = normalizeAddress(address);
-    } catch (err) {
-      if (err instanceof PostsealError) return false;
-      throw err;
-    }
-    return this.tokens.isAdmin(a);
+    const a = orNull(normalizeAddress, address);
+    return a !== null && this.tokens.isAdmin(a);
   }
 
   verifyApiToken(token: string): ApiTokenInfo | null {
@@ -204,14 +197,8 @@ export class SqliteReader implements StoreReader {
   }
 
   aliasTargets(address: string): string[] {
-    let a: string;
-    try {
-      a = aliasAddress(address);
-    } catch (err) {
-      if (err instanceof PostsealError) return [];
-      throw err;
-    }
-    return this.aliases.aliasTargets(a);
+    const a = orNull(aliasAddress, address);
+    return a === null ? [] : this.aliases.aliasTargets(a);
   }
 
   resolveRecipient(address: string, opts: ResolveOptions): RecipientResolution {
