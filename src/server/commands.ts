@@ -164,11 +164,10 @@ function rcpt(s: SessionApi, args: string): Reply {
     }
     const targets = test !== null ? { mailboxes: [address.toLowerCase()], external: [] } : localTargets(s, address);
     if (targets === null) return unknownRecipient(address);
-    // Sets, not includes(): an alias may bring up to 1000 targets, and RCPTs repeat it.
-    const haveMailboxes = new Set(env.mailboxes);
-    const haveRemote = new Set(env.remoteRecipients);
-    const newMailboxes = targets.mailboxes.filter((m) => !haveMailboxes.has(m));
-    const newForwards = targets.external.filter((e) => !Object.hasOwn(env.forwardedFrom, e) && !haveRemote.has(e));
+    // Sets, not includes(): an alias may bring up to 1000 targets, and RCPTs repeat it. None is
+    // built when there is nothing to compare (a message's first RCPT, a target with no forwards).
+    const newMailboxes = env.mailboxes.length === 0 ? targets.mailboxes : notIn(targets.mailboxes, new Set(env.mailboxes));
+    const newForwards = targets.external.length === 0 ? [] : notIn(targets.external, new Set(env.remoteRecipients)).filter((e) => !Object.hasOwn(env.forwardedFrom, e));
     // RFC 5321 §4.5.3.1.8: the limit counts final targets (an alias's expansion, not the RCPT).
     if (finalTargets(env) + newMailboxes.length + newForwards.length > s.opts.limits.maxRecipients) return R.tooManyRecipients;
     env.localRecipients.push(address);
@@ -192,6 +191,10 @@ function rcpt(s: SessionApi, args: string): Reply {
   env.remoteRecipients.push(address);
   if (dsn) env.recipientDsn[address] = dsn;
   return R.recipientOk;
+}
+
+function notIn(list: readonly string[], have: ReadonlySet<string>): string[] {
+  return list.filter((x) => !have.has(x));
 }
 
 /** Final targets so far: local mailboxes, remote RCPTs and forwarded alias targets. */
