@@ -268,8 +268,9 @@ export class MessageIntake {
    */
   private sealed<T>(env: Envelope, received: string, verdicts: () => VerifierResult | null, next: (m: { parts: Uint8Array[]; spooled: SpooledBody | null }) => Promise<T>): (m: { parts: Uint8Array[]; spooled: SpooledBody | null }) => Promise<T> {
     const sealer = this.host.opts.sealer;
+    if (!sealer || this.host.listener.name !== 'mx') return next;
     const forwarders = Object.values(env.forwardedFrom);
-    if (!sealer || this.host.listener.name !== 'mx' || forwarders.length === 0) return next;
+    if (forwarders.length === 0) return next;
     const domains = forwarders.map((a) => a.slice(a.lastIndexOf('@') + 1));
     return (m) => {
       const v = verdicts();
