@@ -95,11 +95,6 @@ export class TargetRegistry {
   }
 }
 
-/** The leaseMs a registry asks for, or the store's default when there is none. */
-export function localLeaseMs(registry: TargetRegistry | null): number {
-  return registry?.leaseMs() ?? 10 * 60_000;
-}
-
 /** The enhanced status code (RFC 3463) in a target's error text, e.g. an LMTP reply's `5.2.2`. */
 export function enhancedOf(error: string): string | null {
   return /\b([245]\.\d{1,3}\.\d{1,3})\b/.exec(error)?.[1] ?? null;
