@@ -20,9 +20,8 @@ import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { sealMessage, type ARCSealOptions } from 'mailauth';
-import { ConfigError } from '../errors.js';
 import { parseHeader, splitMessage } from './dkim-sign.js';
-import { activeKeys, type DkimKey } from './dkim-keys.js';
+import { cachedSigningKeys, type DkimKey } from './dkim-keys.js';
 
 /** RFC 8617 §4.2.1: the highest instance number. */
 export const MAX_ARC_INSTANCES = 50;
@@ -221,25 +220,9 @@ export interface SealRequest {
  */
 export function createArcSealer(o: ArcSealerOptions): (msg: SealRequest) => Promise<Uint8Array | null> {
   const sealDomains = new Set(o.sealDomains.map((d) => d.toLowerCase()));
-  const cache = new Map<string, { at: number; key: DkimKey | null }>();
-  const cacheMs = o.cacheMs ?? 30_000;
-  const keyFor = (domain: string): DkimKey | null => {
-    const now = Date.now();
-    const hit = cache.get(domain);
-    if (hit && now - hit.at < cacheMs) return hit.key;
-    let key: DkimKey | null;
-    try {
-      key = chooseArcKey(activeKeys(o.dataDir, domain));
-    } catch (err) {
-      // Not a domain name we hold keys for: nothing to seal with. An unreadable key file is an
-      // operator error: it surfaces (451), as for DKIM signing.
-      if (err instanceof ConfigError) key = null;
-      else throw err;
-    }
-    if (cache.size > 10_000) cache.clear(); // bounded: one entry per sealing domain seen
-    cache.set(domain, { at: now, key });
-    return key;
-  };
+  // An unreadable key file is an operator error: it surfaces (451), as for DKIM signing.
+  const keysFor = cachedSigningKeys(o.dataDir, o.cacheMs);
+  const keyFor = (domain: string): DkimKey | null => chooseArcKey(keysFor(domain));
   return async (msg) => {
     const candidates = [...new Set(msg.domains.map((d) => d.toLowerCase()))].filter((d) => sealDomains.has(d));
     if (candidates.length === 0) return null;

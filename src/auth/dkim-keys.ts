@@ -144,6 +144,37 @@ export function activeKeys(dataDir: string, domain: string): DkimKey[] {
   return listKeys(dataDir, domain).filter((k) => k.active);
 }
 
+/**
+ * The keys that sign for `domain`, [] when it is no domain name we could hold keys for. A key file
+ * that cannot be read is an operator error and throws (the caller surfaces it).
+ */
+export function signingKeys(dataDir: string, domain: string): DkimKey[] {
+  try {
+    return activeKeys(dataDir, domain);
+  } catch (err) {
+    if (err instanceof ConfigError) return [];
+    throw err;
+  }
+}
+
+/**
+ * signingKeys per domain, cached for `cacheMs` (the directory is read again after it, so
+ * `postseal dkim activate` takes effect in a running server). Bounded: one entry per domain seen,
+ * cleared past 10 000.
+ */
+export function cachedSigningKeys(dataDir: string, cacheMs = 30_000): (domain: string) => DkimKey[] {
+  const cache = new Map<string, { at: number; keys: DkimKey[] }>();
+  return (domain) => {
+    const now = Date.now();
+    const hit = cache.get(domain);
+    if (hit && now - hit.at < cacheMs) return hit.keys;
+    const keys = signingKeys(dataDir, domain);
+    if (cache.size > 10_000) cache.clear();
+    cache.set(domain, { at: now, keys });
+    return keys;
+  };
+}
+
 export function activateKey(dataDir: string, domainIn: string, selectorIn: string): DkimKey {
   const domain = checkDomain(domainIn);
   const selector = checkSelector(selectorIn);

@@ -12,10 +12,9 @@
  * message unsigned (logged), since a bounce nobody can retry is worth more unsigned than lost;
  * the bytes returned are the signature fields followed by the message bytes unchanged.
  */
-import { activeKeys, type DkimKey } from './dkim-keys.js';
+import { signingKeys, type DkimKey } from './dkim-keys.js';
 import { authorDomain, parseHeader, RelaxedBodyHash, signHeader, splitMessage } from './dkim-sign.js';
 import type { Logger } from '../log.js';
-import { ConfigError } from '../errors.js';
 
 export interface OwnMailSignerOptions {
   /** The data directory (keys under dkim/). */
@@ -29,28 +28,17 @@ export interface OwnMailSignerOptions {
 
 /** The signing domain and keys for an author domain: its own keys, else a configured parent's. */
 export function ownSigningKeys(dataDir: string, author: string, domains: readonly string[]): { domain: string; keys: DkimKey[] } | null {
-  const own = keysOf(dataDir, author);
+  const own = signingKeys(dataDir, author);
   if (own.length > 0) return { domain: author, keys: own };
   // Longest configured parent first: the closest organisational parent we hold keys for.
   const parents = [...new Set(domains.map((d) => d.toLowerCase().replace(/\.$/, '')))]
     .filter((d) => d.includes('.') && author.endsWith(`.${d}`))
     .sort((a, b) => b.length - a.length);
   for (const p of parents) {
-    const keys = keysOf(dataDir, p);
+    const keys = signingKeys(dataDir, p);
     if (keys.length > 0) return { domain: p, keys };
   }
   return null;
-}
-
-function keysOf(dataDir: string, domain: string): DkimKey[] {
-  try {
-    return activeKeys(dataDir, domain);
-  } catch (err) {
-    // Not a domain name we could hold keys for: no keys. An unreadable key file surfaces (the
-    // signer logs it and sends unsigned).
-    if (err instanceof ConfigError) return [];
-    throw err;
-  }
 }
 
 /**

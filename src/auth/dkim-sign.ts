@@ -11,8 +11,7 @@
 import { createHash, sign as cryptoSign } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
-import { activeKeys, type DkimKey } from './dkim-keys.js';
-import { ConfigError } from '../errors.js';
+import { cachedSigningKeys, type DkimKey } from './dkim-keys.js';
 
 export const SIGNED_HEADERS = ['from', 'to', 'cc', 'subject', 'date', 'message-id', 'mime-version', 'content-type', 'reply-to', 'in-reply-to', 'references'] as const;
 export const OVERSIGNED: readonly string[] = ['from', 'to', 'subject', 'date'];
@@ -221,25 +220,7 @@ export interface DkimSignerOptions {
  * `postseal dkim activate` takes effect in a running server), a spooled body read as a stream.
  */
 export function createDkimSigner(o: DkimSignerOptions): (msg: { mailFrom: string; data: Uint8Array[]; spooled: { file: string } | null }) => Promise<Uint8Array | null> {
-  const cache = new Map<string, { at: number; keys: DkimKey[] }>();
-  const cacheMs = o.cacheMs ?? 30_000;
-  const keysFor = (domain: string): DkimKey[] => {
-    const now = Date.now();
-    const hit = cache.get(domain);
-    if (hit && now - hit.at < cacheMs) return hit.keys;
-    let keys: DkimKey[];
-    try {
-      keys = activeKeys(o.dataDir, domain);
-    } catch (err) {
-      // Not a domain name we could hold keys for: nothing to sign with. A key file that cannot be
-      // read is an operator error: it surfaces (451), the message is not sent unsigned.
-      if (err instanceof ConfigError) keys = [];
-      else throw err;
-    }
-    if (cache.size > 10_000) cache.clear(); // bounded: one entry per author domain seen
-    cache.set(domain, { at: now, keys });
-    return keys;
-  };
+  const keysFor = cachedSigningKeys(o.dataDir, o.cacheMs);
   return async (msg) => {
     async function* content(): AsyncIterable<Uint8Array> {
       yield* msg.data;
