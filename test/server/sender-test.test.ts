@@ -28,6 +28,7 @@ before(async () => {
   // Each test sends from its own domain: replies are limited to 2 per sender domain and hour.
   dns = await startDnsServer([...SENDERS.map((name) => ({ name, type: 'TXT' as const, data: 'v=spf1 ip4:127.0.0.1 -all' })), { name: 'nospf.test', type: 'TXT', data: 'v=spf1 -all' }]);
   server = await startTestServer({
+    users: [{ address: 'frank@subm.test', password: 'frank-password-1' }],
     configure: (cfg) => {
       cfg.domains = ['postseal.test', ...SENDERS, 'nospf.test'];
       cfg.relay.dns = [`127.0.0.1:${dns.port}`];
@@ -139,6 +140,15 @@ test('sender test badcert: an IP armed on mx gets the real certificate on submis
   const second = await send('may', 'tls-test+badcert@postseal.test', 'erin@subm.test');
   assert.equal(second.ok, true, JSON.stringify(second.error));
   assert.equal(second.tls?.verified, false);
+});
+
+test('sender test on mx only: an authenticated submission RCPT to a hostile variant is plain mail (no 451, nothing armed)', async () => {
+  const r = await deliver({ host: '127.0.0.1', port: server.port('submission'), serverName: 'localhost', level: 'verify', helo: 'client.subm.test', tls: { ca: server.caPem }, auth: { user: 'frank@subm.test', password: 'frank-password-1' }, from: 'frank@subm.test', to: ['tls-test+nostarttls@postseal.test'], message: message('frank@subm.test'), timeouts: uniformTimeouts(5000) });
+  assert.equal(r.ok, true, JSON.stringify(r.recipients[0]?.reason ?? r.error));
+  // Nothing armed for this IP: the next mx STARTTLS is the normal one.
+  const mx = await send('encrypt', 'tls-test@postseal.test', 'frank@subm.test');
+  assert.equal(mx.ok, true, JSON.stringify(mx.error));
+  assert.notEqual(mx.tls, null);
 });
 
 test('sender test badcert: level verify refuses the wrong-name certificate, nothing is delivered', async () => {
