@@ -21,16 +21,7 @@ import { startTestServer, type TestServer } from '../helpers/server.js';
 import { WireClient } from '../helpers/wire.js';
 import { message, pythonSign, records } from './helpers.js';
 import { pythonArcVerify } from './arc-helpers.js';
-
-async function until<T>(what: string, f: () => T | null | undefined, ms = 20_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+import { until } from '../helpers/poll.js';
 
 /** Sends one message (dot-stuffed) to `rcpt` on the mx listener; the final reply line. */
 async function send(port: number, rcpt: string, data: Buffer): Promise<string> {

@@ -17,6 +17,7 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule, { type FormatsPlugin } from 'ajv-formats';
 import { findPeer, runPeer } from '../helpers/peers.js';
 import { startDnsServer } from '../helpers/dns-server.js';
+import { closedPort } from '../helpers/poll.js';
 import { login } from './helpers.js';
 import { killAll, mxOnly, runCli, startServeChild, type ServeChild } from '../cli/child.js';
 import { CheckLimiter } from '../../src/http/checks.js';
@@ -41,14 +42,6 @@ let doc: { paths: Record<string, Record<string, { responses: Record<string, { co
 let ajv: Ajv2020;
 let silent: Server;
 const silentSockets = new Set<Socket>();
-
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 async function until<T>(what: string, f: () => Promise<T | null | undefined | false>, ms = 30_000): Promise<T> {
   const deadline = Date.now() + ms;

@@ -16,7 +16,6 @@
  * origin. Screenshots: test-artifacts/console-*.png.
  */
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +23,7 @@ import { after, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { issueCert, makeTestCa } from '../helpers/certs.js';
 import { findPeer, runPeer } from '../helpers/peers.js';
+import { closedPort } from '../helpers/poll.js';
 import { killAll, mxOnly, startServeChild, type ServeChild } from '../cli/child.js';
 import { startBrokenServer, type BrokenServer } from '../check/broken-server.js';
 import { findChromium, guardPage, launchBrowser, screenshot, type Browser, type PageGuard } from './browser.js';
@@ -71,15 +71,6 @@ async function startConsoleServe(opts: { admin: { address: string; password: str
       await rm(data, { recursive: true, force: true });
     },
   };
-}
-
-/** A TCP port nothing listens on: bound on 127.0.0.1:0, then closed. */
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 /** Polls f every 200 ms until it returns a truthy value (fails after ms). */

@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { killAll, runCli, sendMessage, startServeChild, startTlsSession, tempDirs, type ServeChild } from '../cli/child.js';
 import { WireClient } from '../helpers/wire.js';
+import { closedPort } from '../helpers/poll.js';
 import { handshakeFailureReason, HANDSHAKE_FAILURE_REASONS } from '../../src/server/events.js';
 
 const dirs = tempDirs();
@@ -51,16 +52,6 @@ async function scrape(port: number): Promise<{ text: string; samples: Sample[]; 
   const res = await fetch(`http://127.0.0.1:${port}/metrics`);
   const text = await res.text();
   return { text, samples: parseMetrics(text), res };
-}
-
-/** A port nothing listens on (bound, then closed). */
-async function closedPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const addr = s.address();
-  const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 /** Polls `check` (a scrape or a CLI read, no sleeps as synchronisation) until it returns a value. */

@@ -24,19 +24,10 @@ import { killAll, runCli } from '../cli/child.js';
 import { startDnsServer, type DnsRecord, type DnsServer } from '../helpers/dns-server.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { dkimpyVerify, dkimSignatures, hasDkimpy, publishedTxt } from './dkimpy.js';
+import { until } from '../helpers/poll.js';
 
 const ALICE = { address: 'alice@sender.test', password: 'alice submits 587' };
 const BOB = 'bob@receiver.test';
-
-async function until<T>(what: string, f: () => T | null | undefined, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** The records of a `dns-records` zone-file output: MX and TXT lines (comments skipped). */
 function zoneRecords(out: string): DnsRecord[] {
@@ -163,7 +154,7 @@ describe('DKIM-signed submission passes DMARC p=reject at a verifying receiver; 
   test('submitted on 587, signed Ed25519 + RSA, relayed: stored with dkim=pass (both), spf=pass, dmarc=pass; python3-dkim: pass pass', async () => {
     await submit(signer, message('signed-one'));
     signer.running.relay?.kick();
-    const got = await until('the message at bob', () => receiver.running.store.listMessages({ mailbox: BOB }).find((m) => m.mailFrom === ALICE.address));
+    const got = await until('the message at bob', () => receiver.running.store.listMessages({ mailbox: BOB }).find((m) => m.mailFrom === ALICE.address), 30_000);
     const stored = receiver.running.store.getMessage(got.id);
     assert.ok(stored);
     const text = stored.data.toString('latin1');
@@ -215,11 +206,11 @@ describe('DKIM-signed submission passes DMARC p=reject at a verifying receiver; 
     const before = receiver.running.store.listMessages({ mailbox: BOB }).length;
     await submit(unsigned, message('unsigned-two'));
     // Signing off: stored unsigned in the sender's queue.
-    const queued = await until('the queued message', () => unsigned.running.store.listQueue().find((e) => e.recipient === BOB));
+    const queued = await until('the queued message', () => unsigned.running.store.listQueue().find((e) => e.recipient === BOB), 30_000);
     assert.deepEqual(dkimSignatures(unsigned.running.store.getMessage(queued.id)?.data ?? Buffer.alloc(0)), []);
     unsigned.running.relay?.kick();
 
-    const bounce = await until('the bounce in alice\'s mailbox', () => unsigned.running.store.listMessages({ mailbox: ALICE.address }).find((m) => m.mailFrom === ''));
+    const bounce = await until('the bounce in alice\'s mailbox', () => unsigned.running.store.listMessages({ mailbox: ALICE.address }).find((m) => m.mailFrom === ''), 30_000);
     const btext = unsigned.running.store.getMessage(bounce.id)?.data.toString('latin1') ?? '';
     assert.match(btext, /^Status: 5\.7\.1\r$/m, btext.slice(0, 3000));
     assert.match(btext, /^Final-Recipient: rfc822; ?bob@receiver\.test\r$/im);

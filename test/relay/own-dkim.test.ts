@@ -17,16 +17,7 @@ import { generatedMessage } from '../../src/store/generated.js';
 import type { Logger } from '../../src/log.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { dkimpyVerify, dkimSignatures, hasDkimpy, publishedTxt } from './dkimpy.js';
-
-async function until<T>(what: string, f: () => T | null | undefined, ms = 20_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+import { until } from '../helpers/poll.js';
 
 describe('a bounce from a real failed delivery is DKIM-signed', () => {
   let receiver: TestServer;

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { deliver } from '../../src/client/index.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { until } from '../helpers/poll.js';
 
 let receiver: TestServer;
 let sender: TestServer;
@@ -33,16 +34,6 @@ after(async () => {
   await receiver.close();
 });
 
-async function until<T>(what: string, f: () => T | null | undefined, ms = 15000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 test('submitted mail for another domain is queued, relayed at verify, and the outcome is listed', async () => {
   const message = 'From: <alice@postseal.test>\r\nTo: <bob@example.net>\r\nSubject: relay me\r\nMessage-ID: <relay-e2e@postseal.test>\r\n\r\nhello over two hops\r\n';
   const r = await deliver({
@@ -60,12 +51,13 @@ test('submitted mail for another domain is queued, relayed at verify, and the ou
   assert.equal(r.ok, true, JSON.stringify(r.error));
   const got = await until('the receiver to store the relayed message', () =>
     receiver.running.store.listMessages().find((m) => m.recipients.includes('bob@example.net')),
+    15_000,
   );
   const bytes = receiver.running.store.getMessage(got.id)?.data.toString() ?? '';
   // Two Received headers: the receiver's (ESMTPS, from the relay) on top of the sender's (ESMTPSA).
   assert.match(bytes, /^Received: from mail\.postseal\.test[\s\S]*with ESMTPS id[\s\S]*Received: from client\.test[\s\S]*with ESMTPSA id/);
   assert.ok(bytes.endsWith(message));
-  const row = await until('the queue row to be marked delivered', () => sender.running.store.listQueue().find((e) => e.status === 'delivered'));
+  const row = await until('the queue row to be marked delivered', () => sender.running.store.listQueue().find((e) => e.status === 'delivered'), 15_000);
   assert.equal(row.lastTls?.levelAsked, 'verify');
   assert.equal(row.lastTls?.levelReached, 'verify');
   const cli = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'queue', 'list', '--json', '--data', sender.dataDir], { encoding: 'utf8', timeout: 30000 });
