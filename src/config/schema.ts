@@ -14,6 +14,8 @@ import { TLS_LEVELS, type TlsLevel } from '../client/levels.js';
 import type { AuthLimits, Limits } from '../server/types.js';
 import { LISTENER_TLS_LEVELS, type ListenerTlsLevel } from '../types.js';
 import { parseTargetSpec, TARGET_SYNTAX } from '../delivery/target-spec.js';
+import { WEBHOOK_TIMEOUT_MS } from '../delivery/webhook.js';
+import { BOUNCE_SIZE_LIMIT } from '../relay/bounce.js';
 import type { FlagSpec, Group, Leaf, Node, ValueType } from './engine.js';
 import { bool, domain, domainOrStar, hostName, hostPort, hostPortOrNull, int, intOrNull, ms, oneOf, path, pathOrNull, pemPath, route, textOrNull } from './values.js';
 
@@ -323,7 +325,7 @@ const relay = group<RelaySettings>('Outbound delivery of mail authenticated user
   maxBackoffMs: leaf(int(1, 2 ** 31 - 1, 'ms'), 4 * 3600_000, 'Longest retry delay (maximal_backoff_time).'),
   maxQueueAgeMs: leaf(int(1, 2 ** 31 - 1, 'ms'), 5 * 86_400_000, 'A message older than this is bounced instead of retried (RFC 5321 §4.5.4.1: 4–5 days).'),
   maxMessagesPerConnection: leaf(int(1, 1000), DEFAULT_MAX_PER_CONNECTION, 'Messages sent over one connection to one destination before a new one (1: no reuse).'),
-  bounceSizeLimit: leaf(int(0, BIG, 'bytes', 'RFC 3461 §4.3'), 50_000, 'Largest original returned whole in a RET=FULL bounce (Postfix bounce_size_limit); a larger one is returned as its headers only (text/rfc822-headers).'),
+  bounceSizeLimit: leaf(int(0, BIG, 'bytes', 'RFC 3461 §4.3'), BOUNCE_SIZE_LIMIT, 'Largest original returned whole in a RET=FULL bounce (Postfix bounce_size_limit); a larger one is returned as its headers only (text/rfc822-headers).'),
 });
 
 export const SCHEMA: Group<ServeConfig> = group<ServeConfig>('postseal serve', {
@@ -406,7 +408,7 @@ export const SCHEMA: Group<ServeConfig> = group<ServeConfig>('postseal serve', {
     webhook: group<DeliverySettings['webhook']>('webhook targets', {
       secret: leaf(textOrNull, null, 'Shared secret of the HMAC-SHA256 signature (`X-Postseal-Signature`); required when a webhook target exists (serve refuses to start without it). Also read from the environment variable `POSTSEAL_WEBHOOK_SECRET` when not set here.'),
       format: leaf(oneOf(['raw', 'json'] as const), 'raw', 'Body of the POST: `raw` (message/rfc822, the message as stored) or `json` (envelope, headers, TLS facts, authentication results, the message in base64).'),
-      timeoutMs: leaf(ms(1), 30_000, 'Deadline of one call (connect to the last byte of the answer); past it the delivery is deferred.'),
+      timeoutMs: leaf(ms(1), WEBHOOK_TIMEOUT_MS, 'Deadline of one call (connect to the last byte of the answer); past it the delivery is deferred.'),
     }),
     lmtp: group<DeliverySettings['lmtp']>('LMTP targets', {
       tls: leaf(lmtpTls, null, 'TLS level toward a TCP LMTP server: `none`, `may`, `encrypt`, `verify`; null: `none` for a Unix socket or a loopback host, `may` otherwise.'),

@@ -37,6 +37,9 @@ import type { DeliveryTarget, LocalDelivery, RecipientOutcome } from './types.js
 /** How far a receiver should accept a timestamp from its clock (seconds); documented, used by receivers. */
 export const WEBHOOK_REPLAY_WINDOW_S = 300;
 
+/** Deadline of one call when none is given (the default of config delivery.webhook.timeoutMs). */
+export const WEBHOOK_TIMEOUT_MS = 30_000;
+
 export interface WebhookOptions {
   /** http: or https: URL the POST goes to. */
   url: string;
@@ -139,7 +142,7 @@ export class WebhookTarget implements DeliveryTarget {
     // Raw: the stored Buffer is the body as it is (no copy).
     const body = json ? webhookJson(msg) : msg.data;
     const timestamp = String(Math.floor((o.now ?? Date.now)() / 1000));
-    const timeoutMs = o.timeoutMs ?? 30_000;
+    const timeoutMs = o.timeoutMs ?? WEBHOOK_TIMEOUT_MS;
     const cap = o.maxResponseBytes ?? 64 * 1024;
     const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
     const where = `${url.origin}${url.pathname}`;
