@@ -15,6 +15,10 @@ import { parseTargetSpec } from './delivery/target-spec.js';
 import type { TargetSpec } from './delivery/types.js';
 import { HOST_PORT_SYNTAX, parseHostPort, type HostPort } from './protocol/host-port.js';
 import type { Limits } from './server/types.js';
+import { systemResolver } from './client/index.js';
+import { policyLookups } from './policy/context.js';
+import type { PolicyContext } from './policy/decide.js';
+import type { MtaStsCache } from './policy/types.js';
 
 export { DEFAULT_DATA_DIR, LISTENER_NAMES, SCHEMA, type DeliverySettings, type ListenerConfig, type ListenerName, type RelaySettings, type ServeConfig } from './config/schema.js';
 export type { ConfigSource } from './config/engine.js';
@@ -93,6 +97,25 @@ export function relayRunnerSettings(r: RelaySettings, ca: string | null = null):
     maxMessagesPerConnection: r.maxMessagesPerConnection,
     bounceSizeLimit: r.bounceSizeLimit,
   };
+}
+
+/** What `policy explain` may set instead of the relay section (the CLI's flags); unset: the config's. */
+export interface PolicyOverrides {
+  dns?: string[];
+  mtaSts?: { enabled: boolean; endpoint: string | null };
+  dane?: { enabled: boolean };
+  port?: number;
+}
+
+/**
+ * The sending policy's context from the relay section, for `postseal policy explain` and
+ * GET /api/v1/policy/DOMAIN (one home: the two answer the same question). `ca` is relay.ca's PEM
+ * text (or null); `cache` holds MTA-STS policies (serve's store, or a memory cache).
+ */
+export function relayPolicyContext(r: RelaySettings, ca: string | null, cache: MtaStsCache, o: PolicyOverrides = {}): PolicyContext {
+  const dns = o.dns ?? r.dns;
+  const settings = { dns, ca, mtaSts: o.mtaSts ?? { enabled: r.mtaSts.enabled, endpoint: r.mtaSts.endpoint }, dane: o.dane ?? { enabled: r.dane.enabled } };
+  return { ...policyLookups(settings, cache), resolver: systemResolver(dns.length > 0 ? dns : undefined), table: { ...r.tlsPolicy }, defaultLevel: r.defaultTls, port: o.port ?? r.smtpPort };
 }
 
 /** The relay runner's defaults: the schema's relay defaults (tests and benchmarks spread these). */

@@ -8,9 +8,9 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
-import { defaultConfig, loadConfigFile } from '../config.js';
-import { isTlsLevel, systemResolver, TLS_LEVELS, uniformTimeouts, type TlsLevel } from '../client/index.js';
-import { memoryMtaStsCache, policyLookups } from '../policy/context.js';
+import { defaultConfig, loadConfigFile, relayPolicyContext } from '../config.js';
+import { isTlsLevel, TLS_LEVELS, uniformTimeouts, type TlsLevel } from '../client/index.js';
+import { memoryMtaStsCache } from '../policy/context.js';
 import { explainDomain, type Explanation } from '../policy/explain.js';
 import type { MtaStsCache } from '../policy/types.js';
 import { collect, withStore } from './common.js';
@@ -83,14 +83,14 @@ async function runExplain(domainArg: string, flags: ExplainFlags): Promise<Expla
     }
   }
   const dns = flags.dns.length > 0 ? flags.dns : r.dns;
-  const settings = {
+  const overrides = {
     dns,
-    ca,
     mtaSts: { enabled: r.mtaSts.enabled && flags.mtaSts !== false, endpoint: flags.mtaStsEndpoint ?? r.mtaSts.endpoint },
     dane: { enabled: r.dane.enabled && flags.dane !== false },
+    port,
   };
   const run = async (cache: MtaStsCache): Promise<Explanation> => {
-    const ctx = { ...policyLookups(settings, cache), resolver: systemResolver(dns.length > 0 ? dns : undefined), table: { ...r.tlsPolicy }, defaultLevel: r.defaultTls, port };
+    const ctx = relayPolicyContext(r, ca, cache, overrides);
     return explainDomain(domain, ctx, {
       connect: flags.connect === true,
       ...(flags.tls !== undefined ? { table: flags.tls as TlsLevel } : {}),

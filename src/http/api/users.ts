@@ -9,8 +9,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Hono } from 'hono';
-import { systemResolver } from '../../client/index.js';
-import { policyLookups } from '../../policy/context.js';
+import { relayPolicyContext } from '../../config.js';
 import { explainDomain } from '../../policy/explain.js';
 import type { HttpContext, HttpEnv } from '../context.js';
 import { apiError } from './errors.js';
@@ -35,9 +34,7 @@ export function usersApi(ctx: HttpContext): Hono<HttpEnv> {
         ca = null;
       }
     }
-    const settings = { dns: r.dns, ca, mtaSts: { enabled: r.mtaSts.enabled, endpoint: r.mtaSts.endpoint }, dane: { enabled: r.dane.enabled } };
-    const pctx = { ...policyLookups(settings, ctx.store), resolver: systemResolver(r.dns.length > 0 ? r.dns : undefined), table: { ...r.tlsPolicy }, defaultLevel: r.defaultTls, port: r.smtpPort };
-    return c.json(await explainDomain(domain, pctx, { connect: false }) as unknown as Record<string, unknown>);
+    return c.json(await explainDomain(domain, relayPolicyContext(r, ca, ctx.store), { connect: false }) as unknown as Record<string, unknown>);
   });
 
   return app;
