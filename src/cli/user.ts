@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import { isValidMailbox } from '../protocol/command.js';
 import { isSenderPattern } from '../store/address.js';
 import { ConfigError } from '../errors.js';
+import type { Store, StoreReader } from '../store/index.js';
 import { DEFAULT_DATA_DIR, collect, promptSecret, readStdin, withReader, withStore } from './common.js';
 
 export function registerUser(program: Command): void {
@@ -54,20 +55,8 @@ export function registerUser(program: Command): void {
     .action(async (address: string, flags: { data: string; add?: string[]; remove?: string[] }) => {
       const add = checkPatterns('user senders', flags.add ?? []);
       const remove = flags.remove ?? [];
-      if (add.length + remove.length > 0) {
-        const found = await withStore(flags.data, (store) => store.editSenders(address, { add, remove }));
-        if (!found) {
-          process.stderr.write(`postseal: no user ${address}\n`);
-          process.exitCode = 1;
-          return;
-        }
-      }
-      await withReader(flags.data, (reader) => {
-        if (!reader.hasUser(address)) {
-          process.stderr.write(`postseal: no user ${address}\n`);
-          process.exitCode = 1;
-          return;
-        }
+      const change = add.length + remove.length > 0 ? (store: Store) => store.editSenders(address, { add, remove }) : null;
+      await changeThenShow(flags.data, address, change, (reader) => {
         for (const p of reader.senderPatterns(address)) process.stdout.write(p + '\n');
       });
     });
@@ -79,20 +68,8 @@ export function registerUser(program: Command): void {
     .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
     .action(async (address: string, state: string | undefined, flags: { data: string }) => {
       if (state !== undefined && state !== 'on' && state !== 'off') throw new ConfigError(`user admin: expected on or off, not ${JSON.stringify(state)}`);
-      if (state !== undefined) {
-        const found = await withStore(flags.data, (store) => store.setAdmin(address, state === 'on'));
-        if (!found) {
-          process.stderr.write(`postseal: no user ${address}\n`);
-          process.exitCode = 1;
-          return;
-        }
-      }
-      await withReader(flags.data, (reader) => {
-        if (!reader.hasUser(address)) {
-          process.stderr.write(`postseal: no user ${address}\n`);
-          process.exitCode = 1;
-          return;
-        }
+      const change = state !== undefined ? (store: Store) => store.setAdmin(address, state === 'on') : null;
+      await changeThenShow(flags.data, address, change, (reader) => {
         process.stdout.write(`${address} admin ${reader.isAdmin(address) ? 'on' : 'off'}\n`);
       });
     });
@@ -110,6 +87,22 @@ export function registerUser(program: Command): void {
         process.stdout.write(`removed ${address}\n`);
       });
     });
+}
+
+/**
+ * `user senders` / `user admin`: apply `change` when one was asked (false: no such user), then
+ * print the user's state through a reader; an unknown user is `no user` on stderr and exit 1.
+ */
+async function changeThenShow(data: string, address: string, change: ((store: Store) => Promise<boolean>) | null, show: (reader: StoreReader) => void): Promise<void> {
+  const found = (change === null || (await withStore(data, change))) && (await withReader(data, (reader) => {
+    if (!reader.hasUser(address)) return false;
+    show(reader);
+    return true;
+  }));
+  if (!found) {
+    process.stderr.write(`postseal: no user ${address}\n`);
+    process.exitCode = 1;
+  }
 }
 
 /** Lower-cased patterns, or a ConfigError naming the bad one. */
