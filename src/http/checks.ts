@@ -138,8 +138,10 @@ export class CheckJobs {
   }
 
   private drop(id: string): void {
+    // A running job's listeners (open SSE streams) stay until its `done` (start() removes them
+    // then): dropped from the table, the job still finishes, and its streams must hear the end.
+    if (this.jobs.get(id)?.status !== 'running') this.listeners.delete(id);
     this.jobs.delete(id);
-    this.listeners.delete(id);
   }
 
   private sweep(): void {
