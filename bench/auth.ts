@@ -25,11 +25,8 @@ import { DnsResolver } from '../src/policy/dns.js';
 import { startDnsServer, type DnsRecord } from '../test/helpers/dns-server.js';
 import { startTestServer } from '../test/helpers/server.js';
 import { WireClient } from '../test/helpers/wire.js';
+import { arg } from './lib/args.js';
 
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(name);
-  return (i >= 0 ? process.argv[i + 1] : undefined) ?? dflt;
-}
 const N = Number(arg('--messages', '1000'));
 const CONNS = Number(arg('--conns', '4'));
 const LOOPS = Number(arg('--loops', '2000'));

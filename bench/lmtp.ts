@@ -33,14 +33,9 @@ import { fileURLToPath } from 'node:url';
 import { startDovecot, type Dovecot } from '../test/helpers/dovecot.js';
 import { WireClient } from '../test/helpers/wire.js';
 import { sampleTree } from './lib/proc.js';
+import { arg } from './lib/args.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(name);
-  const v = i >= 0 ? process.argv[i + 1] : undefined;
-  return v ?? dflt;
-}
 
 const N = Number(arg('--messages', '1000'));
 const CONNS = Number(arg('--conns', '4'));

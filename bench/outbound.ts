@@ -22,12 +22,7 @@ import { openSqliteStore } from '../src/store/index.js';
 import { queueOutbound } from '../test/helpers/outbound.js';
 import { startDiscardReceiver } from './lib/discard-receiver.js';
 import { createCertificate } from '../src/tls/generate.js';
-
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(name);
-  const v = i >= 0 ? process.argv[i + 1] : undefined;
-  return v ?? dflt;
-}
+import { arg } from './lib/args.js';
 
 const N = Number(arg('--messages', '1000'));
 const SIZE = Number(arg('--size', '2048'));

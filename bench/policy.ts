@@ -39,12 +39,7 @@ import { startDnsServer, type DnsRecord } from '../test/helpers/dns-server.js';
 import { policyText, startMtaStsServer } from '../test/helpers/mta-sts-server.js';
 import { queueOutbound } from '../test/helpers/outbound.js';
 import { startDiscardReceiver } from './lib/discard-receiver.js';
-
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(name);
-  const v = i >= 0 ? process.argv[i + 1] : undefined;
-  return v ?? dflt;
-}
+import { arg } from './lib/args.js';
 
 const N = Number(arg('--messages', '500'));
 const SIZE = Number(arg('--size', '2048'));
