@@ -215,8 +215,9 @@ test('a received HTML message: sandboxed html endpoint, parsed view, plaintext s
   assert.ok(plain.reduce((a, b) => a + b, 0) >= 1, 'the plaintext message is counted');
   assert.ok(stats.plaintext.inbound.some((p) => p.heloName === 'plain-sender.example' && p.clientAddress.endsWith('127.0.0.1')), JSON.stringify(stats.plaintext.inbound));
 
-  const now = (await documented(await srv.api('/api/v1/stats/now'), '/stats/now')) as { sessions: number; messages: number; listeners: unknown[] };
+  const now = (await documented(await srv.api('/api/v1/stats/now'), '/stats/now')) as { sessions: number; messages: number; listeners: unknown[]; queue: { queued: number; deferred: number } };
   assert.ok(now.messages >= 1);
+  assert.ok(Number.isInteger(now.queue.queued) && now.queue.queued >= 0 && Number.isInteger(now.queue.deferred) && now.queue.deferred >= 0, JSON.stringify(now.queue));
   assert.ok(now.listeners.length >= 1);
 });
 
