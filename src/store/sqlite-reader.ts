@@ -8,7 +8,7 @@
  * run scrypt asynchronously and spend the same work for unknown users; hasUser() and
  * senderPatterns() are single indexed reads (the server calls hasUser() at every local RCPT).
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Database, Statement } from 'better-sqlite3';
 import { BODIES_DIR } from './spool.js';
@@ -133,13 +133,21 @@ export class SqliteReader implements StoreReader {
     if (row.file === null) return { summary: toSummary(row), data: row.data };
     // A spooled message: our Received header in the row, the content in its file.
     const path = join(dirname(this.db.name), BODIES_DIR, row.file);
-    let content: Buffer;
+    // One buffer of the recorded size (row + file = messages.size): the file is read into it
+    // once, never past that size (no second copy by a concat, no growth with the file).
+    const out = Buffer.allocUnsafe(Math.max(row.data.length, row.size));
+    row.data.copy(out, 0);
+    let off = row.data.length;
+    let fd: number | null = null;
     try {
-      content = readFileSync(path);
+      fd = openSync(path, 'r');
+      for (let n = 1; off < out.length && n > 0; off += n) n = readSync(fd, out, off, out.length - off, off - row.data.length);
     } catch (err) {
       throw new PostsealError('STORE_BODY_MISSING', `message ${id}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+    } finally {
+      if (fd !== null) closeSync(fd);
     }
-    return { summary: toSummary(row), data: Buffer.concat([row.data, content]) };
+    return { summary: toSummary(row), data: out.subarray(0, off) };
   }
 
   /** Whether a message row names this spool file. */
