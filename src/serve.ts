@@ -2,6 +2,7 @@
  * `postseal serve` as a library call: opens the store in the data directory, loads (or makes) the
  * certificate, starts the listeners. The CLI only adds signals and printing.
  */
+import { parseHostPort } from './protocol/host-port.js';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ServeConfig, ListenerName } from './config.js';
@@ -143,10 +144,14 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
   const handsOff = [...targets.values()].some((t) => t.kind !== 'store');
   const relay = cfg.relay.enabled || handsOff ? createRunner(cfg, store, localDomains, logger, tlsRpt, signGenerated, handsOff ? targetRegistry(cfg, targets) : null, overrides.observers?.relay ?? null) : null;
   const reporter = tlsRpt !== null && cfg.relay.tlsRpt.reports ? startTlsRptReporter(cfg, store, tlsRpt, logger, signGenerated) : null;
+  // The address table's options, built once (not per RCPT or per message): the server's RCPT
+  // and sender checks and the handoff step resolve with the same ones.
+  const resolveOpts = resolveOptions(cfg, localDomains);
+  const senderResolveOpts: ResolveOptions = { ...resolveOpts, forSender: true };
   // Mail for other domains (authenticated submission only) waits in the queue; wake the runner.
   const durable: MessageSink = {
     accept: async (given) => {
-      const { msg, handedOff } = withHandoffs(given, targets, store, resolveOptions(cfg, localDomains));
+      const { msg, handedOff } = withHandoffs(given, targets, store, resolveOpts);
       const r = await store.accept(msg);
       // RFC 3461 §5.2.2: local recipients with NOTIFY=SUCCESS are delivered now, so their report
       // is made now and committed before this resolves (before the 250): a crash after the 250
@@ -175,7 +180,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     // The address table (users + aliases, store/resolve.ts): a few indexed reads per RCPT, no
     // cache, so `postseal alias add` takes effect at the next RCPT. Catch-alls are resolver steps.
     recipients: {
-      resolve: (a, o) => store.resolveRecipient(a, { localDomains, subaddressSeparator: cfg.recipients.subaddressSeparator, catchAllDomains: cfg.recipients.catchAllDomains, catchAll: cfg.recipients.catchAll, forSender: o?.forSender === true }),
+      resolve: (a, o) => store.resolveRecipient(a, o?.forSender === true ? senderResolveOpts : resolveOpts),
     },
     received: { showAuthenticatedSender: cfg.received.showAuthenticatedSender },
     // Received mail (mx listener): SPF/DKIM/DMARC/ARC through the one DNS client (relay.dns or system).
@@ -265,12 +270,13 @@ async function senderTestAfterAccept(t: SenderTest, msg: IncomingMessage, id: st
 /** The console's base URL from http.address (null: off, or port 0 whose real port is known only to the HTTP side). */
 function httpBaseUrl(cfg: ServeConfig): string | null {
   if (cfg.http.address === 'off') return null;
-  const m = /^(.*):(\d+)$/.exec(cfg.http.address);
-  if (m === null || m[2] === '0') return null;
-  const raw = (m[1] ?? '').replace(/^\[|\]$/g, '');
+  // The one HOST:PORT parser (protocol/host-port.ts); port 0 is known only once bound (setBaseUrl).
+  const hp = parseHostPort(cfg.http.address);
+  if (!hp.ok) return null;
+  const raw = hp.host;
   const loopback = raw === 'localhost' || raw === '::1' || raw.startsWith('127.');
   const host = raw === '0.0.0.0' || raw === '::' ? cfg.hostname : raw.includes(':') ? `[${raw}]` : raw;
-  return `${loopback ? 'http' : 'https'}://${host}:${m[2] ?? ''}`;
+  return `${loopback ? 'http' : 'https'}://${host}:${hp.port}`;
 }
 
 /** The address table options of `recipients` (the same the server's RCPT check resolves with). */
