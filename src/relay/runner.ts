@@ -430,6 +430,10 @@ export class QueueRunner {
     const succeeded: FailedRecipient[] = [];
     const counts = { delivered: 0, deferred: 0 };
     const remoteMta = dsn.remoteMta;
+    // One jitter draw per job: recipients deferred together stay due together, so the next pass
+    // claims them as one job again (per-row draws split a webhook or LMTP handoff into two
+    // deliveries of the same message, one per recipient row).
+    const jitter = Math.random();
     for (const entry of job.entries) {
       const notify = entry.dsn.notify;
       const orcpt = entry.dsn.orcpt;
@@ -444,7 +448,7 @@ export class QueueRunner {
         continue;
       }
       if (status === 'deferred') {
-        const at = nextAttempt(this.cfg.retry, entry.attempts + 1, new Date(stored.summary.receivedAt), now);
+        const at = nextAttempt(this.cfg.retry, entry.attempts + 1, new Date(stored.summary.receivedAt), now, jitter);
         if (at) {
           await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'deferred', error: reason, nextAttemptAt: at, tls });
           events?.attempt('deferred', observed.kind, tls, observed.source);

@@ -88,6 +88,20 @@ test('at verify a certificate that does not name the MX host defers, and no byte
   await store.close();
 });
 
+test('recipients of one message deferred together stay due together (one jitter draw per attempt)', async () => {
+  const store = await senderStore();
+  const rcpts = ['r1@example.org', 'r2@example.org', 'r3@example.org', 'r4@example.org'];
+  const id = await queue(store, rcpts, 'jitter-together');
+  const s = await runner(store, { tlsPolicy: { 'example.org': 'verify' } }).runOnce();
+  assert.equal(s.deferred, rcpts.length);
+  const rows = store.listQueue().filter((e) => e.id === id);
+  assert.equal(rows.length, rcpts.length);
+  // Per-row draws gave each row its own time: the next pass split the message into several
+  // deliveries (a webhook called twice with the same message).
+  assert.equal(new Set(rows.map((e) => e.nextAttemptAt)).size, 1, `one next attempt time: ${rows.map((e) => e.nextAttemptAt).join(', ')}`);
+  await store.close();
+});
+
 test('REQUIRETLS raises the level to verify whatever the policy says (RFC 8689)', async () => {
   const store = await senderStore();
   await queue(store, ['erin@example.org'], 'requiretls', { requireTls: true });
