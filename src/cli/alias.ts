@@ -25,8 +25,8 @@ export function registerAlias(program: Command): void {
     .option('--json', 'JSON: [{ address, targets }]')
     .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
     .action(async (flags: { data: string; json?: boolean }) => {
-      await withReader(flags.data, (store) => {
-        const all = store.listAliases();
+      await withReader(flags.data, async (store) => {
+        const all = await store.listAliases();
         if (flags.json) {
           process.stdout.write(JSON.stringify(all, null, 2) + '\n');
           return;

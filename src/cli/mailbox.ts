@@ -30,7 +30,7 @@ export function registerMailbox(program: Command): void {
       await withReader(flags.data, async (store) => {
         const opts: ListMessagesOptions = { limit: Number(flags.limit) || 100, localOnly: flags.all !== true };
         if (flags.mailbox) opts.mailbox = flags.mailbox;
-        const list = store.listMessages(opts);
+        const list = await store.listMessages(opts);
         if (flags.json) {
           process.stdout.write(JSON.stringify(list, null, 2) + '\n');
           return;
@@ -52,7 +52,7 @@ export function registerMailbox(program: Command): void {
     .option('--json', 'JSON output')
     .action(async (id: string, flags: { data: string; json?: boolean }) => {
       await withReader(flags.data, async (store) => {
-        const m = store.getMessage(id);
+        const m = await store.getMessage(id);
         if (!m) {
           process.stderr.write(`postseal: no message ${id}\n`);
           process.exitCode = 1;

@@ -32,7 +32,7 @@ export function registerQueue(program: Command): void {
     .option('--json', 'JSON output')
     .action(async (flags: { data: string; status?: string; json?: boolean }) => {
       await withReader(flags.data, async (store) => {
-        const all = store.listQueue();
+        const all = await store.listQueue();
         const rows = flags.status ? all.filter((e) => e.status === flags.status) : all;
         if (flags.json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
         else if (rows.length === 0) process.stdout.write('queue is empty\n');
@@ -46,14 +46,14 @@ export function registerQueue(program: Command): void {
     .option('--json', 'JSON output')
     .action(async (id: string, flags: { data: string; json?: boolean }) => {
       await withReader(flags.data, async (store) => {
-        const rows = store.listQueue().filter((e) => e.id === id);
-        const msg = store.getMessage(id);
+        const rows = (await store.listQueue()).filter((e) => e.id === id);
+        const msg = await store.getMessage(id);
         if (rows.length === 0 && !msg) {
           process.stderr.write(`postseal: no queued message ${id}\n`);
           process.exitCode = 1;
           return;
         }
-        const attempts = store.listAttempts(id);
+        const attempts = await store.listAttempts(id);
         if (flags.json) process.stdout.write(JSON.stringify({ message: msg?.summary ?? null, recipients: rows, attempts }, null, 2) + '\n');
         else {
           if (msg) process.stdout.write(`${id}  received ${msg.summary.receivedAt}  from <${msg.summary.mailFrom}>  ${msg.summary.size} bytes\n`);

@@ -129,13 +129,13 @@ export function registerReport(program: Command): void {
         });
         return;
       }
-      await withReader(f.data, (store) => {
-        const counts = store.listTlsRptCounts(only);
-        const waiting = store.listTlsRptReports(only).map(({ gz, ...r }) => ({ ...r, bytes: gz.length }));
+      await withReader(f.data, async (store) => {
+        const counts = await store.listTlsRptCounts(only);
+        const waiting = (await store.listTlsRptReports(only)).map(({ gz, ...r }) => ({ ...r, bytes: gz.length }));
         const submitter = f.submitter ?? hostname();
         const id = { organizationName: f.org ?? submitter, contactInfo: f.contact ?? `postmaster@${submitter}`, submitter };
         // The next report of each day as it stands now (today's so far; it is sent after the day ends).
-        const next = planTlsRptReports(store, id, now, { ...only, includeToday: true }).map((p) => ({ policyDomain: p.policyDomain, day: p.day, report: p.report }));
+        const next = (await planTlsRptReports(store, id, now, { ...only, includeToday: true })).map((p) => ({ policyDomain: p.policyDomain, day: p.day, report: p.report }));
         if (f.json === true) {
           process.stdout.write(JSON.stringify({ counts, next, waiting }, null, 2) + '\n');
           return;

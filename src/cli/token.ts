@@ -23,8 +23,8 @@ export function registerToken(program: Command): void {
     .option('--json', 'JSON array of { id, name, createdAt, lastUsedAt, revoked }')
     .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
     .action(async (flags: { json?: boolean; data: string }) => {
-      await withReader(flags.data, (store) => {
-        const all = store.listApiTokens();
+      await withReader(flags.data, async (store) => {
+        const all = await store.listApiTokens();
         if (flags.json === true) {
           process.stdout.write(JSON.stringify(all, null, 2) + '\n');
           return;

@@ -42,7 +42,7 @@ export function registerUser(program: Command): void {
     .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
     .action(async (flags: { data: string }) => {
       await withReader(flags.data, async (store) => {
-        for (const u of store.listUsers()) process.stdout.write(u + '\n');
+        for (const u of (await store.listUsers())) process.stdout.write(u + '\n');
       });
     });
   user
@@ -69,8 +69,8 @@ export function registerUser(program: Command): void {
     .action(async (address: string, state: string | undefined, flags: { data: string }) => {
       if (state !== undefined && state !== 'on' && state !== 'off') throw new ConfigError(`user admin: expected on or off, not ${JSON.stringify(state)}`);
       const change = state !== undefined ? (store: Store) => store.setAdmin(address, state === 'on') : null;
-      await changeThenShow(flags.data, address, change, (reader) => {
-        process.stdout.write(`${address} admin ${reader.isAdmin(address) ? 'on' : 'off'}\n`);
+      await changeThenShow(flags.data, address, change, async (reader) => {
+        process.stdout.write(`${address} admin ${(await reader.isAdmin(address)) ? 'on' : 'off'}\n`);
       });
     });
   user

@@ -43,9 +43,9 @@ function isLoopback(address: string): boolean {
 }
 
 /** Whether the listeners answer and the store answers a read; null when ready, else the reason. */
-export function notReadyReason(ctx: HttpContext): string | null {
+export async function notReadyReason(ctx: HttpContext): Promise<string | null> {
   try {
-    ctx.store.countMessages();
+    await ctx.store.countMessages();
   } catch (err) {
     return `store: ${err instanceof Error ? err.message : String(err)}`;
   }
@@ -104,8 +104,8 @@ export function createHttpApp(ctx: HttpContext): HttpApp {
   app.use('/readyz', probe);
   app.use('/metrics', probe);
   app.get('/healthz', (c) => c.json({ status: 'ok', uptimeS: Math.round((Date.now() - ctx.startedAt.getTime()) / 1000) }));
-  app.get('/readyz', (c) => {
-    const reason = notReadyReason(ctx);
+  app.get('/readyz', async (c) => {
+    const reason = await notReadyReason(ctx);
     return reason === null ? c.json({ status: 'ready' }) : c.json({ status: 'not ready', reason }, 503);
   });
 
@@ -126,7 +126,7 @@ export function createHttpApp(ctx: HttpContext): HttpApp {
     if (!limiter.enter(client)) return c.html(LOGIN_PAGE('Too many login attempts at once; try again in a moment.', escapeAttr(next)), 429, { 'Retry-After': '5' });
     try {
       // verifyUser spends the same scrypt work for unknown users; a non-admin gets the same answer.
-      const ok = address !== '' && password !== '' && (await ctx.store.verifyUser(address, password)) && ctx.store.isAdmin(address);
+      const ok = address !== '' && password !== '' && (await ctx.store.verifyUser(address, password)) && (await ctx.store.isAdmin(address));
       if (!ok) {
         // The delay is waited inside the slot: a client cannot start more guesses meanwhile.
         await sleep(limiter.fail(client));

@@ -163,7 +163,7 @@ export async function authenticate(ctx: HttpContext, sessions: Sessions, c: Cont
   const authz = c.req.header('authorization');
   if (authz !== undefined) {
     const m = /^Bearer\s+(\S+)$/i.exec(authz);
-    const info = m?.[1] !== undefined ? ctx.store.verifyApiToken(m[1]) : null;
+    const info = m?.[1] !== undefined ? (await ctx.store.verifyApiToken(m[1])) : null;
     if (info === null) return { ok: false, status: 401, error: 'invalid or revoked API token' };
     void touch(ctx, info.id);
     return { ok: true, principal: { kind: 'token', tokenId: info.id, name: info.name } };
@@ -171,7 +171,7 @@ export async function authenticate(ctx: HttpContext, sessions: Sessions, c: Cont
   const s = sessions.get(getCookie(c, SESSION_COOKIE));
   if (s === null) return { ok: false, status: 401, error: 'authentication required: an API token (Authorization: Bearer) or a console session' };
   // A session can outlive the admin flag: `user admin ADDRESS off` takes effect at the next request.
-  if (!ctx.store.isAdmin(s.address)) {
+  if (!(await ctx.store.isAdmin(s.address))) {
     sessions.destroy(s.id);
     return { ok: false, status: 401, error: 'this account is no longer a console admin' };
   }

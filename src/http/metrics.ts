@@ -78,14 +78,14 @@ export function createMetrics(): PostsealMetrics {
   const commitSeconds = new Histogram({ name: 'postseal_store_commit_seconds', help: 'Store group commits: time from handing a batch to the writer to its durable answer', buckets: COMMIT_BUCKETS, registers });
   const commitOps = new Counter({ name: 'postseal_store_committed_ops_total', help: 'Operations committed by the store (a commit holds one or more)', registers });
 
-  let readQueue: (() => QueueStats) | null = null;
+  let readQueue: (() => QueueStats | Promise<QueueStats>) | null = null;
   const depth = new Gauge({
     name: 'postseal_queue_depth',
     help: 'Queue rows waiting for delivery, by status (queued: not tried yet; deferred: to be retried)',
     labelNames: ['status'] as const,
     registers,
-    collect() {
-      const s = queueStatsOrNull();
+    async collect() {
+      const s = await queueStatsOrNull();
       if (s === null) return;
       this.set({ status: 'queued' }, s.queued);
       this.set({ status: 'deferred' }, s.deferred);
@@ -95,8 +95,8 @@ export function createMetrics(): PostsealMetrics {
     name: 'postseal_queue_oldest_seconds',
     help: 'Age of the oldest message with a queue row waiting for delivery (0: none waits)',
     registers,
-    collect() {
-      const s = queueStatsOrNull();
+    async collect() {
+      const s = await queueStatsOrNull();
       if (s === null) return;
       const t = s.oldestReceivedAt === null ? NaN : Date.parse(s.oldestReceivedAt);
       this.set(Number.isNaN(t) ? 0 : Math.max(0, (Date.now() - t) / 1000));
@@ -104,12 +104,12 @@ export function createMetrics(): PostsealMetrics {
   });
   // One store read per scrape for both queue gauges (collect() runs per metric, in order).
   let cached: { at: number; stats: QueueStats } | null = null;
-  function queueStatsOrNull(): QueueStats | null {
+  async function queueStatsOrNull(): Promise<QueueStats | null> {
     if (readQueue === null) return null;
     const now = Date.now();
     if (cached !== null && now - cached.at < 250) return cached.stats;
     try {
-      cached = { at: now, stats: readQueue() };
+      cached = { at: now, stats: await readQueue() };
       return cached.stats;
     } catch {
       // The store is closing (shutdown): the gauges keep their last values.

@@ -233,7 +233,7 @@ function normDomain(domain: string): string {
 export async function getMtaStsPolicy(domainInput: string, ctx: MtaStsContext): Promise<MtaStsLookup> {
   const domain = normDomain(domainInput);
   const now = (ctx.now ?? Date.now)();
-  const stored = ctx.cache.getMtaSts(domain);
+  const stored = await ctx.cache.getMtaSts(domain);
   // §5.1: a cached policy applies until it expires, whatever happens to DNS or HTTPS meanwhile.
   const cached = stored !== null && stored.expiresAt > now ? stored : null;
   const keep = (failure: MtaStsLookup['failure']): MtaStsLookup =>

@@ -77,10 +77,10 @@ export interface DeliveryRound {
  * The reports the counters make now (no DNS, no writes): per domain and UTC day, days before
  * today, and today up to `now` with includeToday. `report tls` shows these.
  */
-export function planTlsRptReports(store: Pick<StoreReader, 'listTlsRptCounts'>, id: ReportIdentity, now: Date, opts: { domain?: string; includeToday?: boolean } = {}): PlannedReport[] {
+export async function planTlsRptReports(store: Pick<StoreReader, 'listTlsRptCounts'>, id: ReportIdentity, now: Date, opts: { domain?: string; includeToday?: boolean } = {}): Promise<PlannedReport[]> {
   const today = utcDay(now.getTime());
   const byDay = new Map<string, TlsRptCount[]>();
-  for (const c of store.listTlsRptCounts(opts.domain !== undefined ? { domain: opts.domain } : {})) {
+  for (const c of (await store.listTlsRptCounts(opts.domain !== undefined ? { domain: opts.domain } : {}))) {
     if (c.day > today || (c.day === today && opts.includeToday !== true)) continue;
     const key = `${c.policyDomain} ${c.day}`;
     const list = byDay.get(key) ?? [];
@@ -101,7 +101,7 @@ export function planTlsRptReports(store: Pick<StoreReader, 'listTlsRptCounts'>, 
 
 /** Looks up the rua of each planned domain, stores the reports, drops what has nowhere to go. */
 export async function makeTlsRptReports(store: Store, opts: TlsRptSendOptions, now: Date, plan: { domain?: string; includeToday?: boolean } = {}): Promise<MadeReport[]> {
-  const planned = planTlsRptReports(store, opts, now, plan);
+  const planned = await planTlsRptReports(store, opts, now, plan);
   const records = new Map<string, Promise<{ rua: string[] } | { error: 'no-record' | 'invalid-record' | 'dns-error'; detail: string }>>();
   const lookup = (domain: string): Promise<{ rua: string[] } | { error: 'no-record' | 'invalid-record' | 'dns-error'; detail: string }> => {
     let p = records.get(domain);
@@ -240,7 +240,7 @@ function backoffMs(attempts: number): number {
 export async function deliverTlsRptReports(store: Store, opts: TlsRptSendOptions, now: Date, o: { force?: boolean; domain?: string } = {}): Promise<DeliveryRound[]> {
   const out: DeliveryRound[] = [];
   const maxAttempts = opts.maxAttempts ?? 10;
-  for (const r of store.listTlsRptReports(o.domain !== undefined ? { domain: o.domain } : {})) {
+  for (const r of (await store.listTlsRptReports(o.domain !== undefined ? { domain: o.domain } : {}))) {
     if (o.force !== true && r.nextAttemptAt > now.getTime()) continue;
     const round: DeliveryRound = { reportId: r.reportId, policyDomain: r.policyDomain, sent: [], failed: {}, state: 'sent', queued: [] };
     for (const uri of r.rua) {

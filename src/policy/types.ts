@@ -64,7 +64,7 @@ export interface MtaStsLookup {
 
 /** The persistent MTA-STS cache (in the store: it must survive a restart, RFC 8461 §5.1). */
 export interface MtaStsCache {
-  getMtaSts(domain: string): MtaStsPolicy | null;
+  getMtaSts(domain: string): MtaStsPolicy | null | Promise<MtaStsPolicy | null>;
   putMtaSts(policy: MtaStsPolicy): Promise<void>;
   forgetMtaSts(domain: string): Promise<boolean>;
 }

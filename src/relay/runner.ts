@@ -290,7 +290,7 @@ export class QueueRunner {
   private async runBatch(batch: Batch, now: Date, summary: RunSummary, decisions: Map<string, Promise<Decided>>): Promise<void> {
     const items: Array<{ job: Job; stored: StoredMessage }> = [];
     for (const job of batch.jobs) {
-      const stored = this.store.getMessage(job.id);
+      const stored = await this.store.getMessage(job.id);
       if (stored) items.push({ job, stored });
       else await this.store.deleteQueued(job.id);
     }
@@ -347,7 +347,7 @@ export class QueueRunner {
    * job's recipients, under a deadline shorter than the rows' lease; each outcome recorded.
    */
   private async runLocal(job: LocalJob, leaseMs: number, now: Date, summary: RunSummary): Promise<void> {
-    const stored = this.store.getMessage(job.id);
+    const stored = await this.store.getMessage(job.id);
     if (!stored) {
       for (const e of job.entries) await this.store.deleteQueued(job.id, e.recipient);
       return;

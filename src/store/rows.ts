@@ -87,7 +87,7 @@ export function toSummary(row: MessageRow): MessageSummary {
   };
 }
 
-export const ATTEMPT_COLUMNS = 'a.recipient, a.at, a.outcome, a.error, a.tls, a.next_attempt_at';
+export const ATTEMPT_COLUMNS = 'a.recipient, a.at, a.outcome, a.error, a.tls, a.next_attempt_at, a.node';
 
 export interface AttemptRow {
   recipient: string;
@@ -96,6 +96,7 @@ export interface AttemptRow {
   error: string | null;
   tls: string | null;
   next_attempt_at: number | null;
+  node: string | null;
 }
 
 export function toQueueAttempt(row: AttemptRow): QueueAttempt {
@@ -110,6 +111,7 @@ export function toQueueAttempt(row: AttemptRow): QueueAttempt {
     error: row.error,
     tls: parseJsonObject<TlsOutcome>(row.tls),
     nextAttemptAt: row.next_attempt_at === null ? null : new Date(row.next_attempt_at).toISOString(),
+    node: row.node ?? null,
   };
 }
 

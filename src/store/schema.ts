@@ -15,7 +15,7 @@ import { ALIAS_TABLE } from './aliases.js';
 import { TOKEN_MIGRATION } from './tokens.js';
 
 /** MIGRATIONS.length: a new migration is a new array element, and the version follows. */
-export const SCHEMA_VERSION = 11;
+export const SCHEMA_VERSION = 12;
 export const DB_FILE = 'postseal.db';
 
 const MIGRATIONS: readonly string[] = [
@@ -144,6 +144,12 @@ const MIGRATIONS: readonly string[] = [
   `,
   // 10 -> 11: console admins (users.admin) and API tokens (issue 14, store/tokens.ts).
   TOKEN_MIGRATION,
+  // 11 -> 12: nodes (issue 13): which node holds a row's lease, and which node made each attempt
+  // (Store.nodeId; NULL for rows and attempts from before this version).
+  `
+  ALTER TABLE queue ADD COLUMN claimed_by TEXT;
+  ALTER TABLE queue_attempts ADD COLUMN node TEXT;
+  `,
 ];
 
 /** Settings for the one connection that writes. */

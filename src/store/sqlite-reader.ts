@@ -21,7 +21,7 @@ import { AliasReads, aliasAddress, type AliasEntry } from './aliases.js';
 import { TokenReads, type ApiTokenInfo } from './tokens.js';
 import { resolveAddress, type RecipientResolution, type ResolveOptions } from './resolve.js';
 import { ATTEMPT_COLUMNS, MESSAGE_COLUMNS, QUEUE_COLUMNS, toQueueAttempt, toQueueEntry, toSummary, type AttemptRow, type MessageRow, type QueueRow } from './rows.js';
-import type { ListMessagesOptions, ListQueueOptions, QueueAttempt, QueueStats, QueueEntry, StoredMessage, StoredMtaStsPolicy, StoreReader } from './types.js';
+import type { ListMessagesOptions, ListQueueOptions, QueueAttempt, QueueStats, QueueEntry, StoredMessage, StoredMtaStsPolicy, SqliteStoreReader } from './types.js';
 
 /** An address normalized by `f`, or null when it is malformed (a malformed address is just an unknown one). */
 function orNull(f: (raw: string) => string, address: string): string | null {
@@ -61,7 +61,7 @@ interface MtaStsRow {
   text: string;
 }
 
-export class SqliteReader implements StoreReader {
+export class SqliteReader implements SqliteStoreReader {
   private readonly q: {
     list: Statement;
     listLocal: Statement;

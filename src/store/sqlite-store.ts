@@ -9,6 +9,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { hostname } from 'node:os';
 import Database from 'better-sqlite3';
 import type { IncomingMessage } from '../types.js';
 import { PostsealError } from '../errors.js';
@@ -19,7 +20,7 @@ import { hashPassword } from './passwords.js';
 import { toQueueEntry } from './rows.js';
 import { checkVersion, configureReader, configureWriter, DB_FILE, migrate } from './schema.js';
 import { checkLimit, mtaStsDomain, SqliteReader } from './sqlite-reader.js';
-import type { AttemptRecord, ClaimOptions, QueueEntry, SqliteStoreOptions, Store, StoreReader, StoreStats, StoredMtaStsPolicy } from './types.js';
+import type { AttemptRecord, ClaimOptions, QueueEntry, SqliteStore, SqliteStoreOptions, SqliteStoreReader, StoreStats, StoredMtaStsPolicy } from './types.js';
 import { openWriterBackend } from './writer-backend.js';
 import type { MessageRecord } from './writer-protocol.js';
 import { BODIES_DIR, FileSpool, fsyncDir, removeOrphans, type BodySpool } from './spool.js';
@@ -28,6 +29,11 @@ import { aliasAddress, aliasTarget } from './aliases.js';
 import { newToken, tokenName, type ApiTokenInfo } from './tokens.js';
 
 const DEFAULT_LEASE_MS = 10 * 60 * 1000;
+
+/** The node name when none is configured: this host and process (unique among live processes). */
+export function defaultNodeId(): string {
+  return `${hostname()}-${process.pid}`;
+}
 const MAX_PASSWORD = 1024;
 
 /** Remote recipients keep their local part as given (it may be case-sensitive there). */
@@ -82,7 +88,7 @@ function checkSenders(patterns: readonly string[]): string[] {
   return [...out];
 }
 
-export class SqliteStore extends SqliteReader implements Store {
+class SqliteStoreImpl extends SqliteReader implements SqliteStore {
   private closing: Promise<void> | null = null;
   /** Where the server writes large bodies as they arrive (`<dataDir>/bodies/`). */
   readonly spool: BodySpool;
@@ -91,6 +97,7 @@ export class SqliteStore extends SqliteReader implements Store {
     db: Database.Database,
     private readonly committer: GroupCommitter,
     private readonly bodiesDir: string,
+    readonly nodeId: string,
   ) {
     super(db);
     this.spool = new FileSpool(bodiesDir);
@@ -218,13 +225,13 @@ export class SqliteStore extends SqliteReader implements Store {
     const n = checkLimit(limit, 100, 10_000);
     const leaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS;
     if (!Number.isInteger(leaseMs) || leaseMs < 1) throw new PostsealError('STORE_BAD_LEASE', `bad lease ${leaseMs}`);
-    const rows = await this.committer.submit({ kind: 'claimDue', nowMs: now.getTime(), limit: n, leaseMs, which: opts.kind ?? null });
+    const rows = await this.committer.submit({ kind: 'claimDue', nowMs: now.getTime(), limit: n, leaseMs, which: opts.kind ?? null, node: this.nodeId });
     return rows.map(toQueueEntry);
   }
 
   async recordAttempt(a: AttemptRecord): Promise<boolean> {
     const tlsJson = a.tls === null ? null : JSON.stringify(a.tls);
-    const base = { kind: 'recordAttempt', id: a.id, recipient: a.recipient, tlsJson, nowMs: Date.now() } as const;
+    const base = { kind: 'recordAttempt', id: a.id, recipient: a.recipient, tlsJson, nowMs: Date.now(), node: this.nodeId } as const;
     switch (a.outcome) {
       case 'delivered':
         return this.committer.submit({ ...base, status: 'delivered', error: null, nextAttemptAt: null });
@@ -237,6 +244,12 @@ export class SqliteStore extends SqliteReader implements Store {
 
   async deleteQueued(id: string, recipient?: string): Promise<number> {
     return this.committer.submit({ kind: 'deleteQueued', id, recipient: recipient ?? null });
+  }
+
+  async renewLeases(rows: ReadonlyArray<{ id: string; recipient: string }>, leaseMs: number): Promise<number> {
+    if (!Number.isInteger(leaseMs) || leaseMs < 1) throw new PostsealError('STORE_BAD_LEASE', `bad lease ${leaseMs}`);
+    if (rows.length === 0) return 0;
+    return this.committer.submit({ kind: 'renewLeases', rows: rows.map((r) => ({ id: r.id, recipient: r.recipient })), nowMs: Date.now(), leaseMs, node: this.nodeId });
   }
 
   async releaseLeases(): Promise<number> {
@@ -287,7 +300,7 @@ export class SqliteStore extends SqliteReader implements Store {
 }
 
 /** Opens (creating and migrating if needed) `<dataDir>/postseal.db` for reading and writing. */
-export async function openSqliteStore(dataDir: string, opts: SqliteStoreOptions = {}): Promise<Store> {
+export async function openSqliteStore(dataDir: string, opts: SqliteStoreOptions = {}): Promise<SqliteStore> {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const file = join(dataDir, DB_FILE);
   const setup = new Database(file);
@@ -308,11 +321,11 @@ export async function openSqliteStore(dataDir: string, opts: SqliteStoreOptions 
     maxBatchBytes: opts.maxBatchBytes ?? 32 * 1024 * 1024,
     onCommit: opts.onCommit ?? null,
   });
-  return new SqliteStore(reader, committer, join(dataDir, BODIES_DIR));
+  return new SqliteStoreImpl(reader, committer, join(dataDir, BODIES_DIR), opts.nodeId ?? defaultNodeId());
 }
 
 /** Opens an existing store for reads only (CLI while the server runs). Never migrates or writes. */
-export function openSqliteStoreReadOnly(dataDir: string): StoreReader {
+export function openSqliteStoreReadOnly(dataDir: string): SqliteStoreReader {
   const file = join(dataDir, DB_FILE);
   let db: Database.Database;
   try {

@@ -76,9 +76,9 @@ export interface TlsRptStoreWrites {
 
 export interface TlsRptStoreReads {
   /** Counters, by domain, day, then key; `domain` compared lower-cased. */
-  listTlsRptCounts(opts?: { domain?: string }): TlsRptCount[];
+  listTlsRptCounts(opts?: { domain?: string }): TlsRptCount[] | Promise<TlsRptCount[]>;
   /** Reports waiting for delivery, oldest first. */
-  listTlsRptReports(opts?: { domain?: string }): TlsRptStoredReport[];
+  listTlsRptReports(opts?: { domain?: string }): TlsRptStoredReport[] | Promise<TlsRptStoredReport[]>;
 }
 
 export interface TlsRptStatements {

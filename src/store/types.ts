@@ -1,7 +1,12 @@
 /**
  * The Store interface: everything the server, the queue runner and the CLI need from durable
- * storage, written so that a PostgreSQL store can implement it later. The embedded SQLite
- * implementation lives in sqlite-store.ts.
+ * storage. Two implementations: the embedded SQLite store (sqlite-store.ts, the default, reads
+ * synchronous) and the PostgreSQL store shared by several nodes (pg/, reads asynchronous).
+ *
+ * Reads off the SMTP hot path return Awaitable<T>: callers `await` them, whichever backend. The
+ * address reads (hasUser, senderPatterns, aliasTargets, resolveRecipient) stay synchronous in
+ * every backend — they run at every RCPT and AUTH; PostgreSQL serves them from an in-memory
+ * replica of the users and aliases tables that LISTEN/NOTIFY keeps current.
  *
  * Invariants every implementation keeps (ARCHITECTURE.md "Durability contract"):
  * - accept() resolves only after the message, its envelope, its mailbox entries and its queue
@@ -12,7 +17,7 @@
  */
 import type { BodySpool } from './spool.js';
 import type { Notify } from '../protocol/dsn.js';
-import type { TlsRptStoreReads, TlsRptStoreWrites } from './tlsrpt.js';
+import type { TlsRptCount, TlsRptStoredReport, TlsRptStoreReads, TlsRptStoreWrites } from './tlsrpt.js';
 import type { AliasEntry } from './aliases.js';
 import type { ApiTokenInfo } from './tokens.js';
 import type { RecipientResolution, ResolveOptions } from './resolve.js';
@@ -20,6 +25,9 @@ import type { RecipientResolution, ResolveOptions } from './resolve.js';
 export type { AliasEntry } from './aliases.js';
 export type { RecipientResolution, ResolveOptions } from './resolve.js';
 import type { IncomingMessage, MessageSummary, TlsOutcome } from '../types.js';
+
+/** A value, or a promise of it: what a read returns when one backend answers at once and another over the network. */
+export type Awaitable<T> = T | Promise<T>;
 
 export const QUEUE_STATUSES = ['queued', 'deferred', 'delivered', 'failed'] as const;
 export type QueueStatus = (typeof QUEUE_STATUSES)[number];
@@ -73,6 +81,8 @@ export interface QueueAttempt {
   tls: TlsOutcome | null;
   /** For 'deferred': when the next attempt was due. */
   nextAttemptAt: string | null;
+  /** The node (Store.nodeId) that made the attempt; null for attempts recorded before nodes were named. */
+  node: string | null;
 }
 
 /** The outcome of one delivery attempt for one recipient. */
@@ -155,27 +165,27 @@ export interface StoredMtaStsPolicy {
   text: string;
 }
 
-/** Reads; safe to use from another process while the server writes (WAL). */
+/** Reads; safe to use from another process (SQLite: WAL) or another node (PostgreSQL) while the server writes. */
 export interface StoreReader extends TlsRptStoreReads {
   /** Newest first. */
-  listMessages(opts?: ListMessagesOptions): MessageSummary[];
-  getMessage(id: string): StoredMessage | null;
-  countMessages(opts?: { mailbox?: string }): number;
-  listUsers(): string[];
+  listMessages(opts?: ListMessagesOptions): Awaitable<MessageSummary[]>;
+  getMessage(id: string): Awaitable<StoredMessage | null>;
+  countMessages(opts?: { mailbox?: string }): Awaitable<number>;
+  listUsers(): Awaitable<string[]>;
   /** Constant-time; spends the same scrypt work for unknown users. */
   verifyUser(address: string, password: string): Promise<boolean>;
   /** Whether the user exists (one indexed read; false for a malformed address). */
   hasUser(address: string): boolean;
   /** Whether the user may log in to the web console (users.admin; false for unknown or malformed). */
-  isAdmin(address: string): boolean;
+  isAdmin(address: string): Awaitable<boolean>;
   /** The live API token with this secret (looked up by its SHA-256), or null. */
-  verifyApiToken(token: string): ApiTokenInfo | null;
+  verifyApiToken(token: string): Awaitable<ApiTokenInfo | null>;
   /** Every API token (revoked ones too), oldest first; never the secret. */
-  listApiTokens(): ApiTokenInfo[];
+  listApiTokens(): Awaitable<ApiTokenInfo[]>;
   /** The user's sender patterns besides the login ('*', '*@domain', addresses), sorted. */
   senderPatterns(address: string): string[];
   /** Every alias with its targets, sorted by address (`@domain` catch-all aliases included). */
-  listAliases(): AliasEntry[];
+  listAliases(): Awaitable<AliasEntry[]>;
   /** The targets of one alias (`local@domain` or `@domain`); [] when there is none. One indexed read. */
   aliasTargets(address: string): string[];
   /**
@@ -185,17 +195,22 @@ export interface StoreReader extends TlsRptStoreReads {
    * No mailbox and no external target = unknown recipient.
    */
   resolveRecipient(address: string, opts: ResolveOptions): RecipientResolution;
-  listQueue(opts?: ListQueueOptions): QueueEntry[];
+  listQueue(opts?: ListQueueOptions): Awaitable<QueueEntry[]>;
   /** Counts of waiting rows and the oldest waiting message (one query over the queue_due index). */
-  queueStats(): QueueStats;
+  queueStats(): Awaitable<QueueStats>;
   /** Every recorded delivery attempt of a message's queue rows, oldest first. */
-  listAttempts(id: string): QueueAttempt[];
+  listAttempts(id: string): Awaitable<QueueAttempt[]>;
   /** The cached MTA-STS policy of a domain (lower-cased), expired or not; null when none. */
-  getMtaSts(domain: string): StoredMtaStsPolicy | null;
+  getMtaSts(domain: string): Awaitable<StoredMtaStsPolicy | null>;
   close(): Promise<void>;
 }
 
 export interface Store extends StoreReader, TlsRptStoreWrites {
+  /**
+   * Who this store claims queue rows as (leases) and records attempts for: config `node.id`,
+   * default `HOSTNAME-PID`. Two live processes on one PostgreSQL must not share it.
+   */
+  readonly nodeId: string;
   /** Resolves once durable; the id is short, sortable and unique. */
   accept(msg: IncomingMessage): Promise<{ id: string }>;
   /** Where the server writes large bodies as they arrive; accept() takes them as `spooled`. */
@@ -238,9 +253,16 @@ export interface Store extends StoreReader, TlsRptStoreWrites {
   /** Makes queued/deferred rows (of one message, or all) due now; returns how many. */
   retryQueued(id?: string): Promise<number>;
   /**
-   * Clears every queue lease, keeping each row's due time; returns how many. Only for the one
-   * process that owns the store (serve at start, holding the data directory's owner lock): the
-   * leases it finds were left by a process that died while holding them.
+   * Extends the leases this node still holds (claimed by nodeId, not yet expired at the time of the
+   * call) to now + leaseMs; resolves to how many it extended. A row whose lease ran out may have
+   * been claimed by another node: it is not taken back. The runner calls this while a delivery runs.
+   */
+  renewLeases(rows: ReadonlyArray<{ id: string; recipient: string }>, leaseMs: number): Promise<number>;
+  /**
+   * Clears the queue leases held by this node id, keeping each row's due time; returns how many.
+   * Called by serve at start: the leases it finds were left by an earlier process of the same node
+   * that died while holding them (SQLite: the one owner, holding the data directory's lock, clears
+   * every lease). Leases of other nodes are theirs, or expire by themselves.
    */
   releaseLeases(): Promise<number>;
   /** Stores (replaces) a domain's MTA-STS policy; a policy of mode 'none' removes it instead (RFC 8461 §5). */
@@ -252,7 +274,33 @@ export interface Store extends StoreReader, TlsRptStoreWrites {
   close(): Promise<void>;
 }
 
+/** The reads SQLite answers at once (the same process reads the file). */
+export interface SyncReads {
+  listMessages(opts?: ListMessagesOptions): MessageSummary[];
+  getMessage(id: string): StoredMessage | null;
+  countMessages(opts?: { mailbox?: string }): number;
+  listUsers(): string[];
+  isAdmin(address: string): boolean;
+  verifyApiToken(token: string): ApiTokenInfo | null;
+  listApiTokens(): ApiTokenInfo[];
+  listAliases(): AliasEntry[];
+  listQueue(opts?: ListQueueOptions): QueueEntry[];
+  queueStats(): QueueStats;
+  listAttempts(id: string): QueueAttempt[];
+  getMtaSts(domain: string): StoredMtaStsPolicy | null;
+  listTlsRptCounts(opts?: { domain?: string }): TlsRptCount[];
+  listTlsRptReports(opts?: { domain?: string }): TlsRptStoredReport[];
+}
+
+/** The SQLite reader: the StoreReader interface with synchronous reads. */
+export interface SqliteStoreReader extends Omit<StoreReader, keyof SyncReads>, SyncReads {}
+
+/** The SQLite store: the Store interface with synchronous reads (still a Store). */
+export interface SqliteStore extends Omit<Store, keyof SyncReads>, SyncReads {}
+
 export interface SqliteStoreOptions {
+  /** Claims and attempts are recorded under this name (default HOSTNAME-PID). */
+  nodeId?: string;
   /** Upper bound on operations per commit (default 512). */
   maxBatchOps?: number;
   /** Upper bound on message bytes per commit (default 32 MiB); a larger single message goes alone. */

@@ -43,6 +43,7 @@ interface Statements {
   deleteQueuedOne: Statement;
   retryAll: Statement;
   releaseLeases: Statement;
+  renewLease: Statement;
   retryOne: Statement;
   putMtaSts: Statement;
   forgetMtaSts: Statement;
@@ -72,15 +73,18 @@ function prepare(db: Database): Statements {
         AND (q.lease_until IS NULL OR q.lease_until <= @now)
         AND (@which IS NULL OR (@which = 'local') = (q.target IS NOT NULL))
       ORDER BY q.next_attempt_at, q.seq LIMIT @limit`),
-    lease: db.prepare('UPDATE queue SET lease_until = ?, updated_at = ? WHERE seq = ? AND recipient = ?'),
+    lease: db.prepare('UPDATE queue SET lease_until = ?, claimed_by = ?, updated_at = ? WHERE seq = ? AND recipient = ?'),
+    // Only a lease this node still holds: an expired one may have been claimed again elsewhere.
+    renewLease: db.prepare(`UPDATE queue SET lease_until = @until WHERE recipient = @recipient AND claimed_by = @node
+      AND lease_until > @now AND status IN ('queued', 'deferred') AND seq = (SELECT seq FROM messages WHERE id = @id)`),
     attempt: db.prepare(`UPDATE queue SET status = @status, attempts = attempts + 1, last_error = @error,
-      last_tls = @tls, next_attempt_at = COALESCE(@next, next_attempt_at), lease_until = NULL,
+      last_tls = @tls, next_attempt_at = COALESCE(@next, next_attempt_at), lease_until = NULL, claimed_by = NULL,
       updated_at = @now
       WHERE recipient = @recipient AND seq = (SELECT seq FROM messages WHERE id = @id)`),
-    attemptHistory: db.prepare(`INSERT INTO queue_attempts (seq, recipient, at, outcome, error, tls, next_attempt_at)
-      SELECT seq, @recipient, @now, @status, @error, @tls, @next FROM messages WHERE id = @id`),
+    attemptHistory: db.prepare(`INSERT INTO queue_attempts (seq, recipient, at, outcome, error, tls, next_attempt_at, node)
+      SELECT seq, @recipient, @now, @status, @error, @tls, @next, @node FROM messages WHERE id = @id`),
     deleteQueuedAll: db.prepare('DELETE FROM queue WHERE seq = (SELECT seq FROM messages WHERE id = ?)'),
-    releaseLeases: db.prepare(`UPDATE queue SET lease_until = NULL WHERE lease_until IS NOT NULL AND status IN ('queued', 'deferred')`),
+    releaseLeases: db.prepare(`UPDATE queue SET lease_until = NULL, claimed_by = NULL WHERE lease_until IS NOT NULL AND status IN ('queued', 'deferred')`),
     retryAll: db.prepare(`UPDATE queue SET next_attempt_at = ?, lease_until = NULL, updated_at = ? WHERE status IN ('queued', 'deferred')`),
     retryOne: db.prepare(`UPDATE queue SET next_attempt_at = ?, lease_until = NULL, updated_at = ?
       WHERE status IN ('queued', 'deferred') AND seq = (SELECT seq FROM messages WHERE id = ?)`),
@@ -152,12 +156,17 @@ function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['
       const rows = s.selectDue.all({ now: op.nowMs, limit: op.limit, which: op.which }) as DueRow[];
       const until = op.nowMs + op.leaseMs;
       return rows.map(({ qseq, ...row }) => {
-        s.lease.run(until, op.nowMs, qseq, row.recipient);
+        s.lease.run(until, op.node, op.nowMs, qseq, row.recipient);
         return { ...row, lease_until: until };
       });
     }
+    case 'renewLeases': {
+      let n = 0;
+      for (const r of op.rows) n += s.renewLease.run({ until: op.nowMs + op.leaseMs, now: op.nowMs, node: op.node, recipient: r.recipient, id: r.id }).changes;
+      return n;
+    }
     case 'recordAttempt': {
-      const values = { status: op.status, error: op.error, tls: op.tlsJson, next: op.nextAttemptAt, now: op.nowMs, recipient: op.recipient, id: op.id };
+      const values = { status: op.status, error: op.error, tls: op.tlsJson, next: op.nextAttemptAt, now: op.nowMs, recipient: op.recipient, id: op.id, node: op.node };
       if (s.attempt.run(values).changes === 0) return false;
       // The row keeps the last attempt (for listing); the history keeps every one.
       s.attemptHistory.run(values);

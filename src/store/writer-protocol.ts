@@ -53,7 +53,8 @@ export type WriteOp =
   | { kind: 'editSenders'; address: string; add: string[]; remove: string[] }
   | { kind: 'setPassword'; address: string; hash: string }
   | { kind: 'removeUser'; address: string }
-  | { kind: 'claimDue'; nowMs: number; limit: number; leaseMs: number; which: 'remote' | 'local' | null }
+  | { kind: 'claimDue'; nowMs: number; limit: number; leaseMs: number; which: 'remote' | 'local' | null; node: string }
+  | { kind: 'renewLeases'; rows: Array<{ id: string; recipient: string }>; nowMs: number; leaseMs: number; node: string }
   | {
       kind: 'recordAttempt';
       id: string;
@@ -63,6 +64,7 @@ export type WriteOp =
       tlsJson: string | null;
       nextAttemptAt: number | null;
       nowMs: number;
+      node: string;
     }
   | { kind: 'deleteQueued'; id: string; recipient: string | null }
   | { kind: 'retryQueued'; id: string | null; nowMs: number }
@@ -84,6 +86,7 @@ export interface OpValues extends TlsRptOpValues, AliasOpValues, TokenOpValues {
   setPassword: boolean;
   removeUser: boolean;
   claimDue: QueueRow[];
+  renewLeases: number;
   recordAttempt: boolean;
   deleteQueued: number;
   retryQueued: number;

@@ -12,10 +12,14 @@ import { defaultConfig, type ServeConfig } from '../../src/config.js';
 import { silentLogger } from '../../src/log.js';
 import { startServe, type RunningServer } from '../../src/serve.js';
 import type { Logger } from '../../src/server/types.js';
+import type { SqliteStore } from '../../src/store/index.js';
 import { issueCert, makeTestCa, writeKeyPair, type TestCa } from './certs.js';
 
+/** startServe on a data directory opens the SQLite store: its reads answer synchronously. */
+export type SqliteRunningServer = Omit<RunningServer, 'store'> & { store: SqliteStore };
+
 export interface TestServer {
-  running: RunningServer;
+  running: SqliteRunningServer;
   dataDir: string;
   ca: TestCa;
   caPem: string;
@@ -68,7 +72,8 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   const running = await startServe(cfg, { logger: opts.logger ?? silentLogger });
   for (const u of opts.users ?? []) await running.store.addUser(u.address, u.password, { senders: u.senders ?? [] });
   return {
-    running,
+    // The test server always runs on SQLite (cfg.dataDir, no store URL).
+    running: running as SqliteRunningServer,
     dataDir,
     ca,
     caPem: ca.certPem,

@@ -240,10 +240,10 @@ test('tlsStats buckets per hour and names plaintext peers and domains', () => {
   const s = tlsStats(
     [msg('2026-11-30T12:10:00Z', 'TLSv1.3', 'a'), msg('2026-11-30T11:59:59Z', null, 'old.example'), msg('2026-11-30T09:00:00Z', 'TLSv1.2', 'b'), msg('2026-11-01T00:00:00Z', null, 'ancient')],
     [
-      { recipient: 'x@plain.example', domain: 'plain.example', at: '2026-11-30T12:00:00Z', outcome: 'delivered', error: null, tls: tls(null), nextAttemptAt: null },
-      { recipient: 'y@good.example', domain: 'good.example', at: '2026-11-30T12:01:00Z', outcome: 'delivered', error: null, tls: tls('TLSv1.3'), nextAttemptAt: null },
-      { recipient: 'z@dns.example', domain: 'dns.example', at: '2026-11-30T12:02:00Z', outcome: 'deferred', error: 'no MX', tls: null, nextAttemptAt: null },
-      { recipient: 'w@down.example', domain: 'down.example', at: '2026-11-30T12:03:00Z', outcome: 'deferred', error: 'CONNECT_FAILED: cannot connect to 192.0.2.9:25: ECONNREFUSED', tls: tls(null), nextAttemptAt: null },
+      { recipient: 'x@plain.example', domain: 'plain.example', at: '2026-11-30T12:00:00Z', outcome: 'delivered', error: null, tls: tls(null), nextAttemptAt: null, node: null },
+      { recipient: 'y@good.example', domain: 'good.example', at: '2026-11-30T12:01:00Z', outcome: 'delivered', error: null, tls: tls('TLSv1.3'), nextAttemptAt: null, node: null },
+      { recipient: 'z@dns.example', domain: 'dns.example', at: '2026-11-30T12:02:00Z', outcome: 'deferred', error: 'no MX', tls: null, nextAttemptAt: null, node: null },
+      { recipient: 'w@down.example', domain: 'down.example', at: '2026-11-30T12:03:00Z', outcome: 'deferred', error: 'CONNECT_FAILED: cannot connect to 192.0.2.9:25: ECONNREFUSED', tls: tls(null), nextAttemptAt: null, node: null },
     ],
     now,
     4,

@@ -21,7 +21,7 @@ import { deliverTlsRptReports, makeTlsRptReports, planTlsRptReports, type TlsRpt
 import type { TlsRptEvent } from '../../src/policy/types.js';
 import { TLSRPT_FAILURES } from '../../src/policy/types.js';
 import { QueueRunner } from '../../src/relay/runner.js';
-import { openSqliteStore, type Store } from '../../src/store/index.js';
+import { openSqliteStore, type SqliteStore } from '../../src/store/index.js';
 import { issueCert, makeTestCa } from '../helpers/certs.js';
 import { startDnsServer } from '../helpers/dns-server.js';
 import { requirePeer, startSmtpServerReceiver } from '../helpers/receivers.js';
@@ -31,7 +31,7 @@ const dirs: string[] = [];
 after(async () => {
   for (const d of dirs) await rm(d, { recursive: true, force: true });
 });
-async function tempStore(): Promise<{ dir: string; store: Store }> {
+async function tempStore(): Promise<{ dir: string; store: SqliteStore }> {
   const dir = await mkdtemp(join(tmpdir(), 'postseal-tlsrpt-'));
   dirs.push(dir);
   return { dir, store: await openSqliteStore(dir) };
@@ -145,7 +145,7 @@ test('the planned report is RFC 8460 §4.4 JSON; today is left out unless asked 
   c.record(ev({ at: Date.now() }));
   await c.close();
   const id = { organizationName: 'Sender Org', contactInfo: 'tlsrpt@sender.test', submitter: 'out.sender.test' };
-  const plan = planTlsRptReports(store, id, new Date());
+  const plan = await planTlsRptReports(store, id, new Date());
   assert.equal(plan.length, 1, 'only yesterday');
   const report = plan[0]?.report;
   assert.deepEqual(validateReport(report), []);
@@ -159,7 +159,7 @@ test('the planned report is RFC 8460 §4.4 JSON; today is left out unless asked 
   assert.deepEqual(mismatch, { 'result-type': 'certificate-host-mismatch', 'receiving-mx-hostname': 'mx1.policy.test', 'receiving-ip': '192.0.2.1', 'failed-session-count': 2, 'failure-reason-code': 'cert names mx.other.test' });
   const none = report?.policies.find((p) => p.policy['policy-type'] === 'no-policy-found');
   assert.deepEqual(none?.summary, { 'total-successful-session-count': 1, 'total-failure-session-count': 0 });
-  assert.equal(planTlsRptReports(store, id, new Date(), { includeToday: true }).length, 2);
+  assert.equal((await planTlsRptReports(store, id, new Date(), { includeToday: true })).length, 2);
   // The validator itself catches what it is for.
   assert.notDeepEqual(validateReport({ ...report, policies: [{ policy: { 'policy-type': 'x' }, summary: {} }] }), []);
   await store.close();

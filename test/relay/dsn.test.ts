@@ -10,7 +10,7 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { SMTPServer, type SMTPServerEnvelope } from 'smtp-server';
-import { newMessageId, type Store } from '../../src/store/index.js';
+import { newMessageId, type SqliteStore } from '../../src/store/index.js';
 import type { RecipientDsn } from '../../src/protocol/dsn.js';
 import { RelayFixture, taggedBody } from './fixture.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -64,7 +64,7 @@ after(async () => {
 
 const fx = new RelayFixture(() => receiver, () => dns);
 
-async function queueDsn(store: Store, to: string, tag: string, dsn: { envId?: string; ret?: 'FULL' | 'HDRS'; rcpt?: RecipientDsn }): Promise<string> {
+async function queueDsn(store: SqliteStore, to: string, tag: string, dsn: { envId?: string; ret?: 'FULL' | 'HDRS'; rcpt?: RecipientDsn }): Promise<string> {
   const { id } = await store.accept({
     id: newMessageId(),
     mailFrom: 'a@sender.test',
@@ -87,7 +87,7 @@ async function queueDsn(store: Store, to: string, tag: string, dsn: { envId?: st
   return id;
 }
 
-function reports(store: Store): string[] {
+function reports(store: SqliteStore): string[] {
   return store.listMessages({ mailbox: 'a@sender.test' }).map((m) => store.getMessage(m.id)?.data.toString() ?? '');
 }
 

@@ -6,7 +6,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openSqliteStore, type Store } from '../../src/store/index.js';
+import { openSqliteStore, type SqliteStore, type Store } from '../../src/store/index.js';
 import { queueOutbound } from '../helpers/outbound.js';
 import { DEFAULT_RELAY } from '../../src/config.js';
 import { QueueRunner, type RelayConfig } from '../../src/relay/runner.js';
@@ -22,7 +22,7 @@ export class RelayFixture {
     private readonly dns: () => DnsServer,
   ) {}
 
-  async senderStore(): Promise<Store> {
+  async senderStore(): Promise<SqliteStore> {
     const dir = await mkdtemp(join(tmpdir(), 'postseal-relay-'));
     this.dirs.push(dir);
     return openSqliteStore(dir);

@@ -8,7 +8,7 @@
 import { OUR_PREFIX } from '../helpers/peers.js';
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Store } from '../../src/store/index.js';
+import type { SqliteStore } from '../../src/store/index.js';
 import type { QueueRunner, RelayConfig } from '../../src/relay/runner.js';
 import { RelayFixture, queueMessage } from './fixture.js';
 import { deliverBatch, uniformTimeouts } from '../../src/client/index.js';
@@ -38,8 +38,8 @@ after(async () => {
 });
 
 const fx = new RelayFixture(() => receiver, () => dns);
-const senderStore = (): Promise<Store> => fx.senderStore();
-const runner = (store: Store, over: Partial<RelayConfig> = {}): QueueRunner => fx.runner(store, over);
+const senderStore = (): Promise<SqliteStore> => fx.senderStore();
+const runner = (store: SqliteStore, over: Partial<RelayConfig> = {}): QueueRunner => fx.runner(store, over);
 const queue = queueMessage;
 const receivedByTag = (tag: string): Buffer | null => fx.receivedByTag(tag);
 

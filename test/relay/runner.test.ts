@@ -6,7 +6,7 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import type { Store } from '../../src/store/index.js';
+import type { SqliteStore } from '../../src/store/index.js';
 import type { QueueRunner, RelayConfig } from '../../src/relay/runner.js';
 import { RelayFixture, queueMessage } from './fixture.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -31,8 +31,8 @@ after(async () => {
 });
 
 const fx = new RelayFixture(() => receiver, () => dns);
-const senderStore = (): Promise<Store> => fx.senderStore();
-const runner = (store: Store, over: Partial<RelayConfig> = {}): QueueRunner => fx.runner(store, over);
+const senderStore = (): Promise<SqliteStore> => fx.senderStore();
+const runner = (store: SqliteStore, over: Partial<RelayConfig> = {}): QueueRunner => fx.runner(store, over);
 const queue = queueMessage;
 const receivedByTag = (tag: string): Buffer | null => fx.receivedByTag(tag);
 

@@ -56,8 +56,9 @@ test('schema 9 → 10: existing queue rows stay remote (target NULL)', async () 
   // Back to version 9 as an older postseal left it: no target column.
   const db = new Database(join(dir, 'postseal.db'));
   db.exec('ALTER TABLE queue DROP COLUMN target');
-  // ... and without what later versions added (11: users.admin, api_tokens).
+  // ... and without what later versions added (11: users.admin, api_tokens; 12: node columns).
   db.exec('DROP TABLE IF EXISTS api_tokens; ALTER TABLE users DROP COLUMN admin');
+  db.exec('ALTER TABLE queue DROP COLUMN claimed_by; ALTER TABLE queue_attempts DROP COLUMN node');
   db.pragma('user_version = 9');
   db.close();
   const again = await openSqliteStore(dir);

@@ -1,6 +1,6 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { openSqliteStore, type Store } from '../../src/store/index.js';
+import { openSqliteStore, type SqliteStore } from '../../src/store/index.js';
 import type { TlsFacts } from '../../src/types.js';
 import { makeMessage, tempDirs } from './helpers.js';
 
@@ -9,7 +9,7 @@ after(() => dirs.cleanup());
 
 const TLS: TlsFacts = { protocol: 'TLSv1.2', cipher: 'ECDHE-RSA-AES128-GCM-SHA256', group: null, sni: 'mx.remote.example', alpn: null };
 
-async function withStore(fn: (s: Store) => Promise<void>): Promise<void> {
+async function withStore(fn: (s: SqliteStore) => Promise<void>): Promise<void> {
   const store = await openSqliteStore(dirs.make());
   try {
     await fn(store);

@@ -26,7 +26,7 @@ export function messageViewApi(ctx: HttpContext): Hono<HttpEnv> {
   const app = new Hono<HttpEnv>();
 
   const load = async (id: string) => {
-    const stored = ctx.store.getMessage(id);
+    const stored = await ctx.store.getMessage(id);
     if (!stored) return null;
     const email = await PostalMime.parse(stored.data);
     return { stored, email };

@@ -16,7 +16,7 @@ const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 export function messagesApi(ctx: HttpContext): Hono<HttpEnv> {
   const app = new Hono<HttpEnv>();
 
-  app.get('/messages', (c) => {
+  app.get('/messages', async (c) => {
     const limitText = c.req.query('limit');
     const limit = limitText === undefined ? 100 : Number(limitText);
     if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) return c.json(apiError('HTTP_BAD_REQUEST', 'limit must be an integer 1-10000'), 400);
@@ -27,19 +27,19 @@ export function messagesApi(ctx: HttpContext): Hono<HttpEnv> {
       if (mailbox.length > 320) return c.json(apiError('HTTP_BAD_REQUEST', 'mailbox is not an address'), 400);
       opts.mailbox = mailbox;
     }
-    return c.json(ctx.store.listMessages(opts));
+    return c.json((await ctx.store.listMessages(opts)));
   });
 
-  app.get('/messages/:id', (c) => {
+  app.get('/messages/:id', async (c) => {
     const id = c.req.param('id');
-    const m = ID_RE.test(id) ? ctx.store.getMessage(id) : null;
+    const m = ID_RE.test(id) ? (await ctx.store.getMessage(id)) : null;
     if (m === null) return c.json(apiError('HTTP_NOT_FOUND', `no message ${id}`), 404);
     return c.json({ ...m.summary, rawUrl: `/api/v1/messages/${id}/raw` });
   });
 
-  app.get('/messages/:id/raw', (c) => {
+  app.get('/messages/:id/raw', async (c) => {
     const id = c.req.param('id');
-    const m = ID_RE.test(id) ? ctx.store.getMessage(id) : null;
+    const m = ID_RE.test(id) ? (await ctx.store.getMessage(id)) : null;
     if (m === null) return c.json(apiError('HTTP_NOT_FOUND', `no message ${id}`), 404);
     // Never rendered inline in our origin: a download, no sniffing, and sandboxed if opened anyway.
     c.header('Content-Type', 'message/rfc822');

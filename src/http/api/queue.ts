@@ -15,27 +15,27 @@ const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 export function queueApi(ctx: HttpContext): Hono<HttpEnv> {
   const app = new Hono<HttpEnv>();
 
-  app.get('/queue', (c) => {
+  app.get('/queue', async (c) => {
     const status = c.req.query('status');
     if (status !== undefined && status !== '' && !(QUEUE_STATUSES as readonly string[]).includes(status)) {
       return c.json(apiError('HTTP_BAD_REQUEST', `status must be one of ${QUEUE_STATUSES.join(', ')}`), 400);
     }
-    const rows = status ? ctx.store.listQueue({ status: status as QueueStatus }) : ctx.store.listQueue();
+    const rows = status ? (await ctx.store.listQueue({ status: status as QueueStatus })) : (await ctx.store.listQueue());
     return c.json(rows);
   });
 
-  app.get('/queue/:id', (c) => {
+  app.get('/queue/:id', async (c) => {
     const id = c.req.param('id');
     if (!ID_RE.test(id)) return c.json(apiError('HTTP_NOT_FOUND', `no queued message ${id}`), 404);
-    const rows = ctx.store.listQueue().filter((e) => e.id === id);
-    const msg = ctx.store.getMessage(id);
+    const rows = (await ctx.store.listQueue()).filter((e) => e.id === id);
+    const msg = await ctx.store.getMessage(id);
     if (rows.length === 0 && msg === null) return c.json(apiError('HTTP_NOT_FOUND', `no queued message ${id}`), 404);
-    return c.json({ message: msg?.summary ?? null, recipients: rows, attempts: ctx.store.listAttempts(id) });
+    return c.json({ message: msg?.summary ?? null, recipients: rows, attempts: (await ctx.store.listAttempts(id)) });
   });
 
   app.post('/queue/:id/retry', async (c) => {
     const id = c.req.param('id');
-    if (!ID_RE.test(id) || !ctx.store.listQueue().some((e) => e.id === id)) return c.json(apiError('HTTP_NOT_FOUND', `no queued message ${id}`), 404);
+    if (!ID_RE.test(id) || !(await ctx.store.listQueue()).some((e) => e.id === id)) return c.json(apiError('HTTP_NOT_FOUND', `no queued message ${id}`), 404);
     const due = await ctx.store.retryQueued(id);
     ctx.running.relay?.kick();
     ctx.logger.info({ queueId: id, due }, 'queue retry over HTTP');

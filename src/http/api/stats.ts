@@ -112,34 +112,34 @@ export function tlsStats(messages: readonly MessageSummary[], attempts: readonly
 export function statsApi(ctx: HttpContext): Hono<HttpEnv> {
   const app = new Hono<HttpEnv>();
 
-  app.get('/stats/tls', (c) => {
+  app.get('/stats/tls', async (c) => {
     const raw = c.req.query('hours') ?? '24';
     const hours = /^\d{1,3}$/.test(raw) ? Number(raw) : NaN;
     if (!Number.isInteger(hours) || hours < 1 || hours > 168) {
       return c.json({ error: { code: 'HTTP_BAD_REQUEST', message: 'hours must be an integer from 1 to 168' } }, 400);
     }
-    const messages = ctx.store.listMessages({ limit: SCAN_MESSAGES });
-    const rows = ctx.store.listQueue({ limit: SCAN_QUEUE });
+    const messages = await ctx.store.listMessages({ limit: SCAN_MESSAGES });
+    const rows = await ctx.store.listQueue({ limit: SCAN_QUEUE });
     const attempts: AttemptWithDomain[] = [];
     const seen = new Set<string>();
     for (const row of rows) {
       if (row.target !== null || seen.has(row.id)) continue; // local handoffs are not SMTP sessions
       seen.add(row.id);
-      for (const a of ctx.store.listAttempts(row.id)) attempts.push({ ...a, domain: domainOf(a.recipient) });
+      for (const a of (await ctx.store.listAttempts(row.id))) attempts.push({ ...a, domain: domainOf(a.recipient) });
     }
     const truncated = messages.length >= SCAN_MESSAGES || rows.length >= SCAN_QUEUE;
     return c.json(tlsStats(messages, attempts, new Date(), hours, truncated));
   });
 
-  app.get('/stats/now', (c) => {
+  app.get('/stats/now', async (c) => {
     // The counts /metrics reads too: one indexed count, not up to 100 000 rows listed per status.
-    const { queued, deferred } = ctx.store.queueStats();
+    const { queued, deferred } = await ctx.store.queueStats();
     const queue = { queued, deferred };
     return c.json({
       sessions: ctx.running.server.sessionCount,
       listeners: ctx.running.bound.map((b) => ({ name: b.name, host: b.host, port: b.port, tls: b.tls })),
       queue,
-      messages: ctx.store.countMessages(),
+      messages: (await ctx.store.countMessages()),
       startedAt: ctx.startedAt.toISOString(),
       uptimeSeconds: Math.round((Date.now() - ctx.startedAt.getTime()) / 1000),
     });

@@ -19,7 +19,12 @@ const DOMAIN_RE = /^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/;
 export function usersApi(ctx: HttpContext): Hono<HttpEnv> {
   const app = new Hono<HttpEnv>();
 
-  app.get('/users', (c) => c.json(ctx.store.listUsers().map((address) => ({ address, admin: ctx.store.isAdmin(address) }))));
+  app.get('/users', async (c) => {
+    const users = await ctx.store.listUsers();
+    const out: Array<{ address: string; admin: boolean }> = [];
+    for (const address of users) out.push({ address, admin: await ctx.store.isAdmin(address) });
+    return c.json(out);
+  });
 
   app.get('/policy/:domain', async (c) => {
     const arg = c.req.param('domain');
