@@ -66,6 +66,13 @@ export const ERROR_CODES = [
   'STORE_SPOOL_FAILED',
   'STORE_WRITE_FAILED',
   'STORE_WRITER_FAILED',
+  // The PostgreSQL store (store/pg/, issue 13): the server cannot be reached or dropped the
+  // connection (the SMTP server answers 451 4.3.0); a URL it refuses (a password in it); a write
+  // through a store opened read-only; a read that PostgreSQL refused for another reason.
+  'STORE_UNAVAILABLE',
+  'STORE_BAD_URL',
+  'STORE_READ_ONLY',
+  'STORE_READ_FAILED',
   'USER_EXISTS',
   // API tokens and the web console (issue 14).
   'TOKEN_EXISTS',

@@ -33,6 +33,11 @@ export interface GroupCommitLimits {
    * write and fsync) and its number of ops (metrics, issue 14; the store does not know prom-client).
    */
   onCommit?: ((seconds: number, ops: number) => void) | null;
+  /**
+   * Bytes an op counts for against maxBatchBytes (default writer-protocol.ts byteLength: the
+   * inline bytes). The PostgreSQL writer reads spooled bodies into its batch, so it counts them too.
+   */
+  opBytes?: ((op: WriteOp) => number) | null;
 }
 
 export class GroupCommitter {
@@ -100,7 +105,7 @@ export class GroupCommitter {
     while (batch.length < this.limits.maxBatchOps) {
       const next = this.queue[0];
       if (next === undefined) break;
-      const size = byteLength(next.op);
+      const size = (this.limits.opBytes ?? byteLength)(next.op);
       if (batch.length > 0 && bytes + size > this.limits.maxBatchBytes) break;
       this.queue.shift();
       batch.push(next);

@@ -25,3 +25,5 @@ export { openSqliteStore, openSqliteStoreReadOnly } from './sqlite-store.js';
 export { newMessageId } from './ids.js';
 export { lockDataDir, OWNER_FILE, type OwnerLock } from './owner.js';
 export { normalizeAddress, domainOf } from './address.js';
+export { openPgStore, type PgStoreOptions } from './pg/pg-store.js';
+export { migratePg, PG_SCHEMA_VERSION } from './pg/schema.js';

@@ -13,16 +13,15 @@ import { hostname } from 'node:os';
 import Database from 'better-sqlite3';
 import type { IncomingMessage } from '../types.js';
 import { PostsealError } from '../errors.js';
-import { domainOf, isSenderPattern, normalizeAddress } from './address.js';
+import { normalizeAddress } from './address.js';
 import { GroupCommitter } from './group-commit.js';
-import { newMessageId } from './ids.js';
 import { hashPassword } from './passwords.js';
+import { checkPassword, checkSenders, dataLength, messageRecord } from './records.js';
 import { toQueueEntry } from './rows.js';
 import { checkVersion, configureReader, configureWriter, DB_FILE, migrate } from './schema.js';
 import { checkLimit, mtaStsDomain, SqliteReader } from './sqlite-reader.js';
 import type { AttemptRecord, ClaimOptions, QueueEntry, SqliteStore, SqliteStoreOptions, SqliteStoreReader, StoreStats, StoredMtaStsPolicy } from './types.js';
 import { openWriterBackend } from './writer-backend.js';
-import type { MessageRecord } from './writer-protocol.js';
 import { BODIES_DIR, FileSpool, fsyncDir, removeOrphans, type BodySpool } from './spool.js';
 import type { TlsRptCount, TlsRptStoredReport } from './tlsrpt.js';
 import { aliasAddress, aliasTarget } from './aliases.js';
@@ -33,59 +32,6 @@ const DEFAULT_LEASE_MS = 10 * 60 * 1000;
 /** The node name when none is configured: this host and process (unique among live processes). */
 export function defaultNodeId(): string {
   return `${hostname()}-${process.pid}`;
-}
-const MAX_PASSWORD = 1024;
-
-/** Remote recipients keep their local part as given (it may be case-sensitive there). */
-function remoteRecipient(address: string): string {
-  normalizeAddress(address); // validation only
-  const a = address.trim();
-  const at = a.lastIndexOf('@');
-  if (at < 1 || at === a.length - 1) {
-    throw new PostsealError('STORE_BAD_ADDRESS', `remote recipient needs local@domain: ${JSON.stringify(a.slice(0, 80))}`);
-  }
-  return a.slice(0, at + 1) + domainOf(a);
-}
-
-const GIVEN_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-
-/**
- * The session may choose the id itself (it names it in the Received header); otherwise the store
- * makes one. Works whether or not IncomingMessage declares `id`.
- */
-function messageId(msg: IncomingMessage, nowMs: number): string {
-  const given: unknown = 'id' in msg ? msg.id : undefined;
-  if (given === undefined || given === null || given === '') return newMessageId(nowMs);
-  if (typeof given !== 'string' || !GIVEN_ID.test(given)) {
-    throw new PostsealError('STORE_BAD_ID', `unusable message id ${JSON.stringify(String(given).slice(0, 80))}`);
-  }
-  return given;
-}
-
-function dataLength(data: Uint8Array | readonly Uint8Array[]): number {
-  if (data instanceof Uint8Array) return data.byteLength;
-  let n = 0;
-  for (const part of data) n += part.byteLength;
-  return n;
-}
-
-function checkPassword(password: string): void {
-  if (password.length === 0 || password.length > MAX_PASSWORD) {
-    throw new PostsealError('STORE_BAD_PASSWORD', `password must be 1 to ${MAX_PASSWORD} characters`);
-  }
-}
-
-/** Sender patterns as stored: lower-cased, checked, without duplicates. */
-function checkSenders(patterns: readonly string[]): string[] {
-  const out = new Set<string>();
-  for (const raw of patterns) {
-    const p = raw.trim().toLowerCase();
-    if (!isSenderPattern(p)) {
-      throw new PostsealError('STORE_BAD_SENDER', `not a sender pattern: ${JSON.stringify(raw.slice(0, 80))} (expected local@domain, *@domain or *)`);
-    }
-    out.add(p);
-  }
-  return [...out];
 }
 
 class SqliteStoreImpl extends SqliteReader implements SqliteStore {
@@ -112,56 +58,8 @@ class SqliteStoreImpl extends SqliteReader implements SqliteStore {
   }
 
   async accept(msg: IncomingMessage): Promise<{ id: string }> {
-    const local = [...new Set(msg.localRecipients.map(normalizeAddress))];
-    const remote = [...new Set(msg.remoteRecipients.map(remoteRecipient))];
-    // The address table's final targets (store/resolve.ts); without them, the envelope's local
-    // recipients are the mailboxes (library callers, catch-all without a table).
-    const finals = msg.mailboxes === undefined ? local : [...new Set(msg.mailboxes.map(normalizeAddress))];
-    // Mailboxes handed to a delivery target get a queue row instead of a mailbox entry (first
-    // target named wins for a mailbox; 'store' means the built-in mailbox, i.e. no handoff).
-    const handoffs: Array<{ mailbox: string; target: string }> = [];
-    const handed = new Set<string>();
-    for (const h of msg.handoffs ?? []) {
-      const mailbox = normalizeAddress(h.mailbox);
-      const target = h.target.trim();
-      if (target === 'store' || handed.has(mailbox)) continue;
-      if (target === '') throw new PostsealError('STORE_BAD_HANDOFF', `handoff of ${mailbox}: the target is empty`);
-      handed.add(mailbox);
-      handoffs.push({ mailbox, target });
-    }
-    const mailboxes = finals.filter((m) => !handed.has(m));
-    const forwards = [...new Set(Object.keys(msg.forwardedFrom ?? {}).map(remoteRecipient))].filter((f) => !remote.includes(f));
-    if (mailboxes.length + remote.length + forwards.length + handoffs.length === 0) {
-      throw new PostsealError('STORE_NO_RECIPIENTS', 'a message needs at least one recipient');
-    }
     const nowMs = Date.now();
-    const record: MessageRecord = {
-      id: messageId(msg, nowMs),
-      receivedAt: msg.receivedAt.toISOString(),
-      mailFrom: msg.mailFrom,
-      localRecipients: local,
-      remoteRecipients: remote,
-      mailboxes,
-      forwards,
-      handoffs,
-      listener: msg.listener,
-      clientAddress: msg.clientAddress,
-      heloName: msg.heloName,
-      authUser: msg.authUser,
-      tlsJson: msg.tls === null ? null : JSON.stringify(msg.tls),
-      requireTls: msg.requireTls,
-      body: msg.body,
-      smtpUtf8: msg.smtpUtf8,
-      envId: msg.envId,
-      ret: msg.ret,
-      recipientDsn: Object.fromEntries(
-        Object.entries(msg.recipientDsn ?? {}).map(([a, d]) => [a, { notify: d.notify?.join(',') ?? null, orcpt: d.orcpt }]),
-      ),
-      authResultsJson: msg.authResults ? JSON.stringify(msg.authResults) : null,
-      quarantine: msg.quarantine === true,
-      file: msg.spooled?.file ?? null,
-      fileSize: msg.spooled?.size ?? 0,
-    };
+    const record = messageRecord(msg, nowMs);
     await this.committer.submit({ kind: 'accept', msg: record, offset: 0, length: dataLength(msg.data), nowMs }, msg.data);
     return { id: record.id };
   }

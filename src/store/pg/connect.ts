@@ -1,0 +1,143 @@
+/**
+ * Connecting to PostgreSQL: the URL check, the password source, the pool settings (timeouts, so
+ * that nothing waits forever on a server that is gone), the type parsers, and the mapping of
+ * driver errors to our codes.
+ *
+ * Invariants:
+ * - The password never comes from the URL (a URL ends up in configs, `ps` output and logs): a URL
+ *   that carries one is refused (STORE_BAD_URL). It comes from PGPASSWORD (read by `pg` itself),
+ *   ~/.pgpass (also `pg`'s), or the password file named in the options (read once, trimmed).
+ * - Every connection attempt has a deadline (connectTimeoutMs), every statement too, on both sides
+ *   (statement_timeout in the server, query_timeout in the client for a server that stopped
+ *   answering): an operation on an unreachable server rejects, it never hangs.
+ * - A lost connection, a refused one and a timeout all become STORE_UNAVAILABLE: the caller can
+ *   only retry later (the SMTP server answers 451 4.3.0).
+ * - int8 values (ms timestamps, counts, seq) parse as numbers: every value we store fits in 2^53.
+ *   The parsers are this pool's own, the driver's global table is not touched.
+ */
+import { readFileSync } from 'node:fs';
+import pg from 'pg';
+import { PostsealError, type ErrorCode } from '../../errors.js';
+
+export interface PgConnectOptions {
+  /** Connections in the pool (default 10). */
+  poolSize?: number;
+  /** A file holding the password (read once, trimmed); else PGPASSWORD or ~/.pgpass. */
+  passwordFile?: string | null;
+  /** Deadline of a connection attempt (default 5000 ms). */
+  connectTimeoutMs?: number;
+  /** Deadline of one statement (default 30000 ms). */
+  statementTimeoutMs?: number;
+  /** Every transaction read-only (default_transaction_read_only): the CLI reading a cluster. */
+  readOnly?: boolean;
+}
+
+const INT8_OID = 20;
+
+/** The URL as given, checked: postgres:// or postgresql://, no password in it. */
+export function checkPgUrl(url: string): URL {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new PostsealError('STORE_BAD_URL', `not a PostgreSQL URL: ${JSON.stringify(url.slice(0, 80))} (expected postgres://USER@HOST:PORT/DB)`);
+  }
+  if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') {
+    throw new PostsealError('STORE_BAD_URL', `not a PostgreSQL URL: scheme ${u.protocol} (expected postgres://USER@HOST:PORT/DB)`);
+  }
+  // The URL is echoed in configs, process lists and logs; a secret in it would leak there.
+  if (u.password !== '' || /[?&]password=/i.test(u.search)) {
+    throw new PostsealError('STORE_BAD_URL', 'put the password in PGPASSWORD or store.passwordFile, not in the URL');
+  }
+  return u;
+}
+
+/** The URL without anything secret, for messages (it has none: checkPgUrl refused it). */
+export function describeUrl(u: URL): string {
+  return `${u.protocol}//${u.username === '' ? '' : `${decodeURIComponent(u.username)}@`}${u.host}${u.pathname}`;
+}
+
+function readPasswordFile(file: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new PostsealError('STORE_BAD_URL', `cannot read the password file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+  }
+  return text.trim();
+}
+
+function int8(value: string): number {
+  return Number(value);
+}
+
+/** The pool's type parsers: the driver's, except int8 as a number. */
+function typeParsers(): pg.CustomTypesConfig {
+  return {
+    getTypeParser: ((oid: number, format?: 'text' | 'binary') => {
+      if (oid === INT8_OID && format !== 'binary') return int8;
+      return pg.types.getTypeParser(oid, format ?? 'text');
+    }) as pg.CustomTypesConfig['getTypeParser'],
+  };
+}
+
+export function poolConfig(url: string, opts: PgConnectOptions): pg.PoolConfig {
+  checkPgUrl(url);
+  const statementTimeoutMs = opts.statementTimeoutMs ?? 30_000;
+  const config: pg.PoolConfig = {
+    connectionString: url,
+    max: opts.poolSize ?? 10,
+    connectionTimeoutMillis: opts.connectTimeoutMs ?? 5000,
+    // The server cancels a statement past this; the client gives up a little later (a server that
+    // stopped answering cannot cancel anything).
+    statement_timeout: statementTimeoutMs,
+    query_timeout: statementTimeoutMs + 2000,
+    // A transaction left open by a node that hangs must not hold row locks for long.
+    idle_in_transaction_session_timeout: Math.max(statementTimeoutMs * 2, 10_000),
+    idleTimeoutMillis: 30_000,
+    keepAlive: true,
+    application_name: 'postseal',
+    types: typeParsers(),
+  };
+  if (opts.passwordFile !== undefined && opts.passwordFile !== null) config.password = readPasswordFile(opts.passwordFile);
+  if (opts.readOnly === true) config.options = '-c default_transaction_read_only=on';
+  return config;
+}
+
+/** SQLSTATEs that mean "the server is not there for us right now". */
+const UNAVAILABLE_STATES = new Set([
+  '57P01', // admin_shutdown
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now (starting up, shutting down, in recovery)
+  '57014', // query_canceled: our statement_timeout
+  '53300', // too_many_connections
+  '53000', // insufficient_resources
+  '25P03', // idle_in_transaction_session_timeout
+  '40P01', // deadlock_detected: the batch can be tried again
+  '40001', // serialization_failure: likewise
+]);
+
+const UNAVAILABLE_ERRNO = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOENT']);
+
+/** Whether an error from the driver means the server is unreachable, gone or overloaded. */
+export function isUnavailable(err: unknown): boolean {
+  if (err === null || typeof err !== 'object') return false;
+  const code = 'code' in err && typeof err.code === 'string' ? err.code : '';
+  if (code.startsWith('08') || UNAVAILABLE_STATES.has(code) || UNAVAILABLE_ERRNO.has(code)) return true;
+  const message = err instanceof Error ? err.message : '';
+  // The driver's own messages for a socket that closed, a connect or query deadline, a dead client.
+  return /Connection terminated|timeout expired|Query read timeout|not queryable|Client was closed|connection error|Connection ended/i.test(message);
+}
+
+/** Our error for a failed driver call: STORE_UNAVAILABLE when the server is not reachable, else `fallback`. */
+export function storeError(err: unknown, what: string, fallback: ErrorCode): PostsealError {
+  if (err instanceof PostsealError) return err;
+  const detail = err instanceof Error ? err.message : String(err);
+  if (isUnavailable(err)) return new PostsealError('STORE_UNAVAILABLE', `PostgreSQL unavailable (${what}): ${detail}`, { cause: err });
+  return new PostsealError(fallback, `${what}: ${detail}`, { cause: err });
+}
+
+/** The SQLSTATE of a driver error ('' when it has none). */
+export function sqlState(err: unknown): string {
+  return err !== null && typeof err === 'object' && 'code' in err && typeof err.code === 'string' ? err.code : '';
+}
