@@ -10,12 +10,15 @@
  * Protocol with the harness: JSON lines on stdout: {"event":"start"}, then {"event":"end",...}
  * (or {"event":"holding",...} in idle mode). It measures its own CPU (process.cpuUsage).
  */
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
 
 interface Args {
   host: string;
   port: number;
+  /** --ports P1,P2,…: several servers (nodes of one cluster); worker i connects to ports[i % n]. */
+  ports: number[];
   conns: number;
   msgsPerConn: number; // 0 = unlimited (one connection for the whole run)
   size: number;
@@ -27,40 +30,49 @@ interface Args {
   /** Source addresses 127.0.0.X to spread idle sessions over (per-IP limits of the peers). */
   perSourceIp: number;
   warmupMs: number;
+  /** x: lines of 'x' (the default; very compressible); base64: random base64 lines, like an attachment. */
+  body: 'x' | 'base64';
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { host: '127.0.0.1', port: 0, conns: 50, msgsPerConn: 1, size: 2048, count: 1e9, durationMs: 10_000, pipelining: false, mode: 'run', idle: 1000, perSourceIp: 100, warmupMs: 0 };
+  const a: Args = { host: '127.0.0.1', port: 0, ports: [], conns: 50, msgsPerConn: 1, size: 2048, count: 1e9, durationMs: 10_000, pipelining: false, mode: 'run', idle: 1000, perSourceIp: 100, warmupMs: 0, body: 'x' };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = argv[i + 1] ?? '';
     switch (k) {
       case '--port': a.port = Number(v); i++; break;
+      case '--ports': a.ports = v.split(',').map(Number); i++; break;
       case '--conns': a.conns = Number(v); i++; break;
       case '--msgs-per-conn': a.msgsPerConn = Number(v); i++; break;
       case '--size': a.size = Number(v); i++; break;
       case '--count': a.count = Number(v); i++; break;
       case '--duration': a.durationMs = Number(v) * 1000; i++; break;
       case '--pipelining': a.pipelining = true; break;
+      case '--body': a.body = v === 'base64' ? 'base64' : 'x'; i++; break;
       case '--warmup': a.warmupMs = Number(v) * 1000; i++; break;
       case '--mode': a.mode = v === 'idle' ? 'idle' : 'run'; i++; break;
       case '--idle': a.idle = Number(v); i++; break;
       default: throw new Error(`loadgen: unknown argument ${k}`);
     }
   }
-  if (!a.port) throw new Error('loadgen: --port is required');
+  if (!a.ports.length) a.ports = [a.port];
+  if (!a.ports.every((p) => Number.isInteger(p) && p > 0 && p < 65536)) throw new Error('loadgen: --port or --ports is required');
+  a.port = a.ports[0] as number;
   if (a.host !== '127.0.0.1') throw new Error('loadgen: loopback only');
   return a;
 }
 
 /** A message of exactly `size` bytes (headers + 76-char lines, CRLF), then the end-of-data line. */
-export function makeBody(size: number): Buffer {
+export function makeBody(size: number, kind: 'x' | 'base64' = 'x'): Buffer {
   const head = 'From: <bench@example.com>\r\nTo: <bench@localhost>\r\nSubject: postseal bench\r\nMessage-ID: <bench@example.com>\r\n\r\n';
   const parts: string[] = [head];
   let len = head.length;
   const line = 'x'.repeat(76) + '\r\n';
+  // base64: 57 random bytes per 76-character line (RFC 2045 §6.8), drawn once: a body like an attachment.
+  const random = kind === 'base64' ? randomBytes(Math.ceil(size / 76) * 57 + 57) : null;
+  let k = 0;
   while (len + line.length <= size) {
-    parts.push(line);
+    parts.push(random ? random.subarray(57 * k, 57 * ++k).toString('base64') + '\r\n' : line);
     len += line.length;
   }
   if (size - len >= 3) {
@@ -177,9 +189,11 @@ interface Stats {
   errorSamples: Map<string, number>;
   latUs: number[];
   sessionUs: number[];
+  /** Messages acknowledged per server port (several with --ports). */
+  perPort: Map<number, number>;
 }
 
-const stats: Stats = { messages: 0, bytes: 0, sessions: 0, handshakes: 0, errors: 0, errorSamples: new Map(), latUs: [], sessionUs: [] };
+const stats: Stats = { messages: 0, bytes: 0, sessions: 0, handshakes: 0, errors: 0, errorSamples: new Map(), latUs: [], sessionUs: [], perPort: new Map() };
 
 function noteError(e: unknown): void {
   stats.errors++;
@@ -259,10 +273,12 @@ async function sendMessage(a: Args, wire: Wire, sock: tls.TLSSocket, body: Buffe
   await wire.expect('250', 'end of data');
   stats.latUs.push((performance.now() - t) * 1000);
   stats.messages++;
+  stats.perPort.set(a.port, (stats.perPort.get(a.port) ?? 0) + 1);
   stats.bytes += body.length - 3;
 }
 
-async function worker(a: Args, body: Buffer): Promise<void> {
+async function worker(a: Args, body: Buffer, index = 0): Promise<void> {
+  if (a.ports.length > 1) a = { ...a, port: a.ports[index % a.ports.length] as number };
   let consecutiveErrors = 0;
   while (performance.now() < stopAt && issued < a.count) {
     let sess: Awaited<ReturnType<typeof openSession>> | null = null;
@@ -301,10 +317,11 @@ function emit(obj: object): void {
 async function warmup(a: Args, body: Buffer): Promise<void> {
   if (a.warmupMs <= 0) return;
   stopAt = performance.now() + a.warmupMs;
-  await Promise.all(Array.from({ length: Math.min(a.conns, 10) }, () => worker({ ...a, count: 1e9 }, body)));
+  await Promise.all(Array.from({ length: Math.max(Math.min(a.conns, 10), a.ports.length) }, (_, i) => worker({ ...a, count: 1e9 }, body, i)));
   issued = 0;
   stats.messages = stats.bytes = stats.sessions = stats.handshakes = stats.errors = 0;
   stats.errorSamples.clear();
+  stats.perPort.clear();
   stats.latUs = [];
   stats.sessionUs = [];
 }
@@ -324,14 +341,14 @@ function readyGo(): Promise<void> {
 }
 
 async function runMode(a: Args): Promise<void> {
-  const body = makeBody(a.size);
+  const body = makeBody(a.size, a.body);
   await warmup(a, body);
   await readyGo();
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   stopAt = t0 + a.durationMs;
   emit({ event: 'start' });
-  await Promise.all(Array.from({ length: a.conns }, () => worker(a, body)));
+  await Promise.all(Array.from({ length: a.conns }, (_, i) => worker(a, body, i)));
   const wallMs = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
   const lat = stats.latUs.sort((x, y) => x - y);
@@ -345,6 +362,7 @@ async function runMode(a: Args): Promise<void> {
     handshakes: stats.handshakes,
     errors: stats.errors,
     errorSamples: Object.fromEntries(stats.errorSamples),
+    perPort: Object.fromEntries(stats.perPort),
     latencyMs: { p50: (pct(lat, 50) ?? NaN) / 1000, p99: (pct(lat, 99) ?? NaN) / 1000 },
     sessionMs: { p50: (pct(ses, 50) ?? NaN) / 1000, p99: (pct(ses, 99) ?? NaN) / 1000 },
     loadgenCpuMs: (cpu.user + cpu.system) / 1000,

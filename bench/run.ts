@@ -37,11 +37,14 @@ interface Options {
   speedSeconds: number;
   warmupS: number;
   rounds: number;
+  /** A compiled postseal to measure as is (its dist/), instead of building the working tree. */
+  dist: string | null;
 }
 
 function usage(): never {
   process.stdout.write(`usage: npm run bench -- [options]
-  --scenario LIST   ${SCENARIOS.join(',')} (default: all); or lmtp alone (bench/lmtp.ts, its own options)
+  --scenario LIST   ${SCENARIOS.join(',')} (default: all); or lmtp alone (bench/lmtp.ts, its own options),
+                    or cluster alone (bench/cluster.ts: 1-3 nodes on one PostgreSQL, its own options)
   --peers LIST      ${PEER_NAMES.join(',')} (default: all)
   --duration S      seconds per (scenario, peer) run (default 15; --quick: 1)
   --count N         at most N messages per run (default 500000; --quick: 20000)
@@ -53,12 +56,13 @@ function usage(): never {
   --quick           short smoke run (< 2 min)
   --profile DIR     run postseal peers under node --cpu-prof, profiles into DIR
   --out FILE        JSON result path (default bench/results/<timestamp>.json)
+  --dist DIR        measure this compiled postseal (a dist/ directory) instead of building the tree
 `);
   process.exit(0);
 }
 
 function parseOptions(argv: string[]): Options {
-  const o: Options = { scenarios: [...SCENARIOS], peers: [...PEER_NAMES], durationS: 15, count: 500_000, quick: false, pipelining: false, conns: 50, idle: 1000, certType: 'ec', profileDir: null, out: null, speedSeconds: 2, warmupS: 1, rounds: 1 };
+  const o: Options = { scenarios: [...SCENARIOS], peers: [...PEER_NAMES], durationS: 15, count: 500_000, quick: false, pipelining: false, conns: 50, idle: 1000, certType: 'ec', profileDir: null, out: null, speedSeconds: 2, warmupS: 1, rounds: 1, dist: null };
   let duration: number | null = null;
   let count: number | null = null;
   let idleGiven = false;
@@ -89,6 +93,7 @@ function parseOptions(argv: string[]): Options {
       case '--cert-type': { const t = v(); if (t !== 'ec' && t !== 'rsa') throw new Error('--cert-type: ec|rsa'); o.certType = t; break; }
       case '--profile': o.profileDir = v(); break;
       case '--out': o.out = v(); break;
+      case '--dist': o.dist = v(); break;
       case '-h':
       case '--help': usage(); break;
       default: throw new Error(`unknown option ${k} (try --help)`);
@@ -248,20 +253,39 @@ async function runLoad(sc: Exclude<Scenario, 'idle'>, peer: RunningPeer, o: Opti
   const lg = startLoadgen(args, genCore);
   try {
     await lg.next('ready', 60_000 + o.warmupS * 1000);
+    const c0 = peer.db ? await peer.db.pg.counters(peer.db.name) : null;
     const before = sampleTree(peer.pid);
+    const db0 = peer.db ? sampleTree(peer.db.pid) : null;
     const m0 = machineCpu();
     lg.send('go');
     const end = await lg.next('end', o.durationS * 1000 + 90_000);
     const after = sampleTree(peer.pid);
+    const db1 = peer.db ? sampleTree(peer.db.pid) : null;
     const m1 = machineCpu();
     await lg.exited;
+    const c1 = peer.db ? await peer.db.pg.counters(peer.db.name) : null;
     const wallMs = end.wallMs as number;
     const messages = end.messages as number;
     const bytes = end.bytes as number;
-    const cpuMs = after.cpuMs - before.cpuMs;
+    const nodeCpuMs = after.cpuMs - before.cpuMs;
+    const dbCpuMs = db0 && db1 ? db1.cpuMs - db0.cpuMs : 0;
+    // Server CPU = the node's tree + the database server's tree (PostgreSQL's processes are not children of the node).
+    const cpuMs = nodeCpuMs + dbCpuMs;
     const windowMs = after.at - before.at;
     const units = spec.unit === 'session' ? (end.sessions as number) : spec.unit === 'MiB' ? bytes / 1048576 : messages;
+    const db =
+      c0 && c1 && db0 && db1
+        ? {
+            dbCpuMs,
+            dbCpuMsPerUnit: units > 0 ? dbCpuMs / units : NaN,
+            nodeCpuMsPerUnit: units > 0 ? nodeCpuMs / units : NaN,
+            // Exact counters (see bench/lib/pg.ts): write transactions and WAL bytes.
+            dbCommits: c1.nextXid - c0.nextXid,
+            dbWalBytesPerMsg: messages > 0 ? (c1.walLsn - c0.walLsn) / messages : NaN,
+          }
+        : {};
     return {
+      ...db,
       scenario: sc,
       peer: peer.name,
       status: 'ok',
@@ -376,9 +400,35 @@ function runLmtpScenario(argv: string[]): number | null {
   return r.status ?? 1;
 }
 
+/**
+ * `--scenario cluster` (issue 13: 1, 2, 3 serve nodes on one PostgreSQL) is its own script too
+ * (bench/cluster.ts: --nodes, --duration, --conns, --pools, --no-async, --quick, --json): the
+ * harness builds dist/ as for the other postseal peers and runs it alone, as a child.
+ */
+function runClusterScenario(argv: string[]): number | null {
+  const i = argv.findIndex((a) => a === '--scenario' || a === '--scenarios');
+  if (i < 0 || argv[i + 1] !== 'cluster') return null;
+  const rest = [...argv.slice(0, i), ...argv.slice(i + 2)];
+  installExitHandlers();
+  const work = mkdtempSync(join(tmpdir(), 'postseal-bench-'));
+  const unregister = onCleanup(() => rmSync(work, { recursive: true, force: true }));
+  try {
+    const given = rest.indexOf('--dist');
+    const dist = given >= 0 ? (rest.splice(given, 2)[1] as string) : ensureBuilt(work);
+    if (staleNote) process.stdout.write(`note: ${staleNote}\n`);
+    const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/cluster.ts'), ...rest, '--dist', dist], { cwd: ROOT, stdio: 'inherit' });
+    return r.status ?? 1;
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+    unregister();
+  }
+}
+
 async function main(): Promise<void> {
   const lmtp = runLmtpScenario(process.argv.slice(2));
   if (lmtp !== null) process.exit(lmtp);
+  const cluster = runClusterScenario(process.argv.slice(2));
+  if (cluster !== null) process.exit(cluster);
   installExitHandlers();
   const o = parseOptions(process.argv.slice(2));
   const t0 = Date.now();
@@ -412,7 +462,8 @@ async function main(): Promise<void> {
     }
     if (o.peers.some((p) => p.startsWith('postseal'))) {
       try {
-        env.dist = ensureBuilt(work);
+        env.dist = o.dist ?? ensureBuilt(work);
+        if (o.dist) staleNote = `measured the given build ${o.dist} (--dist)`;
       } catch (e) {
         for (const p of o.peers) if (p.startsWith('postseal')) skipped.set(p, e instanceof Error ? e.message : String(e));
       }
@@ -449,7 +500,7 @@ async function main(): Promise<void> {
             process.stdout.write(
               sc === 'idle'
                 ? `${r.idle?.open} open, ${r.idle?.rssKbPerConn.toFixed(1)} KB RSS/conn, ${r.idle?.pssKbPerConn.toFixed(1)} KB PSS/conn, ${r.errors} errors (${((Date.now() - t1) / 1000).toFixed(1)} s)\n`
-                : `${r.msgsPerSec?.toFixed(0)} msgs/s, server ${r.serverCpuMsPerUnit?.toFixed(3)} ms/${r.unit}, generator ${r.loadgenCpuPct?.toFixed(0)} % CPU, other load ${r.otherLoadPct?.toFixed(0)} %, ${r.errors} errors (${((Date.now() - t1) / 1000).toFixed(1)} s)\n`,
+                : `${r.msgsPerSec?.toFixed(0)} msgs/s, server ${r.serverCpuMsPerUnit?.toFixed(3)} ms/${r.unit}${r.dbCpuMsPerUnit !== undefined ? ` (node ${r.nodeCpuMsPerUnit?.toFixed(3)} + PostgreSQL ${r.dbCpuMsPerUnit.toFixed(3)}; ${r.dbCommits} write transactions)` : ''}, generator ${r.loadgenCpuPct?.toFixed(0)} % CPU, other load ${r.otherLoadPct?.toFixed(0)} %, ${r.errors} errors (${((Date.now() - t1) / 1000).toFixed(1)} s)\n`,
             );
           } catch (e) {
             const msg = e instanceof Error ? e.message : String(e);

@@ -8,9 +8,10 @@ import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { httpOffArgs } from './http-off.js';
+import { pgUnavailable, startBenchPostgres, type BenchPg } from './pg.js';
 import { freePort, hasCommand, onCleanup, spawnPinned, treePids, waitForLine, waitForPort } from './proc.js';
 
-export const PEER_NAMES = ['postseal-durable', 'postseal-discard', 'postfix', 'smtp-server', 'aiosmtpd'] as const;
+export const PEER_NAMES = ['postseal-durable', 'postseal-postgres', 'postseal-discard', 'postfix', 'smtp-server', 'aiosmtpd'] as const;
 export type PeerName = (typeof PEER_NAMES)[number];
 
 export interface RunningPeer {
@@ -21,6 +22,8 @@ export interface RunningPeer {
   /** Whether the tree has several processes (PSS is then the fair memory figure). */
   multiProcess: boolean;
   notes: string[];
+  /** A database server the peer commits to (postseal-postgres): its CPU is server CPU too, reported apart. */
+  db?: { pid: number; name: string; pg: BenchPg };
   stop(): Promise<void>;
 }
 
@@ -49,6 +52,8 @@ export function unavailable(name: PeerName): string | null {
       const r = spawnSync('/usr/bin/python3', ['-c', 'import aiosmtpd'], { stdio: 'ignore' });
       return r.status === 0 ? null : 'aiosmtpd not importable by /usr/bin/python3: apt-get install -y python3-aiosmtpd';
     }
+    case 'postseal-postgres':
+      return pgUnavailable();
     case 'smtp-server':
       return existsSync(join(process.cwd(), 'node_modules/smtp-server/package.json')) ? null : 'smtp-server missing: npm install (it is a devDependency)';
     default:
@@ -80,7 +85,7 @@ export async function startPeer(name: PeerName, env: PeerEnv): Promise<RunningPe
       const p = await nodePeer(
         name,
         env,
-        [join(env.dist, 'cli/main.js'), 'serve', '--data', t.dir, '--hostname', 'bench.localhost', '--mx', '127.0.0.1:0', '--submission', 'off', '--submissions', 'off', '--cert', env.certFile, '--key', env.keyFile, '--log-level', 'silent', '--catch-all', '--no-auth-verify', ...httpOffArgs(env.dist)],
+        serveArgs(env, t.dir),
         /listening mx 127\.0\.0\.1:(\d+)/,
         ['SQLite store in a temp data dir (fsync before 250, group commit)'],
       ).catch((e: unknown) => {
@@ -98,6 +103,8 @@ export async function startPeer(name: PeerName, env: PeerEnv): Promise<RunningPe
         },
       };
     }
+    case 'postseal-postgres':
+      return startPostsealPostgres(env);
     case 'postseal-discard': {
       const t = tmp('discard');
       const p = await nodePeer(name, env, ['--import', 'tsx', 'bench/postseal-discard.ts', '--data', t.dir, '--cert', env.certFile, '--key', env.keyFile], /listening (\d+)/, ['discard sink (protocol engine alone)']).catch((e: unknown) => {
@@ -130,6 +137,45 @@ export async function startPeer(name: PeerName, env: PeerEnv): Promise<RunningPe
     }
     case 'postfix':
       return startPostfix(env);
+  }
+}
+
+/** The serve arguments every postseal store peer shares (mx only, catch-all, no verification, no HTTP). */
+export function serveArgs(env: PeerEnv, dataDir: string): string[] {
+  return [join(env.dist, 'cli/main.js'), 'serve', '--data', dataDir, '--hostname', 'bench.localhost', '--mx', '127.0.0.1:0', '--submission', 'off', '--submissions', 'off', '--cert', env.certFile, '--key', env.keyFile, '--log-level', 'silent', '--catch-all', '--no-auth-verify', ...httpOffArgs(env.dist)];
+}
+
+/**
+ * One serve node on a private PostgreSQL cluster started for this run (fsync on,
+ * synchronous_commit on: 250 only after the COMMIT is flushed to the WAL). The node and the
+ * cluster both run on the server core; the node's tree and the postmaster's tree are measured
+ * (reported together as server CPU, and PostgreSQL's share apart).
+ */
+async function startPostsealPostgres(env: PeerEnv): Promise<RunningPeer> {
+  const t = tmp('postgres');
+  let pgc: BenchPg | null = null;
+  try {
+    pgc = await startBenchPostgres(env.serverCore);
+    const db = await pgc.createDatabase('bench');
+    const p = await nodePeer('postseal-postgres', env, [...serveArgs(env, t.dir), '--store', db.url], /listening mx 127\.0\.0\.1:(\d+)/, [
+      `PostgreSQL ${pgc.version} store (private cluster on the server core, fsync on, synchronous_commit on, one transaction per group commit), one node`,
+    ]);
+    const cluster = pgc;
+    return {
+      ...p,
+      db: { pid: cluster.pid, name: db.name, pg: cluster },
+      stop: async () => {
+        await p.stop();
+        await cluster.close();
+        rmSync(t.dir, { recursive: true, force: true });
+        t.unregister();
+      },
+    };
+  } catch (e) {
+    await pgc?.close().catch(() => undefined);
+    rmSync(t.dir, { recursive: true, force: true });
+    t.unregister();
+    throw e;
   }
 }
 

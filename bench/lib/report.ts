@@ -27,6 +27,14 @@ export interface RunResult {
   generatorBound?: boolean;
   otherLoadPct?: number;
   stealPct?: number;
+  /** Peers with a database server (postseal-postgres): its CPU (included in serverCpuMs) and counters. */
+  dbCpuMs?: number;
+  dbCpuMsPerUnit?: number;
+  nodeCpuMsPerUnit?: number;
+  /** Write transactions committed in the window (transaction ids taken: one per group commit, plus the queue's writes). */
+  dbCommits?: number;
+  /** WAL bytes per message (pg_current_wal_lsn delta; PostgreSQL compresses a compressible body). */
+  dbWalBytesPerMsg?: number;
   idle?: { open: number; rssKbPerConn: number; pssKbPerConn: number; rssBeforeKb: number; rssAfterKb: number; pssBeforeKb: number; pssAfterKb: number; openMs: number; serverCpuMsPerHandshake: number };
 }
 
@@ -58,6 +66,17 @@ export function scenarioTable(scenario: string, rows: RunResult[]): string {
     out.push(
       `| ${r.peer} | ${f(r.msgsPerSec)} | ${f(r.mibPerSec)} | ${f(r.handshakesPerSec)} | ${f(r.latencyMs?.p50, 2)} | ${f(r.latencyMs?.p99, 2)} | ${f(r.serverCpuPct)} | ${f(r.serverCpuMsPerUnit, 3)} | ${f(r.loadgenCpuPct)}${r.generatorBound ? ' ⚠' : ''} | ${f(r.otherLoadPct, 0)} | ${r.errors ?? 0} |`,
     );
+  }
+  const withDb = rows.filter((r) => r.status === 'ok' && r.dbCpuMsPerUnit !== undefined);
+  if (withDb.length) {
+    const unit = withDb[0]?.unit ?? 'unit';
+    out.push('');
+    out.push(`| peer (with a database server) | node CPU ms/${unit} | PostgreSQL CPU ms/${unit} | write transactions | messages per transaction | WAL bytes/msg |`);
+    out.push('|---|---:|---:|---:|---:|---:|');
+    for (const r of withDb) {
+      const perTx = r.dbCommits && r.messages ? r.messages / r.dbCommits : NaN;
+      out.push(`| ${r.peer} | ${f(r.nodeCpuMsPerUnit, 3)} | ${f(r.dbCpuMsPerUnit, 3)} | ${r.dbCommits ?? '–'} | ${f(perTx, 1)} | ${f(r.dbWalBytesPerMsg, 0)} |`);
+    }
   }
   return out.join('\n');
 }
