@@ -20,6 +20,8 @@ import { after, test, type TestContext } from 'node:test';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import pg from 'pg';
 import { openSqliteStore, openSqliteStoreReadOnly, type Store, type StoreReader } from '../../src/store/index.js';
 import { openPgStore } from '../../src/store/pg/pg-store.js';
 import { requirePostgres, startPostgres, type PgCluster } from '../helpers/postgres.js';
@@ -41,6 +43,11 @@ export interface Site {
   open(opts?: OpenOptions): Promise<Store>;
   /** A read-only reader on this site (SQLite: openSqliteStoreReadOnly; PostgreSQL: openPgStore readOnly). */
   openReader(): Promise<StoreReader>;
+  /**
+   * The rows of one SELECT on the site's database, outside the store (what is really stored: a
+   * hash, not a secret). Plain SQL both engines read alike; no parameters.
+   */
+  rawQuery(sql: string): Promise<Array<Record<string, unknown>>>;
 }
 
 export interface Backend {
@@ -112,6 +119,14 @@ export const sqlite: Backend = withSites(
       async openReader() {
         return track(openSqliteStoreReadOnly(dir));
       },
+      async rawQuery(sql) {
+        const db = new Database(join(dir, 'postseal.db'), { readonly: true });
+        try {
+          return db.prepare(sql).all() as Array<Record<string, unknown>>;
+        } finally {
+          db.close();
+        }
+      },
     };
     return site;
   },
@@ -135,6 +150,15 @@ export const postgres: Backend = withSites(
       },
       async openReader() {
         return track(await openPgStore(url, { nodeId: 'reader', spoolDir: spool(), readOnly: true, connectTimeoutMs: 5000 }));
+      },
+      async rawQuery(sql) {
+        const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
+        await client.connect();
+        try {
+          return (await client.query<Record<string, unknown>>(sql)).rows;
+        } finally {
+          await client.end();
+        }
       },
     };
     return site;

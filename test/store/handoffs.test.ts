@@ -1,7 +1,8 @@
 /**
  * Store side of local delivery targets (issue 12): IncomingMessage.handoffs become queue rows
  * with a target and no mailbox entry, in the same accept; claimDue's `kind` separates local
- * handoffs from remote rows; schema 9 → 10 keeps old rows as remote (target NULL).
+ * handoffs from remote rows (both backends, test/store/backends.ts). SQLite only: schema 9 → 10
+ * keeps old rows as remote (target NULL) — a migration of old SQLite files.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,12 +11,13 @@ import Database from 'better-sqlite3';
 import { openSqliteStore } from '../../src/store/index.js';
 import { SCHEMA_VERSION } from '../../src/store/schema.js';
 import { makeMessage, tempDirs } from './helpers.js';
+import { storeTest } from './backends.js';
 
 const dirs = tempDirs();
 after(() => dirs.cleanup());
 
-test('handoffs: a queue row with the target and no mailbox entry; other mailboxes keep theirs; DSN per mailbox', async () => {
-  const store = await openSqliteStore(dirs.make());
+storeTest('handoffs: a queue row with the target and no mailbox entry; other mailboxes keep theirs; DSN per mailbox', async (b) => {
+  const store = await b.open();
   try {
     const { id } = await store.accept(
       makeMessage({
@@ -25,9 +27,9 @@ test('handoffs: a queue row with the target and no mailbox entry; other mailboxe
         recipientDsn: { 'alice@example.org': { notify: ['SUCCESS'], orcpt: 'rfc822;Alice@example.org' } },
       }),
     );
-    assert.deepEqual(store.listMessages({ mailbox: 'alice@example.org' }), [], 'no store delivery for a handed-off mailbox');
-    assert.deepEqual(store.listMessages({ mailbox: 'bob@example.org' }).map((m) => m.id), [id], '"store" is no handoff');
-    const rows = store.listQueue().filter((e) => e.id === id).map((e) => ({ r: e.recipient, t: e.target, n: e.dsn.notify }));
+    assert.deepEqual(await store.listMessages({ mailbox: 'alice@example.org' }), [], 'no store delivery for a handed-off mailbox');
+    assert.deepEqual((await store.listMessages({ mailbox: 'bob@example.org' })).map((m) => m.id), [id], '"store" is no handoff');
+    const rows = (await store.listQueue()).filter((e) => e.id === id).map((e) => ({ r: e.recipient, t: e.target, n: e.dsn.notify }));
     assert.deepEqual(rows.sort((a, b) => a.r.localeCompare(b.r)), [
       { r: 'alice@example.org', t: 'maildir:/var/mail', n: ['SUCCESS'] },
       { r: 'far@remote.example', t: null, n: null },
@@ -41,14 +43,14 @@ test('handoffs: a queue row with the target and no mailbox entry; other mailboxe
     assert.deepEqual(await store.claimDue(now, 10), [], 'both leased');
     // A message whose only mailbox is handed off is still accepted (it has a final target).
     const only = await store.accept(makeMessage({ localRecipients: ['carol@example.org'], handoffs: [{ mailbox: 'carol@example.org', target: 'webhook:https://app.example/mail' }] }));
-    assert.equal(store.listQueue().find((e) => e.id === only.id)?.target, 'webhook:https://app.example/mail');
+    assert.equal((await store.listQueue()).find((e) => e.id === only.id)?.target, 'webhook:https://app.example/mail');
     await assert.rejects(store.accept(makeMessage({ handoffs: [{ mailbox: 'alice@example.org', target: ' ' }] })), { code: 'STORE_BAD_HANDOFF' });
   } finally {
     await store.close();
   }
 });
 
-test('schema 9 → 10: existing queue rows stay remote (target NULL)', async () => {
+test('sqlite only: schema 9 → 10: existing queue rows stay remote (target NULL)', async () => {
   const dir = dirs.make();
   const store = await openSqliteStore(dir);
   const { id } = await store.accept(makeMessage({ localRecipients: [], remoteRecipients: ['far@remote.example'] }));

@@ -1,3 +1,8 @@
+/**
+ * Readers beside a writer, on both backends (test/store/backends.ts): the CLI's read-only store
+ * sees what the server commits. SQLite only: a missing data dir, the file's schema version.
+ * Message ids (no store).
+ */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -6,40 +11,43 @@ import { newMessageId, openSqliteStore, openSqliteStoreReadOnly } from '../../sr
 import { isMessageId } from '../../src/store/ids.js';
 import { SCHEMA_VERSION } from '../../src/store/schema.js';
 import { makeMessage, tempDirs } from './helpers.js';
+import { storeTest } from './backends.js';
 
 const dirs = tempDirs();
 after(() => dirs.cleanup());
 
-test('a read-only store sees commits of a running writer, and works after it closed', async () => {
-  const dir = dirs.make();
-  const store = await openSqliteStore(dir);
+storeTest('a read-only store sees commits of a running writer, and works after it closed', async (b) => {
+  const store = await b.open();
   const a = await store.accept(makeMessage({ data: Buffer.from('first') }));
-  const ro = openSqliteStoreReadOnly(dir);
+  const ro = await b.openReader(store);
   try {
-    assert.equal(ro.getMessage(a.id)?.data.toString(), 'first');
-    const b = await store.accept(makeMessage({ data: Buffer.from('second') }));
-    assert.deepEqual(ro.listMessages().map((m) => m.id), [b.id, a.id]);
+    assert.equal((await ro.getMessage(a.id))?.data.toString(), 'first');
+    const bb = await store.accept(makeMessage({ data: Buffer.from('second') }));
+    assert.deepEqual((await ro.listMessages()).map((m) => m.id), [bb.id, a.id]);
     await store.addUser('u@example.org', 'pw');
-    assert.deepEqual(ro.listUsers(), ['u@example.org']);
+    assert.deepEqual(await ro.listUsers(), ['u@example.org']);
     assert.equal(await ro.verifyUser('u@example.org', 'pw'), true);
+    await store.accept(makeMessage({ localRecipients: [], remoteRecipients: ['far@r.example'] }));
+    assert.equal((await ro.queueStats()).queued, 1);
   } finally {
     await ro.close();
     await store.close();
   }
-  const later = openSqliteStoreReadOnly(dir);
+  const later = await b.openReader(store);
   try {
-    assert.equal(later.countMessages(), 2);
+    assert.equal(await later.countMessages(), 3);
+    assert.equal(later.hasUser('u@example.org'), true);
   } finally {
     await later.close();
   }
 });
 
-test('read-only open of a missing store fails with STORE_NOT_FOUND and creates nothing', () => {
+test('sqlite only: read-only open of a missing store fails with STORE_NOT_FOUND and creates nothing', () => {
   const dir = join(dirs.make(), 'nothing-here');
   assert.throws(() => openSqliteStoreReadOnly(dir), { code: 'STORE_NOT_FOUND' });
 });
 
-test('schema version is recorded; a newer schema is refused', async () => {
+test('sqlite only: schema version is recorded (user_version); a newer schema is refused', async () => {
   const dir = dirs.make();
   const store = await openSqliteStore(dir);
   await store.close();

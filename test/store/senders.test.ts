@@ -1,19 +1,15 @@
 /**
- * Sender patterns of users in the SQLite store: given at addUser, changed with
+ * Sender patterns of users in the store (both backends, test/store/backends.ts): given at addUser, changed with
  * editSenders, read with senderPatterns (lower-cased, sorted, no duplicates), checked on the way
  * in (STORE_BAD_SENDER), gone with the user; hasUser is the recipient directory's cheap read.
  */
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { openSqliteStore } from '../../src/store/index.js';
 import { isSenderPattern } from '../../src/store/address.js';
-import { tempDirs } from './helpers.js';
+import { storeTest } from './backends.js';
 
-const dirs = tempDirs();
-after(() => dirs.cleanup());
-
-test('senders: add with the user, edit, read back, refuse bad patterns, removed with the user', async () => {
-  const store = await openSqliteStore(dirs.make());
+storeTest('senders: add with the user, edit, read back, refuse bad patterns, removed with the user', async (b) => {
+  const store = await b.open();
   try {
     await store.addUser('Alice@Example.ORG', 'correct horse', { senders: ['*@Example.org', 'Sales@example.org', 'sales@example.org'] });
     assert.deepEqual(store.senderPatterns('alice@example.org'), ['*@example.org', 'sales@example.org']);

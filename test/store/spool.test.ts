@@ -1,23 +1,23 @@
 /**
- * Large bodies on disk: the spool file, the store row that names it, orphan
- * removal, and the body collector's memory accounting (threshold, budget, discard).
+ * Large bodies on disk: the spool file, the store row that names it (SQLite) or the body stored
+ * from it (PostgreSQL), orphan removal (both backends, test/store/backends.ts), and the body
+ * collector's memory accounting (threshold, budget, discard; no store).
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { openSqliteStore, openSqliteStoreReadOnly } from '../../src/store/index.js';
-import { BODIES_DIR, FileSpool } from '../../src/store/spool.js';
+import { FileSpool } from '../../src/store/spool.js';
 import { BodyBudget, BodyCollector } from '../../src/server/body.js';
 import { makeMessage, tempDirs } from './helpers.js';
+import { storeTest } from './backends.js';
 
 const dirs = tempDirs();
 after(() => dirs.cleanup());
 
-test('a spooled message is stored as header row + file, read back whole, sized whole', async () => {
-  const dir = dirs.make();
-  const store = await openSqliteStore(dir);
+storeTest('a spooled message is stored whole, read back whole, sized whole; a reader reads it the same way', async (b) => {
+  const store = await b.open();
   try {
     const content = randomBytes(3 * 1024 * 1024);
     const msg = makeMessage();
@@ -28,16 +28,24 @@ test('a spooled message is stored as header row + file, read back whole, sized w
     assert.equal(spooled.size, content.length);
     const header = Buffer.from('Received: from x by y; Mon, 1 Jan 2024 00:00:00 +0000\r\n');
     await store.accept({ ...msg, data: [header], spooled });
-    const got = store.getMessage(msg.id);
+    const got = await store.getMessage(msg.id);
     assert.ok(got);
     assert.deepEqual(got.data, Buffer.concat([header, content]));
     assert.equal(got.summary.size, header.length + content.length);
     // The CLI's read-only store reads it the same way.
-    const ro = openSqliteStoreReadOnly(dir);
-    assert.deepEqual(ro.getMessage(msg.id)?.data, Buffer.concat([header, content]));
+    const ro = await b.openReader(store);
+    assert.deepEqual((await ro.getMessage(msg.id))?.data, Buffer.concat([header, content]));
     await ro.close();
-    assert.deepEqual(readdirSync(join(dir, BODIES_DIR)), [msg.id]);
-    assert.equal(statSync(join(dir, BODIES_DIR, msg.id)).mode & 0o777, 0o600);
+    const spoolDir = (store.spool as FileSpool).dir;
+    if (b.name === 'sqlite') {
+      // SQLite: the row names the file, which stays in the data dir's bodies/ (mode 0600).
+      assert.deepEqual(readdirSync(spoolDir), [msg.id]);
+      assert.equal(statSync(join(spoolDir, msg.id)).mode & 0o777, 0o600);
+    } else {
+      // PostgreSQL: nodes are on different hosts, so the body is stored in the database and the
+      // local spool file goes after the commit.
+      assert.deepEqual(readdirSync(spoolDir), []);
+    }
   } finally {
     await store.close();
   }
@@ -56,23 +64,24 @@ test('discard removes the file; a name is created only once', async () => {
   await assert.rejects(f.finish(), (e: Error & { code?: string }) => e.code === 'STORE_SPOOL_CLOSED');
 });
 
-test('orphan spool files (no row, old enough) are removed; referenced and young ones are kept', async () => {
-  const dir = dirs.make();
-  const store = await openSqliteStore(dir);
+storeTest('orphan spool files (no message, old enough) are removed; referenced and young ones are kept', async (b) => {
+  const store = await b.open();
   try {
     const msg = makeMessage();
     const f = store.spool.create(msg.id);
     f.write([Buffer.from('body\r\n')]);
     await store.accept({ ...msg, data: [Buffer.from('H: 1\r\n')], spooled: await f.finish() });
-    const bodies = join(dir, BODIES_DIR);
+    const bodies = (store.spool as FileSpool).dir;
     writeFileSync(join(bodies, 'orphan-old'), 'x');
     writeFileSync(join(bodies, 'orphan-young'), 'x');
     const old = new Date(Date.now() - 2 * 3_600_000);
     utimesSync(join(bodies, 'orphan-old'), old, old);
-    utimesSync(join(bodies, msg.id), old, old);
+    // SQLite keeps the committed body in its file: old, but referenced. PostgreSQL removed it.
+    const kept = b.name === 'sqlite' ? [msg.id] : [];
+    for (const name of kept) utimesSync(join(bodies, name), old, old);
     assert.equal(store.removeOrphanBodies(), 1);
-    assert.deepEqual(readdirSync(bodies).sort(), [msg.id, 'orphan-young'].sort());
-    assert.equal(store.getMessage(msg.id)?.data.toString(), 'H: 1\r\nbody\r\n');
+    assert.deepEqual(readdirSync(bodies).sort(), [...kept, 'orphan-young'].sort());
+    assert.equal((await store.getMessage(msg.id))?.data.toString(), 'H: 1\r\nbody\r\n');
   } finally {
     await store.close();
   }
