@@ -101,9 +101,14 @@ test('group commit: 200 concurrent accepts are all stored, in fewer commits than
     store.accept(makeMessage({ id: first.id })),
     store.addUser('u@example.org', 'pw'),
     store.addUser('u@example.org', 'pw2'),
+    // Submitted in the same tick as the accepts (same batch): an op that fails inside the
+    // transaction (the writer then runs the batch again with a savepoint per op) fails alone.
+    store.addAlias('big@example.org', Array.from({ length: 1001 }, (_, i) => `t${i}@example.org`)),
+    store.addAlias('ok@example.org', ['a@example.org']),
   ]);
   const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-  assert.deepEqual(failed.map((r) => (r.reason as PostsealError).code).sort(), ['STORE_ID_COLLISION', 'USER_EXISTS']);
+  assert.deepEqual(failed.map((r) => (r.reason as PostsealError).code).sort(), ['STORE_BAD_ALIAS', 'STORE_ID_COLLISION', 'USER_EXISTS']);
+  assert.deepEqual(await store.listAliases(), [{ address: 'ok@example.org', targets: ['a@example.org'] }]);
   const s = store.stats();
   assert.equal(s.messages - before.messages, 200);
   assert.ok(s.commits - before.commits < 200, `commits: ${s.commits - before.commits}`);
@@ -125,6 +130,12 @@ test('a spooled body is read into the row, the spool file goes after the commit'
   const got = await store.getMessage(id);
   assert.deepEqual(got?.data, Buffer.concat([header, content]));
   assert.equal(got?.summary.size, header.length + content.length);
+  // A spool file no commit took (a crash before COMMIT) is an orphan.
+  const left = store.spool.create('left1');
+  left.write([Buffer.from('x')]);
+  await left.finish();
+  assert.equal(store.removeOrphanBodies(0), 1);
+  assert.equal(existsSync(join(dir, 'left1')), false);
 });
 
 test('claims: two nodes claiming at once never get the same row (SKIP LOCKED); the claim names the node', { skip }, async () => {
