@@ -94,6 +94,7 @@ export function relayRunnerSettings(r: RelaySettings, ca: string | null = null):
     retry: { minBackoffMs: r.minBackoffMs, maxBackoffMs: r.maxBackoffMs, maxAgeMs: r.maxQueueAgeMs },
     intervalMs: r.intervalMs,
     concurrency: r.concurrency,
+    leaseMs: r.leaseMs,
     maxMessagesPerConnection: r.maxMessagesPerConnection,
     bounceSizeLimit: r.bounceSizeLimit,
   };

@@ -57,6 +57,17 @@ export interface BatchOptions extends SessionOptions {
   chunking?: boolean;
   /** Most messages over one connection before QUIT and a new one (default 100). */
   maxPerConnection?: number;
+  /**
+   * Called once per message as soon as its result is final: after the server's reply to its end
+   * of data (or its failure), before anything of the next message (RSET, MAIL FROM) is sent —
+   * and awaited, so a caller can commit the outcome to durable storage first (the queue runner
+   * does: a node that dies mid-batch then re-sends only the messages it had not recorded). The
+   * result is the one deliverBatch() returns for the message, with the transcript as far as it
+   * went then. A message sent again on a new connection (lost before its content) is reported
+   * once, after that attempt. Should the callback throw, no further message is sent, the
+   * connection is closed and deliverBatch() rejects with that error.
+   */
+  onResult?: (index: number, result: DeliveryResult) => void | Promise<void>;
 }
 
 export const DEFAULT_MAX_PER_CONNECTION = 100;
@@ -140,6 +151,47 @@ export async function deliverBatch(opts: BatchOptions, messages: BatchMessage[])
   const settle = (i: number, s: Settled): void => {
     settled[i] = s;
   };
+  let connections = 0;
+  const resultOf = (m: BatchMessage, i: number): DeliveryResult => {
+    const s = settled[i] ?? { error: new SmtpClientError('PROTOCOL_ERROR', 'message not attempted'), recipients: null, tls: null, findings: [], conns: [] };
+    const err = s.error;
+    const recipients =
+      s.recipients ??
+      (err ? m.to.map((address): RecipientOutcome => ({ address, status: err.permanent ? 'failed' : 'deferred', reply: err.reply, reason: `${err.code}: ${err.message}` })) : []);
+    const entries = transcript.entries;
+    return {
+      ok: err === null && recipients.every((r) => r.status === 'delivered'),
+      host: opts.host,
+      serverName: opts.serverName ?? opts.host,
+      port,
+      level: opts.level,
+      reached: s.tls === null ? 'none' : s.tls.dane !== null ? 'dane' : s.tls.verified ? 'verify' : 'encrypt',
+      tls: s.tls,
+      error: err ? { code: err.code, message: err.message, reply: err.reply, permanent: err.permanent } : null,
+      recipients,
+      findings: [...s.findings],
+      transcript: s.conns.length === connections ? entries : entries.filter((e) => s.conns.includes(e.connection)),
+      connections: s.conns.length,
+      dsnPassed: s.dsnPassed === true,
+    };
+  };
+  // opts.onResult: each message reported once, in the order its outcome became final; a throw
+  // stops the batch (stopped) and is rethrown once the connection is closed.
+  const reported: boolean[] = messages.map(() => false);
+  // (a cast, not an annotation: the callback sets it, so flow analysis must not narrow it to null)
+  let stopped = null as { error: unknown } | null;
+  const report = async (i: number): Promise<void> => {
+    const m = messages[i];
+    if (opts.onResult === undefined || stopped !== null || reported[i] === true || m === undefined) return;
+    reported[i] = true;
+    const r = resultOf(m, i);
+    try {
+      // A snapshot: later lines of the same connection (QUIT) are not the message's.
+      await opts.onResult(i, { ...r, transcript: [...r.transcript] });
+    } catch (err) {
+      stopped = { error: err };
+    }
+  };
 
   // Nothing goes out (not even a SYN) while an argument could inject a command.
   let shared: SmtpClientError | null = null;
@@ -166,9 +218,9 @@ export async function deliverBatch(opts: BatchOptions, messages: BatchMessage[])
       settle(i, { error: toClientError(err), recipients: null, tls: null, findings: [], conns: [] });
     }
   });
+  for (let i = 0; i < messages.length; i++) if (settled[i] !== null) await report(i);
 
-  let connections = 0;
-  while (pending.length > 0) {
+  while (pending.length > 0 && stopped === null) {
     // One session: connect, EHLO, STARTTLS at the level, EHLO (session.ts).
     if (connections > 0) transcript.connection++;
     connections++;
@@ -185,7 +237,9 @@ export async function deliverBatch(opts: BatchOptions, messages: BatchMessage[])
       const error = s.kind === 'failed' ? s.error : new SmtpClientError('PROTOCOL_ERROR', 'plaintext retry asked for twice');
       const tls = s.kind === 'failed' ? s.tls : null;
       // The next connection would meet the same fate: every message still waiting gets this outcome.
-      for (const i of pending.splice(0)) settle(i, { error, recipients: null, tls, findings, conns });
+      const failed = pending.splice(0);
+      for (const i of failed) settle(i, { error, recipients: null, tls, findings, conns });
+      for (const i of failed) await report(i);
       break;
     }
     const client: SmtpClient = s.client;
@@ -194,11 +248,13 @@ export async function deliverBatch(opts: BatchOptions, messages: BatchMessage[])
     let needRset = false;
     let lost: SmtpClientError | null = null;
     let lostOnFirst = false;
-    while (lost === null && used < max && pending.length > 0) {
+    while (lost === null && used < max && pending.length > 0 && stopped === null) {
       const i = pending[0];
       const m = i === undefined ? undefined : messages[i];
       if (i === undefined || m === undefined) break;
       let contentStarted = false;
+      // Set when this message's outcome is final: reported (awaited) before the next RSET/MAIL.
+      let done = false;
       try {
         if (needRset) {
           // RFC 5321 §4.1.1.5: clear what the last transaction left behind before the next MAIL.
@@ -223,6 +279,7 @@ export async function deliverBatch(opts: BatchOptions, messages: BatchMessage[])
         pending.shift();
         used++;
         settle(i, { ...outcomeOf(tx), tls, findings, conns, dsnPassed: tx.dsnPassed });
+        done = true;
         // After a 2xx end of data the server has reset (RFC 5321 §4.1.1.4); after a refused DATA
         // or BDAT the envelope may still be open. (sendTransaction itself RSETs when no RCPT passed.)
         needRset = tx.mail.code === 250 && tx.data !== null && (tx.data.code < 200 || tx.data.code >= 300);
@@ -232,16 +289,20 @@ export async function deliverBatch(opts: BatchOptions, messages: BatchMessage[])
           pending.shift();
           used++;
           settle(i, { error: e, recipients: null, tls, findings, conns });
-          continue;
+          done = true;
+        } else {
+          lost = e;
+          // Lost before any of its content left, after an earlier message got through: next connection.
+          if (used > 0 && !contentStarted) break;
+          lostOnFirst = used === 0;
+          pending.shift();
+          used++;
+          settle(i, { error: e, recipients: null, tls, findings, conns });
+          done = true;
         }
-        lost = e;
-        // Lost before any of its content left, after an earlier message got through: next connection.
-        if (used > 0 && !contentStarted) break;
-        lostOnFirst = used === 0;
-        pending.shift();
-        used++;
-        settle(i, { error: e, recipients: null, tls, findings, conns });
       }
+      // Outside the try: the callback's own failure is not the connection's (report catches it).
+      if (done) await report(i);
     }
     if (lost === null) {
       await client.quit();
@@ -252,34 +313,17 @@ export async function deliverBatch(opts: BatchOptions, messages: BatchMessage[])
     if (lostOnFirst) {
       // Lost on its first transaction: the server is not taking mail now, so the rest wait too
       // (and every connection of a batch settles at least one message: no endless reconnecting).
-      for (const i of pending.splice(0)) settle(i, { error: lost, recipients: null, tls, findings, conns });
+      const waiting = pending.splice(0);
+      for (const i of waiting) settle(i, { error: lost, recipients: null, tls, findings, conns });
+      for (const i of waiting) await report(i);
     }
   }
+  // Every message has been settled above; one that was not still gets its (final) report.
+  for (let i = 0; i < messages.length && stopped === null; i++) await report(i);
+  if (stopped !== null) throw stopped.error;
 
-  const entries = transcript.entries;
-  const results = messages.map((m, i): DeliveryResult => {
-    const s = settled[i] ?? { error: new SmtpClientError('PROTOCOL_ERROR', 'message not attempted'), recipients: null, tls: null, findings: [], conns: [] };
-    const err = s.error;
-    const recipients =
-      s.recipients ??
-      (err ? m.to.map((address): RecipientOutcome => ({ address, status: err.permanent ? 'failed' : 'deferred', reply: err.reply, reason: `${err.code}: ${err.message}` })) : []);
-    return {
-      ok: err === null && recipients.every((r) => r.status === 'delivered'),
-      host: opts.host,
-      serverName: opts.serverName ?? opts.host,
-      port,
-      level: opts.level,
-      reached: s.tls === null ? 'none' : s.tls.dane !== null ? 'dane' : s.tls.verified ? 'verify' : 'encrypt',
-      tls: s.tls,
-      error: err ? { code: err.code, message: err.message, reply: err.reply, permanent: err.permanent } : null,
-      recipients,
-      findings: [...s.findings],
-      transcript: s.conns.length === connections ? entries : entries.filter((e) => s.conns.includes(e.connection)),
-      connections: s.conns.length,
-      dsnPassed: s.dsnPassed === true,
-    };
-  });
-  return { results, connections, transcript: entries };
+  const results = messages.map((m, i): DeliveryResult => resultOf(m, i));
+  return { results, connections, transcript: transcript.entries };
 }
 
 /** A 421 anywhere in the transaction: RFC 5321 §3.8, the server is closing the channel. */

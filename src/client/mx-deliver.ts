@@ -73,16 +73,27 @@ export async function deliverToDomain(domain: string, opts: Omit<DeliverOptions,
   return d;
 }
 
-export async function deliverBatchToDomain(domain: string, opts: Omit<BatchOptions, 'host' | 'serverName'>, messages: BatchMessage[], resolver?: Resolver, plan?: DomainPlan): Promise<DomainBatchDelivery> {
+/**
+ * `onResult` (BatchOptions) is called once per message when its DomainDelivery is final, with the
+ * message's index in `messages`, and awaited before the next message is sent (see decided below
+ * for when that is); a throw ends the walk and is rethrown.
+ */
+export async function deliverBatchToDomain(
+  domain: string,
+  opts: Omit<BatchOptions, 'host' | 'serverName' | 'onResult'> & { onResult?: (index: number, delivery: DomainDelivery) => void | Promise<void> },
+  messages: BatchMessage[],
+  resolver?: Resolver,
+  plan?: DomainPlan,
+): Promise<DomainBatchDelivery> {
+  const { onResult, ...batchOpts } = opts;
   const mx = plan?.mx ?? (await resolveMxHosts(domain, resolver));
   const skipped: SkippedHost[] = [];
-  const none = (reason: string, permanent: boolean): DomainBatchDelivery => ({
-    domain,
-    mx,
-    deliveries: messages.map(() => ({ domain, mx, attempts: [], final: null, ok: false, reason, permanent, skipped })),
-    connections: 0,
-    skipped,
-  });
+  const none = async (reason: string, permanent: boolean): Promise<DomainBatchDelivery> => {
+    const deliveries = messages.map((): DomainDelivery => ({ domain, mx, attempts: [], final: null, ok: false, reason, permanent, skipped }));
+    // DNS decided for every message: each is final now.
+    if (onResult) for (const [i, d] of deliveries.entries()) await onResult(i, d);
+    return { domain, mx, deliveries, connections: 0, skipped };
+  };
   switch (mx.kind) {
     case 'null-mx':
       return none(`${domain} accepts no mail (null MX, RFC 7505; 556 5.1.10)`, true);
@@ -96,36 +107,7 @@ export async function deliverBatchToDomain(domain: string, opts: Omit<BatchOptio
       break;
   }
   const attempts: DeliveryResult[][] = messages.map(() => []);
-  let remaining = messages.map((_, i) => i);
-  let connections = 0;
-  const r0 = resolver ?? systemResolver();
-  hosts: for (const host of mx.hosts) {
-    const p: MxPlan = plan?.planFor(host) ?? { allowed: true, session: { level: opts.level, serverName: host.name } };
-    if (!p.allowed) {
-      skipped.push({ host: host.name, reason: p.reason });
-      continue;
-    }
-    // Addresses come from the same resolver as the MX records (RFC 5321 §5.1: each address of a
-    // host is tried in turn); the certificate is still checked against the MX name.
-    const addresses = p.addresses ?? (await hostAddresses(host.name, r0));
-    for (const address of addresses) {
-      const batch = await deliverBatch({ ...opts, ...p.session, host: address }, remaining.map((i) => messages[i] as BatchMessage));
-      connections += batch.connections;
-      const next: number[] = [];
-      remaining.forEach((i, k) => {
-        const r = batch.results[k];
-        if (r === undefined) return;
-        attempts[i]?.push(r);
-        // RFC 8689 §4.2.1: a host without REQUIRETLS is not the end: the next MX may offer it.
-        const decided = r.ok || (r.error !== null && r.error.permanent && r.error.code !== 'REQUIRETLS_NOT_SUPPORTED') || r.recipients.some((x) => x.status === 'delivered');
-        if (!decided) next.push(i);
-      });
-      remaining = next;
-      if (remaining.length === 0) break hosts;
-    }
-  }
-  const deliveries = messages.map((_, i): DomainDelivery => {
-    const tried = attempts[i] ?? [];
+  const deliveryOf = (tried: DeliveryResult[]): DomainDelivery => {
     if (tried.length === 0) {
       // RFC 8461 §5, RFC 7672 §2.2: no host the policy allows: wait (4.7.5), never plaintext, never a bounce now.
       const reason =
@@ -136,7 +118,71 @@ export async function deliverBatchToDomain(domain: string, opts: Omit<BatchOptio
     }
     const final = tried[tried.length - 1] ?? null;
     return { domain, mx, attempts: tried, final, ok: final?.ok ?? false, reason: final?.error?.message ?? null, permanent: final?.error?.permanent ?? false, skipped };
-  });
+  };
+  const reported: boolean[] = messages.map(() => false);
+  // `last`: the attempt that made the message final, reported before deliverBatch() returns it.
+  const report = async (i: number, last: DeliveryResult | null = null): Promise<void> => {
+    if (onResult === undefined || reported[i] === true) return;
+    reported[i] = true;
+    await onResult(i, { ...deliveryOf([...(attempts[i] ?? []), ...(last ? [last] : [])]), skipped: [...skipped] });
+  };
+  let remaining = messages.map((_, i) => i);
+  let connections = 0;
+  const r0 = resolver ?? systemResolver();
+  hosts: for (const [h, host] of mx.hosts.entries()) {
+    const p: MxPlan = plan?.planFor(host) ?? { allowed: true, session: { level: batchOpts.level, serverName: host.name } };
+    if (!p.allowed) {
+      skipped.push({ host: host.name, reason: p.reason });
+      continue;
+    }
+    // Addresses come from the same resolver as the MX records (RFC 5321 §5.1: each address of a
+    // host is tried in turn); the certificate is still checked against the MX name.
+    const addresses = p.addresses ?? (await hostAddresses(host.name, r0));
+    for (const [a, address] of addresses.entries()) {
+      // No address or host after this one: whatever this attempt answers is the message's last word.
+      const lastTry = h === mx.hosts.length - 1 && a === addresses.length - 1;
+      const sent = remaining;
+      const decidedOf = (r: DeliveryResult): boolean =>
+        // RFC 8689 §4.2.1: a host without REQUIRETLS is not the end: the next MX may offer it.
+        r.ok || (r.error !== null && r.error.permanent && r.error.code !== 'REQUIRETLS_NOT_SUPPORTED') || r.recipients.some((x) => x.status === 'delivered');
+      const batch = await deliverBatch(
+        {
+          ...batchOpts,
+          ...p.session,
+          host: address,
+          ...(onResult === undefined
+            ? {}
+            : {
+                onResult: async (k: number, r: DeliveryResult): Promise<void> => {
+                  const i = sent[k];
+                  if (i === undefined) return;
+                  // Final here means: this message will not be sent to another address or MX host
+                  // in this walk — it was delivered (to at least one recipient), refused for good,
+                  // or this was the last address of the last host. A temporary failure with hosts
+                  // still to try is not final (the next host may take it); it is reported when
+                  // the walk ends (below), with the attempt that decided.
+                  if (!decidedOf(r) && !lastTry) return;
+                  await report(i, r);
+                },
+              }),
+        },
+        sent.map((i) => messages[i] as BatchMessage),
+      );
+      connections += batch.connections;
+      const next: number[] = [];
+      sent.forEach((i, k) => {
+        const r = batch.results[k];
+        if (r === undefined) return;
+        attempts[i]?.push(r);
+        if (!decidedOf(r)) next.push(i);
+      });
+      remaining = next;
+      if (remaining.length === 0) break hosts;
+    }
+  }
+  // The walk is over: every message not reported yet (deferred everywhere, or never tried) is final now.
+  for (let i = 0; i < messages.length; i++) await report(i);
+  const deliveries = messages.map((_, i): DomainDelivery => deliveryOf(attempts[i] ?? []));
   return { domain, mx, deliveries, connections, skipped };
 }
 

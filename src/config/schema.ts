@@ -58,6 +58,8 @@ export interface RelaySettings {
   };
   intervalMs: number;
   concurrency: number;
+  /** Lease of a claimed queue row, renewed while its delivery runs (issue 13). */
+  leaseMs: number;
   minBackoffMs: number;
   maxBackoffMs: number;
   maxQueueAgeMs: number;
@@ -321,6 +323,11 @@ const relay = group<RelaySettings>('Outbound delivery of mail authenticated user
   }),
   intervalMs: leaf(int(1, 2 ** 31 - 1, 'ms'), 30_000, 'How often the queue is looked at for due messages.'),
   concurrency: leaf(int(1, 1000), 8, 'Parallel deliveries.'),
+  leaseMs: leaf(
+    int(5_000, 2 ** 31 - 1, 'ms'),
+    60_000,
+    'How long a node holds a queue row it claimed for delivery; renewed every third of it while the delivery runs. A node that dies loses its rows to the other nodes after this long (shared store); too short for a stalled process or store and a message may be delivered twice (at-least-once).',
+  ),
   minBackoffMs: leaf(int(1, 2 ** 31 - 1, 'ms'), 5 * 60_000, 'First retry delay (Postfix minimal_backoff_time); it doubles per attempt.'),
   maxBackoffMs: leaf(int(1, 2 ** 31 - 1, 'ms'), 4 * 3600_000, 'Longest retry delay (maximal_backoff_time).'),
   maxQueueAgeMs: leaf(int(1, 2 ** 31 - 1, 'ms'), 5 * 86_400_000, 'A message older than this is bounced instead of retried (RFC 5321 §4.5.4.1: 4–5 days).'),

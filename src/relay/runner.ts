@@ -4,7 +4,13 @@
  * attempt (TLS included), retries with backoff, and bounces permanent failures and expired mail.
  *
  * Invariants:
- * - a recipient is delivered, deferred or failed by exactly one recordAttempt per attempt;
+ * - a recipient is delivered, deferred or failed by exactly one recordAttempt per attempt, made
+ *   as soon as that message's outcome is final (the client awaits it before the next message of
+ *   the connection), not at the end of its batch: a node that dies mid-batch re-sends only the
+ *   messages it had not recorded (at most the one in flight: at-least-once);
+ * - a pass claims about what its workers can have under way (concurrency × messages per
+ *   connection, at most CLAIM_MAX per round), remote rows for relay.leaseMs; while a batch or a
+ *   handoff runs, the leases of its rows not yet recorded are renewed every third of the lease;
  * - jobs of one pass for the same destination (route host:port and TLS level, or MX domain and
  *   REQUIRETLS) share connections (deliverBatch): at most maxMessagesPerConnection messages each,
  *   and every message keeps its own per-recipient outcome;
@@ -23,7 +29,7 @@
  *   (same backoff, bounces, DELAY and SUCCESS DSNs, the latter with Action: delivered, RFC 3464
  *   §2.3.3), and local rows are leased for longer than the attempt's deadline.
  */
-import { deliverBatch, deliverBatchToDomain, tlsLevelRank, type BatchMessage, type DeliveryResult, type Resolver, type TlsLevel, type Timeouts } from '../client/index.js';
+import { deliverBatch, deliverBatchToDomain, tlsLevelRank, type BatchMessage, type DeliveryResult, type DomainDelivery, type Resolver, type TlsLevel, type Timeouts } from '../client/index.js';
 import { signedGeneratedMessage, type GeneratedSigner } from '../store/generated.js';
 import type { Logger } from '../log.js';
 import { decide, type AdDns, type Decided, type PolicyContext } from '../policy/decide.js';
@@ -69,7 +75,15 @@ export interface RelayConfig {
   maxMessagesPerConnection: number;
   /** Largest original returned whole in a RET=FULL bounce; above it headers only (bounce.ts). */
   bounceSizeLimit: number;
+  /**
+   * How long a claimed remote row stays leased; renewed every leaseMs/3 while its delivery runs
+   * (relay.leaseMs, at least 5 s in the config; tests may pass less here).
+   */
+  leaseMs: number;
 }
+
+/** Most rows claimed per round of a pass (per kind): a node leases no more than it can start on. */
+const CLAIM_MAX = 500;
 
 export interface RunSummary {
   claimed: number;
@@ -229,14 +243,29 @@ export class QueueRunner {
     const targets = this.policy.targets ?? null;
     let remoteMore = this.policy.remote !== false;
     let localMore = targets !== null;
+    // Rows claimed per round: about what the workers can have under way at once (concurrency
+    // connections of up to maxMessagesPerConnection messages each), at least one per worker — so
+    // this node does not hold leases on rows it is not working on (another node could take them).
+    const concurrency = Math.max(1, Math.floor(this.cfg.concurrency));
+    const perRound = Math.max(concurrency, Math.min(CLAIM_MAX, concurrency * Math.max(1, Math.floor(this.cfg.maxMessagesPerConnection))));
+    // Rows attempted in this pass: a row due again already (a tiny backoff) waits for the next pass.
+    const seen = new Set<string>();
     while (!this.stopped && (remoteMore || localMore)) {
-      // Remote rows with the store's lease; local ones leased past their targets' deadlines.
-      const rows = remoteMore ? await this.store.claimDue(now, 500, { kind: 'remote' }) : [];
+      // Leases run from the claim's real time (a pass may last longer than a lease); `now` may be
+      // later than that in tests (rows made due ahead of time).
+      const claimAt = new Date(Math.max(now.getTime(), Date.now()));
+      // Remote rows leased for relay.leaseMs (renewed while delivered); local ones past their targets' deadlines.
+      const rows = remoteMore ? await this.store.claimDue(claimAt, perRound, { kind: 'remote', leaseMs: this.cfg.leaseMs }) : [];
       const localLease = targets?.leaseMs() ?? 0;
-      const local = localMore && targets ? await this.store.claimDue(now, 500, { kind: 'local', leaseMs: localLease }) : [];
-      remoteMore = rows.length === 500;
-      localMore = local.length === 500;
+      const local = localMore && targets ? await this.store.claimDue(claimAt, perRound, { kind: 'local', leaseMs: localLease }) : [];
+      remoteMore = rows.length === perRound;
+      localMore = local.length === perRound;
       if (rows.length + local.length === 0) break;
+      for (const e of [...rows, ...local]) {
+        const k = rowKey(e);
+        if (seen.has(k)) remoteMore = localMore = false;
+        seen.add(k);
+      }
       summary.claimed += rows.length + local.length;
       const tasks: Array<() => Promise<void>> = [
         ...groupLocal(local).map((job) => () => this.runLocal(job, localLease, now, summary)),
@@ -288,11 +317,21 @@ export class QueueRunner {
   }
 
   private async runBatch(batch: Batch, now: Date, summary: RunSummary, decisions: Map<string, Promise<Decided>>): Promise<void> {
+    // The rows still being worked on: leases renewed until each job is recorded.
+    const working = new Map<string, QueueEntry>();
+    for (const job of batch.jobs) for (const e of job.entries) working.set(rowKey(e), e);
+    await this.whileLeased(working, this.cfg.leaseMs, () => this.deliverBatchOf(batch, now, summary, decisions, working));
+  }
+
+  private async deliverBatchOf(batch: Batch, now: Date, summary: RunSummary, decisions: Map<string, Promise<Decided>>, working: Map<string, QueueEntry>): Promise<void> {
     const items: Array<{ job: Job; stored: StoredMessage }> = [];
     for (const job of batch.jobs) {
       const stored = await this.store.getMessage(job.id);
       if (stored) items.push({ job, stored });
-      else await this.store.deleteQueued(job.id);
+      else {
+        for (const e of job.entries) working.delete(rowKey(e));
+        await this.store.deleteQueued(job.id);
+      }
     }
     if (items.length === 0) return;
     let level = batch.level;
@@ -311,14 +350,24 @@ export class QueueRunner {
       requireTls: job.requireTls,
       ...dsnOf(job),
     }));
-    let finals: Array<{ final: DeliveryResult | null; dnsReason: { message: string; permanent: boolean } | null }>;
     // Which policy set the level (metrics): per MX host from the decision; a route: table or default.
     let sourceOf: (final: DeliveryResult | null) => PolicySource = () => (this.cfg.tlsPolicy[batch.domain] !== undefined ? 'table' : 'default');
+    // Each message recorded as soon as its outcome is final, before the next one is sent (the
+    // client awaits this): a node that dies mid-batch re-sends only what it had not recorded.
+    const recordItem = async (k: number, final: DeliveryResult | null, dnsReason: { message: string; permanent: boolean } | null): Promise<void> => {
+      const item = items[k];
+      if (!item) return;
+      // Recorded rows are no longer renewed (recordAttempt clears their lease).
+      for (const e of item.job.entries) working.delete(rowKey(e));
+      await this.record(item.job, item.stored, final?.level ?? level, final, dnsReason, now, summary, sourceOf(final));
+    };
     if (batch.route) {
       // A route names the certificate name to verify (`HOST:PORT@NAME`); else its host.
-      const b = await deliverBatch({ ...base, host: batch.route.host, port: batch.route.port, serverName: batch.route.name ?? batch.route.host }, messages);
+      const b = await deliverBatch(
+        { ...base, host: batch.route.host, port: batch.route.port, serverName: batch.route.name ?? batch.route.host, onResult: (k, final) => recordItem(k, final, null) },
+        messages,
+      );
       summary.connections += b.connections;
-      finals = b.results.map((final) => ({ final, dnsReason: null }));
     } else {
       // One decision per (domain, REQUIRETLS) per pass, shared by its chunks: the lookups (MX,
       // TLSA, the MTA-STS TXT and, on first contact, the policy fetch) are made once, not per chunk.
@@ -330,15 +379,51 @@ export class QueueRunner {
       sourceOf = (final) => (final === null ? decision.source : (decision.mx.find((m) => m.host === final.serverName || m.host === final.host)?.source ?? decision.source));
       // The level recorded when no host was tried: the first host's (or the default).
       level = decided.decision.mx.find((m) => m.allowed)?.level ?? decided.decision.mx[0]?.level ?? level;
-      const d = await deliverBatchToDomain(batch.domain, { ...base, port: this.cfg.smtpPort }, messages, this.resolver, domainPlan(decided));
+      // deliverBatchToDomain calls onResult once a message's outcome is final across the MX walk
+      // (not on a temporary failure at a host when another host is still to be tried).
+      const onResult = (k: number, x: DomainDelivery): Promise<void> => recordItem(k, x.final, x.final ? null : { message: x.reason ?? 'no MX host could be tried', permanent: x.permanent });
+      const d = await deliverBatchToDomain(batch.domain, { ...base, port: this.cfg.smtpPort, onResult }, messages, this.resolver, domainPlan(decided));
       summary.connections += d.connections;
+      // TLS-RPT (RFC 8460) counts every attempt at every host, from the whole walk's results.
       this.countTlsRpt(decided, d.deliveries.flatMap((x) => x.attempts));
-      finals = d.deliveries.map((x) => ({ final: x.final, dnsReason: x.final ? null : { message: x.reason ?? 'no MX host could be tried', permanent: x.permanent } }));
     }
-    for (let k = 0; k < items.length; k++) {
-      const item = items[k];
-      const f = finals[k];
-      if (item && f) await this.record(item.job, item.stored, f.final?.level ?? level, f.final, f.dnsReason, now, summary, sourceOf(f.final));
+  }
+
+  /**
+   * Runs `work` while renewing, every leaseMs/3, the leases of the rows in `working` (the caller
+   * removes a row once it is recorded). A renewal that extends fewer rows than asked means a lease
+   * ran out (a stalled process or store) and another node may have claimed the row: logged, and
+   * the delivery goes on — the message may then be delivered twice (at-least-once; README
+   * "several nodes"). The timer ends with `work`, also when it throws.
+   */
+  private async whileLeased<T>(working: Map<string, QueueEntry>, leaseMs: number, work: () => Promise<T>): Promise<T> {
+    let inFlight: Promise<void> | null = null;
+    const renew = async (): Promise<void> => {
+      const rows = [...working.values()];
+      if (rows.length === 0) return;
+      try {
+        const renewed = await this.store.renewLeases(rows, leaseMs);
+        // Rows recorded while the renewal ran lost their lease to recordAttempt, not to another node.
+        const still = rows.filter((e) => working.has(rowKey(e)));
+        const lost = still.length - renewed;
+        if (lost > 0) {
+          // At-least-once: we keep delivering; the other node may deliver the same message too.
+          this.logger.warn({ event: 'lease-lost', lost, ids: [...new Set(still.map((e) => e.id))], recipients: still.map((e) => e.recipient) }, 'queue lease lost while delivering: another node may deliver these too');
+        }
+      } catch (err) {
+        this.logger.warn({ event: 'lease-renew', error: err instanceof Error ? err.message : String(err) }, 'queue lease renewal failed');
+      }
+    };
+    const timer = setInterval(() => {
+      // One renewal at a time: a slow store is not asked again before it answered.
+      inFlight ??= renew().finally(() => (inFlight = null));
+    }, Math.max(1, Math.floor(leaseMs / 3)));
+    timer.unref();
+    try {
+      return await work();
+    } finally {
+      clearInterval(timer);
+      await inFlight;
     }
   }
 
@@ -347,8 +432,15 @@ export class QueueRunner {
    * job's recipients, under a deadline shorter than the rows' lease; each outcome recorded.
    */
   private async runLocal(job: LocalJob, leaseMs: number, now: Date, summary: RunSummary): Promise<void> {
+    // Leased past the target's deadline at the claim, and renewed as well while the handoff runs.
+    const working = new Map(job.entries.map((e) => [rowKey(e), e] as const));
+    await this.whileLeased(working, leaseMs, () => this.handOff(job, leaseMs, now, summary, working));
+  }
+
+  private async handOff(job: LocalJob, leaseMs: number, now: Date, summary: RunSummary, working: Map<string, QueueEntry>): Promise<void> {
     const stored = await this.store.getMessage(job.id);
     if (!stored) {
+      working.clear();
       for (const e of job.entries) await this.store.deleteQueued(job.id, e.recipient);
       return;
     }
@@ -377,6 +469,7 @@ export class QueueRunner {
       const error = o.outcome === 'delivered' ? null : o.error;
       results.set(o.recipient, { status: o.outcome, reason: error ?? `delivered to ${kind}`, diagnostic: publicDiagnostic(kind, o.outcome, error), enhanced: error === null ? null : enhancedOf(error), tlsStatus: null });
     }
+    working.clear();
     const missing: EntryResult = { status: 'deferred', reason: `${job.target}: no outcome for this recipient`, diagnostic: publicDiagnostic(kind, 'deferred', null), enhanced: null, tlsStatus: null };
     await this.recordEach(job, stored, null, (e) => results.get(e.recipient) ?? missing, { action: 'delivered', remoteMta: null, dsnPassed: false }, { target: job.target }, now, summary, { kind, source: null });
   }
@@ -520,6 +613,11 @@ function requireTlsStatus(job: Job, final: DeliveryResult | null, dnsReason: str
 
 function replyLine(r: { code: number; enhanced: string | null; lines: string[] }): string {
   return `${r.code}${r.enhanced ? ' ' + r.enhanced : ''} ${r.lines.join(' ')}`.trim();
+}
+
+/** One queue row: message id and recipient. */
+function rowKey(e: { id: string; recipient: string }): string {
+  return `${e.id}\u0000${e.recipient}`;
 }
 
 function groupJobs(rows: QueueEntry[]): Job[] {
