@@ -59,7 +59,7 @@ async function verify(dir: string, acked: string[]): Promise<number> {
   }
 }
 
-test('SIGKILL during accepts loses no acknowledged message and leaves no partial one', { timeout: 120_000 }, async () => {
+test('sqlite only: SIGKILL of the SQLite writer during accepts loses no acknowledged message and leaves no partial one', { timeout: 120_000 }, async () => {
   const dir = dirs.make();
   const first = await runAndKill(dir, 300);
   const afterFirst = await verify(dir, first);

@@ -27,7 +27,7 @@ function deadPid(): number {
   return pid;
 }
 
-test('a second serve on the same data directory is refused, naming the first; the lock goes with the first', async () => {
+test('sqlite only: a second serve on the same data directory is refused, naming the first; the lock goes with the first', async () => {
   const dir = dirs.make();
   const first = await startServeChild(mxOnly(dir));
   try {
@@ -45,7 +45,7 @@ test('a second serve on the same data directory is refused, naming the first; th
   assert.equal(existsSync(join(dir, OWNER_FILE)), false, 'a clean stop removes the pid file');
 });
 
-test('a pid file of a dead process is taken over; its leases are released at start', async () => {
+test('sqlite only: a pid file of a dead process is taken over; its leases are released at start', async () => {
   const dir = dirs.make();
   // The state a SIGKILLed serve leaves: its pid file, and a queue row it had claimed for an hour.
   const store = await openSqliteStore(dir);
@@ -78,7 +78,7 @@ test('a pid file of a dead process is taken over; its leases are released at sta
   }
 });
 
-test('lockDataDir: one holder at a time in a process tree; release lets the next one in', () => {
+test('sqlite only: lockDataDir: one holder at a time in a process tree; release lets the next one in', () => {
   const dir = dirs.make();
   const lock = lockDataDir(dir);
   assert.equal(lock.tookOverFrom, null);
