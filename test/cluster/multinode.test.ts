@@ -541,9 +541,10 @@ test('PostgreSQL stopped under load: 451 4.3.0 while it is down (no 250 for anyt
   const wait = async (what: string, f: () => boolean, ms: number): Promise<void> => {
     const deadline = Date.now() + ms;
     while (!f()) {
-      if (Date.now() > deadline) {
+      const exited = nodes.some((n) => n.serve.child.exitCode !== null || n.serve.child.signalCode !== null);
+      if (exited || Date.now() > deadline) {
         const state = nodes.map((n) => `${n.id}: exit ${JSON.stringify([n.serve.child.exitCode, n.serve.child.signalCode])}, stderr tail:\n${n.serve.stderr().slice(-1500)}`).join('\n');
-        throw new Error(`timed out waiting for ${what}; replies so far: ${tally(sent)}\n${state}`);
+        throw new Error(`${exited ? 'a node exited' : 'timed out'} waiting for ${what}; replies so far: ${tally(sent)}\n${state}`);
       }
       await new Promise((res) => setTimeout(res, 20));
     }
