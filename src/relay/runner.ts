@@ -211,12 +211,18 @@ export class QueueRunner {
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.timer = null;
-      void this.runOnce().finally(() => {
-        if (this.stopped) return;
-        const more = this.again;
-        this.again = false;
-        this.schedule(more ? 0 : this.cfg.intervalMs);
-      });
+      // A pass that fails (the store unreachable while claiming or recording: STORE_UNAVAILABLE)
+      // is logged and the next pass comes on schedule; unhandled, the rejection ended the process.
+      void this.runOnce()
+        .catch((err: unknown) => {
+          this.logger.error({ event: 'queue-run', error: err instanceof Error ? err.message : String(err) }, 'queue run failed; retrying at the next interval');
+        })
+        .finally(() => {
+          if (this.stopped) return;
+          const more = this.again;
+          this.again = false;
+          this.schedule(more ? 0 : this.cfg.intervalMs);
+        });
     }, ms);
     this.timer.unref();
   }

@@ -110,6 +110,7 @@ async function check(s: SessionApi, user: string, password: string, admission: E
   const ip = s.remoteAddress;
   const { ticket, delayMs } = admission;
   let ok = false;
+  let unavailable = false;
   try {
     if (delayMs > 0) {
       s.opts.logger.warn({ event: 'auth', client: ip, user: user.slice(0, 64), result: 'delayed', delayMs, by: admission.delayedBy }, 'authentication delayed after earlier failures');
@@ -118,10 +119,18 @@ async function check(s: SessionApi, user: string, password: string, admission: E
     }
     ticket.checking();
     const users = s.opts.users;
-    ok = users !== null && user.length > 0 && user.length <= 320 && (await users.verifyUser(user, password));
+    try {
+      ok = users !== null && user.length > 0 && user.length <= 320 && (await users.verifyUser(user, password));
+    } catch (err) {
+      // The store could not answer (e.g. PostgreSQL down): RFC 4954 §6 454 4.7.0, a temporary
+      // failure the client retries — not 535, which would tell it the password is wrong.
+      s.opts.logger.error({ event: 'auth', client: ip, user: user.slice(0, 64), result: 'unavailable', error: err instanceof Error ? err.message : String(err) }, 'authentication could not be checked');
+      unavailable = true;
+    }
   } finally {
     ticket.settle(ok);
   }
+  if (unavailable) return R.authUnavailable;
   if (ok) {
     // Read once here, so MAIL FROM checks cost no store read (senders.ts).
     rememberSenders(s.facts, s.opts.users?.senderPatterns?.(user) ?? []);

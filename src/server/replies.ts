@@ -24,6 +24,8 @@ export const R = {
   tooManyConnections: fixedReply(421, '4.7.0', 'Too many connections, try again later'),
   // RFC 4954 §6: 454 4.7.0 "Temporary authentication failure"; nothing was checked.
   authBusy: fixedReply(454, '4.7.0', 'Temporary authentication failure: too many attempts in progress, try again later'),
+  // RFC 4954 §6 again: the user table could not be read (PostgreSQL unreachable): nothing was decided.
+  authUnavailable: fixedReply(454, '4.7.0', 'Temporary authentication failure, try again later'),
   tooManyRecipients: fixedReply(452, '4.5.3', 'Too many recipients'), // RFC 5321 §4.5.3.1.10
   storeFailed: fixedReply(451, '4.3.0', 'Local error in processing, try again later'),
   insufficientStorage: fixedReply(452, '4.3.1', 'Insufficient system storage, try again later'), // RFC 5321 §4.5.3.1.10, RFC 3463

@@ -141,3 +141,23 @@ export function storeError(err: unknown, what: string, fallback: ErrorCode): Pos
 export function sqlState(err: unknown): string {
   return err !== null && typeof err === 'object' && 'code' in err && typeof err.code === 'string' ? err.code : '';
 }
+
+/**
+ * A pooled client checked out for a transaction, with an 'error' listener for as long as we hold
+ * it: the pool removes its own listener while a client is checked out, and a connection that
+ * PostgreSQL drops mid-transaction then emits 'error' — unheard, that event ends the process. The
+ * error itself reaches us through the query that was running; the listener only keeps it from
+ * being an uncaught event. `release(true)` discards a client that failed mid-transaction.
+ */
+export async function checkout(pool: pg.Pool): Promise<{ client: pg.PoolClient; release(broken?: boolean): void }> {
+  const client = await pool.connect();
+  const ignore = (): void => undefined;
+  client.on('error', ignore);
+  return {
+    client,
+    release(broken = false) {
+      client.off('error', ignore);
+      client.release(broken);
+    },
+  };
+}

@@ -44,7 +44,7 @@ import type {
 } from '../types.js';
 import type { OpKind, OpValues, WriteOp } from '../writer-protocol.js';
 import pg from 'pg';
-import { checkPgUrl, describeUrl, poolConfig, storeError } from './connect.js';
+import { checkout, checkPgUrl, describeUrl, poolConfig, storeError } from './connect.js';
 import { DirectoryListener, DirectoryReplica, POLL_MS } from './directory.js';
 import { iso, PG_MESSAGE_COLUMNS, PG_QUEUE_COLUMNS, releaseLeases, runOp, type Queryable } from './ops.js';
 import { checkVersionPg, migrateClient } from './schema.js';
@@ -575,20 +575,21 @@ export async function openPgStore(url: string, opts: PgStoreOptions): Promise<St
   const replica = new DirectoryReplica(pool);
   let listener: DirectoryListener | null = null;
   try {
-    let client: pg.PoolClient;
+    let held: Awaited<ReturnType<typeof checkout>>;
     try {
-      client = await pool.connect();
+      held = await checkout(pool);
     } catch (err) {
       throw storeError(err, `connecting to ${where}`, 'STORE_UNAVAILABLE');
     }
+    const client = held.client;
     try {
       if (opts.readOnly === true) await checkVersionPg(client, where);
       else await migrateClient(client, where);
     } catch (err) {
-      client.release(true);
+      held.release(true);
       throw storeError(err, `opening ${where}`, 'STORE_UNAVAILABLE');
     }
-    client.release();
+    held.release();
     try {
       await replica.refresh();
     } catch (err) {

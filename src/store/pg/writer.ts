@@ -23,7 +23,7 @@ import type pg from 'pg';
 import { PostsealError, type ErrorCode } from '../../errors.js';
 import type { WriterBackend } from '../writer-backend.js';
 import type { OpResult, WriteOp } from '../writer-protocol.js';
-import { isUnavailable, sqlState, storeError } from './connect.js';
+import { checkout, isUnavailable, sqlState, storeError } from './connect.js';
 import { changesDirectory, DIRECTORY_CHANNEL, insertMessages, runOp, type AcceptItem } from './ops.js';
 
 type AcceptOp = Extract<WriteOp, { kind: 'accept' }>;
@@ -87,12 +87,13 @@ export class PgWriter implements WriterBackend {
       seen.add(op.msg.id);
     });
 
-    let client: pg.PoolClient;
+    let held: Awaited<ReturnType<typeof checkout>>;
     try {
-      client = await this.ctx.pool.connect();
+      held = await checkout(this.ctx.pool);
     } catch (err) {
       throw storeError(err, 'connecting for a commit', 'STORE_UNAVAILABLE');
     }
+    const client = held.client;
     let broken = false;
     let done: OpResult[];
     try {
@@ -107,7 +108,7 @@ export class PgWriter implements WriterBackend {
       throw storeError(err, 'commit', 'STORE_COMMIT_FAILED');
     } finally {
       // A client that failed mid-transaction is not given back to the pool.
-      client.release(broken);
+      held.release(broken);
     }
     // Committed: the spool files are now copies of rows; the rows are what count.
     await Promise.all(
