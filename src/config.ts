@@ -19,6 +19,8 @@ import { systemResolver } from './client/index.js';
 import { policyLookups } from './policy/context.js';
 import type { PolicyContext } from './policy/decide.js';
 import type { MtaStsCache } from './policy/types.js';
+import { PostsealError } from './errors.js';
+import { parseStoreSpec, type StoreSpec } from './store/spec.js';
 
 export { DEFAULT_DATA_DIR, LISTENER_NAMES, SCHEMA, type DeliverySettings, type ListenerConfig, type ListenerName, type RelaySettings, type ServeConfig } from './config/schema.js';
 export type { ConfigSource } from './config/engine.js';
@@ -121,6 +123,24 @@ export function relayPolicyContext(r: RelaySettings, ca: string | null, cache: M
 
 /** The relay runner's defaults: the schema's relay defaults (tests and benchmarks spread these). */
 export const DEFAULT_RELAY: RelayRunnerSettings = relayRunnerSettings(defaultConfig().relay);
+
+/** The environment variable that names the store (overrides `store.url`; `--store` overrides it). */
+export const STORE_ENV = 'POSTSEAL_STORE';
+
+/**
+ * The store the config names: `store.url` parsed by the one spec parser (store/spec.ts), or the
+ * SQLite store in `dataDir` when it is null. A bad URL is a config error naming the key (its text
+ * is not repeated: it may carry a password).
+ */
+export function storeSpecOf(cfg: ServeConfig): StoreSpec {
+  if (cfg.store.url === null) return { kind: 'sqlite', dir: cfg.dataDir };
+  try {
+    return parseStoreSpec(cfg.store.url);
+  } catch (err) {
+    if (err instanceof PostsealError && err.code === 'STORE_BAD_URL') throw new ConfigError(`config: store.url: ${err.message}`, { key: 'store.url' });
+    throw err;
+  }
+}
 
 /** The environment variable that supplies `delivery.webhook.secret` when the config does not. */
 export const WEBHOOK_SECRET_ENV = 'POSTSEAL_WEBHOOK_SECRET';

@@ -6,7 +6,7 @@ import { parseHostPort } from './protocol/host-port.js';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ServeConfig, ListenerName } from './config.js';
-import { LISTENER_NAMES, configAddress, deliveryTargets, relayRunnerSettings } from './config.js';
+import { LISTENER_NAMES, configAddress, deliveryTargets, relayRunnerSettings, storeSpecOf } from './config.js';
 import { formatTargetSpec } from './delivery/target-spec.js';
 import type { TargetSpec } from './delivery/types.js';
 import { TargetRegistry } from './relay/handoff.js';
@@ -17,7 +17,8 @@ import { SmtpServer, type BoundListener } from './server/server.js';
 import type { ServerEvents } from './server/events.js';
 import type { RunnerEvents } from './relay/runner.js';
 import type { ListenerOptions, Logger, MessageSink, TlsProvider, UserVerifier } from './server/types.js';
-import { domainOf, lockDataDir, normalizeAddress, openSqliteStore, type Store } from './store/index.js';
+import { domainOf, lockDataDir, normalizeAddress, type Store } from './store/index.js';
+import { describeStore, openStore } from './store/open.js';
 import type { ResolveOptions } from './store/resolve.js';
 import { CertificateStore, ensureSelfSigned, serverSocketOptions } from './tls/index.js';
 import { QueueRunner } from './relay/runner.js';
@@ -81,6 +82,8 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
   checkArcConfig(cfg);
   // Local delivery targets (issue 12): checked before anything opens (a webhook needs its secret).
   const targets = deliveryTargets(cfg.delivery);
+  // The store (store.url / POSTSEAL_STORE / --store): checked before anything opens.
+  const storeSpec = storeSpecOf(cfg);
   mkdirSync(cfg.dataDir, { recursive: true });
   const policy = { minVersion: cfg.tls.minVersion };
   // More certificates, chosen by SNI (tls.certificates / --cert-pair); labels name them in errors.
@@ -104,20 +107,26 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     else logger.warn({ event: 'tls', certFile: made.certFile }, 'no certificate configured: using the self-signed development certificate');
     certs = await CertificateStore.fromFiles(made.certFile, made.keyFile, { policy });
   }
-  // One serve per data directory (store/owner.ts): its queue leases are ours to release.
-  const owner = lockDataDir(cfg.dataDir);
+  // SQLite: one serve per store directory (store/owner.ts): its queue leases are ours to release.
+  // PostgreSQL: several nodes share the store by design, so no lock across nodes; each node
+  // releases only the leases held under its own node id.
+  const owner = storeSpec.kind === 'sqlite' ? lockDataDir(storeSpec.dir) : null;
+  // Large bodies are spooled on this host while they arrive: in the SQLite store's directory, or
+  // (PostgreSQL, nodes on different hosts) in this node's data directory until their commit.
+  const spoolDir = join(storeSpec.kind === 'sqlite' ? storeSpec.dir : cfg.dataDir, BODIES_DIR);
   let store: Store;
   try {
-    store = await openSqliteStore(cfg.dataDir, { onCommit: overrides.observers?.onCommit ?? null });
+    store = await openStore(storeSpec, { nodeId: cfg.node.id, poolSize: cfg.store.poolSize, passwordFile: cfg.store.passwordFile, spoolDir, onCommit: overrides.observers?.onCommit ?? null });
   } catch (err) {
-    owner.release();
+    owner?.release();
     throw err;
   }
-  // Leases left by a process that died mid-delivery (SIGKILL, power loss): no other process runs
-  // this queue, so its rows are claimable again now rather than at their lease end (up to 15 min
-  // for LMTP). At-least-once: a row the dead process had handed over before dying is sent again.
+  logger.info({ event: 'store', node: store.nodeId, store: describeStore(storeSpec) }, `store ${describeStore(storeSpec)} as node ${store.nodeId}`);
+  // Leases left by a process of this node that died mid-delivery (SIGKILL, power loss): no other
+  // process runs them, so its rows are claimable again now rather than at their lease end (up to
+  // 15 min for LMTP). At-least-once: a row the dead process had handed over before dying is sent again.
   const released = await store.releaseLeases();
-  if (released > 0) logger.warn({ event: 'queue', released, previousPid: owner.tookOverFrom }, 'released queue rows a previous process held when it stopped');
+  if (released > 0) logger.warn({ event: 'queue', released, previousPid: owner?.tookOverFrom ?? null }, 'released queue rows a previous process held when it stopped');
   const orphans = store.removeOrphanBodies();
   if (orphans > 0) logger.warn({ event: 'store', removed: orphans }, 'removed spool files that no message names (left by a crash before commit)');
   const tls: TlsProvider = {
@@ -157,7 +166,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
       // is made now and committed before this resolves (before the 250): a crash after the 250
       // cannot lose it; a crash between the two commits means no 250, the client retries.
       // Handed-off mailboxes are reported by the runner once their target took them (not here).
-      const report = await localSuccessReport(msg, r.id, { hostname: cfg.hostname, localDomains, spoolDir: join(cfg.dataDir, BODIES_DIR), sign: signGenerated, handedOff });
+      const report = await localSuccessReport(msg, r.id, { hostname: cfg.hostname, localDomains, spoolDir, sign: signGenerated, handedOff });
       if (report) await store.accept(report);
       if (senderTest !== null) await senderTestAfterAccept(senderTest, msg, r.id, store, logger, () => relay?.kick());
       const forwards = Object.keys(msg.forwardedFrom ?? {}).length; // alias targets elsewhere, queued too
@@ -186,10 +195,10 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     // Received mail (mx listener): SPF/DKIM/DMARC/ARC through the one DNS client (relay.dns or system).
     ...(cfg.auth.verify ? { verifier: createVerifier({ hostname: cfg.hostname, resolver: resolverFor(cfg.relay.dns).mailauthResolver(), ...cfg.auth }) } : {}),
     // DKIM at submission: keys from DATA/dkim (postseal dkim keygen); spooled bodies read from the store's spool.
-    ...(cfg.dkim.enabled ? { signer: createDkimSigner({ dataDir: cfg.dataDir, spoolDir: join(cfg.dataDir, BODIES_DIR), expirySeconds: cfg.dkim.expirySeconds }) } : {}),
+    ...(cfg.dkim.enabled ? { signer: createDkimSigner({ dataDir: cfg.dataDir, spoolDir, expirySeconds: cfg.dkim.expirySeconds }) } : {}),
     // ARC sealing of mail that aliases of arc.sealDomains forward elsewhere: the same DKIM keys.
     ...(cfg.arc.sealDomains.length > 0
-      ? { sealer: createArcSealer({ dataDir: cfg.dataDir, spoolDir: join(cfg.dataDir, BODIES_DIR), sealDomains: cfg.arc.sealDomains, onSkip: (domain, reason) => logger.info({ event: 'arc-not-sealed', domain, reason }, 'forwarded message not ARC-sealed') }) }
+      ? { sealer: createArcSealer({ dataDir: cfg.dataDir, spoolDir, sealDomains: cfg.arc.sealDomains, onSkip: (domain, reason) => logger.info({ event: 'arc-not-sealed', domain, reason }, 'forwarded message not ARC-sealed') }) }
       : {}),
     tls,
     logger,
@@ -206,7 +215,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     await tlsRpt?.close();
     await store.close();
     certs.close();
-    owner.release();
+    owner?.release();
     throw err;
   }
   return {
@@ -224,7 +233,7 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
       await tlsRpt?.close();
       certs.close();
       await store.close();
-      owner.release();
+      owner?.release();
     },
   };
 }

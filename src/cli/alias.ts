@@ -6,7 +6,7 @@
  */
 import type { Command } from 'commander';
 import { ConfigError } from '../errors.js';
-import { DEFAULT_DATA_DIR, withReader, withStore } from './common.js';
+import { withReader, withStore, DATA_FLAG, STORE_FLAG, type StoreFlags } from './common.js';
 
 export function registerAlias(program: Command): void {
   const alias = program.command('alias').description('manage aliases (local addresses that deliver to users, other aliases or external addresses)');
@@ -15,17 +15,19 @@ export function registerAlias(program: Command): void {
     .description('add targets to an alias (created if new); @domain = that domain\'s catch-all alias')
     .argument('<address>', 'local@domain, or @domain')
     .argument('<targets...>', 'local@domain: a user, another alias or an external address')
-    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
-    .action(async (address: string, targets: string[], flags: { data: string }) => {
-      const added = await withStore(flags.data, (store) => store.addAlias(address, targets).catch(badAlias('alias add')));
+    .option(...DATA_FLAG)
+    .option(...STORE_FLAG)
+    .action(async (address: string, targets: string[], flags: StoreFlags) => {
+      const added = await withStore(flags, (store) => store.addAlias(address, targets).catch(badAlias('alias add')));
       process.stdout.write(`${address.trim().toLowerCase()}: ${added} target${added === 1 ? '' : 's'} added\n`);
     });
   alias
     .command('list')
     .option('--json', 'JSON: [{ address, targets }]')
-    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
-    .action(async (flags: { data: string; json?: boolean }) => {
-      await withReader(flags.data, async (store) => {
+    .option(...DATA_FLAG)
+    .option(...STORE_FLAG)
+    .action(async (flags: StoreFlags & { json?: boolean }) => {
+      await withReader(flags, async (store) => {
         const all = await store.listAliases();
         if (flags.json) {
           process.stdout.write(JSON.stringify(all, null, 2) + '\n');
@@ -39,9 +41,10 @@ export function registerAlias(program: Command): void {
     .description('remove one target of an alias, or the whole alias')
     .argument('<address>')
     .argument('[target]')
-    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
-    .action(async (address: string, target: string | undefined, flags: { data: string }) => {
-      const n = await withStore(flags.data, (store) => store.removeAlias(address, target).catch(badAlias('alias remove')));
+    .option(...DATA_FLAG)
+    .option(...STORE_FLAG)
+    .action(async (address: string, target: string | undefined, flags: StoreFlags) => {
+      const n = await withStore(flags, (store) => store.removeAlias(address, target).catch(badAlias('alias remove')));
       if (n === 0) {
         process.stderr.write(`postseal: no alias ${address}${target === undefined ? '' : ` -> ${target}`}\n`);
         process.exitCode = 1;

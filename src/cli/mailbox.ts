@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import type { ListMessagesOptions } from '../store/index.js';
 import type { MessageSummary } from '../types.js';
-import { DEFAULT_DATA_DIR, withReader } from './common.js';
+import { withReader, DATA_FLAG, STORE_FLAG, type StoreFlags } from './common.js';
 
 function tlsText(m: MessageSummary): string {
   return m.tls ? `${m.tls.protocol} ${m.tls.cipher}` : 'no TLS';
@@ -21,13 +21,14 @@ export function registerMailbox(program: Command): void {
   mailbox
     .command('list')
     .description('list received messages (with a local recipient), newest first, with the TLS facts of the session that brought each')
-    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+    .option(...DATA_FLAG)
+    .option(...STORE_FLAG)
     .option('--json', 'JSON output')
     .option('--limit <n>', 'at most this many', '100')
     .option('--mailbox <address>', 'only messages for this local address')
     .option('--all', 'also messages only relayed out (no local recipient)')
-    .action(async (flags: { data: string; json?: boolean; limit: string; mailbox?: string; all?: boolean }) => {
-      await withReader(flags.data, async (store) => {
+    .action(async (flags: StoreFlags & { json?: boolean; limit: string; mailbox?: string; all?: boolean }) => {
+      await withReader(flags, async (store) => {
         const opts: ListMessagesOptions = { limit: Number(flags.limit) || 100, localOnly: flags.all !== true };
         if (flags.mailbox) opts.mailbox = flags.mailbox;
         const list = await store.listMessages(opts);
@@ -48,10 +49,11 @@ export function registerMailbox(program: Command): void {
     .command('show')
     .description('print the stored message bytes (--json: its summary with the verification verdicts, and the message as text)')
     .argument('<id>', 'message id')
-    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+    .option(...DATA_FLAG)
+    .option(...STORE_FLAG)
     .option('--json', 'JSON output')
-    .action(async (id: string, flags: { data: string; json?: boolean }) => {
-      await withReader(flags.data, async (store) => {
+    .action(async (id: string, flags: StoreFlags & { json?: boolean }) => {
+      await withReader(flags, async (store) => {
         const m = await store.getMessage(id);
         if (!m) {
           process.stderr.write(`postseal: no message ${id}\n`);

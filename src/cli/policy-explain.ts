@@ -13,12 +13,14 @@ import { isTlsLevel, TLS_LEVELS, uniformTimeouts, type TlsLevel } from '../clien
 import { memoryMtaStsCache } from '../policy/context.js';
 import { explainDomain, type Explanation } from '../policy/explain.js';
 import type { MtaStsCache } from '../policy/types.js';
+import { STORE_ENV } from '../config.js';
 import { collect, withStore } from './common.js';
 import { hostPortOption } from './policy.js';
 
 interface ExplainFlags {
   config?: string;
   data?: string;
+  store?: string;
   dns: string[];
   ca?: string;
   mtaStsEndpoint?: string;
@@ -39,6 +41,7 @@ export function registerPolicyExplain(policy: Command): void {
     .argument('<domain>', 'recipient domain')
     .option('--config <file>', 'serve config file whose relay settings apply (relay.tlsPolicy, defaultTls, dns, ca, mtaSts, dane, smtpPort)')
     .option('--data <dir>', "use serve's store for the MTA-STS cache (default: a fresh cache, the policy is fetched)")
+    .option('--store <url>', `use this store for the MTA-STS cache: postgres://USER@HOST:PORT/DB or sqlite:DIR (also $${STORE_ENV})`)
     .option('--dns <host:port>', 'DNS server (its AD bit is trusted; repeatable)', collect, [])
     .option('--ca <file>', 'extra trusted CA (PEM) for verify and the MTA-STS fetch')
     .option('--mta-sts-endpoint <host:port>', 'fetch every MTA-STS policy from here (tests only)')
@@ -99,7 +102,9 @@ async function runExplain(domainArg: string, flags: ExplainFlags): Promise<Expla
       timeouts: uniformTimeouts(Math.round(seconds * 1000)),
     });
   };
-  return flags.data !== undefined ? withStore(flags.data, run) : run(memoryMtaStsCache());
+  const env = process.env[STORE_ENV];
+  const useStore = flags.store !== undefined || flags.data !== undefined || (env !== undefined && env !== '');
+  return useStore ? withStore(flags, run) : run(memoryMtaStsCache());
 }
 
 function explainText(e: Explanation): string {

@@ -11,7 +11,7 @@ import { parseHostPort, HOST_PORT_SYNTAX } from '../protocol/host-port.js';
 import { DnsResolver, type DnsServerAddress } from '../policy/dns.js';
 import { forgetMtaStsPolicy, getMtaStsPolicy } from '../policy/mta-sts.js';
 import type { MtaStsLookup } from '../policy/types.js';
-import { collect, DEFAULT_DATA_DIR, withStore } from './common.js';
+import { collect, withStore, DATA_FLAG, STORE_FLAG, type StoreFlags } from './common.js';
 
 /** HOST:PORT from a flag, through the one HOST:PORT parser. */
 export function hostPortOption(text: string, flag: string): DnsServerAddress {
@@ -46,8 +46,7 @@ function lookupText(domain: string, r: MtaStsLookup): string {
   return out.join('\n') + '\n';
 }
 
-interface RefreshFlags {
-  data: string;
+interface RefreshFlags extends StoreFlags {
   dns?: string[];
   ca?: string[];
   mtaStsEndpoint?: string;
@@ -61,7 +60,8 @@ export function registerPolicy(program: Command): Command {
     .command('refresh')
     .description('fetch the MTA-STS policy of DOMAIN now and store it (a failure keeps the unexpired cached one)')
     .argument('<domain>', 'policy domain (the recipient domain)')
-    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+    .option(...DATA_FLAG)
+    .option(...STORE_FLAG)
     .option('--dns <host:port>', 'DNS resolver to ask (repeatable; default: the system resolver)', collect)
     .option('--ca <file>', 'also trust the CA certificates in this PEM file for the HTTPS fetch (repeatable)', collect)
     .option('--mta-sts-endpoint <host:port>', 'fetch the policy from here instead of mta-sts.DOMAIN:443 (tests; the name verified stays mta-sts.DOMAIN)')
@@ -74,7 +74,7 @@ export function registerPolicy(program: Command): Command {
       const ca = (flags.ca ?? []).map((f) => readFileSync(f, 'utf8'));
       const endpoint = flags.mtaStsEndpoint === undefined ? null : hostPortOption(flags.mtaStsEndpoint, '--mta-sts-endpoint');
       const dns = resolverOption(flags.dns, Math.min(timeoutMs, 5000));
-      await withStore(flags.data, async (store) => {
+      await withStore(flags, async (store) => {
         const r = await getMtaStsPolicy(domain, { dns, cache: store, ca, endpoint, timeoutMs, force: true });
         if (flags.json) process.stdout.write(JSON.stringify({ domain, ...r }, null, 2) + '\n');
         else process.stdout.write(lookupText(domain, r));
@@ -85,11 +85,12 @@ export function registerPolicy(program: Command): Command {
     .command('forget')
     .description('remove the cached MTA-STS policy of DOMAIN (the next delivery fetches it afresh)')
     .argument('<domain>', 'policy domain')
-    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+    .option(...DATA_FLAG)
+    .option(...STORE_FLAG)
     .option('--json', 'JSON output')
-    .action(async (domainArg: string, flags: { data: string; json?: boolean }) => {
+    .action(async (domainArg: string, flags: StoreFlags & { json?: boolean }) => {
       const domain = checkDomain(domainArg);
-      await withStore(flags.data, async (store) => {
+      await withStore(flags, async (store) => {
         const removed = await forgetMtaStsPolicy(domain, store);
         if (flags.json) process.stdout.write(JSON.stringify({ domain, removed }) + '\n');
         else process.stdout.write(removed ? `${domain}: cached MTA-STS policy removed\n` : `${domain}: no cached MTA-STS policy\n`);

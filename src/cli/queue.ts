@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import type { QueueAttempt, QueueEntry } from '../store/index.js';
 import type { TlsOutcome } from '../types.js';
-import { DEFAULT_DATA_DIR, withReader, withStore } from './common.js';
+import { withReader, withStore, DATA_FLAG, STORE_FLAG, type StoreFlags } from './common.js';
 
 function tlsText(t: TlsOutcome | null): string {
   return t ? ` tls=${t.levelReached}/${t.levelAsked}${t.protocol ? ` ${t.protocol}` : ''}${t.whyNot ? ` (${t.whyNot})` : ''}` : '';
@@ -27,11 +27,12 @@ export function registerQueue(program: Command): void {
   const queue = program.command('queue').description('inspect and manage the queue (outbound mail and local handoffs)');
   queue
     .command('list')
-    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+    .option(...DATA_FLAG)
+    .option(...STORE_FLAG)
     .option('--status <status>', 'queued|deferred|delivered|failed')
     .option('--json', 'JSON output')
-    .action(async (flags: { data: string; status?: string; json?: boolean }) => {
-      await withReader(flags.data, async (store) => {
+    .action(async (flags: StoreFlags & { status?: string; json?: boolean }) => {
+      await withReader(flags, async (store) => {
         const all = await store.listQueue();
         const rows = flags.status ? all.filter((e) => e.status === flags.status) : all;
         if (flags.json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
@@ -42,10 +43,11 @@ export function registerQueue(program: Command): void {
   queue
     .command('show')
     .argument('<id>', 'message id')
-    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+    .option(...DATA_FLAG)
+    .option(...STORE_FLAG)
     .option('--json', 'JSON output')
-    .action(async (id: string, flags: { data: string; json?: boolean }) => {
-      await withReader(flags.data, async (store) => {
+    .action(async (id: string, flags: StoreFlags & { json?: boolean }) => {
+      await withReader(flags, async (store) => {
         const rows = (await store.listQueue()).filter((e) => e.id === id);
         const msg = await store.getMessage(id);
         if (rows.length === 0 && !msg) {
@@ -67,9 +69,10 @@ export function registerQueue(program: Command): void {
     .command('retry')
     .description('make deferred mail due now (all, or one message); a running server picks it up at its next pass')
     .argument('[id]', 'message id')
-    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
-    .action(async (id: string | undefined, flags: { data: string }) => {
-      await withStore(flags.data, async (store) => {
+    .option(...DATA_FLAG)
+    .option(...STORE_FLAG)
+    .action(async (id: string | undefined, flags: StoreFlags) => {
+      await withStore(flags, async (store) => {
         const n = await store.retryQueued(id);
         process.stdout.write(`${n} recipient(s) due now\n`);
       });
@@ -77,10 +80,11 @@ export function registerQueue(program: Command): void {
   queue
     .command('delete')
     .argument('<id>', 'message id')
-    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+    .option(...DATA_FLAG)
+    .option(...STORE_FLAG)
     .option('--recipient <address>', 'only this recipient')
-    .action(async (id: string, flags: { data: string; recipient?: string }) => {
-      await withStore(flags.data, async (store) => {
+    .action(async (id: string, flags: StoreFlags & { recipient?: string }) => {
+      await withStore(flags, async (store) => {
         const n = await store.deleteQueued(id, flags.recipient);
         if (n === 0) process.exitCode = 1;
         process.stdout.write(`${n} queue row(s) deleted\n`);

@@ -7,17 +7,17 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
 import { createOwnMailSigner } from '../auth/dkim-own.js';
-import { loadConfigFile } from '../config.js';
+import { loadConfigFile, storeSpecOf } from '../config.js';
 import { UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { DnsResolver } from '../policy/dns.js';
 import { deliverTlsRptReports, makeTlsRptReports, planTlsRptReports, type TlsRptSendOptions } from '../policy/tlsrpt-send.js';
 import { HOST_PORT_SYNTAX, parseHostPort } from '../protocol/host-port.js';
 import type { TlsRptCount } from '../store/index.js';
-import { collect, DEFAULT_DATA_DIR, withReader, withStore } from './common.js';
+import type { StoreSpec } from '../store/open.js';
+import { collect, DATA_FLAG, DEFAULT_DATA_DIR, STORE_FLAG, storeSpecFrom, withReader, withStore, type StoreFlags } from './common.js';
 
-interface ReportFlags {
-  data: string;
+interface ReportFlags extends StoreFlags {
   domain?: string;
   json?: boolean;
   sendNow?: boolean;
@@ -42,6 +42,8 @@ interface SignSettings {
   domains: string[];
   enabled: boolean;
   expirySeconds: number | null;
+  /** The store the --config file names (its store.url, else its dataDir), or null without --config. */
+  store: StoreSpec | null;
 }
 
 /** Signing problems (no key for the From domain, an unreadable key) as plain lines on stderr. */
@@ -52,10 +54,10 @@ const stderrWarnings: Logger = {
   warn: (_o, msg) => void process.stderr.write(`postseal: warning: ${msg ?? ''}\n`),
 };
 
-function signSettings(f: ReportFlags, dataFromFlag: boolean): SignSettings {
-  if (f.config === undefined) return { dataDir: f.data, domains: [], enabled: f.dkim !== false, expirySeconds: null };
+function signSettings(f: ReportFlags): SignSettings {
+  if (f.config === undefined) return { dataDir: f.data ?? DEFAULT_DATA_DIR, domains: [], enabled: f.dkim !== false, expirySeconds: null, store: null };
   const cfg = loadConfigFile(f.config);
-  return { dataDir: dataFromFlag ? f.data : cfg.dataDir, domains: cfg.domains, enabled: cfg.dkim.enabled && f.dkim !== false, expirySeconds: cfg.dkim.expirySeconds };
+  return { dataDir: f.data ?? cfg.dataDir, domains: cfg.domains, enabled: cfg.dkim.enabled && f.dkim !== false, expirySeconds: cfg.dkim.expirySeconds, store: storeSpecOf(cfg) };
 }
 
 function countLine(c: TlsRptCount): string {
@@ -95,7 +97,8 @@ export function registerReport(program: Command): void {
   report
     .command('tls')
     .description('TLS-RPT (RFC 8460): what has been counted and what the next report per policy domain will say; --send-now sends it')
-    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+    .option(...DATA_FLAG)
+    .option(...STORE_FLAG)
     .option('--domain <domain>', 'only this policy domain')
     .option('--json', 'JSON output')
     .option('--send-now', 'make the reports now (today included, up to now) and send them and any waiting for a retry')
@@ -105,15 +108,16 @@ export function registerReport(program: Command): void {
     .option('--contact <address>', 'contact-info in the report (default: postmaster@SUBMITTER)')
     .option('--submitter <host>', 'the reporting host (TLS-Report-Submitter; default: this host name)')
     .option('--from <address>', 'sender of mailto: reports (default: tlsrpt-noreply@SUBMITTER)')
-    .option('--config <file>', 'serve config file: its dataDir (unless --data is given), domains and dkim.enabled/expirySeconds apply to signing --send-now reports')
+    .option('--config <file>', 'serve config file: its store (unless --store, --data or $POSTSEAL_STORE is given), dataDir (DKIM keys, unless --data), domains and dkim.enabled/expirySeconds apply to --send-now')
     .option('--no-dkim', 'send the reports unsigned (default: DKIM-signed with the data directory\'s keys of the From domain, as serve does)')
-    .action(async (f: ReportFlags, cmd: Command) => {
+    .action(async (f: ReportFlags) => {
       const now = new Date();
       const only = f.domain !== undefined ? { domain: f.domain } : {};
       if (f.sendNow === true) {
-        const sign = signSettings(f, cmd.getOptionValueSource('data') !== 'default');
+        const sign = signSettings(f);
         const opts = sendOptions(f, sign);
-        await withStore(sign.dataDir, async (store) => {
+        // The store: --store, --data, $POSTSEAL_STORE, then the --config file's.
+        await withStore(storeSpecFrom(f, sign.store), async (store) => {
           const made = await makeTlsRptReports(store, opts, now, { ...only, includeToday: true });
           const rounds = await deliverTlsRptReports(store, opts, now, { ...only, force: true });
           if (f.json === true) process.stdout.write(JSON.stringify({ made, rounds }, null, 2) + '\n');
@@ -129,7 +133,7 @@ export function registerReport(program: Command): void {
         });
         return;
       }
-      await withReader(f.data, async (store) => {
+      await withReader(f, async (store) => {
         const counts = await store.listTlsRptCounts(only);
         const waiting = (await store.listTlsRptReports(only)).map(({ gz, ...r }) => ({ ...r, bytes: gz.length }));
         const submitter = f.submitter ?? hostname();

@@ -1,18 +1,22 @@
 /** `postseal serve`: flags → config → startServe; signals for reload and graceful stop. */
 import type { Command } from 'commander';
-import { configFromFlags, serveFlags, WEBHOOK_SECRET_ENV, type ServeConfig } from '../config.js';
+import { configFromFlags, serveFlags, STORE_ENV, storeSpecOf, WEBHOOK_SECRET_ENV, type ServeConfig } from '../config.js';
 import { startServe } from '../serve.js';
 import { createHttpContext } from '../http/context.js';
 import { startHttp, type RunningHttp } from '../http/server.js';
 import { createMetrics } from '../http/metrics.js';
 import { collect } from './common.js';
+import { followReloadSignals } from './reload.js';
 
 /** Commander's options object: one attribute per flag of the schema, plus --config. */
 export type ServeFlags = Record<string, unknown> & { config?: string };
 
-/** Flags → config: defaults, then --config FILE, then the flags (all through the schema). */
+/** Flags → config: defaults, then --config FILE, then POSTSEAL_STORE, then the flags (all through the schema). */
 export function flagsToConfig(flags: ServeFlags): ServeConfig {
   const cfg = configFromFlags(flags);
+  // The store: --store wins, then POSTSEAL_STORE, then store.url of the config file.
+  const storeEnv = process.env[STORE_ENV];
+  if (flags.store === undefined && storeEnv !== undefined && storeEnv !== '') cfg.store.url = storeEnv;
   // The webhook secret stays off the command line (ps shows it): the config file, or this variable.
   const env = process.env[WEBHOOK_SECRET_ENV];
   if (cfg.delivery.webhook.secret === null && env !== undefined && env !== '') cfg.delivery.webhook.secret = env;
@@ -61,13 +65,25 @@ export function registerServe(program: Command): void {
         void running.certs.reload();
       });
       if (cfg.tls.cert || cfg.tls.certificates.length > 0) running.certs.watch();
+      // Several nodes on one PostgreSQL store: `postseal reload` reaches every node (store/pg/signals.ts)
+      // and does here what SIGHUP does. A node that cannot listen does not start (it would miss renewals).
+      const storeSpec = storeSpecOf(cfg);
+      let signals: { close(): Promise<void> } | null = null;
+      if (storeSpec.kind === 'postgres') {
+        try {
+          signals = await followReloadSignals(storeSpec.url, { passwordFile: cfg.store.passwordFile, from: running.store.nodeId, logger: running.logger, reload: () => running.certs.reload() });
+        } catch (err) {
+          await Promise.all([web?.close(), running.close(0)]);
+          throw err;
+        }
+      }
       let stopping = false;
       const stop = (signal: string): void => {
         if (stopping) return;
         stopping = true;
         running.logger.info({ event: 'shutdown', signal }, 'stopping: 421 to idle sessions, finishing transactions in flight');
         httpCtx.stopping = true;
-        Promise.all([web?.close(), running.close()]).then(
+        Promise.all([web?.close(), running.close(), signals?.close()]).then(
           () => process.exit(0),
           (err: unknown) => {
             running.logger.error({ event: 'shutdown', error: err instanceof Error ? err.message : String(err) }, 'shutdown failed');

@@ -4,7 +4,7 @@
  * SHA-256 (store/tokens.ts). Safe while serve runs (the store's writer and WAL).
  */
 import type { Command } from 'commander';
-import { DEFAULT_DATA_DIR, withReader, withStore } from './common.js';
+import { withReader, withStore, DATA_FLAG, STORE_FLAG, type StoreFlags } from './common.js';
 
 export function registerToken(program: Command): void {
   const token = program.command('token').description('API tokens for the HTTP API (serve --http)');
@@ -12,18 +12,20 @@ export function registerToken(program: Command): void {
     .command('create')
     .description('make a token and print it once (use it as Authorization: Bearer TOKEN)')
     .requiredOption('--name <name>', 'a name for the token (unique among live tokens)')
-    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+    .option(...DATA_FLAG)
+    .option(...STORE_FLAG)
     .action(async (flags: { name: string; data: string }) => {
-      const made = await withStore(flags.data, (store) => store.createApiToken(flags.name));
+      const made = await withStore(flags, (store) => store.createApiToken(flags.name));
       process.stdout.write(made.token + '\n');
       process.stderr.write(`token ${made.info.name} (id ${made.info.id}) created; it is shown only now\n`);
     });
   token
     .command('list')
     .option('--json', 'JSON array of { id, name, createdAt, lastUsedAt, revoked }')
-    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
+    .option(...DATA_FLAG)
+    .option(...STORE_FLAG)
     .action(async (flags: { json?: boolean; data: string }) => {
-      await withReader(flags.data, async (store) => {
+      await withReader(flags, async (store) => {
         const all = await store.listApiTokens();
         if (flags.json === true) {
           process.stdout.write(JSON.stringify(all, null, 2) + '\n');
@@ -35,9 +37,10 @@ export function registerToken(program: Command): void {
   token
     .command('revoke')
     .argument('<name-or-id>')
-    .option('--data <dir>', 'data directory', DEFAULT_DATA_DIR)
-    .action(async (which: string, flags: { data: string }) => {
-      const n = await withStore(flags.data, (store) => store.revokeApiToken(which));
+    .option(...DATA_FLAG)
+    .option(...STORE_FLAG)
+    .action(async (which: string, flags: StoreFlags) => {
+      const n = await withStore(flags, (store) => store.revokeApiToken(which));
       if (n === 0) {
         process.stderr.write(`postseal: no live token named ${which} (or with that id)\n`);
         process.exitCode = 1;

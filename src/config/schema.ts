@@ -16,6 +16,8 @@ import { LISTENER_TLS_LEVELS, type ListenerTlsLevel } from '../types.js';
 import { parseTargetSpec, TARGET_SYNTAX } from '../delivery/target-spec.js';
 import { WEBHOOK_TIMEOUT_MS } from '../delivery/webhook.js';
 import { BOUNCE_SIZE_LIMIT } from '../relay/bounce.js';
+import { defaultNodeId } from '../store/sqlite-store.js';
+import { PASSWORD_PLACES, STORE_SYNTAX } from '../store/spec.js';
 import type { FlagSpec, Group, Leaf, Node, ValueType } from './engine.js';
 import { bool, domain, domainOrStar, hostName, hostPort, hostPortOrNull, int, intOrNull, ms, oneOf, path, pathOrNull, pemPath, route, textOrNull } from './values.js';
 
@@ -69,6 +71,10 @@ export interface RelaySettings {
 
 export interface ServeConfig {
   dataDir: string;
+  /** Where the store is (issue 13): null = SQLite in dataDir; else store/spec.ts's syntax. */
+  store: { url: string | null; poolSize: number; passwordFile: string | null };
+  /** This node (several nodes on one PostgreSQL store). */
+  node: { id: string };
   hostname: string;
   domains: string[];
   listeners: { mx: ListenerConfig | null; submission: ListenerConfig | null; submissions: ListenerConfig | null };
@@ -131,6 +137,23 @@ export interface DeliverySettings {
   /** TLS toward TCP LMTP peers; null: delivery/lmtp.ts defaultLmtpLevel (none on loopback, may elsewhere). */
   lmtp: { tls: 'none' | 'may' | 'encrypt' | 'verify' | null; ca: string | null };
 }
+
+/**
+ * `store.url`: any one line of text here; store/spec.ts parseStoreSpec checks it when serve starts
+ * (one parser, and its errors never echo a URL that carries a password, as a config error would).
+ */
+const storeUrl: ValueType<string | null> = {
+  name: 'store URL or null',
+  expected: `null (SQLite in dataDir), ${STORE_SYNTAX}`,
+  parse: (v) => (v === null || (typeof v === 'string' && v.length > 0 && v.length <= 2000 && !/[\x00-\x1f\x7f]/.test(v)) ? { ok: true, value: v } : { ok: false }),
+};
+
+/** `node.id`: a name for leases and attempt records: letters, digits and . _ - (hostnames fit). */
+const nodeId: ValueType<string> = {
+  name: 'node id',
+  expected: 'letters, digits and . _ - (1-128 characters, starting with a letter or digit)',
+  parse: (v) => (typeof v === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(v) ? { ok: true, value: v } : { ok: false }),
+};
 
 /** The data directory of serve and of the commands that open its store (user, mailbox, queue). */
 export const DEFAULT_DATA_DIR = './postseal-data';
@@ -337,6 +360,14 @@ const relay = group<RelaySettings>('Outbound delivery of mail authenticated user
 
 export const SCHEMA: Group<ServeConfig> = group<ServeConfig>('postseal serve', {
   dataDir: leaf(path, DEFAULT_DATA_DIR, 'Data directory: the database, spooled bodies, the self-signed certificate.', flag('--data', '<dir>', 'data directory (database, self-signed certificate)')),
+  store: group<ServeConfig['store']>('where the store is (docs: README "Several nodes"): SQLite in the data directory (default), or PostgreSQL shared by several nodes', {
+    url: leaf(storeUrl, null, `null: the SQLite store in \`dataDir\`. Else \`postgres://USER@HOST:PORT/DB\` (several nodes share it; the data directory stays this node's: spool, DKIM keys, certificates) or \`sqlite:DIR\`. A URL with a password is refused: the password goes in ${PASSWORD_PLACES}. The environment variable \`POSTSEAL_STORE\` overrides this key, \`--store\` overrides both.`, flag('--store', '<url>', 'the store: postgres://USER@HOST:PORT/DB (password from PGPASSWORD or store.passwordFile) or sqlite:DIR; default: SQLite in the data directory')),
+    poolSize: leaf(int(1, 1000), 10, 'PostgreSQL: connections in this node\'s pool.'),
+    passwordFile: leaf(pathOrNull, null, 'PostgreSQL: a file holding the password (read once at start, trimmed); null: `PGPASSWORD` or `~/.pgpass`.'),
+  }),
+  node: group<ServeConfig['node']>('this node', {
+    id: leaf(nodeId, defaultNodeId, 'Who this node is in queue leases and attempt records; two live nodes on one PostgreSQL store must not share it.', { defaultText: 'HOSTNAME-PID' }),
+  }),
   hostname: leaf(hostName, 'localhost', 'Our name in the greeting, EHLO and Received headers.', flag('--hostname', '<name>', 'name in the greeting, EHLO and Received headers')),
   domains: { kind: 'list', element: domain, doc: 'Local domains (besides `hostname` and localhost): mail for them goes to mailboxes.', ...flag('--domain', '<domain>', 'a local domain (repeatable)', { list: 'append' }) },
   listeners: group<ServeConfig['listeners']>('the listeners', {

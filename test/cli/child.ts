@@ -64,11 +64,11 @@ export interface CliResult {
   stdoutBytes: Buffer;
 }
 
-/** Runs one CLI command to completion (killed and rejected after timeoutMs). */
-export function runCli(args: string[], opts: { input?: string | Buffer; timeoutMs?: number } = {}): Promise<CliResult> {
+/** Runs one CLI command to completion (killed and rejected after timeoutMs); `env` is added to ours. */
+export function runCli(args: string[], opts: { input?: string | Buffer; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
   const timeoutMs = opts.timeoutMs ?? 60_000;
   return new Promise((resolve, reject) => {
-    const child = spawnCli(args);
+    const child = spawnCli(args, opts.env);
     const out: Buffer[] = [];
     let stderr = '';
     child.stdout?.on('data', (b: Buffer) => out.push(b));
