@@ -59,6 +59,8 @@ export const ERROR_CODES = [
   'STORE_NO_RECIPIENTS',
   'STORE_NO_WAL',
   'STORE_NOT_FOUND',
+  // store copy: the target database already holds messages (and --append was not given).
+  'STORE_NOT_EMPTY',
   'STORE_SCHEMA_MISSING',
   'STORE_SCHEMA_OLD',
   'STORE_SCHEMA_TOO_NEW',
