@@ -346,7 +346,7 @@ async function main(): Promise<void> {
   try {
     const cert = makeBenchCert(work, 'ec');
     const probe = fsyncProbe(work, QUICK ? 500 : 2000);
-    process.stdout.write(`fdatasync of an 8 KiB write on ${tmpdir()}: ${probe.perSec.toFixed(0)}/s (${probe.meanMs.toFixed(2)} ms each, idle machine)\n`);
+    process.stdout.write(`fdatasync of an 8 KiB write on ${tmpdir()}: ${probe.perSec.toFixed(0)}/s (${probe.meanMs.toFixed(2)} ms each, measured before the runs, with whatever else runs on the machine)\n`);
     pgc = await startBenchPostgres(null);
     process.stdout.write(`PostgreSQL ${pgc.version}: private cluster, fsync on; ${CONNS} STARTTLS connections, ${SIZE}-byte messages, ${DURATION_S} s per configuration\n`);
     const configs: Config[] = [];
