@@ -15,6 +15,15 @@
  * allows that in a test: the owner lock is serve's, not openSqliteStore's), or open a reader on it
  * (the CLI while serve runs). Every store and reader opened here is closed in after() too, so a
  * failing case leaves no pool or cluster behind; closing twice is fine (close is idempotent).
+ * That after() hook is registered by storeTest()/forEachBackend() at the file's top level: register
+ * the cases through them.
+ *
+ * Usage: `storeTest('title', async (b) => { const s = await b.open(); … })` — one case per
+ * backend. Reads are awaited (a plain value for SQLite, a promise for PostgreSQL); the address
+ * reads (hasUser, senderPatterns, aliasTargets, resolveRecipient) are synchronous on both. A case
+ * about a documented difference branches on `b.name` and says why; a known gap of one backend is
+ * `{ todo: { sqlite: 'why' } }`. Cases about SQLite itself (file format, migrations of old files,
+ * the owner lock, the crash test) stay plain tests titled `sqlite only: …`.
  */
 import { after, test, type TestContext } from 'node:test';
 import { mkdtempSync, rmSync } from 'node:fs';
