@@ -303,3 +303,12 @@ storeTest(
     },
   },
 );
+
+storeTest('bounds: listQueue and claimDue refuse a limit outside 1..max, a lease below 1 ms', (b) =>
+  withStore(b, async (store) => {
+    // SQLite may throw at the call, PostgreSQL rejects: both refuse, with the same code.
+    for (const limit of [0, -1, 1.5, 100_001]) await assert.rejects(async () => store.listQueue({ limit }), { code: 'STORE_BAD_LIMIT' }, `listQueue ${limit}`);
+    for (const limit of [0, 10_001]) await assert.rejects(async () => store.claimDue(new Date(), limit), { code: 'STORE_BAD_LIMIT' }, `claimDue ${limit}`);
+    await assert.rejects(async () => store.renewLeases([{ id: '0000000000000000', recipient: 'a@r.example' }], 0), { code: 'STORE_BAD_LEASE' });
+    assert.deepEqual(await store.listQueue({ limit: 100_000 }), []);
+  }));

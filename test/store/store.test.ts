@@ -4,7 +4,7 @@
  * what was submitted (and the reopen keeping it), session-chosen ids, refusals.
  */
 import assert from 'node:assert/strict';
-import type { TlsFacts } from '../../src/types.js';
+import type { AuthVerdicts, TlsFacts } from '../../src/types.js';
 import { PostsealError } from '../../src/errors.js';
 import { makeMessage } from './helpers.js';
 import { storeTest, withStore } from './backends.js';
@@ -130,4 +130,37 @@ storeTest('rejects a message without recipients and bad addresses; other accepts
     await assert.rejects(store.accept(makeMessage({ localRecipients: [], remoteRecipients: ['nodomain'] })), { code: 'STORE_BAD_ADDRESS' });
     await store.accept(makeMessage());
     assert.equal(await store.countMessages(), 1);
+  }));
+
+storeTest('what the session knew comes back: DSN (ENVID, RET, NOTIFY, ORCPT), auth verdicts, quarantine, a UTF-8 envelope', (b) =>
+  withStore(b, async (store) => {
+    const authResults: AuthVerdicts = {
+      spf: { result: 'pass', domain: 'example.net', comment: null },
+      dkim: [{ result: 'pass', domain: 'example.net', selector: 's1', aligned: 'example.net', comment: null }],
+      dkimOmitted: 0,
+      dmarc: { result: 'fail', domain: 'example.net', policy: 'quarantine', comment: 'no aligned identifier' },
+      arc: { result: 'none', comment: null },
+    };
+    const { id } = await store.accept(
+      makeMessage({
+        mailFrom: 'jöran@exämple.net',
+        localRecipients: ['ünïcode@example.org'],
+        remoteRecipients: ['far@remote.example', 'near@remote.example'],
+        smtpUtf8: true,
+        envId: 'QQ314159',
+        ret: 'HDRS',
+        recipientDsn: { 'far@remote.example': { notify: ['SUCCESS', 'DELAY'], orcpt: 'rfc822;far@remote.example' } },
+        authResults,
+        quarantine: true,
+      }),
+    );
+    const got = await store.getMessage(id);
+    assert.equal(got?.summary.mailFrom, 'jöran@exämple.net');
+    assert.deepEqual(got?.summary.recipients, ['ünïcode@example.org', 'far@remote.example', 'near@remote.example']);
+    assert.deepEqual(got?.summary.authResults, authResults);
+    assert.equal(got?.summary.quarantine, true);
+    assert.equal((await store.listMessages({ mailbox: 'ÜNÏCODE@example.org' }))[0]?.id, id);
+    const dsn = new Map((await store.listQueue()).map((e) => [e.recipient, e.dsn]));
+    assert.deepEqual(dsn.get('far@remote.example'), { envId: 'QQ314159', ret: 'HDRS', notify: ['SUCCESS', 'DELAY'], orcpt: 'rfc822;far@remote.example' });
+    assert.deepEqual(dsn.get('near@remote.example'), { envId: 'QQ314159', ret: 'HDRS', notify: null, orcpt: null });
   }));
