@@ -77,17 +77,31 @@ function prepare(db: Database): Statements {
     // Only a lease this node still holds: an expired one may have been claimed again elsewhere.
     renewLease: db.prepare(`UPDATE queue SET lease_until = @until WHERE recipient = @recipient AND claimed_by = @node
       AND lease_until > @now AND status IN ('queued', 'deferred') AND seq = (SELECT seq FROM messages WHERE id = @id)`),
-    attempt: db.prepare(`UPDATE queue SET status = @status, attempts = attempts + 1, last_error = @error,
-      last_tls = @tls, next_attempt_at = COALESCE(@next, next_attempt_at), lease_until = NULL, claimed_by = NULL,
+    // The same rules as PostgreSQL (store/pg/ops.ts ATTEMPT_SQL): a final outcome stays final — a
+    // late 'deferred' (a delivery that outlived its lease, another attempt recorded meanwhile) does
+    // not make a delivered or failed row wait again, which would deliver it twice; the lease is
+    // cleared only when this node holds it or it has expired (another live lease is another
+    // attempt in progress, whose own record follows).
+    attempt: db.prepare(`UPDATE queue SET
+      status = CASE WHEN status IN ('delivered', 'failed') AND @status = 'deferred' THEN status ELSE @status END,
+      attempts = attempts + 1, last_error = @error, last_tls = @tls,
+      next_attempt_at = CASE WHEN status IN ('delivered', 'failed') THEN next_attempt_at ELSE COALESCE(@next, next_attempt_at) END,
+      lease_until = CASE WHEN claimed_by IS NOT @node AND lease_until > @now THEN lease_until END,
+      claimed_by = CASE WHEN claimed_by IS NOT @node AND lease_until > @now THEN claimed_by END,
       updated_at = @now
       WHERE recipient = @recipient AND seq = (SELECT seq FROM messages WHERE id = @id)`),
     attemptHistory: db.prepare(`INSERT INTO queue_attempts (seq, recipient, at, outcome, error, tls, next_attempt_at, node)
       SELECT seq, @recipient, @now, @status, @error, @tls, @next, @node FROM messages WHERE id = @id`),
     deleteQueuedAll: db.prepare('DELETE FROM queue WHERE seq = (SELECT seq FROM messages WHERE id = ?)'),
     releaseLeases: db.prepare(`UPDATE queue SET lease_until = NULL, claimed_by = NULL WHERE lease_until IS NOT NULL AND status IN ('queued', 'deferred')`),
-    retryAll: db.prepare(`UPDATE queue SET next_attempt_at = ?, lease_until = NULL, updated_at = ? WHERE status IN ('queued', 'deferred')`),
-    retryOne: db.prepare(`UPDATE queue SET next_attempt_at = ?, lease_until = NULL, updated_at = ?
-      WHERE status IN ('queued', 'deferred') AND seq = (SELECT seq FROM messages WHERE id = ?)`),
+    // Due now; a live lease stays (that row is being delivered right now: clearing its lease would
+    // let a second attempt start beside it). The row is due again once that attempt is recorded.
+    retryAll: db.prepare(`UPDATE queue SET next_attempt_at = @now, updated_at = @now,
+      claimed_by = CASE WHEN lease_until > @now THEN claimed_by END, lease_until = CASE WHEN lease_until > @now THEN lease_until END
+      WHERE status IN ('queued', 'deferred')`),
+    retryOne: db.prepare(`UPDATE queue SET next_attempt_at = @now, updated_at = @now,
+      claimed_by = CASE WHEN lease_until > @now THEN claimed_by END, lease_until = CASE WHEN lease_until > @now THEN lease_until END
+      WHERE status IN ('queued', 'deferred') AND seq = (SELECT seq FROM messages WHERE id = @id)`),
     deleteQueuedOne: db.prepare('DELETE FROM queue WHERE seq = (SELECT seq FROM messages WHERE id = ?) AND recipient = ?'),
     putMtaSts: db.prepare(`INSERT OR REPLACE INTO mta_sts_policies (domain, id, mode, mx, max_age, fetched_at, expires_at, text)
       VALUES (@domain, @id, @mode, @mx, @maxAge, @fetchedAt, @expiresAt, @text)`),
@@ -175,7 +189,7 @@ function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['
     case 'releaseLeases':
       return s.releaseLeases.run().changes;
     case 'retryQueued':
-      return op.id === null ? s.retryAll.run(op.nowMs, op.nowMs).changes : s.retryOne.run(op.nowMs, op.nowMs, op.id).changes;
+      return op.id === null ? s.retryAll.run({ now: op.nowMs }).changes : s.retryOne.run({ now: op.nowMs, id: op.id }).changes;
     case 'deleteQueued':
       return op.recipient === null ? s.deleteQueuedAll.run(op.id).changes : s.deleteQueuedOne.run(op.id, op.recipient).changes;
     case 'putMtaSts': {

@@ -296,12 +296,6 @@ storeTest(
       await closeAll(a, c);
     }
   },
-  {
-    todo: {
-      sqlite:
-        'SQLite store (one owner per data dir): recordAttempt sets any outcome and clears any lease, retryQueued clears the lease — a late deferral reopens a delivered row; reported to the lead (issue 13)',
-    },
-  },
 );
 
 storeTest('bounds: listQueue and claimDue refuse a limit outside 1..max, a lease below 1 ms', (b) =>
