@@ -16,6 +16,8 @@ import { registerPolicyExplain } from './policy-explain.js';
 import { registerReport } from './report.js';
 import { registerDkim } from './dkim.js';
 import { registerToken } from './token.js';
+import { registerStore } from './store.js';
+import { registerReload } from './reload.js';
 import { ConfigError, PostsealError, UsageError } from '../errors.js';
 
 const program = new Command();
@@ -38,6 +40,8 @@ registerPolicyExplain(registerPolicy(program));
 registerReport(program);
 registerDkim(program);
 registerToken(program);
+registerStore(program);
+registerReload(program);
 
 // A reader that stops early (`postseal mailbox list | head -1`) closes the pipe: the output it
 // did not want is not an error. Leave quietly, as a program killed by SIGPIPE would, without a
