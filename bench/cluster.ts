@@ -30,7 +30,7 @@
  * Usage: node --import tsx bench/cluster.ts [--nodes 1,2,3] [--duration 10] [--conns 50]
  *        [--pools 2,30] [--no-async] [--body base64|x] [--quick] [--dist DIR] [--json] [--out FILE]
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, fdatasyncSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
@@ -379,7 +379,8 @@ async function main(): Promise<void> {
     const stamp = new Date().toISOString().replace(/[:.]/g, '-');
     const outFile = OUT || join(ROOT, 'bench/results', `cluster-${stamp}.json`);
     mkdirSync(dirname(outFile), { recursive: true });
-    writeFileSync(outFile, JSON.stringify({ date: new Date().toISOString(), command: cmd, pg: pgc.version, cores: cpus().length, fsyncProbe: probe, results, markdown: md, totalSeconds: (Date.now() - t0) / 1000 }, null, 2) + '\n');
+    const head = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim() || '?';
+    writeFileSync(outFile, JSON.stringify({ date: new Date().toISOString(), command: cmd, gitHead: head, dist: DIST, pg: pgc.version, cores: cpus().length, fsyncProbe: probe, results, markdown: md, totalSeconds: (Date.now() - t0) / 1000 }, null, 2) + '\n');
     process.stdout.write(`\nJSON: ${relative(process.cwd(), outFile)} · total ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
   } finally {
     await pgc?.close().catch(() => undefined);
