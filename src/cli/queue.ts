@@ -20,7 +20,8 @@ function line(e: QueueEntry): string {
 }
 
 function attemptLine(a: QueueAttempt): string {
-  return `${a.at}  <${a.recipient}>  ${a.outcome}${tlsText(a.tls)}${a.error ? `  ${a.error}` : ''}${a.nextAttemptAt ? `  next=${a.nextAttemptAt}` : ''}`;
+  // Which node made the attempt (several nodes on one PostgreSQL: who tried what).
+  return `${a.at}  <${a.recipient}>  ${a.outcome}${a.node ? ` by ${a.node}` : ''}${tlsText(a.tls)}${a.error ? `  ${a.error}` : ''}${a.nextAttemptAt ? `  next=${a.nextAttemptAt}` : ''}`;
 }
 
 export function registerQueue(program: Command): void {

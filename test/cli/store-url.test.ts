@@ -126,7 +126,7 @@ test('queue list, queue show and mailbox list/show against PostgreSQL', { skip, 
   assert.match(queue.stdout, new RegExp(`^${remoteId}  deferred  <sender@example.net> -> <carol@remote.example>  attempts=1 .*last: 451 4\\.7\\.1 try later`, 'm'));
   const show = await runCli(['queue', 'show', remoteId], { env: { POSTSEAL_STORE: url } });
   assert.equal(show.code, 0, show.stderr);
-  assert.match(show.stdout, /attempts:\n.*<carol@remote\.example>  deferred  451 4\.7\.1 try later/);
+  assert.match(show.stdout, /attempts:\n.*<carol@remote\.example>  deferred by test-writer  451 4\.7\.1 try later/, "the attempt names the node that made it");
 
   const mailbox = await runCli(['mailbox', 'list', '--store', url]);
   assert.equal(mailbox.code, 0, mailbox.stderr);
