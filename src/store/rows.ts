@@ -1,13 +1,14 @@
 /**
- * Row shapes as SQLite returns them and their conversion to the public types. The SELECT lists
- * live here next to the row types so that a column and its field cannot drift apart.
+ * Row shapes as SQLite returns them and their conversion to the public types, shared by both
+ * backends (the PostgreSQL store selects the same row shapes: store/pg/ops.ts PG_*_COLUMNS).
+ * The SELECT lists live here next to the row types so that a column and its field cannot drift apart.
  *
  * Invariant: rows are plain data (no methods, no Buffers shared with SQLite), safe to hand out.
  */
 import type { AuthVerdicts, MessageSummary, TlsFacts, TlsOutcome } from '../types.js';
 import { PostsealError } from '../errors.js';
 import { parseNotify } from '../protocol/dsn.js';
-import { QUEUE_STATUSES, type QueueAttempt, type QueueEntry, type QueueStatus } from './types.js';
+import { QUEUE_STATUSES, type QueueAttempt, type QueueEntry, type QueueStats, type QueueStatus, type StoredMtaStsPolicy } from './types.js';
 
 export const MESSAGE_COLUMNS = `m.id, m.received_at, m.mail_from, m.recipients, m.size, m.listener,
   m.client_address, m.helo_name, m.auth_user, m.tls, m.require_tls, m.auth_results, m.quarantine`;
@@ -60,9 +61,19 @@ function parseTls(json: string | null): TlsFacts | null {
   return parseJsonObject<TlsFacts>(json);
 }
 
-function parseStringArray(json: string): string[] {
+export function parseStringArray(json: string): string[] {
   const v: unknown = JSON.parse(json);
   return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
+}
+
+/** An address normalized by `f`, or null when it is malformed (a malformed address is just an unknown one). */
+export function orNull(f: (raw: string) => string, address: string): string | null {
+  try {
+    return f(address);
+  } catch (err) {
+    if (err instanceof PostsealError) return null;
+    throw err;
+  }
 }
 
 function isQueueStatus(s: string): s is QueueStatus {
@@ -139,4 +150,40 @@ export function toQueueEntry(row: QueueRow): QueueEntry {
       orcpt: row.orcpt,
     },
   };
+}
+
+/** One row of the queue counts by status (the waiting rows only: queued and deferred). */
+export interface QueueStatsRow {
+  status: string;
+  n: number;
+  oldest: string | null;
+}
+
+export function toQueueStats(rows: readonly QueueStatsRow[]): QueueStats {
+  const out: QueueStats = { queued: 0, deferred: 0, oldestReceivedAt: null };
+  for (const r of rows) {
+    if (r.status === 'queued') out.queued = r.n;
+    else if (r.status === 'deferred') out.deferred = r.n;
+    if (r.oldest !== null && (out.oldestReceivedAt === null || r.oldest < out.oldestReceivedAt)) out.oldestReceivedAt = r.oldest;
+  }
+  return out;
+}
+
+export interface MtaStsRow {
+  domain: string;
+  id: string;
+  mode: 'enforce' | 'testing';
+  mx: string;
+  max_age: number;
+  fetched_at: number;
+  expires_at: number;
+  text: string;
+}
+
+export function toMtaStsPolicy(row: MtaStsRow): StoredMtaStsPolicy {
+  const mx: unknown = JSON.parse(row.mx);
+  if (!Array.isArray(mx) || !mx.every((m): m is string => typeof m === 'string')) {
+    throw new PostsealError('STORE_CORRUPT', `mta_sts_policies.mx of ${row.domain} is not a JSON list of strings`);
+  }
+  return { domain: row.domain, id: row.id, mode: row.mode, mx, maxAge: row.max_age, fetchedAt: row.fetched_at, expiresAt: row.expires_at, text: row.text };
 }

@@ -20,18 +20,23 @@ import { TlsRptReads, type TlsRptCount, type TlsRptStoredReport } from './tlsrpt
 import { AliasReads, aliasAddress, type AliasEntry } from './aliases.js';
 import { TokenReads, type ApiTokenInfo } from './tokens.js';
 import { resolveAddress, type RecipientResolution, type ResolveOptions } from './resolve.js';
-import { ATTEMPT_COLUMNS, MESSAGE_COLUMNS, QUEUE_COLUMNS, toQueueAttempt, toQueueEntry, toSummary, type AttemptRow, type MessageRow, type QueueRow } from './rows.js';
+import {
+  ATTEMPT_COLUMNS,
+  MESSAGE_COLUMNS,
+  orNull,
+  QUEUE_COLUMNS,
+  toMtaStsPolicy,
+  toQueueAttempt,
+  toQueueEntry,
+  toQueueStats,
+  toSummary,
+  type AttemptRow,
+  type MessageRow,
+  type MtaStsRow,
+  type QueueRow,
+  type QueueStatsRow,
+} from './rows.js';
 import type { ListMessagesOptions, ListQueueOptions, QueueAttempt, QueueStats, QueueEntry, StoredMessage, StoredMtaStsPolicy, SqliteStoreReader } from './types.js';
-
-/** An address normalized by `f`, or null when it is malformed (a malformed address is just an unknown one). */
-function orNull(f: (raw: string) => string, address: string): string | null {
-  try {
-    return f(address);
-  } catch (err) {
-    if (err instanceof PostsealError) return null;
-    throw err;
-  }
-}
 
 export function checkLimit(limit: number | undefined, fallback: number, max: number): number {
   if (limit === undefined) return fallback;
@@ -48,17 +53,6 @@ export function mtaStsDomain(domain: string): string {
     throw new PostsealError('STORE_BAD_POLICY', `not a policy domain: ${JSON.stringify(domain.slice(0, 80))}`);
   }
   return d;
-}
-
-interface MtaStsRow {
-  domain: string;
-  id: string;
-  mode: 'enforce' | 'testing';
-  mx: string;
-  max_age: number;
-  fetched_at: number;
-  expires_at: number;
-  text: string;
 }
 
 export class SqliteReader implements SqliteStoreReader {
@@ -222,13 +216,7 @@ export class SqliteReader implements SqliteStoreReader {
   }
 
   queueStats(): QueueStats {
-    const out: QueueStats = { queued: 0, deferred: 0, oldestReceivedAt: null };
-    for (const r of this.q.queueStats.all() as Array<{ status: string; n: number; oldest: string | null }>) {
-      if (r.status === 'queued') out.queued = r.n;
-      else if (r.status === 'deferred') out.deferred = r.n;
-      if (r.oldest !== null && (out.oldestReceivedAt === null || r.oldest < out.oldestReceivedAt)) out.oldestReceivedAt = r.oldest;
-    }
-    return out;
+    return toQueueStats(this.q.queueStats.all() as QueueStatsRow[]);
   }
 
   listAttempts(id: string): QueueAttempt[] {
@@ -237,12 +225,7 @@ export class SqliteReader implements SqliteStoreReader {
 
   getMtaSts(domain: string): StoredMtaStsPolicy | null {
     const row = this.q.mtaSts.get(mtaStsDomain(domain)) as MtaStsRow | undefined;
-    if (row === undefined) return null;
-    const mx: unknown = JSON.parse(row.mx);
-    if (!Array.isArray(mx) || !mx.every((m): m is string => typeof m === 'string')) {
-      throw new PostsealError('STORE_CORRUPT', `mta_sts_policies.mx of ${row.domain} is not a JSON list of strings`);
-    }
-    return { domain: row.domain, id: row.id, mode: row.mode, mx, maxAge: row.max_age, fetchedAt: row.fetched_at, expiresAt: row.expires_at, text: row.text };
+    return row === undefined ? null : toMtaStsPolicy(row);
   }
 
   listTlsRptCounts(opts?: { domain?: string }): TlsRptCount[] {

@@ -155,7 +155,8 @@ export function runTlsRptOp(s: TlsRptStatements, op: TlsRptWriteOp): TlsRptOpVal
   }
 }
 
-interface CountRow {
+/** A tlsrpt_counts row as either backend returns it. */
+export interface TlsRptCountRow {
   policy_domain: string;
   day: string;
   policy_type: TlsRptCount['policyType'];
@@ -167,7 +168,8 @@ interface CountRow {
   detail: string | null;
 }
 
-interface ReportRow {
+/** A tlsrpt_reports row as either backend returns it. */
+export interface TlsRptReportRow {
   report_id: string;
   policy_domain: string;
   day: string;
@@ -186,6 +188,36 @@ function stringArray(json: string): string[] {
   return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
 }
 
+export function toTlsRptCount(r: TlsRptCountRow): TlsRptCount {
+  return {
+    policyDomain: r.policy_domain,
+    day: r.day,
+    policyType: r.policy_type,
+    policyStrings: stringArray(r.policy_strings),
+    mxHost: r.mx_host,
+    receivingIp: r.receiving_ip,
+    result: r.result,
+    count: r.count,
+    detail: r.detail,
+  };
+}
+
+export function toTlsRptReport(r: TlsRptReportRow): TlsRptStoredReport {
+  return {
+    reportId: r.report_id,
+    policyDomain: r.policy_domain,
+    day: r.day,
+    startAt: r.start_at,
+    endAt: r.end_at,
+    gz: r.report,
+    rua: stringArray(r.rua),
+    attempts: r.attempts,
+    nextAttemptAt: r.next_attempt_at,
+    lastError: r.last_error,
+    createdAt: r.created_at,
+  };
+}
+
 /** The read side, on the reader's connection (sqlite-reader.ts). */
 export class TlsRptReads implements TlsRptStoreReads {
   private readonly counts: Statement;
@@ -199,33 +231,11 @@ export class TlsRptReads implements TlsRptStoreReads {
   }
 
   listTlsRptCounts(opts: { domain?: string } = {}): TlsRptCount[] {
-    return (this.counts.all({ d: opts.domain?.toLowerCase() ?? null }) as CountRow[]).map((r) => ({
-      policyDomain: r.policy_domain,
-      day: r.day,
-      policyType: r.policy_type,
-      policyStrings: stringArray(r.policy_strings),
-      mxHost: r.mx_host,
-      receivingIp: r.receiving_ip,
-      result: r.result,
-      count: r.count,
-      detail: r.detail,
-    }));
+    return (this.counts.all({ d: opts.domain?.toLowerCase() ?? null }) as TlsRptCountRow[]).map(toTlsRptCount);
   }
 
   listTlsRptReports(opts: { domain?: string } = {}): TlsRptStoredReport[] {
-    return (this.reports.all({ d: opts.domain?.toLowerCase() ?? null }) as ReportRow[]).map((r) => ({
-      reportId: r.report_id,
-      policyDomain: r.policy_domain,
-      day: r.day,
-      startAt: r.start_at,
-      endAt: r.end_at,
-      gz: r.report,
-      rua: stringArray(r.rua),
-      attempts: r.attempts,
-      nextAttemptAt: r.next_attempt_at,
-      lastError: r.last_error,
-      createdAt: r.created_at,
-    }));
+    return (this.reports.all({ d: opts.domain?.toLowerCase() ?? null }) as TlsRptReportRow[]).map(toTlsRptReport);
   }
 }
 

@@ -15,8 +15,8 @@ import type { Database, Statement } from 'better-sqlite3';
 import { PostsealError } from '../errors.js';
 
 export const TOKEN_PREFIX = 'ps_';
-/** Longest token we look up (prefix + 43 base64url characters; longer input is refused unhashed). */
-const MAX_TOKEN_LENGTH = 128;
+/** Longest token we look up (prefix + 43 base64url characters; longer input is refused unhashed). Both backends. */
+export const MAX_TOKEN_LENGTH = 128;
 
 export interface ApiTokenInfo {
   id: string;

@@ -24,11 +24,24 @@ import { GroupCommitter } from '../group-commit.js';
 import { hashPassword, verifyPassword } from '../passwords.js';
 import { checkPassword, checkSenders, dataLength, messageRecord } from '../records.js';
 import { resolveAddress, type RecipientResolution, type ResolveOptions } from '../resolve.js';
-import { toQueueAttempt, toQueueEntry, toSummary, type AttemptRow, type MessageRow, type QueueRow } from '../rows.js';
+import {
+  ATTEMPT_COLUMNS,
+  orNull,
+  toMtaStsPolicy,
+  toQueueAttempt,
+  toQueueEntry,
+  toQueueStats,
+  toSummary,
+  type AttemptRow,
+  type MessageRow,
+  type MtaStsRow,
+  type QueueRow,
+  type QueueStatsRow,
+} from '../rows.js';
 import { FileSpool, removeOrphans, type BodySpool } from '../spool.js';
 import { checkLimit, mtaStsDomain } from '../sqlite-reader.js';
-import type { TlsRptCount, TlsRptStoredReport } from '../tlsrpt.js';
-import { newToken, tokenHash, tokenName, TOKEN_PREFIX, type ApiTokenInfo } from '../tokens.js';
+import { toTlsRptCount, toTlsRptReport, type TlsRptCount, type TlsRptCountRow, type TlsRptReportRow, type TlsRptStoredReport } from '../tlsrpt.js';
+import { MAX_TOKEN_LENGTH, newToken, tokenHash, tokenName, TOKEN_PREFIX, type ApiTokenInfo } from '../tokens.js';
 import type {
   AttemptRecord,
   ClaimOptions,
@@ -51,8 +64,6 @@ import { checkVersionPg, migrateClient } from './schema.js';
 import { PgWriter } from './writer.js';
 
 const DEFAULT_LEASE_MS = 10 * 60 * 1000;
-/** Longest API token looked up (tokens.ts keeps the same bound). */
-const MAX_TOKEN_LENGTH = 128;
 
 export interface PgStoreOptions {
   /** Who claims and records attempts (config node.id, default HOSTNAME-PID). */
@@ -78,17 +89,6 @@ export interface PgStoreOptions {
   directoryPollMs?: number;
 }
 
-interface MtaStsRow {
-  domain: string;
-  id: string;
-  mode: 'enforce' | 'testing';
-  mx: string;
-  max_age: number;
-  fetched_at: number;
-  expires_at: number;
-  text: string;
-}
-
 interface TokenRow {
   id: string;
   name: string;
@@ -101,21 +101,6 @@ const TOKEN_COLUMNS = `id, name, ${iso('created_at')} AS created_at, ${iso('last
 
 function tokenInfo(r: TokenRow): ApiTokenInfo {
   return { id: r.id, name: r.name, createdAt: r.created_at, lastUsedAt: r.last_used_at, revoked: r.revoked };
-}
-
-/** An address normalized by `f`, or null when it is malformed (a malformed address is just an unknown one). */
-function orNull(f: (raw: string) => string, address: string): string | null {
-  try {
-    return f(address);
-  } catch (err) {
-    if (err instanceof PostsealError) return null;
-    throw err;
-  }
-}
-
-function stringArray(json: string): string[] {
-  const v: unknown = JSON.parse(json);
-  return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
 }
 
 function checkLease(leaseMs: number): void {
@@ -449,24 +434,18 @@ class PgStore implements Store {
   }
 
   async queueStats(): Promise<QueueStats> {
-    const rows = await this.read<{ status: string; n: number; oldest: string | null }>(
+    const rows = await this.read<QueueStatsRow>(
       'counting the queue',
       `SELECT q.status, count(*) AS n, ${iso('min(m.received_at)')} AS oldest
        FROM queue q JOIN messages m ON m.seq = q.seq WHERE q.status IN ('queued', 'deferred') GROUP BY q.status`,
     );
-    const out: QueueStats = { queued: 0, deferred: 0, oldestReceivedAt: null };
-    for (const r of rows) {
-      if (r.status === 'queued') out.queued = r.n;
-      else if (r.status === 'deferred') out.deferred = r.n;
-      if (r.oldest !== null && (out.oldestReceivedAt === null || r.oldest < out.oldestReceivedAt)) out.oldestReceivedAt = r.oldest;
-    }
-    return out;
+    return toQueueStats(rows);
   }
 
   async listAttempts(id: string): Promise<QueueAttempt[]> {
     const rows = await this.read<AttemptRow>(
       'listing attempts',
-      `SELECT a.recipient, a.at, a.outcome, a.error, a.tls, a.next_attempt_at, a.node
+      `SELECT ${ATTEMPT_COLUMNS}
        FROM queue_attempts a JOIN messages m ON m.seq = a.seq WHERE m.id = $1 ORDER BY a.at, a.n`,
       [id],
     );
@@ -476,73 +455,26 @@ class PgStore implements Store {
   async getMtaSts(domain: string): Promise<StoredMtaStsPolicy | null> {
     const rows = await this.read<MtaStsRow>('reading an MTA-STS policy', 'SELECT * FROM mta_sts_policies WHERE domain = $1', [mtaStsDomain(domain)]);
     const row = rows[0];
-    if (row === undefined) return null;
-    const mx: unknown = JSON.parse(row.mx);
-    if (!Array.isArray(mx) || !mx.every((m): m is string => typeof m === 'string')) {
-      throw new PostsealError('STORE_CORRUPT', `mta_sts_policies.mx of ${row.domain} is not a JSON list of strings`);
-    }
-    return { domain: row.domain, id: row.id, mode: row.mode, mx, maxAge: row.max_age, fetchedAt: row.fetched_at, expiresAt: row.expires_at, text: row.text };
+    return row === undefined ? null : toMtaStsPolicy(row);
   }
 
   async listTlsRptCounts(opts: { domain?: string } = {}): Promise<TlsRptCount[]> {
-    const rows = await this.read<{
-      policy_domain: string;
-      day: string;
-      policy_type: TlsRptCount['policyType'];
-      policy_strings: string;
-      mx_host: string;
-      receiving_ip: string;
-      result: string;
-      count: number;
-      detail: string | null;
-    }>(
+    const rows = await this.read<TlsRptCountRow>(
       'listing TLS-RPT counts',
       `SELECT * FROM tlsrpt_counts WHERE ($1::text IS NULL OR policy_domain = $1)
        ORDER BY policy_domain, day, policy_type, policy_strings, mx_host, receiving_ip, result`,
       [opts.domain?.toLowerCase() ?? null],
     );
-    return rows.map((r) => ({
-      policyDomain: r.policy_domain,
-      day: r.day,
-      policyType: r.policy_type,
-      policyStrings: stringArray(r.policy_strings),
-      mxHost: r.mx_host,
-      receivingIp: r.receiving_ip,
-      result: r.result,
-      count: r.count,
-      detail: r.detail,
-    }));
+    return rows.map(toTlsRptCount);
   }
 
   async listTlsRptReports(opts: { domain?: string } = {}): Promise<TlsRptStoredReport[]> {
-    const rows = await this.read<{
-      report_id: string;
-      policy_domain: string;
-      day: string;
-      start_at: number;
-      end_at: number;
-      report: Buffer;
-      rua: string;
-      attempts: number;
-      next_attempt_at: number;
-      last_error: string | null;
-      created_at: number;
-    }>('listing TLS-RPT reports', 'SELECT * FROM tlsrpt_reports WHERE ($1::text IS NULL OR policy_domain = $1) ORDER BY created_at, report_id', [
-      opts.domain?.toLowerCase() ?? null,
-    ]);
-    return rows.map((r) => ({
-      reportId: r.report_id,
-      policyDomain: r.policy_domain,
-      day: r.day,
-      startAt: r.start_at,
-      endAt: r.end_at,
-      gz: r.report,
-      rua: stringArray(r.rua),
-      attempts: r.attempts,
-      nextAttemptAt: r.next_attempt_at,
-      lastError: r.last_error,
-      createdAt: r.created_at,
-    }));
+    const rows = await this.read<TlsRptReportRow>(
+      'listing TLS-RPT reports',
+      'SELECT * FROM tlsrpt_reports WHERE ($1::text IS NULL OR policy_domain = $1) ORDER BY created_at, report_id',
+      [opts.domain?.toLowerCase() ?? null],
+    );
+    return rows.map(toTlsRptReport);
   }
 
   close(): Promise<void> {
