@@ -273,9 +273,15 @@ export class QueueRunner {
         seen.add(k);
       }
       summary.claimed += rows.length + local.length;
+      // Every row claimed in this round keeps its lease until it is recorded — also the rows whose
+      // task has not started yet (a round holds more rows than the workers run at once: with slow
+      // hosts a task may start after a whole lease, and an expired lease lets another node deliver
+      // the same row beside us). Each task removes its rows as they are recorded.
+      const remoteWorking = new Map(rows.map((e) => [rowKey(e), e] as const));
+      const localWorking = new Map(local.map((e) => [rowKey(e), e] as const));
       const tasks: Array<() => Promise<void>> = [
-        ...groupLocal(local).map((job) => () => this.runLocal(job, localLease, now, summary)),
-        ...this.batches(groupJobs(rows)).map((batch) => () => this.runBatch(batch, now, summary, decisions)),
+        ...groupLocal(local).map((job) => () => this.runLocal(job, localLease, now, summary, localWorking)),
+        ...this.batches(groupJobs(rows)).map((batch) => () => this.deliverBatchOf(batch, now, summary, decisions, remoteWorking)),
       ];
       let next = 0;
       const worker = async (): Promise<void> => {
@@ -284,7 +290,12 @@ export class QueueRunner {
           if (task) await task();
         }
       };
-      await Promise.all(Array.from({ length: Math.max(1, Math.min(this.cfg.concurrency, tasks.length)) }, worker));
+      const workers = (): Promise<PromiseSettledResult<void>[]> => Promise.allSettled(Array.from({ length: Math.max(1, Math.min(this.cfg.concurrency, tasks.length)) }, worker));
+      // allSettled: one task failing (the store unreachable while recording) does not end the pass
+      // while the other workers still deliver; the first failure is thrown once all have stopped.
+      const settled = await this.whileLeased(remoteWorking, this.cfg.leaseMs, () => (local.length > 0 ? this.whileLeased(localWorking, localLease, workers) : workers()));
+      const failure = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failure) throw failure.reason;
     }
     return summary;
   }
@@ -320,13 +331,6 @@ export class QueueRunner {
       for (let i = 0; i < g.jobs.length; i += max) out.push({ ...g, jobs: g.jobs.slice(i, i + max) });
     }
     return out;
-  }
-
-  private async runBatch(batch: Batch, now: Date, summary: RunSummary, decisions: Map<string, Promise<Decided>>): Promise<void> {
-    // The rows still being worked on: leases renewed until each job is recorded.
-    const working = new Map<string, QueueEntry>();
-    for (const job of batch.jobs) for (const e of job.entries) working.set(rowKey(e), e);
-    await this.whileLeased(working, this.cfg.leaseMs, () => this.deliverBatchOf(batch, now, summary, decisions, working));
   }
 
   private async deliverBatchOf(batch: Batch, now: Date, summary: RunSummary, decisions: Map<string, Promise<Decided>>, working: Map<string, QueueEntry>): Promise<void> {
@@ -437,16 +441,11 @@ export class QueueRunner {
    * One local handoff: the message read once, one call to the target's instance for all the
    * job's recipients, under a deadline shorter than the rows' lease; each outcome recorded.
    */
-  private async runLocal(job: LocalJob, leaseMs: number, now: Date, summary: RunSummary): Promise<void> {
-    // Leased past the target's deadline at the claim, and renewed as well while the handoff runs.
-    const working = new Map(job.entries.map((e) => [rowKey(e), e] as const));
-    await this.whileLeased(working, leaseMs, () => this.handOff(job, leaseMs, now, summary, working));
-  }
-
-  private async handOff(job: LocalJob, leaseMs: number, now: Date, summary: RunSummary, working: Map<string, QueueEntry>): Promise<void> {
+  /** Leased past the target's deadline at the claim, and renewed (by the round) until recorded. */
+  private async runLocal(job: LocalJob, leaseMs: number, now: Date, summary: RunSummary, working: Map<string, QueueEntry>): Promise<void> {
     const stored = await this.store.getMessage(job.id);
     if (!stored) {
-      working.clear();
+      for (const e of job.entries) working.delete(rowKey(e));
       for (const e of job.entries) await this.store.deleteQueued(job.id, e.recipient);
       return;
     }
@@ -475,7 +474,7 @@ export class QueueRunner {
       const error = o.outcome === 'delivered' ? null : o.error;
       results.set(o.recipient, { status: o.outcome, reason: error ?? `delivered to ${kind}`, diagnostic: publicDiagnostic(kind, o.outcome, error), enhanced: error === null ? null : enhancedOf(error), tlsStatus: null });
     }
-    working.clear();
+    for (const e of job.entries) working.delete(rowKey(e));
     const missing: EntryResult = { status: 'deferred', reason: `${job.target}: no outcome for this recipient`, diagnostic: publicDiagnostic(kind, 'deferred', null), enhanced: null, tlsStatus: null };
     await this.recordEach(job, stored, null, (e) => results.get(e.recipient) ?? missing, { action: 'delivered', remoteMta: null, dsnPassed: false }, { target: job.target }, now, summary, { kind, source: null });
   }

@@ -188,6 +188,51 @@ test('leases are renewed while a delivery runs: another node cannot claim the ro
   }
 });
 
+test('rows claimed but not started yet keep their lease: with one worker, a second destination waits longer than a lease and no other node takes it', async () => {
+  const dir = await dataDir();
+  const a = await openSqliteStore(dir, { nodeId: 'node-a' });
+  const b = await openSqliteStore(dir, { nodeId: 'node-b' });
+  const slowId = await queueMessage(a, ['slow@example.net'], 'lease-round-slow');
+  const waitingId = await queueMessage(a, ['later@example.org'], 'lease-round-waiting');
+  const leaseMs = 5_000;
+  let release: (() => void) | null = null;
+  const inData = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const slow = await hookedReceiver(async () => {
+    release?.();
+    // Longer than the lease, with one worker: the example.org task starts only after it.
+    await sleep(7_000);
+    return null;
+  });
+  const fast = await hookedReceiver(async () => null);
+  try {
+    const runner = runnerFor(a, slow.port, { leaseMs, concurrency: 1, routes: { 'example.net': { host: '127.0.0.1', port: slow.port }, 'example.org': { host: '127.0.0.1', port: fast.port } }, tlsPolicy: { 'example.net': 'none', 'example.org': 'none' } });
+    const running = runner.runOnce();
+    await inData;
+    let done = false;
+    void running.finally(() => (done = true));
+    const claimsByB: number[] = [];
+    while (!done) {
+      claimsByB.push((await b.claimDue(new Date(), 10, { kind: 'remote', leaseMs })).length);
+      await sleep(400);
+    }
+    const s = await running;
+    assert.ok(claimsByB.length >= 15, `node-b tried through the whole run (${claimsByB.length} tries)`);
+    // Renewed only once its task started, the example.org row's lease ran out after 5 s and node-b took it.
+    assert.deepEqual([...new Set(claimsByB)], [0], 'node-b never got a row node-a had claimed');
+    assert.equal(s.delivered, 2);
+    assert.deepEqual(a.listAttempts(waitingId).map((x) => [x.outcome, x.node]), [['delivered', 'node-a']]);
+    assert.deepEqual(a.listAttempts(slowId).map((x) => [x.outcome, x.node]), [['delivered', 'node-a']]);
+    assert.deepEqual(fast.accepted, [['later@example.org']], 'delivered once');
+  } finally {
+    await slow.close();
+    await fast.close();
+    await b.close();
+    await a.close();
+  }
+});
+
 test('renewLeases extends only this node’s live leases (0 for rows another node holds)', async () => {
   const dir = await dataDir();
   const a = await openSqliteStore(dir, { nodeId: 'node-a' });
