@@ -20,7 +20,12 @@ export function xtextDecode(s: string): string | null {
     if (c === 0x2b) {
       const hex = s.slice(i + 1, i + 3);
       if (!/^[0-9A-F]{2}$/.test(hex)) return null;
-      out += String.fromCharCode(parseInt(hex, 16));
+      const code = parseInt(hex, 16);
+      // RFC 3461 §4.4 and §4.2: ENVID and the ORCPT address are printable text once decoded; a
+      // control character (NUL above all: a PostgreSQL text column refuses it, so the message
+      // could never be stored) is a malformed parameter, refused at MAIL/RCPT with a 501.
+      if (code < 0x20 || code === 0x7f) return null;
+      out += String.fromCharCode(code);
       i += 2;
     } else if (c >= 0x21 && c <= 0x7e && c !== 0x3d) {
       out += s[i];

@@ -5,7 +5,8 @@ import { dsnMailParams, dsnRcptParams, parseEnvId, parseNotify, parseOrcpt, pars
 
 test('xtext: +XX uppercase hex decodes; "=", spaces, lowercase hex and a lone "+" are refused; encoding round-trips', () => {
   assert.equal(xtextDecode('a+2Bb+3Dc'), 'a+b=c');
-  for (const bad of ['a=b', 'a b', 'a+2b', 'a+', 'a+G0']) assert.equal(xtextDecode(bad), null, bad);
+  for (const bad of ['a=b', 'a b', 'a+2b', 'a+', 'a+G0', 'a+00b', 'a+0Ab', 'a+1F', 'a+7F']) assert.equal(xtextDecode(bad), null, bad);
+  assert.equal(xtextDecode('a+20b'), 'a b', 'a space (a quoted local part of ORCPT) is printable');
   for (const s of ['plain', 'a+b=c', 'x@y.z', '~!#$%']) assert.equal(xtextDecode(xtext(s)), s);
   assert.equal(xtext('a+b=c'), 'a+2Bb+3Dc');
 });
