@@ -229,6 +229,16 @@ export async function startServe(cfg: ServeConfig, overrides: ServeOverrides = {
     async close(graceMs?: number) {
       await server.close(graceMs);
       await relay?.stop();
+      // Rows this node claimed but will not deliver now go back at once, not after their lease
+      // (another node, or this one restarted, takes them). Best effort: the store may be down.
+      if (relay) {
+        try {
+          const n = await store.releaseLeases();
+          if (n > 0) logger.info({ event: 'store', released: n }, 'queue leases released at stop');
+        } catch (err) {
+          logger.warn({ event: 'store', error: err instanceof Error ? err.message : String(err) }, 'queue leases not released at stop; they expire by themselves');
+        }
+      }
       reporter?.stop();
       await tlsRpt?.close();
       certs.close();
