@@ -11,16 +11,15 @@
  * - Kept current by three means: LISTEN postseal_directory (every transaction that changes users
  *   or aliases NOTIFYs it), a full reload every POLL_MS as a belt, and a full reload after the
  *   listening connection comes back (notifications sent while it was down are lost).
- * - The listening connection reconnects by itself with a growing delay (BACKOFF_MIN_MS to
- *   BACKOFF_MAX_MS); a failed reload keeps the last good replica.
+ * - The listening connection reconnects by itself with a growing delay (listen.ts); a failed
+ *   reload keeps the last good replica.
  */
-import pg from 'pg';
+import type pg from 'pg';
 import type { AddressReads } from '../resolve.js';
+import { ListenConnection } from './listen.js';
 import { DIRECTORY_CHANNEL, type Queryable } from './ops.js';
 
 export const POLL_MS = 30_000;
-const BACKOFF_MIN_MS = 250;
-const BACKOFF_MAX_MS = 10_000;
 
 const LOAD_SQL = `SELECT
   (SELECT coalesce(json_agg(json_build_array(address, admin) ORDER BY address), '[]') FROM users) AS users,
@@ -102,84 +101,34 @@ export class DirectoryReplica implements AddressReads {
  * first LISTEN is in place or failed (the store opens either way; the listener keeps trying).
  */
 export class DirectoryListener {
-  private client: pg.Client | null = null;
-  private stopped = false;
-  private failures = 0;
-  private retryTimer: NodeJS.Timeout | null = null;
+  private readonly listen: ListenConnection;
   private readonly poll: NodeJS.Timeout;
-  /** LISTEN sessions established (the first one and every reconnect). */
-  connects = 0;
 
-  constructor(
-    private readonly config: pg.ClientConfig,
-    private readonly replica: DirectoryReplica,
-    pollMs = POLL_MS,
-  ) {
-    this.poll = setInterval(() => void this.replica.refresh().catch(() => undefined), pollMs);
+  constructor(config: pg.ClientConfig, replica: DirectoryReplica, pollMs = POLL_MS) {
+    const reload = (): Promise<void> => replica.refresh().catch(() => undefined);
+    this.listen = new ListenConnection({
+      config,
+      channel: DIRECTORY_CHANNEL,
+      onNotify: () => void reload(),
+      // Notifications sent while we were not listening are gone: read the whole directory again.
+      onListening: reload,
+      failFirst: false,
+    });
+    this.poll = setInterval(() => void reload(), pollMs);
     this.poll.unref();
   }
 
+  /** LISTEN sessions established (the first one and every reconnect). */
+  get connects(): number {
+    return this.listen.connects;
+  }
+
   async start(): Promise<void> {
-    await this.connect();
-  }
-
-  private async connect(): Promise<void> {
-    if (this.stopped) return;
-    const client = new pg.Client(this.config);
-    this.client = client;
-    let lost = false;
-    const onLost = (): void => {
-      if (lost) return;
-      lost = true;
-      if (this.client === client) this.client = null;
-      client.end().catch(() => undefined);
-      this.scheduleReconnect();
-    };
-    client.on('error', onLost);
-    client.on('end', onLost);
-    client.on('notification', (n) => {
-      if (n.channel === DIRECTORY_CHANNEL) void this.replica.refresh().catch(() => undefined);
-    });
-    try {
-      await client.connect();
-      await client.query(`LISTEN ${DIRECTORY_CHANNEL}`);
-    } catch {
-      onLost();
-      return;
-    }
-    if (this.stopped) {
-      await client.end().catch(() => undefined);
-      return;
-    }
-    this.failures = 0;
-    this.connects++;
-    // Notifications sent while we were not listening are gone: read the whole directory again.
-    await this.replica.refresh().catch(() => undefined);
-  }
-
-  private scheduleReconnect(): void {
-    if (this.stopped || this.retryTimer !== null) return;
-    const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(this.failures, 10));
-    this.failures++;
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = null;
-      void this.connect();
-    }, delay);
-    this.retryTimer.unref();
+    await this.listen.start();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
     clearInterval(this.poll);
-    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
-    this.retryTimer = null;
-    const c = this.client;
-    this.client = null;
-    if (c !== null) {
-      c.removeAllListeners('end');
-      c.removeAllListeners('error');
-      c.on('error', () => undefined);
-      await c.end().catch(() => undefined);
-    }
+    await this.listen.stop();
   }
 }

@@ -18,8 +18,8 @@
  *   while this node was cut off fires then. When they cannot be read the subscribers are called
  *   anyway ("maybe missed"). A poll every pollMs (default 30 s) reads them too, and so also notices
  *   a connection that died without a FIN (the read has a deadline).
- * - Reconnects wait BACKOFF_MIN_MS doubling to BACKOFF_MAX_MS; the loss and the recovery are
- *   logged once each (not every failed attempt).
+ * - Reconnects wait BACKOFF_MIN_MS doubling to BACKOFF_MAX_MS (listen.ts); the loss and the
+ *   recovery are logged once each (not every failed attempt).
  * - Input from the channel is bounded and checked: a payload over MAX_PAYLOAD_BYTES, not JSON, of
  *   an unknown kind or without a safe integer generation is ignored (another version of postseal
  *   may share the channel); `detail` is cut to MAX_DETAIL_CHARS on both sides.
@@ -27,10 +27,11 @@
  *   so nodes starting together do not race on it) until schema.ts carries it as a migration.
  */
 import { hostname } from 'node:os';
-import pg from 'pg';
+import type pg from 'pg';
 import { PostsealError, UsageError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { poolConfig, storeError } from './connect.js';
+import { ListenConnection } from './listen.js';
 import { MIGRATION_LOCK } from './schema.js';
 
 export const SIGNAL_CHANNEL = 'postseal_signal';
@@ -42,8 +43,6 @@ export const MAX_PAYLOAD_BYTES = 1024;
 export const MAX_DETAIL_CHARS = 200;
 const MAX_FROM_CHARS = 100;
 export const POLL_MS = 30_000;
-const BACKOFF_MIN_MS = 250;
-const BACKOFF_MAX_MS = 10_000;
 
 const CREATE_SQL = `CREATE TABLE IF NOT EXISTS postseal_signals (
   kind       text COLLATE "C" PRIMARY KEY,
@@ -116,101 +115,54 @@ interface Subscriber {
 }
 
 class PgSignalsImpl implements PgSignals {
-  private client: pg.Client | null = null;
+  private readonly listen: ListenConnection;
   private stopped = false;
-  private failures = 0;
-  private lostAt: number | null = null;
-  private retryTimer: NodeJS.Timeout | null = null;
   private poll: NodeJS.Timeout | null = null;
   private readonly subscribers = new Set<Subscriber>();
   /** The newest generation read or heard per kind. */
   private readonly known = new Map<SignalKind, number>();
   private publishing: Promise<unknown> = Promise.resolve();
-  connects = 0;
 
   constructor(
-    private readonly config: pg.ClientConfig,
+    config: pg.ClientConfig,
     private readonly from: string,
     private readonly pollMs: number,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.listen = new ListenConnection({
+      config,
+      channel: SIGNAL_CHANNEL,
+      onNotify: (payload) => this.onPayload(payload),
+      setup: ensureTable,
+      // LISTEN is in place before this read: a publish after it is heard, one before it is read.
+      onListening: (_client, first) => this.catchUp(first ? 'open' : 'reconnect'),
+      onDown: (err) =>
+        this.logger.warn({ event: 'signals', state: 'lost', error: err instanceof Error ? err.message : null }, 'signal channel to PostgreSQL lost; reconnecting'),
+      onBack: (downMs) => this.logger.info({ event: 'signals', state: 'back', downMs }, 'signal channel to PostgreSQL back; catching up'),
+      failFirst: true,
+    });
+  }
+
+  get connects(): number {
+    return this.listen.connects;
+  }
 
   /** The first connection: rejects (STORE_UNAVAILABLE) when PostgreSQL cannot be reached now. */
   async open(): Promise<void> {
     try {
-      await this.connect(true);
+      await this.listen.start();
     } catch (err) {
       await this.close();
-      throw err;
+      // A failed generation read is already STORE_UNAVAILABLE ('signal generations'); storeError keeps it.
+      throw storeError(err, 'signal channel', 'STORE_UNAVAILABLE');
     }
     this.poll = setInterval(() => void this.catchUp('poll'), this.pollMs);
     this.poll.unref();
   }
 
-  private async connect(first: boolean): Promise<void> {
-    if (this.stopped) return;
-    const client = new pg.Client(this.config);
-    let lost = false;
-    const onLost = (err?: unknown): void => {
-      if (lost) return;
-      lost = true;
-      if (this.client === client) this.client = null;
-      client.end().catch(() => undefined);
-      if (this.stopped) return;
-      if (this.lostAt === null) {
-        this.lostAt = Date.now();
-        this.logger.warn({ event: 'signals', state: 'lost', error: err instanceof Error ? err.message : null }, 'signal channel to PostgreSQL lost; reconnecting');
-      }
-      this.scheduleReconnect();
-    };
-    client.on('error', onLost);
-    client.on('end', () => onLost());
-    client.on('notification', (n) => {
-      if (n.channel === SIGNAL_CHANNEL) this.onPayload(n.payload);
-    });
-    try {
-      await client.connect();
-      await ensureTable(client);
-      await client.query(`LISTEN ${SIGNAL_CHANNEL}`);
-    } catch (err) {
-      if (first) {
-        lost = true;
-        await client.end().catch(() => undefined);
-        throw storeError(err, 'signal channel', 'STORE_UNAVAILABLE');
-      }
-      onLost(err);
-      return;
-    }
-    if (this.stopped) {
-      lost = true;
-      await client.end().catch(() => undefined);
-      return;
-    }
-    this.client = client;
-    this.failures = 0;
-    this.connects++;
-    if (this.lostAt !== null) {
-      this.logger.info({ event: 'signals', state: 'back', downMs: Date.now() - this.lostAt }, 'signal channel to PostgreSQL back; catching up');
-      this.lostAt = null;
-    }
-    // LISTEN is in place before this read: a publish after it is heard, one before it is read.
-    await this.catchUp(first ? 'open' : 'reconnect');
-  }
-
-  private scheduleReconnect(): void {
-    if (this.stopped || this.retryTimer !== null) return;
-    const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(this.failures, 10));
-    this.failures++;
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = null;
-      void this.connect(false);
-    }, delay);
-    this.retryTimer.unref();
-  }
-
   /** Reads every generation; fires the subscribers behind. At open it only records them. */
   private async catchUp(why: 'open' | 'reconnect' | 'poll'): Promise<void> {
-    const client = this.client;
+    const client = this.listen.client;
     if (client === null || this.stopped) return;
     let rows: Array<{ kind: string; generation: number }>;
     try {
@@ -270,7 +222,7 @@ class PgSignalsImpl implements PgSignals {
 
   private async publishNow(kind: SignalKind, detail: string | undefined): Promise<number> {
     if (this.stopped) throw new PostsealError('STORE_CLOSED', 'signal channel closed');
-    const client = this.client;
+    const client = this.listen.client;
     if (client === null) throw new PostsealError('STORE_UNAVAILABLE', 'PostgreSQL unavailable (signal channel): reconnecting');
     try {
       await client.query('BEGIN');
@@ -304,17 +256,8 @@ class PgSignalsImpl implements PgSignals {
   async close(): Promise<void> {
     this.stopped = true;
     if (this.poll !== null) clearInterval(this.poll);
-    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
-    this.retryTimer = null;
     this.subscribers.clear();
-    const c = this.client;
-    this.client = null;
-    if (c !== null) {
-      c.removeAllListeners('end');
-      c.removeAllListeners('error');
-      c.on('error', () => undefined);
-      await c.end().catch(() => undefined);
-    }
+    await this.listen.stop();
   }
 }
 
