@@ -7,7 +7,9 @@
  * Invariants:
  * - A run of accepts is ONE statement (data-modifying CTEs): messages, their bytes, mailbox
  *   entries and queue rows together. An id already taken is skipped by ON CONFLICT and reported
- *   as STORE_ID_COLLISION for that message alone, without failing the statement.
+ *   as STORE_ID_COLLISION for that message alone, without failing the statement. Its text is the
+ *   same for any number of messages (arrays + unnest), a named statement prepared once per
+ *   connection.
  * - Every queue operation is a single statement: claimDue locks the rows it takes with
  *   FOR UPDATE SKIP LOCKED, so two nodes claiming at the same instant never get the same row, and
  *   neither waits for the other.
@@ -64,11 +66,55 @@ export interface AcceptItem {
   bytes: Buffer;
 }
 
+/*
+ * The statement that inserts a run of messages. Its text does not depend on the run's length
+ * (every column travels as one array, unnest() turns them into rows), so it is a named prepared
+ * statement: `pg` parses it once per connection and PostgreSQL plans it from then on without
+ * parsing again. The bytes of all messages travel as ONE bytea parameter (sent in binary by the
+ * driver; a bytea[] would travel as hex text, twice the size, parsed by the server) with each
+ * message's offset and length in it; substring() cuts each message out. A named statement lives in
+ * its server session: behind a connection pooler that needs session pooling (or PgBouncer >= 1.21
+ * with max_prepared_statements set).
+ */
+const INSERT_MESSAGES_SQL = `
+    WITH input AS (
+      SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[],
+        $8::text[], $9::text[], $10::text[], $11::boolean[], $12::text[], $13::boolean[], $14::text[], $15::text[],
+        $16::text[], $17::boolean[], $18::int[], $19::int[], $20::int[])
+      AS i(id, received_at, mail_from, recipients, size, listener, client_address, helo_name, auth_user, tls,
+        require_tls, body, smtp_utf8, env_id, ret, auth_results, quarantine, ord, data_from, data_len)
+    ), m AS (
+      INSERT INTO messages (id, received_at, mail_from, recipients, size, listener, client_address, helo_name,
+        auth_user, tls, require_tls, body, smtp_utf8, env_id, ret, auth_results, quarantine)
+      SELECT id, received_at, mail_from, recipients, size, listener, client_address, helo_name, auth_user, tls,
+        require_tls, body, smtp_utf8, env_id, ret, auth_results, quarantine FROM input ORDER BY ord
+      ON CONFLICT (id) DO NOTHING
+      RETURNING seq, id
+    ), d AS (
+      INSERT INTO message_data (seq, data)
+      SELECT m.seq, substring($30::bytea FROM i.data_from + 1 FOR i.data_len) FROM m JOIN input i ON i.id = m.id
+    ), e AS (
+      INSERT INTO mailbox_entries (mailbox, seq)
+      SELECT x.mailbox, m.seq FROM unnest($21::text[], $22::text[]) AS x(id, mailbox) JOIN m ON m.id = x.id
+      ON CONFLICT DO NOTHING
+    ), q AS (
+      INSERT INTO queue (seq, recipient, domain, status, attempts, next_attempt_at, updated_at, notify, orcpt, target)
+      SELECT m.seq, x.recipient, x.domain, 'queued', 0, x.now, x.now, x.notify, x.orcpt, x.target
+      FROM unnest($23::text[], $24::text[], $25::text[], $26::bigint[], $27::text[], $28::text[], $29::text[])
+        AS x(id, recipient, domain, now, notify, orcpt, target) JOIN m ON m.id = x.id
+      ON CONFLICT DO NOTHING
+    )
+    SELECT id FROM m`;
+
+/** The prepared statement's name (one text per name and connection: `pg` refuses a second text). */
+const INSERT_MESSAGES_NAME = 'postseal_insert_messages_v1';
+
 /**
  * Inserts a run of messages in one statement. Resolves to the ids that were stored (the others
  * collided with an existing id). Ids must be distinct within the run (the caller checks).
+ * On its own (autocommit) the statement is its own transaction: all its rows or none.
  */
-export async function insertMessages(db: Queryable, items: readonly AcceptItem[]): Promise<Set<string>> {
+export async function insertMessages(db: pg.ClientBase | pg.Pool, items: readonly AcceptItem[]): Promise<Set<string>> {
   const cols = {
     id: [] as string[],
     receivedAt: [] as string[],
@@ -88,6 +134,8 @@ export async function insertMessages(db: Queryable, items: readonly AcceptItem[]
     authResults: [] as Array<string | null>,
     quarantine: [] as boolean[],
     ord: [] as number[],
+    dataFrom: [] as number[],
+    dataLen: [] as number[],
   };
   const box = { id: [] as string[], mailbox: [] as string[] };
   const q = {
@@ -99,7 +147,7 @@ export async function insertMessages(db: Queryable, items: readonly AcceptItem[]
     orcpt: [] as Array<string | null>,
     target: [] as Array<string | null>,
   };
-  const values: unknown[] = [];
+  let dataBytes = 0;
   items.forEach(({ op, bytes }, ord) => {
     const m = op.msg;
     cols.id.push(m.id);
@@ -120,6 +168,9 @@ export async function insertMessages(db: Queryable, items: readonly AcceptItem[]
     cols.authResults.push(m.authResultsJson);
     cols.quarantine.push(m.quarantine);
     cols.ord.push(ord);
+    cols.dataFrom.push(dataBytes);
+    cols.dataLen.push(bytes.length);
+    dataBytes += bytes.length;
     for (const mailbox of m.mailboxes) {
       box.id.push(m.id);
       box.mailbox.push(mailbox);
@@ -138,48 +189,17 @@ export async function insertMessages(db: Queryable, items: readonly AcceptItem[]
     // Handoffs to a delivery target: a queue row each, in this same statement (no mailbox entry).
     for (const h of m.handoffs) row(h.mailbox, h.target);
   });
-  values.push(
+  // One buffer for the run's bytes: the batch is bounded (maxBatchBytes), so is this copy.
+  const data = items.length === 1 ? (items[0] as AcceptItem).bytes : Buffer.concat(items.map((i) => i.bytes), dataBytes);
+  const values: unknown[] = [
     cols.id, cols.receivedAt, cols.mailFrom, cols.recipients, cols.size, cols.listener, cols.clientAddress, cols.heloName,
     cols.authUser, cols.tls, cols.requireTls, cols.body, cols.smtpUtf8, cols.envId, cols.ret, cols.authResults, cols.quarantine, cols.ord,
+    cols.dataFrom, cols.dataLen,
     box.id, box.mailbox,
     q.id, q.recipient, q.domain, q.now, q.notify, q.orcpt, q.target,
-  );
-  // The bytes go as separate parameters: the driver sends a Buffer parameter in binary, where a
-  // bytea[] would travel as hex text (twice the size, parsed by the server).
-  const dataRows = items.map((item, ord) => {
-    values.push(item.bytes);
-    return `(${ord}, $${values.length}::bytea)`;
-  });
-  const sql = `
-    WITH input AS (
-      SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[],
-        $8::text[], $9::text[], $10::text[], $11::boolean[], $12::text[], $13::boolean[], $14::text[], $15::text[],
-        $16::text[], $17::boolean[], $18::int[])
-      AS i(id, received_at, mail_from, recipients, size, listener, client_address, helo_name, auth_user, tls,
-        require_tls, body, smtp_utf8, env_id, ret, auth_results, quarantine, ord)
-    ), m AS (
-      INSERT INTO messages (id, received_at, mail_from, recipients, size, listener, client_address, helo_name,
-        auth_user, tls, require_tls, body, smtp_utf8, env_id, ret, auth_results, quarantine)
-      SELECT id, received_at, mail_from, recipients, size, listener, client_address, helo_name, auth_user, tls,
-        require_tls, body, smtp_utf8, env_id, ret, auth_results, quarantine FROM input ORDER BY ord
-      ON CONFLICT (id) DO NOTHING
-      RETURNING seq, id
-    ), d AS (
-      INSERT INTO message_data (seq, data)
-      SELECT m.seq, b.data FROM m JOIN input i ON i.id = m.id JOIN (VALUES ${dataRows.join(', ')}) AS b(ord, data) ON b.ord = i.ord
-    ), e AS (
-      INSERT INTO mailbox_entries (mailbox, seq)
-      SELECT x.mailbox, m.seq FROM unnest($19::text[], $20::text[]) AS x(id, mailbox) JOIN m ON m.id = x.id
-      ON CONFLICT DO NOTHING
-    ), q AS (
-      INSERT INTO queue (seq, recipient, domain, status, attempts, next_attempt_at, updated_at, notify, orcpt, target)
-      SELECT m.seq, x.recipient, x.domain, 'queued', 0, x.now, x.now, x.notify, x.orcpt, x.target
-      FROM unnest($21::text[], $22::text[], $23::text[], $24::bigint[], $25::text[], $26::text[], $27::text[])
-        AS x(id, recipient, domain, now, notify, orcpt, target) JOIN m ON m.id = x.id
-      ON CONFLICT DO NOTHING
-    )
-    SELECT id FROM m`;
-  const r = await db.query<{ id: string }>(sql, values);
+    data,
+  ];
+  const r = await db.query<{ id: string }>({ name: INSERT_MESSAGES_NAME, text: INSERT_MESSAGES_SQL, values });
   return new Set(r.rows.map((row) => row.id));
 }
 

@@ -3,15 +3,19 @@
  * one batch of write operations = one transaction on one pooled connection = one WAL flush.
  *
  * Invariants:
- * - commit() resolves only after COMMIT returned. A connection lost before or during COMMIT
+ * - A batch of accepts only (the common case: SMTP traffic) is ONE statement in autocommit: no
+ *   BEGIN, no COMMIT, one round trip. A single statement is atomic in PostgreSQL (its implicit
+ *   transaction commits all its rows or none) and that commit waits for the WAL flush exactly as
+ *   COMMIT does. Any other batch (other ops, a NOTIFY to send) is one explicit transaction.
+ * - commit() resolves only after the commit returned. A connection lost before or during COMMIT
  *   rejects the whole batch with STORE_UNAVAILABLE: the outcome of an interrupted COMMIT is
  *   unknown, the sender is told 451 and sends again, so a message may exist twice (the
  *   at-least-once side of the contract) but never a 250 for a message that is not committed.
  * - One failing op does not fail the others. The batch first runs without savepoints (runs of
  *   accepts as one statement each: the fast path); if any op fails for a reason of its own (a user
  *   that exists, an alias too long, an id collision the statement could not skip), the
- *   transaction is rolled back and the batch runs again with a savepoint around each op, so the
- *   failing op alone is rolled back and reported.
+ *   transaction (or the lone statement) is rolled back and the batch runs again in a transaction
+ *   with a savepoint around each op, so the failing op alone is rolled back and reported.
  * - A spooled body is read into the insert (nodes do not share the spool disk) before the
  *   transaction starts, and its file is removed only after the commit that stores it.
  * - A batch that changed users or aliases sends NOTIFY (in the transaction: delivered only if it
@@ -87,6 +91,11 @@ export class PgWriter implements WriterBackend {
       seen.add(op.msg.id);
     });
 
+    // Accepts only: one statement, no transaction around it (nothing else to run, no NOTIFY).
+    const alone = ops.every((op) => op.kind === 'accept');
+    // Nothing left to write (every accept already failed above): no round trip at all.
+    if (alone && results.every((r) => r !== undefined)) return results as OpResult[];
+
     let held: Awaited<ReturnType<typeof checkout>>;
     try {
       held = await checkout(this.ctx.pool);
@@ -98,7 +107,7 @@ export class PgWriter implements WriterBackend {
     let done: OpResult[];
     try {
       try {
-        done = await this.run(client, ops, bodies, results, false);
+        done = alone ? await this.runAlone(client, ops, bodies, results) : await this.run(client, ops, bodies, results, false);
       } catch (err) {
         if (!(err instanceof OpFailed)) throw err;
         done = await this.run(client, ops, bodies, results, true);
@@ -118,6 +127,42 @@ export class PgWriter implements WriterBackend {
     );
     if (ops.some((op, i) => changesDirectory(op) && done[i]?.ok === true)) await this.ctx.onDirectoryChange().catch(() => undefined);
     return done;
+  }
+
+  /**
+   * A batch of accepts only, as one statement in autocommit. An accept's own failure (the
+   * statement failed, so none of its rows is kept) throws OpFailed: the caller runs the batch
+   * again in a transaction with a savepoint per accept. Connection trouble throws as is.
+   */
+  private async runAlone(
+    client: pg.PoolClient,
+    ops: WriteOp[],
+    bodies: Map<number, Buffer>,
+    pre: ReadonlyArray<OpResult | undefined>,
+  ): Promise<OpResult[]> {
+    const results = [...pre];
+    const run: Array<{ index: number; item: AcceptItem }> = [];
+    ops.forEach((op, i) => {
+      const bytes = bodies.get(i);
+      if (op.kind === 'accept' && results[i] === undefined && bytes !== undefined) run.push({ index: i, item: { op, bytes } });
+    });
+    let stored: Set<string>;
+    try {
+      // Durability as with COMMIT: the statement's implicit commit waits for the WAL flush
+      // (synchronous_commit=on), and the driver resolves only on ReadyForQuery, which the server
+      // sends after that commit. A connection lost before it answers rejects the batch
+      // (STORE_UNAVAILABLE): the outcome is unknown, as for an interrupted COMMIT.
+      stored = await insertMessages(client, run.map((r) => r.item));
+    } catch (err) {
+      if (isUnavailable(err)) throw err;
+      throw new OpFailed(String(err), { cause: err });
+    }
+    for (const r of run) {
+      results[r.index] = stored.has(r.item.op.msg.id)
+        ? { ok: true, value: null }
+        : { ok: false, code: 'STORE_ID_COLLISION', message: `message id ${r.item.op.msg.id} exists` };
+    }
+    return results.map((r) => r ?? { ok: false, code: 'STORE_WRITER_FAILED', message: 'op not run' });
   }
 
   /**
