@@ -537,31 +537,34 @@ export class QueueRunner {
       const orcpt = entry.dsn.orcpt;
       const { status, reason, diagnostic, enhanced, tlsStatus } = resultOf(entry);
       if (status === 'delivered') {
-        await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'delivered', tls });
+        // false: another node had already finished this row (its lease ran out under us): its
+        // outcome stands and its reports were made; this one goes into the history only.
+        const decided = await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'delivered', tls });
         events?.attempt('delivered', observed.kind, tls, observed.source);
         summary.delivered++;
         counts.delivered++;
         // RFC 3461 §4.1: NOTIFY=SUCCESS ('relayed' for SMTP, 'delivered' for a final local handoff).
-        if (notify?.includes('SUCCESS') && !dsn.dsnPassed) succeeded.push({ recipient: entry.recipient, orcpt, status: enhanced ?? '2.0.0', action: dsn.action, remoteMta, diagnostic, lastAttempt: now });
+        if (decided && notify?.includes('SUCCESS') && !dsn.dsnPassed) succeeded.push({ recipient: entry.recipient, orcpt, status: enhanced ?? '2.0.0', action: dsn.action, remoteMta, diagnostic, lastAttempt: now });
         continue;
       }
       if (status === 'deferred') {
         const at = nextAttempt(this.cfg.retry, entry.attempts + 1, new Date(stored.summary.receivedAt), now, jitter);
         if (at) {
-          await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'deferred', error: reason, nextAttemptAt: at, tls });
+          const decided = await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'deferred', error: reason, nextAttemptAt: at, tls });
           events?.attempt('deferred', observed.kind, tls, observed.source);
           summary.deferred++;
           counts.deferred++;
           // RFC 3461 §4.1 NOTIFY=DELAY: one warning, after the first deferral (attempts counts
           // the attempts before this one, so 0 happens once per recipient).
-          if (notify?.includes('DELAY') && entry.attempts === 0) delayed.push({ recipient: entry.recipient, orcpt, status: enhanced ?? '4.0.0', action: 'delayed', remoteMta, diagnostic, lastAttempt: now });
+          if (decided && notify?.includes('DELAY') && entry.attempts === 0) delayed.push({ recipient: entry.recipient, orcpt, status: enhanced ?? '4.0.0', action: 'delayed', remoteMta, diagnostic, lastAttempt: now });
           continue;
         }
         failed.push({ recipient: entry.recipient, orcpt, status: tlsStatus ?? '4.4.7', action: 'failed', remoteMta, diagnostic: `message expired in the queue; last error: ${diagnostic}`, lastAttempt: now });
       } else {
         failed.push({ recipient: entry.recipient, orcpt, status: tlsStatus ?? enhanced ?? '5.0.0', action: 'failed', remoteMta, diagnostic, lastAttempt: now });
       }
-      await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'failed', error: reason, tls });
+      // A row another attempt already finished (delivered elsewhere) gets no bounce from us.
+      if (!(await this.store.recordAttempt({ id: job.id, recipient: entry.recipient, outcome: 'failed', error: reason, tls }))) failed.pop();
       events?.attempt('failed', observed.kind, tls, observed.source);
       summary.failed++;
     }

@@ -246,7 +246,12 @@ export interface Store extends StoreReader, TlsRptStoreWrites {
    * live lease holds, oldest due first, and leases them for `leaseMs` (default 10 minutes).
    */
   claimDue(now: Date, limit: number, opts?: ClaimOptions): Promise<QueueEntry[]>;
-  /** Counts the attempt, sets the status, clears the lease. False when the row does not exist. */
+  /**
+   * Counts the attempt (history: outcome, node), sets the status, clears this node's lease (or an
+   * expired one). True when this record decided the row; false when there is no such row, or when
+   * another attempt had already finished it (delivered or failed: that outcome stays — a slower
+   * node's late answer goes into the history only, and must not bounce or report again).
+   */
   recordAttempt(attempt: AttemptRecord): Promise<boolean>;
   /** Deletes the queue rows of a message (or one recipient of it); returns how many. */
   deleteQueued(id: string, recipient?: string): Promise<number>;

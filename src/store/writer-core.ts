@@ -38,6 +38,7 @@ interface Statements {
   selectDue: Statement;
   lease: Statement;
   attempt: Statement;
+  rowStatus: Statement;
   attemptHistory: Statement;
   deleteQueuedAll: Statement;
   deleteQueuedOne: Statement;
@@ -82,8 +83,9 @@ function prepare(db: Database): Statements {
     // not make a delivered or failed row wait again, which would deliver it twice; the lease is
     // cleared only when this node holds it or it has expired (another live lease is another
     // attempt in progress, whose own record follows).
+    rowStatus: db.prepare('SELECT status FROM queue WHERE recipient = ? AND seq = (SELECT seq FROM messages WHERE id = ?)').pluck(),
     attempt: db.prepare(`UPDATE queue SET
-      status = CASE WHEN status IN ('delivered', 'failed') AND @status = 'deferred' THEN status ELSE @status END,
+      status = CASE WHEN status IN ('delivered', 'failed') THEN status ELSE @status END,
       attempts = attempts + 1, last_error = @error, last_tls = @tls,
       next_attempt_at = CASE WHEN status IN ('delivered', 'failed') THEN next_attempt_at ELSE COALESCE(@next, next_attempt_at) END,
       lease_until = CASE WHEN claimed_by IS NOT @node AND lease_until > @now THEN lease_until END,
@@ -181,10 +183,13 @@ function runOp(s: Statements, op: WriteOp, data: Uint8Array): OpValues[WriteOp['
     }
     case 'recordAttempt': {
       const values = { status: op.status, error: op.error, tls: op.tlsJson, next: op.nextAttemptAt, now: op.nowMs, recipient: op.recipient, id: op.id, node: op.node };
-      if (s.attempt.run(values).changes === 0) return false;
+      const before = s.rowStatus.get(op.recipient, op.id) as string | undefined;
+      if (before === undefined || s.attempt.run(values).changes === 0) return false;
       // The row keeps the last attempt (for listing); the history keeps every one.
       s.attemptHistory.run(values);
-      return true;
+      // Decided here only when the row was still waiting: a row another attempt already finished
+      // keeps its outcome (no second bounce, no success DSN for a late answer).
+      return before !== 'delivered' && before !== 'failed';
     }
     case 'releaseLeases':
       return s.releaseLeases.run().changes;

@@ -205,7 +205,7 @@ test('renewLeases extends only this node’s live leases; recordAttempt names th
   // b records a delivery of a's row (as after a's lease ran out and b took it over); a's late
   // deferral is recorded in the history but does not make the delivered row wait again.
   assert.equal(await b.recordAttempt({ id, recipient: ra.recipient, outcome: 'delivered', tls: null }), true);
-  assert.equal(await a.recordAttempt({ id, recipient: ra.recipient, outcome: 'deferred', error: '451 late', nextAttemptAt: new Date(), tls: null }), true);
+  assert.equal(await a.recordAttempt({ id, recipient: ra.recipient, outcome: 'deferred', error: '451 late', nextAttemptAt: new Date(), tls: null }), false, 'late: the history only');
   const row = (await a.listQueue()).find((e) => e.recipient === ra.recipient);
   assert.equal(row?.status, 'delivered');
   const attempts = (await a.listAttempts(id)).filter((x) => x.recipient === ra.recipient);

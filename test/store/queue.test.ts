@@ -277,9 +277,12 @@ storeTest(
       assert.equal((await c.claimDue(new Date(), 1, { leaseMs: 600_000 })).length, 1, 'node-a\'s lease ran out: node-b takes the row');
       assert.equal(await c.recordAttempt({ id: x.id, recipient: 'x@r.example', outcome: 'delivered', tls: null }), true);
       // node-a's receiver answered 451 after all: recorded in the history, the row stays delivered.
-      assert.equal(await a.recordAttempt({ id: x.id, recipient: 'x@r.example', outcome: 'deferred', error: '451 4.4.1 late', nextAttemptAt: new Date(), tls: null }), true);
+      assert.equal(await a.recordAttempt({ id: x.id, recipient: 'x@r.example', outcome: 'deferred', error: '451 4.4.1 late', nextAttemptAt: new Date(), tls: null }), false, 'a late record decides nothing');
       assert.equal((await row(a, x.id, 'x@r.example')).status, 'delivered');
-      assert.deepEqual((await a.listAttempts(x.id)).map((h) => [h.outcome, h.node]), [['delivered', 'node-b'], ['deferred', 'node-a']]);
+      // ... nor does a late permanent failure (a 5xx at another MX): no bounce for delivered mail.
+      assert.equal(await a.recordAttempt({ id: x.id, recipient: 'x@r.example', outcome: 'failed', error: '550 5.1.1 late', tls: null }), false);
+      assert.equal((await row(a, x.id, 'x@r.example')).status, 'delivered');
+      assert.deepEqual((await a.listAttempts(x.id)).map((h) => [h.outcome, h.node]), [['delivered', 'node-b'], ['deferred', 'node-a'], ['failed', 'node-a']]);
       assert.deepEqual(await a.claimDue(new Date(Date.now() + 1000), 10), [], 'a delivered row is never claimed again');
 
       const y = await a.accept(makeMessage({ localRecipients: [], remoteRecipients: ['y@r.example'] }));

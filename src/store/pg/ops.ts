@@ -243,17 +243,21 @@ const CLAIM_SQL = `
  * out meanwhile and another node claimed the row again: dropping the record of a delivery would
  * turn it into a second one. Two rules keep that honest:
  * - a final outcome stays: once the row is 'delivered' or 'failed' (recorded by whichever node), a
- *   later 'deferred' from a node whose lease had expired does not make it waiting again (the
- *   attempt is still in the history);
+ *   later answer from a node whose lease had expired — deferred, or a failure that would bounce
+ *   delivered mail — changes nothing but the history; the statement returns the status before,
+ *   and the caller makes DSNs only for a record that decided the row;
  * - the lease is cleared only when this node holds it or it has expired: another node's live lease
  *   stays (that node is delivering; its own record follows).
  * The at-least-once part that remains: a node that dies after the receiver's 250 and before this
  * record leaves a row that another node delivers again after the lease expires.
  */
 const ATTEMPT_SQL = `
-  WITH u AS (
+  WITH o AS (
+    SELECT q.seq, q.status AS before FROM queue q JOIN messages m ON m.seq = q.seq
+    WHERE m.id = $1 AND q.recipient = $2 FOR UPDATE OF q
+  ), u AS (
     UPDATE queue q SET
-      status = CASE WHEN q.status IN ('delivered', 'failed') AND $3 = 'deferred' THEN q.status ELSE $3 END,
+      status = CASE WHEN q.status IN ('delivered', 'failed') THEN q.status ELSE $3 END,
       attempts = q.attempts + 1,
       last_error = $4,
       last_tls = $5,
@@ -261,12 +265,14 @@ const ATTEMPT_SQL = `
       lease_until = CASE WHEN q.claimed_by IS DISTINCT FROM $8 AND q.lease_until > $7 THEN q.lease_until END,
       claimed_by = CASE WHEN q.claimed_by IS DISTINCT FROM $8 AND q.lease_until > $7 THEN q.claimed_by END,
       updated_at = $7
-    FROM messages m
-    WHERE m.id = $1 AND q.seq = m.seq AND q.recipient = $2
-    RETURNING q.seq
+    FROM o
+    WHERE q.seq = o.seq AND q.recipient = $2
+    RETURNING q.seq, o.before
+  ), h AS (
+    INSERT INTO queue_attempts (seq, recipient, at, outcome, error, tls, next_attempt_at, node)
+    SELECT seq, $2, $7, $3, $4, $5, $6, $8 FROM u
   )
-  INSERT INTO queue_attempts (seq, recipient, at, outcome, error, tls, next_attempt_at, node)
-  SELECT seq, $2, $7, $3, $4, $5, $6, $8 FROM u`;
+  SELECT before FROM u`;
 
 /** The value of one op (not 'accept': runs of accepts go through insertMessages). */
 export async function runOp(db: Queryable, op: Exclude<WriteOp, { kind: 'accept' }>): Promise<OpValues[WriteOp['kind']]> {
@@ -335,8 +341,13 @@ export async function runOp(db: Queryable, op: Exclude<WriteOp, { kind: 'accept'
       return r.rowCount ?? 0;
     }
     case 'recordAttempt': {
-      const r = await db.query(ATTEMPT_SQL, [op.id, op.recipient, op.status, op.error, op.tlsJson, op.nextAttemptAt, op.nowMs, op.node]);
-      return (r.rowCount ?? 0) > 0;
+      // A remote server's reply text may hold a NUL, which a PostgreSQL text column refuses (the
+      // record would fail at every attempt): it is dropped from the stored error.
+      const error = op.error === null ? null : op.error.replace(/\0/g, '');
+      const r = await db.query<{ before: string }>(ATTEMPT_SQL, [op.id, op.recipient, op.status, error, op.tlsJson, op.nextAttemptAt, op.nowMs, op.node]);
+      const before = r.rows[0]?.before;
+      // Decided here only when the row was still waiting (Store.recordAttempt).
+      return before !== undefined && before !== 'delivered' && before !== 'failed';
     }
     case 'releaseLeases':
       throw new PostsealError('STORE_WRITE_FAILED', 'releaseLeases needs the node id (PgStore.releaseLeases)');
@@ -377,7 +388,9 @@ export async function runOp(db: Queryable, op: Exclude<WriteOp, { kind: 'accept'
     case 'forgetMtaSts':
       return ((await db.query('DELETE FROM mta_sts_policies WHERE domain = $1', [op.domain])).rowCount ?? 0) > 0;
     case 'tlsRptAdd':
-      for (const c of op.counts) {
+      // In key order: two nodes flushing overlapping counters lock the rows in the same order, so
+      // they wait for each other instead of deadlocking (40P01 would fail the whole batch).
+      for (const c of [...op.counts].sort((x, y) => (JSON.stringify(tlsRptKey(x)) < JSON.stringify(tlsRptKey(y)) ? -1 : 1))) {
         if (c.count <= 0) continue;
         await db.query(
           `INSERT INTO tlsrpt_counts (policy_domain, day, policy_type, policy_strings, mx_host, receiving_ip, result, count, detail)
