@@ -27,7 +27,12 @@ function bad(message: string): PostsealError {
 /** Query parameters libpq and the `pg` driver read a secret from. */
 const SECRET_PARAMS = new Set(['password', 'sslpassword']);
 
-function postgresUrl(text: string): string {
+/**
+ * A postgres:// or postgresql:// URL, checked; throws STORE_BAD_URL. The one check of a PostgreSQL
+ * URL: parseStoreSpec uses it, and so does the PostgreSQL store on every URL it is given
+ * (store/pg/connect.ts checkPgUrl), whoever calls it.
+ */
+export function parsePostgresUrl(text: string): URL {
   let u: URL;
   try {
     u = new URL(text);
@@ -35,13 +40,15 @@ function postgresUrl(text: string): string {
     // The text itself is not echoed: a malformed URL may still hold a password.
     throw bad(`not a valid PostgreSQL URL: expected postgres://USER@HOST:PORT/DB`);
   }
+  if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') {
+    throw bad(`not a PostgreSQL URL: scheme ${JSON.stringify(u.protocol.slice(0, 20))} (expected postgres://USER@HOST:PORT/DB)`);
+  }
   // A URL lands in config files, `ps` output, shell history and logs: a secret in it leaks there.
-  // The pg store refuses it too (store/pg/connect.ts checkPgUrl); this is the same rule, said first.
   if (u.password !== '' || [...u.searchParams.keys()].some((k) => SECRET_PARAMS.has(k.toLowerCase()))) {
     throw bad(`a PostgreSQL URL must not carry a password (it would show in process lists, logs and config files): give postgres://USER@HOST:PORT/DB and put the password in ${PASSWORD_PLACES}`);
   }
   if (!text.slice(u.protocol.length).startsWith('//')) throw bad('not a valid PostgreSQL URL: expected postgres://USER@HOST:PORT/DB');
-  return text;
+  return u;
 }
 
 /** Parses a store spec; throws STORE_BAD_URL (a PostsealError) when it is none of the three spellings. */
@@ -55,7 +62,11 @@ export function parseStoreSpec(text: string): StoreSpec {
     if (dir.startsWith('//')) throw bad('sqlite:DIR takes a directory path (sqlite:/var/lib/postseal or sqlite:./data), not a URL');
     return { kind: 'sqlite', dir };
   }
-  if (scheme === 'postgres' || scheme === 'postgresql') return { kind: 'postgres', url: postgresUrl(text.trim()) };
+  if (scheme === 'postgres' || scheme === 'postgresql') {
+    const url = text.trim();
+    parsePostgresUrl(url);
+    return { kind: 'postgres', url };
+  }
   throw bad(`unknown store ${JSON.stringify(`${scheme.slice(0, 20)}:`)}: expected ${STORE_SYNTAX} (a directory whose name has a colon: write ./NAME or sqlite:NAME)`);
 }
 

@@ -4,9 +4,10 @@
  * driver errors to our codes.
  *
  * Invariants:
- * - The password never comes from the URL (a URL ends up in configs, `ps` output and logs): a URL
- *   that carries one is refused (STORE_BAD_URL). It comes from PGPASSWORD (read by `pg` itself),
- *   ~/.pgpass (also `pg`'s), or the password file named in the options (read once, trimmed).
+ * - The password never comes from the URL: checkPgUrl refuses a URL that carries one (STORE_BAD_URL;
+ *   the rule is store/spec.ts parsePostgresUrl's, the check --store and store.url get too). It comes
+ *   from PGPASSWORD (read by `pg` itself), ~/.pgpass (also `pg`'s), or the password file named in
+ *   the options (read once, trimmed).
  * - Every connection attempt has a deadline (connectTimeoutMs), every statement too, on both sides
  *   (statement_timeout in the server, query_timeout in the client for a server that stopped
  *   answering): an operation on an unreachable server rejects, it never hangs.
@@ -18,6 +19,7 @@
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { PostsealError, type ErrorCode } from '../../errors.js';
+import { parsePostgresUrl } from '../spec.js';
 
 export interface PgConnectOptions {
   /** Connections in the pool (default 10). */
@@ -34,22 +36,9 @@ export interface PgConnectOptions {
 
 const INT8_OID = 20;
 
-/** The URL as given, checked: postgres:// or postgresql://, no password in it. */
+/** The URL as given, checked: postgres:// or postgresql://, no password in it (STORE_BAD_URL). */
 export function checkPgUrl(url: string): URL {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    throw new PostsealError('STORE_BAD_URL', `not a PostgreSQL URL: ${JSON.stringify(url.slice(0, 80))} (expected postgres://USER@HOST:PORT/DB)`);
-  }
-  if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') {
-    throw new PostsealError('STORE_BAD_URL', `not a PostgreSQL URL: scheme ${u.protocol} (expected postgres://USER@HOST:PORT/DB)`);
-  }
-  // The URL is echoed in configs, process lists and logs; a secret in it would leak there.
-  if (u.password !== '' || /[?&]password=/i.test(u.search)) {
-    throw new PostsealError('STORE_BAD_URL', 'put the password in PGPASSWORD or store.passwordFile, not in the URL');
-  }
-  return u;
+  return parsePostgresUrl(url);
 }
 
 /** The URL without anything secret, for messages (it has none: checkPgUrl refused it). */
