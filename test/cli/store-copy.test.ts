@@ -8,30 +8,20 @@
  * without --append, a message missing from the target is added by an --append re-run, and a
  * data directory a serve holds is refused.
  */
-import { after, before, test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { lockDataDir, openSqliteStore } from '../../src/store/index.js';
 import { openPgStore } from '../../src/store/pg/pg-store.js';
 import type { QueueEntry, Store, StoreReader } from '../../src/store/index.js';
-import { postgresAvailable, startPostgres, type PgCluster } from '../helpers/postgres.js';
+import { usePostgres } from '../helpers/postgres.js';
 import { makeMessage } from '../store/helpers.js';
 import { killAll, runCli, tempDirs } from './child.js';
 
-const skip = !postgresAvailable() && process.env.CI !== 'true' ? 'PostgreSQL not installed' : false;
 const dirs = tempDirs();
-let cluster: PgCluster;
-
-before(async () => {
-  if (skip === false) cluster = await startPostgres({ fsync: false });
-});
-
-after(async () => {
-  killAll();
-  if (skip === false) await cluster.close();
-  dirs.cleanup();
-});
+const { skip, cluster } = usePostgres({ fsync: false, closeFirst: killAll });
+after(() => dirs.cleanup());
 
 const PASSWORD = 'a long password for alice 7';
 const DAY = '2025-03-04';

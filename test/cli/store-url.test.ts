@@ -5,7 +5,7 @@
  * `store migrate` prints the versions, and serve runs on a PostgreSQL store, logging its node and
  * the store without credentials.
  */
-import { after, before, test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { hostname } from 'node:os';
 import { existsSync } from 'node:fs';
@@ -14,24 +14,14 @@ import { openPgStore } from '../../src/store/pg/pg-store.js';
 import { PG_SCHEMA_VERSION } from '../../src/store/pg/schema.js';
 import { parseStoreSpec, describeStore } from '../../src/store/spec.js';
 import { PostsealError } from '../../src/errors.js';
-import { postgresAvailable, startPostgres, type PgCluster } from '../helpers/postgres.js';
+import { usePostgres } from '../helpers/postgres.js';
 import { makeMessage } from '../store/helpers.js';
 import { killAll, mxOnly, queuedId, runCli, sendMessage, startServeChild, tempDirs } from './child.js';
 import { WireClient } from '../helpers/wire.js';
 
-const skip = !postgresAvailable() && process.env.CI !== 'true' ? 'PostgreSQL not installed' : false;
 const dirs = tempDirs();
-let cluster: PgCluster;
-
-before(async () => {
-  if (skip === false) cluster = await startPostgres({ fsync: false });
-});
-
-after(async () => {
-  killAll();
-  if (skip === false) await cluster.close();
-  dirs.cleanup();
-});
+const { skip, cluster } = usePostgres({ fsync: false, closeFirst: killAll });
+after(() => dirs.cleanup());
 
 const PASSWORD = 'correct horse battery staple 42';
 

@@ -3,25 +3,16 @@
  * `535` (which tells the client its password is wrong) and never a dropped session or a dead node;
  * once PostgreSQL is back the same session's next AUTH succeeds, without restarting the node.
  */
-import { after, before, test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { issueCert, makeTestCa, writeKeyPair } from '../helpers/certs.js';
-import { postgresAvailable, startPostgres, type PgCluster } from '../helpers/postgres.js';
+import { usePostgres } from '../helpers/postgres.js';
 import { killAll, runCli, startServeChild, startTlsSession, tempDirs } from '../cli/child.js';
 
-const skip = !postgresAvailable() && process.env.CI !== 'true' ? 'PostgreSQL not installed' : false;
 const dirs = tempDirs();
-let cluster: PgCluster;
-
-before(async () => {
-  if (skip === false) cluster = await startPostgres({ fsync: false });
-});
-after(async () => {
-  killAll();
-  if (skip === false) await cluster.close();
-  dirs.cleanup();
-});
+const { skip, cluster } = usePostgres({ fsync: false, closeFirst: killAll });
+after(() => dirs.cleanup());
 
 const PASSWORD = 'correct horse battery staple 42';
 const plain = (user: string, pass: string): string => Buffer.from(`\u0000${user}\u0000${pass}`).toString('base64');

@@ -5,48 +5,31 @@
  * went away and came back. Against a private cluster (test/helpers/postgres.ts); serve and reload
  * run as real CLI children.
  */
-import { after, before, test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { renameSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import pg from 'pg';
 import { openPgSignals, type PgSignals, type SignalEvent } from '../../src/store/pg/signals.js';
-import { postgresAvailable, startPostgres, type PgCluster } from '../helpers/postgres.js';
+import { sql, usePostgres } from '../helpers/postgres.js';
 import { until } from '../helpers/poll.js';
 import { killAll, pemFingerprint, peerFingerprint, runCli, startServeChild, startTlsSession, tempDirs, type ServeChild } from '../cli/child.js';
 import { issueCert, makeTestCa, writeKeyPair, type PemKeyPair, type TestCa } from '../helpers/certs.js';
 
-const skip = !postgresAvailable() && process.env.CI !== 'true' ? 'PostgreSQL not installed' : false;
-
-let cluster: PgCluster;
 const opened: PgSignals[] = [];
 const dirs = tempDirs();
-
-before(async () => {
-  if (skip === false) cluster = await startPostgres({ fsync: false });
+const { skip, cluster } = usePostgres({
+  fsync: false,
+  closeFirst: async () => {
+    killAll();
+    for (const s of opened.splice(0)) await s.close().catch(() => undefined);
+  },
 });
-
-after(async () => {
-  killAll();
-  for (const s of opened.splice(0)) await s.close().catch(() => undefined);
-  if (skip === false) await cluster.close();
-  dirs.cleanup();
-});
+after(() => dirs.cleanup());
 
 async function open(url: string, from?: string): Promise<PgSignals> {
   const s = await openPgSignals(url, { connectTimeoutMs: 2000, from });
   opened.push(s);
   return s;
-}
-
-async function sql<T extends pg.QueryResultRow>(url: string, text: string, values?: unknown[]): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
-  await c.connect();
-  try {
-    return (await c.query<T>(text, values)).rows;
-  } finally {
-    await c.end();
-  }
 }
 
 test('postseal reload --store URL publishes; POSTSEAL_STORE does the same; a SQLite store is told to use SIGHUP (exit 2)', { skip }, async () => {

@@ -4,41 +4,24 @@
  * while a signal went out acts on it when it reconnects, and payload checks. Against a private
  * cluster (test/helpers/postgres.ts). serve and `postseal reload` on it: test/cluster/reload.test.ts.
  */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import pg from 'pg';
 import { openPgSignals, SIGNAL_CHANNEL, type PgSignals, type SignalEvent } from '../../src/store/pg/signals.js';
-import { postgresAvailable, startPostgres, type PgCluster } from '../helpers/postgres.js';
+import { sql, usePostgres } from '../helpers/postgres.js';
 import { until } from '../helpers/poll.js';
 
-const skip = !postgresAvailable() && process.env.CI !== 'true' ? 'PostgreSQL not installed' : false;
-
-let cluster: PgCluster;
 const opened: PgSignals[] = [];
-
-before(async () => {
-  if (skip === false) cluster = await startPostgres({ fsync: false });
-});
-
-after(async () => {
-  for (const s of opened.splice(0)) await s.close().catch(() => undefined);
-  if (skip === false) await cluster.close();
+const { skip, cluster } = usePostgres({
+  fsync: false,
+  closeFirst: async () => {
+    for (const s of opened.splice(0)) await s.close().catch(() => undefined);
+  },
 });
 
 async function open(url: string, from?: string): Promise<PgSignals> {
   const s = await openPgSignals(url, { connectTimeoutMs: 2000, from });
   opened.push(s);
   return s;
-}
-
-async function sql<T extends pg.QueryResultRow>(url: string, text: string, values?: unknown[]): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
-  await c.connect();
-  try {
-    return (await c.query<T>(text, values)).rows;
-  } finally {
-    await c.end();
-  }
 }
 
 function dbName(url: string): string {

@@ -23,7 +23,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
-import type { TestContext } from 'node:test';
+import { after, before, type TestContext } from 'node:test';
 import pg from 'pg';
 
 export interface PgClusterOptions {
@@ -346,4 +346,77 @@ export async function startPostgres(opts: PgClusterOptions = {}): Promise<PgClus
     logTail,
   };
   return cluster;
+}
+
+export interface UsePostgresOptions extends PgClusterOptions {
+  /**
+   * Run in the after() hook before the cluster stops: end what uses it (CLI children, stores,
+   * signal channels), so that nothing of the file talks to a server that is going away.
+   */
+  closeFirst?: () => unknown;
+}
+
+export interface PostgresForFile {
+  /**
+   * The `skip` option of the tests that need PostgreSQL: false, or a reason when it is not
+   * installed on a dev machine. On CI (CI=true) it is never skipped: before() then fails.
+   */
+  readonly skip: string | false;
+  /** The file's cluster (started in before()); using it in a skipped file, or outside the tests, throws. */
+  readonly cluster: PgCluster;
+}
+
+/**
+ * One private cluster for a test file: registers before() (start it, unless skipped) and after()
+ * (opts.closeFirst, then close the cluster). Each test takes its own database with
+ * `cluster.createDatabase()`.
+ */
+export function usePostgres(opts: UsePostgresOptions = {}): PostgresForFile {
+  const skip = !postgresAvailable() && process.env.CI !== 'true' ? 'PostgreSQL not installed' : false;
+  let started: PgCluster | null = null;
+  const { closeFirst, ...clusterOpts } = opts;
+  before(async () => {
+    if (skip === false) started = await startPostgres(clusterOpts);
+  });
+  after(async () => {
+    try {
+      await closeFirst?.();
+    } finally {
+      await started?.close();
+    }
+  });
+  const live = (): PgCluster => {
+    if (started === null) throw new Error(skip === false ? 'usePostgres: the cluster is not started yet (used outside a test?)' : `usePostgres: ${skip}`);
+    return started;
+  };
+  const cluster: PgCluster = {
+    host: '127.0.0.1',
+    get port() {
+      return live().port;
+    },
+    get dir() {
+      return live().dir;
+    },
+    get running() {
+      return live().running;
+    },
+    url: (db) => live().url(db),
+    createDatabase: (prefix) => live().createDatabase(prefix),
+    stop: (mode) => live().stop(mode),
+    start: () => live().start(),
+    close: () => live().close(),
+    logTail: (lines) => live().logTail(lines),
+  };
+  return { skip, cluster };
+}
+
+/** One statement on a fresh connection to `url` (what a test reads or changes behind the store's back). */
+export async function sql<T extends pg.QueryResultRow>(url: string, text: string, values?: unknown[]): Promise<T[]> {
+  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
+  await c.connect();
+  try {
+    return (await c.query<T>(text, values)).rows;
+  } finally {
+    await c.end();
+  }
 }

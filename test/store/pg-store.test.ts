@@ -5,33 +5,27 @@
  * NOTIFY, PostgreSQL going away and coming back under the same store object, migrations raced by
  * several nodes, and the URL/password rule. Against a private cluster (test/helpers/postgres.ts).
  */
-import { after, before, test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import { PostsealError } from '../../src/errors.js';
 import { openPgStore, type PgStoreOptions } from '../../src/store/pg/pg-store.js';
 import { migratePg, PG_SCHEMA_VERSION } from '../../src/store/pg/schema.js';
 import type { Store } from '../../src/store/index.js';
-import { postgresAvailable, startPostgres, type PgCluster } from '../helpers/postgres.js';
+import { sql, usePostgres } from '../helpers/postgres.js';
 import { until } from '../helpers/poll.js';
 import { makeMessage } from './helpers.js';
 
-const skip = !postgresAvailable() && process.env.CI !== 'true' ? 'PostgreSQL not installed' : false;
-
-let cluster: PgCluster;
 const dirs: string[] = [];
 const stores: Store[] = [];
-
-before(async () => {
-  if (skip === false) cluster = await startPostgres();
+const { skip, cluster } = usePostgres({
+  closeFirst: async () => {
+    for (const s of stores.splice(0)) await s.close().catch(() => undefined);
+  },
 });
-
-after(async () => {
-  for (const s of stores.splice(0)) await s.close().catch(() => undefined);
-  if (skip === false) await cluster.close();
+after(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
@@ -45,16 +39,6 @@ async function open(url: string, nodeId: string, extra: Partial<PgStoreOptions> 
   const s = await openPgStore(url, { nodeId, spoolDir: spoolDir(), connectTimeoutMs: 2000, statementTimeoutMs: 5000, ...extra });
   stores.push(s);
   return s;
-}
-
-async function sql<T extends pg.QueryResultRow>(url: string, text: string, values?: unknown[]): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
-  await c.connect();
-  try {
-    return (await c.query<T>(text, values)).rows;
-  } finally {
-    await c.end();
-  }
 }
 
 async function rejectsWith(p: unknown, code: string): Promise<PostsealError> {
