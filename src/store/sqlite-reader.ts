@@ -20,22 +20,7 @@ import { TlsRptReads, type TlsRptCount, type TlsRptStoredReport } from './tlsrpt
 import { AliasReads, aliasAddress, type AliasEntry } from './aliases.js';
 import { TokenReads, type ApiTokenInfo } from './tokens.js';
 import { resolveAddress, type RecipientResolution, type ResolveOptions } from './resolve.js';
-import {
-  ATTEMPT_COLUMNS,
-  MESSAGE_COLUMNS,
-  orNull,
-  QUEUE_COLUMNS,
-  toMtaStsPolicy,
-  toQueueAttempt,
-  toQueueEntry,
-  toQueueStats,
-  toSummary,
-  type AttemptRow,
-  type MessageRow,
-  type MtaStsRow,
-  type QueueRow,
-  type QueueStatsRow,
-} from './rows.js';
+import { ATTEMPT_COLUMNS, MESSAGE_COLUMNS, orNull, QUEUE_COLUMNS, toMtaStsPolicy, toQueueAttempt, toQueueEntry, toQueueStats, toSummary, type AttemptRow, type MessageRow, type MtaStsRow, type QueueRow, type QueueStatsRow } from './rows.js';
 import type { ListMessagesOptions, ListQueueOptions, QueueAttempt, QueueStats, QueueEntry, StoredMessage, StoredMtaStsPolicy, SqliteStoreReader } from './types.js';
 
 export function checkLimit(limit: number | undefined, fallback: number, max: number): number {

@@ -24,20 +24,7 @@ import { GroupCommitter } from '../group-commit.js';
 import { hashPassword, verifyPassword } from '../passwords.js';
 import { checkPassword, checkSenders, dataLength, messageRecord } from '../records.js';
 import { resolveAddress, type RecipientResolution, type ResolveOptions } from '../resolve.js';
-import {
-  ATTEMPT_COLUMNS,
-  orNull,
-  toMtaStsPolicy,
-  toQueueAttempt,
-  toQueueEntry,
-  toQueueStats,
-  toSummary,
-  type AttemptRow,
-  type MessageRow,
-  type MtaStsRow,
-  type QueueRow,
-  type QueueStatsRow,
-} from '../rows.js';
+import { ATTEMPT_COLUMNS, orNull, toMtaStsPolicy, toQueueAttempt, toQueueEntry, toQueueStats, toSummary, type AttemptRow, type MessageRow, type MtaStsRow, type QueueRow, type QueueStatsRow } from '../rows.js';
 import { FileSpool, removeOrphans, type BodySpool } from '../spool.js';
 import { checkLimit, mtaStsDomain } from '../sqlite-reader.js';
 import { toTlsRptCount, toTlsRptReport, type TlsRptCount, type TlsRptCountRow, type TlsRptReportRow, type TlsRptStoredReport } from '../tlsrpt.js';
