@@ -85,6 +85,9 @@ export function poolConfig(url: string, opts: PgConnectOptions): pg.PoolConfig {
     idle_in_transaction_session_timeout: Math.max(statementTimeoutMs * 2, 10_000),
     idleTimeoutMillis: 30_000,
     keepAlive: true,
+    // TCP keepalive probes after 10 s idle (the OS default is 2 hours): a peer gone without FIN
+    // or RST is noticed by the kernel, not hours later.
+    keepAliveInitialDelayMillis: 10_000,
     application_name: 'postseal',
     types: typeParsers(),
   };

@@ -60,6 +60,18 @@ export class ListenConnection {
     return this.listening ? this.current : null;
   }
 
+  /** How to give up the current connection (set per connection by connect()). */
+  private lose: ((err?: unknown) => void) | null = null;
+
+  /**
+   * Gives up the current connection and reconnects (with the usual backoff): for a caller whose
+   * query on it failed or timed out — a connection that died without a FIN or RST never emits
+   * 'error' or 'end' by itself, and would otherwise stay "listening" and deaf for hours.
+   */
+  reset(err?: unknown): void {
+    this.lose?.(err);
+  }
+
   /** The first connection; resolves once LISTEN is in place and onListening ran, or (failFirst false) it failed. */
   start(): Promise<void> {
     return this.connect(true);
@@ -86,6 +98,7 @@ export class ListenConnection {
       }
       this.scheduleReconnect();
     };
+    this.lose = onLost;
     client.on('error', onLost);
     client.on('end', () => onLost());
     client.on('notification', (n) => {

@@ -175,6 +175,9 @@ class PgSignalsImpl implements PgSignals {
         this.logger.warn({ event: 'signals', error: err instanceof Error ? err.message : String(err) }, 'signal generations unreadable after a reconnect; acting as if a signal was missed');
         for (const s of [...this.subscribers]) this.call(s, { kind: s.kind, generation: s.seen, detail: null, from: null, via: 'catch-up' });
       }
+      // The poll's read failed or timed out on the LISTEN connection: it may be dead without
+      // having said so (a peer gone without FIN/RST). Reconnect; the reconnect reads again.
+      if (why === 'poll') this.listen.reset(err);
       return;
     }
     for (const r of rows) {
