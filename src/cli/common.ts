@@ -74,7 +74,9 @@ export async function withStore<T>(where: StoreFlags | StoreSpec, fn: (store: St
   // own, so a private temporary one, removed afterwards (not ./postseal-data in the cwd).
   const spoolDir = spec.kind === 'postgres' ? mkdtempSync(join(tmpdir(), 'postseal-cli-')) : undefined;
   try {
-    const store = await openStore(spec, spoolDir !== undefined ? { spoolDir } : {});
+    // upgrade false: a one-shot command creates the schema in an empty database but leaves an
+    // older one (live nodes on it) to `store migrate` or a starting serve.
+    const store = await openStore(spec, spoolDir !== undefined ? { spoolDir, upgrade: false } : {});
     try {
       return await fn(store);
     } finally {

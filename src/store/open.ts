@@ -35,6 +35,8 @@ export interface OpenStoreOptions {
   onCommit?: ((seconds: number, ops: number) => void) | null;
   maxBatchOps?: number;
   maxBatchBytes?: number;
+  /** PostgreSQL: false = never upgrade an older schema (the CLI; serve and `store migrate` do). */
+  upgrade?: boolean;
   /** PostgreSQL: deadline of a connection attempt (ms). */
   connectTimeoutMs?: number;
   /** PostgreSQL: deadline of one statement (ms). */
@@ -67,7 +69,7 @@ export async function openStore(spec: StoreSpec | string, opts: OpenStoreOptions
   if (s.kind === 'sqlite') return openSqliteStore(s.dir, { nodeId, ...batch });
   if (opts.spoolDir === undefined) throw new Error('openStore: a PostgreSQL store opened read-write needs spoolDir (this host\'s spool directory)');
   const { openPgStore } = await import('./pg/pg-store.js');
-  return openPgStore(s.url, { nodeId, spoolDir: opts.spoolDir, ...pgOptions(opts), ...batch });
+  return openPgStore(s.url, { nodeId, spoolDir: opts.spoolDir, ...pgOptions(opts), ...batch, ...(opts.upgrade !== undefined ? { upgrade: opts.upgrade } : {}) });
 }
 
 /** Opens the store for reads only (safe while serve runs; never migrates, never writes). */

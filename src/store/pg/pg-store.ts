@@ -68,6 +68,8 @@ export interface PgStoreOptions {
   onCommit?: ((seconds: number, ops: number) => void) | null;
   /** Reads only: no migration, every write rejects with STORE_READ_ONLY. */
   readOnly?: boolean;
+  /** false: create the schema in an empty database but never upgrade an older one (one-shot CLI commands). Default true. */
+  upgrade?: boolean;
   /** Deadline of a connection attempt (default 5000 ms). */
   connectTimeoutMs?: number;
   /** Deadline of one statement (default 30000 ms). */
@@ -503,7 +505,7 @@ export async function openPgStore(url: string, opts: PgStoreOptions): Promise<St
     const client = held.client;
     try {
       if (opts.readOnly === true) await checkVersionPg(client, where);
-      else await migrateClient(client, where);
+      else await migrateClient(client, where, { upgrade: opts.upgrade !== false });
     } catch (err) {
       held.release(true);
       throw storeError(err, `opening ${where}`, 'STORE_UNAVAILABLE');

@@ -177,7 +177,7 @@ function tooNew(where: string, version: number): PostsealError {
 }
 
 /** Migrates on a connected client (openPgStore uses its pool's). */
-export async function migrateClient(client: pg.ClientBase, where: string): Promise<{ from: number; to: number }> {
+export async function migrateClient(client: pg.ClientBase, where: string, opts: { upgrade?: boolean } = {}): Promise<{ from: number; to: number }> {
   await client.query('BEGIN');
   try {
     // Held to the end of this transaction: a second node starting now waits here, then sees the
@@ -186,6 +186,12 @@ export async function migrateClient(client: pg.ClientBase, where: string): Promi
     await client.query(META);
     const from = await storedVersion(client);
     if (from > PG_SCHEMA_VERSION) throw tooNew(where, from);
+    // upgrade false (one-shot CLI commands): an empty database gets the schema, but an older one
+    // that live nodes are using is upgraded only by `store migrate` or a starting serve — an
+    // admin's newer CLI must not change the schema under running older nodes.
+    if (opts.upgrade === false && from > 0 && from < PG_SCHEMA_VERSION) {
+      throw new PostsealError('STORE_SCHEMA_OLD', `${where} has schema version ${from}; run \`postseal store migrate\` (or start a newer serve) to upgrade it`);
+    }
     for (let v = from; v < PG_SCHEMA_VERSION; v++) {
       const sql = MIGRATIONS[v];
       if (sql === undefined) throw new PostsealError('STORE_SCHEMA_MISSING', `no migration from version ${v}`);
