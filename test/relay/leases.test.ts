@@ -12,13 +12,15 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
-import { openSqliteStore, type SqliteStore } from '../../src/store/index.js';
+import { openSqliteStore, type QueueEntry, type SqliteStore } from '../../src/store/index.js';
 import { DEFAULT_RELAY } from '../../src/config.js';
 import { QueueRunner, type RelayConfig } from '../../src/relay/runner.js';
 import { deliverBatchToDomain, systemResolver, uniformTimeouts, type DomainDelivery } from '../../src/client/index.js';
 import type { Logger } from '../../src/log.js';
 import { silentLogger } from '../../src/log.js';
 import { queueMessage } from './fixture.js';
+import { startTestServer } from '../helpers/server.js';
+import { makeMessage } from '../store/helpers.js';
 import { startDnsServer } from '../helpers/dns-server.js';
 
 const dirs: string[] = [];
@@ -230,6 +232,55 @@ test('rows claimed but not started yet keep their lease: with one worker, a seco
     await fast.close();
     await b.close();
     await a.close();
+  }
+});
+
+test('a graceful stop of serve releases the leases of rows it claimed but did not start', async () => {
+  let release: (() => void) | null = null;
+  const inData = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const slow = await hookedReceiver(async () => {
+    release?.();
+    await sleep(1_500);
+    return null;
+  });
+  const fast = await hookedReceiver(async () => null);
+  const server = await startTestServer({
+    configure: (cfg) => {
+      cfg.relay.concurrency = 1;
+      cfg.relay.routes = { 'example.net': `127.0.0.1:${slow.port}`, 'example.org': `127.0.0.1:${fast.port}` };
+      cfg.relay.tlsPolicy = { 'example.net': 'none', 'example.org': 'none' };
+    },
+  });
+  let stopped = false;
+  try {
+    const store = server.running.store;
+    // One message, two domains: both rows due at the same instant, claimed in one round; two
+    // tasks (one per route), the slow one first (claim order: seq, then recipient).
+    const { id: waitingId } = await store.accept(makeMessage({ localRecipients: [], remoteRecipients: ['a-slow@example.net', 'z-later@example.org'] }));
+    server.running.relay?.kick();
+    await inData;
+    // One worker is in the slow DATA; the example.org row is claimed (leased) but not started.
+    const waiting = (): QueueEntry | undefined => store.listQueue().find((e) => e.recipient === 'z-later@example.org');
+    assert.notEqual(waiting()?.claimedUntil ?? null, null, `claimed in the same round: ${JSON.stringify(store.listQueue())}`);
+    const reopen = server.dataDir;
+    await server.running.close(5_000);
+    stopped = true;
+    const after = await openSqliteStore(reopen);
+    try {
+      const row = after.listQueue().find((e) => e.id === waitingId && e.recipient === 'z-later@example.org');
+      assert.equal(row?.status, 'queued', 'never started');
+      assert.equal(row?.claimedUntil, null, 'its lease released at stop, not left to expire');
+    } finally {
+      await after.close();
+    }
+    assert.deepEqual(slow.accepted, [['a-slow@example.net']], 'the delivery under way finished before the stop');
+    assert.deepEqual(fast.accepted, []);
+  } finally {
+    if (!stopped) await server.running.close(1_000);
+    await slow.close();
+    await fast.close();
   }
 });
 
