@@ -7,7 +7,7 @@
  * connection lost mid-statement rejects the whole batch with STORE_UNAVAILABLE and keeps the
  * spooled bodies.
  */
-import { after, before, test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,23 +20,18 @@ import { PgWriter } from '../../src/store/pg/writer.js';
 import { dataLength, messageRecord } from '../../src/store/records.js';
 import type { IncomingMessage } from '../../src/types.js';
 import type { OpResult, WriteOp } from '../../src/store/writer-protocol.js';
-import { postgresAvailable, startPostgres, type PgCluster } from '../helpers/postgres.js';
+import { sql, usePostgres } from '../helpers/postgres.js';
 import { until } from '../helpers/poll.js';
 import { makeMessage } from './helpers.js';
 
-const skip = !postgresAvailable() && process.env.CI !== 'true' ? 'PostgreSQL not installed' : false;
-
-let cluster: PgCluster;
 const dirs: string[] = [];
 const pools: pg.Pool[] = [];
-
-before(async () => {
-  if (skip === false) cluster = await startPostgres();
+const { skip, cluster } = usePostgres({
+  closeFirst: async () => {
+    for (const p of pools.splice(0)) await p.end().catch(() => undefined);
+  },
 });
-
-after(async () => {
-  for (const p of pools.splice(0)) await p.end().catch(() => undefined);
-  if (skip === false) await cluster.close();
+after(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
@@ -82,16 +77,6 @@ function batch(msgs: IncomingMessage[], extra: WriteOp[] = []): { ops: WriteOp[]
   const all = Buffer.concat(parts);
   const buffer = all.buffer.slice(all.byteOffset, all.byteOffset + all.length) as ArrayBuffer;
   return { ops: [...ops, ...extra], buffer };
-}
-
-async function sql<T extends pg.QueryResultRow>(url: string, text: string, values?: unknown[]): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
-  await c.connect();
-  try {
-    return (await c.query<T>(text, values)).rows;
-  } finally {
-    await c.end();
-  }
 }
 
 async function stored(url: string, id: string): Promise<{ data: Buffer; queue: number } | null> {
