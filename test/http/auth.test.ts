@@ -6,6 +6,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { killAll } from '../cli/child.js';
 import { ADMIN, addUser, cli, createToken, login, startConsole, type ConsoleServer } from './helpers.js';
 
@@ -142,6 +143,38 @@ test('a request body over 64 KiB is refused with 413, before authentication matt
   assert.equal(r.status, 413);
   const login = await fetch(`${s.base}/login`, { method: 'POST', body: new URLSearchParams({ address: ADMIN.address, password: big }), redirect: 'manual' });
   assert.equal(login.status, 413);
+});
+
+/** A POST whose body is sent chunked (no Content-Length): the limit must count the bytes as they come. */
+function postChunked(url: string, chunks: number, chunk: string, headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', headers }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' || err.code === 'ECONNRESET' ? undefined : reject(err)));
+    assert.equal(req.getHeader('content-length'), undefined);
+    let i = 0;
+    const more = (): void => {
+      while (i < chunks) {
+        i++;
+        if (!req.write(chunk)) return void req.once('drain', more);
+      }
+      req.end();
+    };
+    more();
+  });
+}
+
+test('a chunked request body (no Content-Length) is counted as it arrives: 413 past 64 KiB, and POST /checks past 4 KiB', async () => {
+  // 80 chunks of 1 KiB: no header announces the size, only the bytes themselves exceed the limit.
+  const kib = 'a'.repeat(1024);
+  assert.equal(await postChunked(`${s.base}/login`, 80, kib, { 'content-type': 'application/x-www-form-urlencoded' }), 413);
+  assert.equal(await postChunked(`${s.base}/api/v1/checks`, 80, kib, { authorization: `Bearer ${s.token}`, 'content-type': 'application/json' }), 413);
+  // The route's own limit of 4 KiB (api/checks.ts), under the app's 64 KiB: 5 KiB is refused with its code.
+  const r = await s.api('/api/v1/checks', { method: 'POST', body: JSON.stringify({ target: 'x'.repeat(5000) }), headers: { 'content-type': 'application/json' } });
+  assert.equal(r.status, 413);
+  assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'HTTP_BODY_TOO_LARGE');
 });
 
 test('parallel login guesses from one client: at most 2 are checked at once, the others get 429 with Retry-After', async () => {
