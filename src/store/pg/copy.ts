@@ -91,6 +91,11 @@ interface Column {
 
 const bool = (v: unknown): boolean => v === 1 || v === true;
 
+/** A table's columns from `{ name: type }`, in that order; a boolean column converts SQLite's 0/1. */
+function columns(spec: Record<string, 'text' | 'bigint' | 'integer' | 'boolean' | 'timestamptz' | 'bytea'>): Column[] {
+  return Object.entries(spec).map(([name, type]) => (type === 'boolean' ? { name, type, conv: bool } : { name, type }));
+}
+
 interface SimpleTable {
   table: CopyTable;
   columns: Column[];
@@ -105,11 +110,7 @@ interface SimpleTable {
 const SIMPLE_TABLES: readonly SimpleTable[] = [
   {
     table: 'aliases',
-    columns: [
-      { name: 'address', type: 'text' },
-      { name: 'target', type: 'text' },
-      { name: 'created_at', type: 'timestamptz' },
-    ],
+    columns: columns({ address: 'text', target: 'text', created_at: 'timestamptz' }),
     key: ['address', 'target'],
     // SQLite compares targets COLLATE NOCASE; PostgreSQL's unique index is on lower(target).
     keyMatch: 't.address = x.address AND lower(t.target) = lower(x.target)',
@@ -117,60 +118,33 @@ const SIMPLE_TABLES: readonly SimpleTable[] = [
   },
   {
     table: 'api_tokens',
-    columns: [
-      { name: 'id', type: 'text' },
-      { name: 'name', type: 'text' },
-      { name: 'hash', type: 'text' },
-      { name: 'created_at', type: 'timestamptz' },
-      { name: 'last_used_at', type: 'timestamptz' },
-      { name: 'revoked', type: 'boolean', conv: bool },
-    ],
+    columns: columns({
+      id: 'text', name: 'text', hash: 'text', created_at: 'timestamptz', last_used_at: 'timestamptz', revoked: 'boolean',
+    }),
     key: ['id'],
   },
   {
     table: 'mta_sts_policies',
-    columns: [
-      { name: 'domain', type: 'text' },
-      { name: 'id', type: 'text' },
-      { name: 'mode', type: 'text' },
-      { name: 'mx', type: 'text' },
-      { name: 'max_age', type: 'bigint' },
-      { name: 'fetched_at', type: 'bigint' },
-      { name: 'expires_at', type: 'bigint' },
-      { name: 'text', type: 'text' },
-    ],
+    columns: columns({
+      domain: 'text', id: 'text', mode: 'text', mx: 'text', max_age: 'bigint', fetched_at: 'bigint', expires_at: 'bigint',
+      text: 'text',
+    }),
     key: ['domain'],
   },
   {
     table: 'tlsrpt_counts',
-    columns: [
-      { name: 'policy_domain', type: 'text' },
-      { name: 'day', type: 'text' },
-      { name: 'policy_type', type: 'text' },
-      { name: 'policy_strings', type: 'text' },
-      { name: 'mx_host', type: 'text' },
-      { name: 'receiving_ip', type: 'text' },
-      { name: 'result', type: 'text' },
-      { name: 'count', type: 'bigint' },
-      { name: 'detail', type: 'text' },
-    ],
+    columns: columns({
+      policy_domain: 'text', day: 'text', policy_type: 'text', policy_strings: 'text', mx_host: 'text', receiving_ip: 'text',
+      result: 'text', count: 'bigint', detail: 'text',
+    }),
     key: ['policy_domain', 'day', 'policy_type', 'policy_strings', 'mx_host', 'receiving_ip', 'result'],
   },
   {
     table: 'tlsrpt_reports',
-    columns: [
-      { name: 'report_id', type: 'text' },
-      { name: 'policy_domain', type: 'text' },
-      { name: 'day', type: 'text' },
-      { name: 'start_at', type: 'bigint' },
-      { name: 'end_at', type: 'bigint' },
-      { name: 'report', type: 'bytea' },
-      { name: 'rua', type: 'text' },
-      { name: 'attempts', type: 'integer' },
-      { name: 'next_attempt_at', type: 'bigint' },
-      { name: 'last_error', type: 'text' },
-      { name: 'created_at', type: 'bigint' },
-    ],
+    columns: columns({
+      report_id: 'text', policy_domain: 'text', day: 'text', start_at: 'bigint', end_at: 'bigint', report: 'bytea', rua: 'text',
+      attempts: 'integer', next_attempt_at: 'bigint', last_error: 'text', created_at: 'bigint',
+    }),
     key: ['report_id'],
   },
 ];
@@ -215,64 +189,28 @@ async function inTransaction<T>(db: pg.ClientBase, work: () => Promise<T>): Prom
   }
 }
 
-const MESSAGE_COLUMNS: readonly Column[] = [
-  { name: 'id', type: 'text' },
-  { name: 'received_at', type: 'timestamptz' },
-  { name: 'mail_from', type: 'text' },
-  { name: 'recipients', type: 'text' },
-  { name: 'size', type: 'bigint' },
-  { name: 'listener', type: 'text' },
-  { name: 'client_address', type: 'text' },
-  { name: 'helo_name', type: 'text' },
-  { name: 'auth_user', type: 'text' },
-  { name: 'tls', type: 'text' },
-  { name: 'require_tls', type: 'boolean', conv: bool },
-  { name: 'body', type: 'text' },
-  { name: 'smtp_utf8', type: 'boolean', conv: bool },
-  { name: 'env_id', type: 'text' },
-  { name: 'ret', type: 'text' },
-  { name: 'auth_results', type: 'text' },
-  { name: 'quarantine', type: 'boolean', conv: bool },
-];
+const MESSAGE_COLUMNS: readonly Column[] = columns({
+  id: 'text', received_at: 'timestamptz', mail_from: 'text', recipients: 'text', size: 'bigint', listener: 'text',
+  client_address: 'text', helo_name: 'text', auth_user: 'text', tls: 'text', require_tls: 'boolean', body: 'text',
+  smtp_utf8: 'boolean', env_id: 'text', ret: 'text', auth_results: 'text', quarantine: 'boolean',
+});
 
 /** Queue rows as the nodes should find them: no lease (see the header). */
-const QUEUE_COLUMNS: readonly Column[] = [
-  { name: 'seq', type: 'bigint' },
-  { name: 'recipient', type: 'text' },
-  { name: 'domain', type: 'text' },
-  { name: 'status', type: 'text' },
-  { name: 'attempts', type: 'integer' },
-  { name: 'next_attempt_at', type: 'bigint' },
-  { name: 'last_error', type: 'text' },
-  { name: 'last_tls', type: 'text' },
-  { name: 'updated_at', type: 'bigint' },
-  { name: 'notify', type: 'text' },
-  { name: 'orcpt', type: 'text' },
-  { name: 'target', type: 'text' },
-];
+const QUEUE_COLUMNS: readonly Column[] = columns({
+  seq: 'bigint', recipient: 'text', domain: 'text', status: 'text', attempts: 'integer', next_attempt_at: 'bigint',
+  last_error: 'text', last_tls: 'text', updated_at: 'bigint', notify: 'text', orcpt: 'text', target: 'text',
+});
 
-const ATTEMPT_COLUMNS: readonly Column[] = [
-  { name: 'seq', type: 'bigint' },
-  { name: 'recipient', type: 'text' },
-  { name: 'at', type: 'bigint' },
-  { name: 'outcome', type: 'text' },
-  { name: 'error', type: 'text' },
-  { name: 'tls', type: 'text' },
-  { name: 'next_attempt_at', type: 'bigint' },
-  { name: 'node', type: 'text' },
-];
+const ENTRY_COLUMNS: readonly Column[] = columns({ mailbox: 'text', seq: 'bigint' });
 
-const USER_COLUMNS: readonly Column[] = [
-  { name: 'address', type: 'text' },
-  { name: 'password_hash', type: 'text' },
-  { name: 'created_at', type: 'timestamptz' },
-  { name: 'admin', type: 'boolean', conv: bool },
-];
+const ATTEMPT_COLUMNS: readonly Column[] = columns({
+  seq: 'bigint', recipient: 'text', at: 'bigint', outcome: 'text', error: 'text', tls: 'text', next_attempt_at: 'bigint',
+  node: 'text',
+});
 
-const SENDER_COLUMNS: readonly Column[] = [
-  { name: 'address', type: 'text' },
-  { name: 'pattern', type: 'text' },
-];
+const USER_COLUMNS: readonly Column[] = columns({ address: 'text', password_hash: 'text', created_at: 'timestamptz', admin: 'boolean' });
+
+const SENDER_COLUMNS: readonly Column[] = columns({ address: 'text', pattern: 'text' });
 
 /**
  * The message's bytes as the SQLite store returns them (sqlite-reader.ts getMessage): the row's
@@ -497,7 +435,7 @@ async function copyMessages(
   const sizes = src.prepare('SELECT seq, size FROM messages WHERE seq > ? ORDER BY seq LIMIT ?');
   const rows = src.prepare(`SELECT m.seq, ${MESSAGE_COLUMNS.map((c) => `m.${c.name}`).join(', ')}, d.data, d.file
     FROM messages m LEFT JOIN message_data d ON d.seq = m.seq WHERE m.seq > ? AND m.seq <= ? ORDER BY m.seq`);
-  const boxes = src.prepare('SELECT mailbox, seq FROM mailbox_entries WHERE seq > ? AND seq <= ?');
+  const boxes = src.prepare(`SELECT ${ENTRY_COLUMNS.map((c) => c.name).join(', ')} FROM mailbox_entries WHERE seq > ? AND seq <= ?`);
   const queue = src.prepare(`SELECT ${QUEUE_COLUMNS.map((c) => c.name).join(', ')} FROM queue WHERE seq > ? AND seq <= ?`);
   const attempts = src.prepare(`SELECT ${ATTEMPT_COLUMNS.map((c) => c.name).join(', ')} FROM queue_attempts WHERE seq > ? AND seq <= ? ORDER BY rowid`);
   let after = 0;
@@ -554,7 +492,7 @@ async function copyMessages(
       });
       const e = remap(ents);
       if (e.length > 0) {
-        const q = insertSql('mailbox_entries', [{ name: 'mailbox', type: 'text' }, { name: 'seq', type: 'bigint' }], e);
+        const q = insertSql('mailbox_entries', ENTRY_COLUMNS, e);
         tables.mailbox_entries.copied += (await db.query(q.sql, q.values)).rowCount ?? 0;
       }
       const qr = remap(qrows);
