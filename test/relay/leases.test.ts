@@ -94,6 +94,41 @@ function runnerFor(store: SqliteStore, port: number, over: Partial<RelayConfig> 
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** A receiver holding every DATA for holdMs before its 250; `inData` resolves at the first DATA. */
+async function slowReceiver(holdMs: number): Promise<Hooked & { inData: Promise<void> }> {
+  let release: (() => void) | null = null;
+  const inData = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const rx = await hookedReceiver(async () => {
+    release?.();
+    await sleep(holdMs);
+    return null;
+  });
+  return { ...rx, inData };
+}
+
+/** Two store handles on one data dir with two node ids: two nodes sharing a queue. */
+async function twoNodes(): Promise<{ a: SqliteStore; b: SqliteStore }> {
+  const dir = await dataDir();
+  return { a: await openSqliteStore(dir, { nodeId: 'node-a' }), b: await openSqliteStore(dir, { nodeId: 'node-b' }) };
+}
+
+/** Node b tries to claim every 400 ms until `running` settles: the rows it got per try. */
+async function claimsWhile(b: SqliteStore, running: Promise<unknown>, leaseMs: number): Promise<number[]> {
+  let done = false;
+  void running.then(
+    () => (done = true),
+    () => (done = true),
+  );
+  const claims: number[] = [];
+  while (!done) {
+    claims.push((await b.claimDue(new Date(), 10, { kind: 'remote', leaseMs })).length);
+    await sleep(400);
+  }
+  return claims;
+}
+
 test('each message of a batch is in the store as delivered as soon as the receiver took it, before the batch ends', async () => {
   const store = await openSqliteStore(await dataDir());
   const ids: string[] = [];
@@ -147,33 +182,17 @@ test('a stalled receiver: the messages it took before are recorded while the sta
 });
 
 test('leases are renewed while a delivery runs: another node cannot claim the row, and it is delivered once', async () => {
-  const dir = await dataDir();
-  const a = await openSqliteStore(dir, { nodeId: 'node-a' });
-  const b = await openSqliteStore(dir, { nodeId: 'node-b' });
+  const { a, b } = await twoNodes();
   const id = await queueMessage(a, ['slow@example.net'], 'lease-renewed');
   const leaseMs = 5_000;
-  let release: (() => void) | null = null;
-  const inData = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  const rx = await hookedReceiver(async () => {
-    release?.();
-    // Longer than the lease: without renewal node-b could claim the row from ~5 s on.
-    await sleep(7_000);
-    return null;
-  });
+  // Longer than the lease: without renewal node-b could claim the row from ~5 s on.
+  const rx = await slowReceiver(7_000);
   const warnings: object[] = [];
   const logger: Logger = { ...silentLogger, warn: (o) => void warnings.push(o) };
   try {
     const running = runnerFor(a, rx.port, { leaseMs }, logger).runOnce();
-    await inData;
-    let done = false;
-    void running.finally(() => (done = true));
-    const claimsByB: number[] = [];
-    while (!done) {
-      claimsByB.push((await b.claimDue(new Date(), 10, { kind: 'remote', leaseMs })).length);
-      await sleep(400);
-    }
+    await rx.inData;
+    const claimsByB = await claimsWhile(b, running, leaseMs);
     const s = await running;
     assert.ok(claimsByB.length >= 15, `node-b tried through the whole delivery (${claimsByB.length} tries)`);
     assert.deepEqual([...new Set(claimsByB)], [0], 'node-b never got the row');
@@ -191,34 +210,18 @@ test('leases are renewed while a delivery runs: another node cannot claim the ro
 });
 
 test('rows claimed but not started yet keep their lease: with one worker, a second destination waits longer than a lease and no other node takes it', async () => {
-  const dir = await dataDir();
-  const a = await openSqliteStore(dir, { nodeId: 'node-a' });
-  const b = await openSqliteStore(dir, { nodeId: 'node-b' });
+  const { a, b } = await twoNodes();
   const slowId = await queueMessage(a, ['slow@example.net'], 'lease-round-slow');
   const waitingId = await queueMessage(a, ['later@example.org'], 'lease-round-waiting');
   const leaseMs = 5_000;
-  let release: (() => void) | null = null;
-  const inData = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  const slow = await hookedReceiver(async () => {
-    release?.();
-    // Longer than the lease, with one worker: the example.org task starts only after it.
-    await sleep(7_000);
-    return null;
-  });
+  // Longer than the lease, with one worker: the example.org task starts only after it.
+  const slow = await slowReceiver(7_000);
   const fast = await hookedReceiver(async () => null);
   try {
     const runner = runnerFor(a, slow.port, { leaseMs, concurrency: 1, routes: { 'example.net': { host: '127.0.0.1', port: slow.port }, 'example.org': { host: '127.0.0.1', port: fast.port } }, tlsPolicy: { 'example.net': 'none', 'example.org': 'none' } });
     const running = runner.runOnce();
-    await inData;
-    let done = false;
-    void running.finally(() => (done = true));
-    const claimsByB: number[] = [];
-    while (!done) {
-      claimsByB.push((await b.claimDue(new Date(), 10, { kind: 'remote', leaseMs })).length);
-      await sleep(400);
-    }
+    await slow.inData;
+    const claimsByB = await claimsWhile(b, running, leaseMs);
     const s = await running;
     assert.ok(claimsByB.length >= 15, `node-b tried through the whole run (${claimsByB.length} tries)`);
     // Renewed only once its task started, the example.org row's lease ran out after 5 s and node-b took it.
@@ -236,15 +239,7 @@ test('rows claimed but not started yet keep their lease: with one worker, a seco
 });
 
 test('a graceful stop of serve releases the leases of rows it claimed but did not start', async () => {
-  let release: (() => void) | null = null;
-  const inData = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  const slow = await hookedReceiver(async () => {
-    release?.();
-    await sleep(1_500);
-    return null;
-  });
+  const slow = await slowReceiver(1_500);
   const fast = await hookedReceiver(async () => null);
   const server = await startTestServer({
     configure: (cfg) => {
@@ -260,7 +255,7 @@ test('a graceful stop of serve releases the leases of rows it claimed but did no
     // tasks (one per route), the slow one first (claim order: seq, then recipient).
     const { id: waitingId } = await store.accept(makeMessage({ localRecipients: [], remoteRecipients: ['a-slow@example.net', 'z-later@example.org'] }));
     server.running.relay?.kick();
-    await inData;
+    await slow.inData;
     // One worker is in the slow DATA; the example.org row is claimed (leased) but not started.
     const waiting = (): QueueEntry | undefined => store.listQueue().find((e) => e.recipient === 'z-later@example.org');
     assert.notEqual(waiting()?.claimedUntil ?? null, null, `claimed in the same round: ${JSON.stringify(store.listQueue())}`);
@@ -285,9 +280,7 @@ test('a graceful stop of serve releases the leases of rows it claimed but did no
 });
 
 test('renewLeases extends only this node’s live leases (0 for rows another node holds)', async () => {
-  const dir = await dataDir();
-  const a = await openSqliteStore(dir, { nodeId: 'node-a' });
-  const b = await openSqliteStore(dir, { nodeId: 'node-b' });
+  const { a, b } = await twoNodes();
   try {
     await queueMessage(a, ['one@example.net'], 'renew-1');
     const rows = await a.claimDue(new Date(), 10, { leaseMs: 60_000 });
