@@ -18,7 +18,10 @@ export async function until<T>(what: string, f: () => T | null | undefined | fal
 /** A TCP port nothing listens on: bound on 127.0.0.1:0, then closed. */
 export async function closedPort(): Promise<number> {
   const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  await new Promise<void>((resolve, reject) => {
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => resolve());
+  });
   const port = (s.address() as { port: number }).port;
   await new Promise<void>((r) => s.close(() => r()));
   return port;

@@ -20,11 +20,11 @@ import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { accessSync, chownSync, constants, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { after, before, type TestContext } from 'node:test';
 import pg from 'pg';
+import { closedPort } from './poll.js';
 
 export interface PgClusterOptions {
   /** fsync of the server (default true: the store's durability tests need it). initdb always runs with --no-sync. */
@@ -165,19 +165,6 @@ function run(bin: string, args: string[], cwd: string, timeoutMs: number): Promi
   });
 }
 
-/** A port nobody listens on right now (bind 127.0.0.1:0, close). */
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => resolve());
-  });
-  const addr = srv.address();
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  assert.ok(addr !== null && typeof addr === 'object');
-  return addr.port;
-}
-
 function chownTree(path: string, uid: number, gid: number): void {
   chownSync(path, uid, gid);
   for (const e of readdirSync(path, { withFileTypes: true })) {
@@ -272,7 +259,7 @@ export async function startPostgres(opts: PgClusterOptions = {}): Promise<PgClus
 
   let lastError = '';
   for (let attempt = 0; attempt < 5 && !running; attempt++) {
-    const p = await freePort();
+    const p = await closedPort();
     const r = await startOn(p);
     if (r === 'ok') {
       port = p;
