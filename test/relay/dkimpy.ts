@@ -35,8 +35,13 @@ export function publishedTxt(dataDir: string, domain: string): Record<string, st
 
 /** 'pass pass' / 'fail' …: one word per DKIM-Signature field, top first; '' when none. */
 export function dkimpyVerify(msg: Uint8Array, txt: Record<string, string>): Promise<string> {
+  return runPython(PY_VERIFY, [JSON.stringify(txt)], msg);
+}
+
+/** Runs a script with /usr/bin/python3 (30 s at most), the message on stdin: its stdout, trimmed. */
+export function runPython(script: string, args: string[], msg: Uint8Array): Promise<string> {
   return new Promise((resolve, reject) => {
-    const p = spawn(PY, ['-c', PY_VERIFY, JSON.stringify(txt)], { stdio: ['pipe', 'pipe', 'pipe'], timeout: 30_000 });
+    const p = spawn(PY, ['-c', script, ...args], { stdio: ['pipe', 'pipe', 'pipe'], timeout: 30_000 });
     let out = '';
     let err = '';
     p.stdout.on('data', (b: Buffer) => (out += b.toString()));

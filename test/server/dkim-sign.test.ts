@@ -8,13 +8,14 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { Resolver } from 'node:dns/promises';
 import { dkimVerify } from 'mailauth';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.js';
 import { queuedId, sendMessage, startTlsSession } from '../cli/child.js';
 import { WireClient } from '../helpers/wire.js';
+import { runPython } from '../relay/dkimpy.js';
 import { generateKey, listKeys } from '../../src/auth/dkim-keys.js';
 
 const PY = '/usr/bin/python3';
@@ -96,16 +97,7 @@ describe('DKIM signing at submission', () => {
 
   // Asynchronous: the test DNS server answers from this process's event loop.
   function dkimpy(msg: Buffer): Promise<string> {
-    return new Promise((resolve, reject) => {
-      const p = spawn(PY, ['-c', PY_VERIFY, String(dns.port)], { stdio: ['pipe', 'pipe', 'pipe'], timeout: 30_000 });
-      let out = '';
-      let err = '';
-      p.stdout.on('data', (b: Buffer) => (out += b.toString()));
-      p.stderr.on('data', (b: Buffer) => (err += b.toString()));
-      p.on('error', reject);
-      p.on('close', (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`dkimpy exited ${String(code)}: ${err}`))));
-      p.stdin.end(msg);
-    });
+    return runPython(PY_VERIFY, [String(dns.port)], msg);
   }
 
   it('signs with Ed25519 and RSA; dkimpy and mailauth verify both against the published records', { skip: !hasDkimpy && 'python3-dkim not installed (.ci/run installs it)' }, async () => {
