@@ -109,81 +109,42 @@ const INSERT_MESSAGES_SQL = `
 /** The prepared statement's name (one text per name and connection: `pg` refuses a second text). */
 const INSERT_MESSAGES_NAME = 'postseal_insert_messages_v1';
 
+/** `n` empty arrays: the columns of an unnest() parameter list, filled a row at a time. */
+function columnArrays(n: number): unknown[][] {
+  return Array.from({ length: n }, () => []);
+}
+
+/** Appends one row to column arrays; the row has a value for every column, in their order. */
+function pushRow(cols: unknown[][], row: readonly unknown[]): void {
+  if (row.length !== cols.length) throw new Error(`pushRow: ${row.length} values for ${cols.length} columns`);
+  for (let i = 0; i < row.length; i++) (cols[i] as unknown[]).push(row[i]);
+}
+
 /**
  * Inserts a run of messages in one statement. Resolves to the ids that were stored (the others
  * collided with an existing id). Ids must be distinct within the run (the caller checks).
  * On its own (autocommit) the statement is its own transaction: all its rows or none.
  */
 export async function insertMessages(db: pg.ClientBase | pg.Pool, items: readonly AcceptItem[]): Promise<Set<string>> {
-  const cols = {
-    id: [] as string[],
-    receivedAt: [] as string[],
-    mailFrom: [] as string[],
-    recipients: [] as string[],
-    size: [] as number[],
-    listener: [] as string[],
-    clientAddress: [] as string[],
-    heloName: [] as string[],
-    authUser: [] as Array<string | null>,
-    tls: [] as Array<string | null>,
-    requireTls: [] as boolean[],
-    body: [] as Array<string | null>,
-    smtpUtf8: [] as boolean[],
-    envId: [] as Array<string | null>,
-    ret: [] as Array<string | null>,
-    authResults: [] as Array<string | null>,
-    quarantine: [] as boolean[],
-    ord: [] as number[],
-    dataFrom: [] as number[],
-    dataLen: [] as number[],
-  };
-  const box = { id: [] as string[], mailbox: [] as string[] };
-  const q = {
-    id: [] as string[],
-    recipient: [] as string[],
-    domain: [] as string[],
-    now: [] as number[],
-    notify: [] as Array<string | null>,
-    orcpt: [] as Array<string | null>,
-    target: [] as Array<string | null>,
-  };
+  // The statement's parameters in its order: $1..$20 the input rows, $21..$22 the mailbox entries,
+  // $23..$29 the queue rows (one array per column), $30 the bytes. A row lists its values in the
+  // order of its unnest() columns in INSERT_MESSAGES_SQL.
+  const input = columnArrays(20);
+  const entries = columnArrays(2);
+  const queue = columnArrays(7);
   let dataBytes = 0;
   items.forEach(({ op, bytes }, ord) => {
     const m = op.msg;
-    cols.id.push(m.id);
-    cols.receivedAt.push(m.receivedAt);
-    cols.mailFrom.push(m.mailFrom);
-    cols.recipients.push(JSON.stringify([...m.localRecipients, ...m.remoteRecipients]));
-    cols.size.push(op.length + m.fileSize);
-    cols.listener.push(m.listener);
-    cols.clientAddress.push(m.clientAddress);
-    cols.heloName.push(m.heloName);
-    cols.authUser.push(m.authUser);
-    cols.tls.push(m.tlsJson);
-    cols.requireTls.push(m.requireTls);
-    cols.body.push(m.body);
-    cols.smtpUtf8.push(m.smtpUtf8);
-    cols.envId.push(m.envId);
-    cols.ret.push(m.ret);
-    cols.authResults.push(m.authResultsJson);
-    cols.quarantine.push(m.quarantine);
-    cols.ord.push(ord);
-    cols.dataFrom.push(dataBytes);
-    cols.dataLen.push(bytes.length);
+    pushRow(input, [
+      m.id, m.receivedAt, m.mailFrom, JSON.stringify([...m.localRecipients, ...m.remoteRecipients]), op.length + m.fileSize,
+      m.listener, m.clientAddress, m.heloName, m.authUser, m.tlsJson, m.requireTls, m.body, m.smtpUtf8, m.envId, m.ret,
+      m.authResultsJson, m.quarantine, ord, dataBytes, bytes.length,
+    ]);
     dataBytes += bytes.length;
-    for (const mailbox of m.mailboxes) {
-      box.id.push(m.id);
-      box.mailbox.push(mailbox);
-    }
+    for (const mailbox of m.mailboxes) pushRow(entries, [m.id, mailbox]);
     const row = (rcpt: string, target: string | null): void => {
       const dsn = Object.hasOwn(m.recipientDsn, rcpt) ? m.recipientDsn[rcpt] : undefined;
-      q.id.push(m.id);
-      q.recipient.push(rcpt);
-      q.domain.push(domainOf(rcpt));
-      q.now.push(op.nowMs);
-      q.notify.push(dsn?.notify ?? null);
-      q.orcpt.push(dsn?.orcpt ?? null);
-      q.target.push(target);
+      pushRow(queue, [m.id, rcpt, domainOf(rcpt), op.nowMs, dsn?.notify ?? null, dsn?.orcpt ?? null, target]);
     };
     for (const rcpt of [...m.remoteRecipients, ...m.forwards]) row(rcpt, null);
     // Handoffs to a delivery target: a queue row each, in this same statement (no mailbox entry).
@@ -191,14 +152,7 @@ export async function insertMessages(db: pg.ClientBase | pg.Pool, items: readonl
   });
   // One buffer for the run's bytes: the batch is bounded (maxBatchBytes), so is this copy.
   const data = items.length === 1 ? (items[0] as AcceptItem).bytes : Buffer.concat(items.map((i) => i.bytes), dataBytes);
-  const values: unknown[] = [
-    cols.id, cols.receivedAt, cols.mailFrom, cols.recipients, cols.size, cols.listener, cols.clientAddress, cols.heloName,
-    cols.authUser, cols.tls, cols.requireTls, cols.body, cols.smtpUtf8, cols.envId, cols.ret, cols.authResults, cols.quarantine, cols.ord,
-    cols.dataFrom, cols.dataLen,
-    box.id, box.mailbox,
-    q.id, q.recipient, q.domain, q.now, q.notify, q.orcpt, q.target,
-    data,
-  ];
+  const values: unknown[] = [...input, ...entries, ...queue, data];
   const r = await db.query<{ id: string }>({ name: INSERT_MESSAGES_NAME, text: INSERT_MESSAGES_SQL, values });
   return new Set(r.rows.map((row) => row.id));
 }
