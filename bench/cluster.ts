@@ -30,13 +30,14 @@
  * Usage: node --import tsx bench/cluster.ts [--nodes 1,2,3] [--duration 10] [--conns 50]
  *        [--pools 2,30] [--no-async] [--body base64|x] [--quick] [--dist DIR] [--json] [--out FILE]
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { closeSync, fdatasyncSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { arg } from './lib/args.js';
 import { httpOffArgs } from './lib/http-off.js';
+import { startLoadgen, type LoadgenProc } from './lib/loadgen-proc.js';
 import { idleFlush, pgUnavailable, startBenchPostgres, type BenchPg, type PgCounters, type WaitHistogram } from './lib/pg.js';
 import { makeBenchCert } from './lib/pki.js';
 import { installExitHandlers, onCleanup, runCleanupsSync, sampleTree, spawnPinned, waitForLine, type Spawned } from './lib/proc.js';
@@ -135,63 +136,6 @@ function fsyncProbe(dir: string, ms: number): { perSec: number; meanMs: number }
   return { perSec: (n / el) * 1000, meanMs: el / n };
 }
 
-interface Loadgen {
-  next(event: string, timeoutMs: number): Promise<Record<string, unknown>>;
-  send(line: string): void;
-  pid: number;
-  stop(): void;
-}
-
-function startLoadgen(ports: number[]): Loadgen {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/loadgen.ts'), '--ports', ports.join(','), '--conns', String(CONNS), '--msgs-per-conn', '0', '--size', String(SIZE), '--count', String(COUNT), '--duration', String(DURATION_S), '--warmup', QUICK ? '0.5' : '1', '--body', BODY], {
-    cwd: ROOT,
-    stdio: ['pipe', 'pipe', 'pipe'],
-    detached: true,
-  });
-  const pid = child.pid as number;
-  const kill = (): void => {
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      /* gone */
-    }
-  };
-  const unregister = onCleanup(kill);
-  child.once('exit', () => unregister());
-  let buf = '';
-  let err = '';
-  const events: Record<string, unknown>[] = [];
-  child.stdout.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      try {
-        events.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        err += line + '\n';
-      }
-    }
-  });
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  return {
-    pid,
-    send: (line) => child.stdin.write(line + '\n'),
-    async next(event, timeoutMs) {
-      const end = Date.now() + timeoutMs;
-      for (;;) {
-        const i = events.findIndex((e) => e.event === event);
-        if (i >= 0) return events.splice(i, 1)[0] as Record<string, unknown>;
-        if (child.exitCode !== null) throw new Error(`loadgen exited (${child.exitCode}) before "${event}": ${err.slice(-1500)}`);
-        if (Date.now() > end) throw new Error(`loadgen: no "${event}" after ${timeoutMs} ms: ${err.slice(-1500)}`);
-        await sleep(50);
-      }
-    },
-    stop: kill,
-  };
-}
-
 interface Node {
   sp: Spawned;
   port: number;
@@ -220,12 +164,12 @@ function label(c: Config): string {
 async function runConfig(pgc: BenchPg, c: Config, work: string, cert: { certFile: string; keyFile: string }): Promise<Result> {
   const db = await pgc.createDatabase(`bench_${c.nodes}n`, c.durable ? {} : { synchronous_commit: 'off' });
   const nodes: Node[] = [];
-  let lg: Loadgen | null = null;
+  let lg: LoadgenProc | null = null;
   try {
     // The first node migrates; the others start together afterwards (the migration lock is tested elsewhere).
     nodes.push(await startNode(1, db.url, c.poolSize, work, cert));
     nodes.push(...(await Promise.all(Array.from({ length: c.nodes - 1 }, (_, i) => startNode(i + 2, db.url, c.poolSize, work, cert)))));
-    lg = startLoadgen(nodes.map((n) => n.port));
+    lg = startLoadgen(['--ports', nodes.map((n) => n.port).join(','), '--conns', String(CONNS), '--msgs-per-conn', '0', '--size', String(SIZE), '--count', String(COUNT), '--duration', String(DURATION_S), '--warmup', QUICK ? '0.5' : '1', '--body', BODY], null);
     await lg.next('ready', 90_000);
     // The warm-up's statistics reach pg_stat_wal only after 10 s idle (bench/lib/pg.ts); --quick does not wait (WAL fsyncs ≈).
     if (!QUICK) await idleFlush();

@@ -7,11 +7,12 @@
  * from /proc for the peer's whole process tree. Everything started is stopped, every temp dir
  * removed, on success, failure and Ctrl-C alike.
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startLoadgen } from './lib/loadgen-proc.js';
 import { opensslSpeed, type SpeedResult } from './lib/opensslspeed.js';
 import { PEER_NAMES, startPeer, unavailable, type PeerEnv, type PeerName, type RunningPeer } from './lib/peers.js';
 import { makeBenchCert, type CertType } from './lib/pki.js';
@@ -170,79 +171,6 @@ const SPECS: Record<Exclude<Scenario, 'idle'>, Spec> = {
   throughput: { msgsPerConn: 0, size: 2048, unit: 'message' },
   bulk: { msgsPerConn: 0, size: 1024 * 1024, unit: 'MiB' },
 };
-
-interface LoadgenProc {
-  send(line: string): void;
-  next(event: string, timeoutMs: number): Promise<Record<string, unknown>>;
-  stop(): void;
-  exited: Promise<number | null>;
-}
-
-function startLoadgen(args: string[], core: number | null): LoadgenProc {
-  const argv = [...(core === null ? [] : ['taskset', '-c', String(core)]), process.execPath, '--import', 'tsx', join(ROOT, 'bench/loadgen.ts'), ...args];
-  const child = spawn(argv[0] as string, argv.slice(1), { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
-  const pid = child.pid as number;
-  const unregister = onCleanup(() => {
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      /* gone */
-    }
-  });
-  let buf = '';
-  let err = '';
-  const events: Record<string, unknown>[] = [];
-  const waiters: Array<() => void> = [];
-  child.stdout.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      try {
-        events.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        err += line + '\n';
-      }
-      for (const w of waiters.splice(0)) w();
-    }
-  });
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((r) =>
-    child.once('exit', (code) => {
-      unregister();
-      for (const w of waiters.splice(0)) w();
-      r(code);
-    }),
-  );
-  return {
-    send: (line) => child.stdin.write(line + '\n'),
-    async next(event, timeoutMs) {
-      const end = Date.now() + timeoutMs;
-      for (;;) {
-        const i = events.findIndex((e) => e.event === event);
-        if (i >= 0) return events.splice(i, 1)[0] as Record<string, unknown>;
-        if (child.exitCode !== null || child.signalCode !== null) throw new Error(`loadgen exited (${child.exitCode ?? child.signalCode}) before "${event}": ${err.slice(-1500)}`);
-        if (Date.now() > end) throw new Error(`loadgen: no "${event}" after ${timeoutMs} ms: ${err.slice(-1500)}`);
-        await new Promise<void>((r) => {
-          const t = setTimeout(r, 250);
-          waiters.push(() => {
-            clearTimeout(t);
-            r();
-          });
-        });
-      }
-    },
-    stop() {
-      try {
-        process.kill(-pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    },
-    exited,
-  };
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
