@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { issueCert, makeTestCa, writeKeyPair } from '../helpers/certs.js';
 import { usePostgres } from '../helpers/postgres.js';
+import { until } from '../helpers/poll.js';
 import { killAll, runCli, startServeChild, startTlsSession, tempDirs } from '../cli/child.js';
 
 const dirs = tempDirs();
@@ -34,13 +35,15 @@ test('AUTH while PostgreSQL is down answers 454 4.7.0; after it is back the same
     assert.match(down[0] ?? '', /^454 4\.7\.0 /, `PostgreSQL down: ${down.join(' | ')}`);
     await cluster.start();
     // The pool reconnects by itself; the session and the node are the same.
-    let reply: string[] = [];
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      reply = await c.cmd(`AUTH PLAIN ${plain('alice@postseal.test', PASSWORD)}`, 30_000);
-      if (!reply[0]?.startsWith('454') || Date.now() > deadline) break;
-      await new Promise((r) => setTimeout(r, 500));
-    }
+    const reply = await until(
+      'an AUTH answer other than 454 after PostgreSQL is back',
+      async () => {
+        const r = await c.cmd(`AUTH PLAIN ${plain('alice@postseal.test', PASSWORD)}`, 30_000);
+        return r[0]?.startsWith('454') ? null : r;
+      },
+      30_000,
+      500,
+    );
     assert.deepEqual(reply, ['235 2.7.0 Authentication successful']);
     assert.ok(server.logs().some((l) => l.event === 'auth' && l.result === 'unavailable'), 'the outage is logged');
     assert.equal(server.child.exitCode, null, 'the node is still running');

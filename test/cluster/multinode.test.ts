@@ -401,6 +401,8 @@ test('three nodes, one queue: load on all three, one SIGKILLed mid-load and mid-
 
   const workers = nodes.flatMap((_, i) => Array.from({ length: PER_NODE }, () => worker(i)));
   const ackedAtKill = await killer;
+  // Checked before waiting for the victim's exit: a victim never killed would time that wait out with a less telling error.
+  assert.ok(killedAt > 0 && ackedAtKill > 0, `the victim was never killed mid-load with a delivery in flight (acked: ${sent.filter((s) => s.reply?.startsWith('250')).length}/${M})`);
   await victim.serve.waitExit(10_000);
   // The rows the victim held when it died: claimed by it, not recorded as done.
   heldAtKill = (await db.query<{ id: string }>(
@@ -409,7 +411,6 @@ test('three nodes, one queue: load on all three, one SIGKILLed mid-load and mid-
   )).rows;
   await Promise.all(workers);
   const loadDone = Date.now();
-  assert.ok(killedAt > 0 && ackedAtKill > 0, `the victim was never killed mid-load with a delivery in flight (acked: ${sent.filter((s) => s.reply?.startsWith('250')).length}/${M})`);
   assert.ok(sent.filter((s) => s.replyAt > killedAt && s.reply?.startsWith('250')).length > 0, 'the load went on after the kill (mid-load)');
   t.diagnostic(`sent ${sent.length}: ${tally(sent)}; killed ${victim.id} after ${ackedAtKill} acks, holding ${heldAtKill.length} rows; setup ${loadStart - started} ms, load ${loadDone - loadStart} ms`);
 
