@@ -11,9 +11,9 @@
  */
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
-import { isIP } from 'node:net';
 import { apiAuth, clientAddress, consoleAuth, LoginLimiter, sessionCookie, Sessions } from './auth.js';
 import type { HttpContext, HttpEnv } from './context.js';
+import { isLoopbackHost } from './loopback.js';
 import { mtaStsApp, mtaStsHosting } from './mta-sts.js';
 import { senderTestApp } from './sender-test.js';
 import { metricsRoutes } from './metrics.js';
@@ -35,11 +35,6 @@ export const CONTENT_SECURITY_POLICY = "default-src 'self'; script-src 'self'; s
 export interface HttpApp {
   app: Hono<HttpEnv>;
   sessions: Sessions;
-}
-
-function isLoopback(address: string): boolean {
-  const a = address.startsWith('::ffff:') ? address.slice(7) : address;
-  return (isIP(a) === 4 && a.startsWith('127.')) || a === '::1';
 }
 
 /** Whether the listeners answer and the store answers a read; null when ready, else the reason. */
@@ -97,7 +92,7 @@ export function createHttpApp(ctx: HttpContext): HttpApp {
 
   // Probes: no login; loopback clients only unless http.publicProbes.
   const probe = async (c: Parameters<Parameters<typeof app.use>[1]>[0], next: () => Promise<void>): Promise<Response | void> => {
-    if (!ctx.cfg.http.publicProbes && !isLoopback(clientAddress(c))) return c.text('forbidden: probes answer loopback clients only (http.publicProbes)', 403);
+    if (!ctx.cfg.http.publicProbes && !isLoopbackHost(clientAddress(c))) return c.text('forbidden: probes answer loopback clients only (http.publicProbes)', 403);
     await next();
   };
   app.use('/healthz', probe);

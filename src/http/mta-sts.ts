@@ -13,10 +13,11 @@
  *   server's certificate store has to cover that name).
  */
 import { Hono } from 'hono';
-import { isIP } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { mtaStsPolicy } from '../auth/dns-records.js';
 import type { ServeConfig } from '../config/schema.js';
+import { parseHostPort } from '../protocol/host-port.js';
+import { isLoopbackHost } from './loopback.js';
 
 export const MTA_STS_PATH = '/.well-known/mta-sts.txt';
 
@@ -29,20 +30,15 @@ export interface MtaStsHosting {
   httpsOnly: boolean;
 }
 
-function isLoopbackHost(address: string): boolean {
-  const host = address.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
-  if (host === 'localhost') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  return host === '::1';
-}
-
 /** What the server serves for `cfg` (null: off). mx defaults to the hostname (as dns-records' default mail host). */
 export function mtaStsHosting(cfg: ServeConfig): MtaStsHosting | null {
   const s = cfg.http.mtaSts;
   if (!s.enabled) return null;
   const { text, id } = mtaStsPolicy({ mode: s.mode, maxAge: s.maxAge, mx: s.mx.length > 0 ? s.mx : [cfg.hostname] });
   const domains = [...new Set(cfg.domains.map((d) => d.toLowerCase().replace(/\.$/, '')))].filter((d) => d !== 'localhost');
-  return { domains, text, id, httpsOnly: !isLoopbackHost(cfg.http.address) };
+  // The same parse and test as startHttp's (server.ts): plain HTTP exactly where the console is plain.
+  const hp = parseHostPort(cfg.http.address, { allowPortZero: true });
+  return { domains, text, id, httpsOnly: !(hp.ok && isLoopbackHost(hp.host)) };
 }
 
 interface NodeEnv {

@@ -13,13 +13,13 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import { isIP } from 'node:net';
 import type tls from 'node:tls';
 import { getRequestListener } from '@hono/node-server';
 import { ConfigError, PostsealError } from '../errors.js';
 import { parseHostPort } from '../protocol/host-port.js';
 import { createHttpApp, type HttpApp } from './app.js';
 import type { HttpContext } from './context.js';
+import { isLoopbackHost } from './loopback.js';
 
 export const HEADERS_TIMEOUT_MS = 10_000;
 export const REQUEST_TIMEOUT_MS = 30_000;
@@ -35,16 +35,10 @@ export interface RunningHttp {
   close(): Promise<void>;
 }
 
-/** Loopback hosts: the console may speak plain HTTP there (browsers treat them as secure contexts). */
-export function isLoopbackHost(host: string): boolean {
-  if (host === 'localhost') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  return host === '::1';
-}
-
 export async function startHttp(ctx: HttpContext, address: string): Promise<RunningHttp> {
   const hp = parseHostPort(address, { allowPortZero: true });
   if (!hp.ok) throw new ConfigError(`config: http.address = ${JSON.stringify(address)}: ${hp.problem}`);
+  // Loopback hosts may speak plain HTTP (browsers treat them as secure contexts).
   const secure = !isLoopbackHost(hp.host);
   const app = createHttpApp(ctx);
   const listener = getRequestListener(app.app.fetch);

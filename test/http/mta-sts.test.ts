@@ -102,6 +102,10 @@ test('mta-sts host: a non-loopback listener refuses the policy over plain HTTP (
   const r = await mtaStsApp(h).request('/.well-known/mta-sts.txt', { headers: { host: `mta-sts.${D}` } });
   assert.equal(r.status, 403);
   assert.doesNotMatch(await r.text(), /STSv1/);
+  // The listener's address is read as startHttp reads it: plain HTTP only where the console is plain.
+  for (const [address, httpsOnly] of [['127.0.0.1:0', false], ['[::1]:8025', false], ['localhost:8025', false], ['[2001:db8::1]:8025', true], ['0.0.0.0:8025', true]] as const) {
+    assert.equal(mtaStsHosting(config({ address }))?.httpsOnly, httpsOnly, address);
+  }
 });
 
 test('mta-sts host: the id is a hash of the policy text, it changes with mode, mx and max_age', () => {
