@@ -36,9 +36,9 @@ import { cpus, tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { arg } from './lib/args.js';
-import { httpOffArgs } from './lib/http-off.js';
 import { startLoadgen, type LoadgenProc } from './lib/loadgen-proc.js';
 import { idleFlush, pgUnavailable, startBenchPostgres, type BenchPg, type PgCounters, type WaitHistogram } from './lib/pg.js';
+import { serveArgs } from './lib/peers.js';
 import { makeBenchCert } from './lib/pki.js';
 import { installExitHandlers, onCleanup, runCleanupsSync, sampleTree, spawnPinned, waitForLine, type Spawned } from './lib/proc.js';
 
@@ -146,7 +146,7 @@ async function startNode(i: number, url: string, poolSize: number, work: string,
   const dir = mkdtempSync(join(work, `node${i}-`));
   const config = join(dir, 'postseal.json');
   writeFileSync(config, JSON.stringify({ node: { id: `bench-node-${i}` }, store: { poolSize } }));
-  const args = [join(DIST, 'cli/main.js'), 'serve', '--config', config, '--store', url, '--data', dir, '--hostname', 'bench.localhost', '--mx', '127.0.0.1:0', '--submission', 'off', '--submissions', 'off', '--cert', cert.certFile, '--key', cert.keyFile, '--log-level', 'silent', '--catch-all', '--no-auth-verify', ...httpOffArgs(DIST)];
+  const args = [...serveArgs({ dist: DIST, ...cert }, dir), '--config', config, '--store', url];
   const sp = spawnPinned(null, process.execPath, args, { cwd: ROOT });
   try {
     const m = await waitForLine(sp, /listening mx 127\.0\.0\.1:(\d+)/, 60_000);

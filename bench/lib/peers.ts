@@ -140,8 +140,8 @@ export async function startPeer(name: PeerName, env: PeerEnv): Promise<RunningPe
   }
 }
 
-/** The serve arguments every postseal store peer shares (mx only, catch-all, no verification, no HTTP). */
-export function serveArgs(env: PeerEnv, dataDir: string): string[] {
+/** The serve arguments every postseal store peer shares (mx only, catch-all, no verification, no HTTP); also bench/cluster.ts's nodes. */
+export function serveArgs(env: Pick<PeerEnv, 'dist' | 'certFile' | 'keyFile'>, dataDir: string): string[] {
   return [join(env.dist, 'cli/main.js'), 'serve', '--data', dataDir, '--hostname', 'bench.localhost', '--mx', '127.0.0.1:0', '--submission', 'off', '--submissions', 'off', '--cert', env.certFile, '--key', env.keyFile, '--log-level', 'silent', '--catch-all', '--no-auth-verify', ...httpOffArgs(env.dist)];
 }
 
