@@ -134,6 +134,19 @@ export function sqlState(err: unknown): string {
   return err !== null && typeof err === 'object' && 'code' in err && typeof err.code === 'string' ? err.code : '';
 }
 
+/** One transaction on `db`: BEGIN, the work, COMMIT (ROLLBACK on any failure, then the error as is). */
+export async function inTransaction<T>(db: pg.ClientBase, work: () => Promise<T>): Promise<T> {
+  await db.query('BEGIN');
+  try {
+    const out = await work();
+    await db.query('COMMIT');
+    return out;
+  } catch (err) {
+    await db.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+}
+
 /**
  * A pooled client checked out for a transaction, with an 'error' listener for as long as we hold
  * it: the pool removes its own listener while a client is checked out, and a connection that

@@ -29,7 +29,7 @@ import { PostsealError } from '../../errors.js';
 import { lockDataDir } from '../owner.js';
 import { checkVersion, configureReader, DB_FILE } from '../schema.js';
 import { BODIES_DIR } from '../spool.js';
-import { checkPgUrl, describeUrl, poolConfig, storeError, type PgConnectOptions } from './connect.js';
+import { checkPgUrl, describeUrl, inTransaction, poolConfig, storeError, type PgConnectOptions } from './connect.js';
 import { DIRECTORY_CHANNEL } from './ops.js';
 import { migratePg } from './schema.js';
 
@@ -174,19 +174,6 @@ async function countInTarget(db: pg.ClientBase, t: { table: string; columns: rea
   const match = t.keyMatch ?? t.key.map((k) => `t.${k} = x.${k}`).join(' AND ');
   const r = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${t.table} t JOIN ${u.sql} AS x(${t.key.join(', ')}) ON ${match}`, u.values);
   return r.rows[0]?.n ?? 0;
-}
-
-/** One transaction: BEGIN, the work, COMMIT (ROLLBACK on any failure). */
-async function inTransaction<T>(db: pg.ClientBase, work: () => Promise<T>): Promise<T> {
-  await db.query('BEGIN');
-  try {
-    const out = await work();
-    await db.query('COMMIT');
-    return out;
-  } catch (err) {
-    await db.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  }
 }
 
 const MESSAGE_COLUMNS: readonly Column[] = columns({

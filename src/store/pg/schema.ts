@@ -17,7 +17,7 @@
  */
 import pg from 'pg';
 import { PostsealError } from '../../errors.js';
-import { describeUrl, checkPgUrl, poolConfig, storeError, type PgConnectOptions } from './connect.js';
+import { describeUrl, checkPgUrl, inTransaction, poolConfig, storeError, type PgConnectOptions } from './connect.js';
 
 /** Any constant both sides agree on: 'pstseal' in ASCII. */
 export const MIGRATION_LOCK = 0x70737473_65616c;
@@ -178,35 +178,34 @@ function tooNew(where: string, version: number): PostsealError {
 
 /** Migrates on a connected client (openPgStore uses its pool's). */
 export async function migrateClient(client: pg.ClientBase, where: string, opts: { upgrade?: boolean } = {}): Promise<{ from: number; to: number }> {
-  await client.query('BEGIN');
   try {
-    // Held to the end of this transaction: a second node starting now waits here, then sees the
-    // version this one committed.
-    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
-    await client.query(META);
-    const from = await storedVersion(client);
-    if (from > PG_SCHEMA_VERSION) throw tooNew(where, from);
-    // upgrade false (one-shot CLI commands): an empty database gets the schema, but an older one
-    // that live nodes are using is upgraded only by `store migrate` or a starting serve — an
-    // admin's newer CLI must not change the schema under running older nodes.
-    if (opts.upgrade === false && from > 0 && from < PG_SCHEMA_VERSION) {
-      throw new PostsealError('STORE_SCHEMA_OLD', `${where} has schema version ${from}; run \`postseal store migrate\` (or start a newer serve) to upgrade it`);
-    }
-    for (let v = from; v < PG_SCHEMA_VERSION; v++) {
-      const sql = MIGRATIONS[v];
-      if (sql === undefined) throw new PostsealError('STORE_SCHEMA_MISSING', `no migration from version ${v}`);
-      await client.query(sql);
-    }
-    if (from !== PG_SCHEMA_VERSION) {
-      await client.query(
-        'INSERT INTO postseal_schema (one, version) VALUES (true, $1) ON CONFLICT (one) DO UPDATE SET version = excluded.version',
-        [PG_SCHEMA_VERSION],
-      );
-    }
-    await client.query('COMMIT');
-    return { from, to: PG_SCHEMA_VERSION };
+    return await inTransaction(client, async () => {
+      // Held to the end of this transaction: a second node starting now waits here, then sees the
+      // version this one committed.
+      await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+      await client.query(META);
+      const from = await storedVersion(client);
+      if (from > PG_SCHEMA_VERSION) throw tooNew(where, from);
+      // upgrade false (one-shot CLI commands): an empty database gets the schema, but an older one
+      // that live nodes are using is upgraded only by `store migrate` or a starting serve — an
+      // admin's newer CLI must not change the schema under running older nodes.
+      if (opts.upgrade === false && from > 0 && from < PG_SCHEMA_VERSION) {
+        throw new PostsealError('STORE_SCHEMA_OLD', `${where} has schema version ${from}; run \`postseal store migrate\` (or start a newer serve) to upgrade it`);
+      }
+      for (let v = from; v < PG_SCHEMA_VERSION; v++) {
+        const sql = MIGRATIONS[v];
+        if (sql === undefined) throw new PostsealError('STORE_SCHEMA_MISSING', `no migration from version ${v}`);
+        await client.query(sql);
+      }
+      if (from !== PG_SCHEMA_VERSION) {
+        await client.query(
+          'INSERT INTO postseal_schema (one, version) VALUES (true, $1) ON CONFLICT (one) DO UPDATE SET version = excluded.version',
+          [PG_SCHEMA_VERSION],
+        );
+      }
+      return { from, to: PG_SCHEMA_VERSION };
+    });
   } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
     throw storeError(err, `migrating ${where}`, 'STORE_WRITE_FAILED');
   }
 }

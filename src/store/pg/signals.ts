@@ -30,7 +30,7 @@ import { hostname } from 'node:os';
 import type pg from 'pg';
 import { PostsealError, UsageError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
-import { poolConfig, storeError } from './connect.js';
+import { inTransaction, poolConfig, storeError } from './connect.js';
 import { ListenConnection } from './listen.js';
 import { MIGRATION_LOCK } from './schema.js';
 
@@ -228,22 +228,21 @@ class PgSignalsImpl implements PgSignals {
     const client = this.listen.client;
     if (client === null) throw new PostsealError('STORE_UNAVAILABLE', 'PostgreSQL unavailable (signal channel): reconnecting');
     try {
-      await client.query('BEGIN');
-      const r = await client.query<{ generation: number }>(
-        `INSERT INTO postseal_signals (kind, generation, at) VALUES ($1, 1, now())
-         ON CONFLICT (kind) DO UPDATE SET generation = postseal_signals.generation + 1, at = now()
-         RETURNING generation`,
-        [kind],
-      );
-      const generation = r.rows[0]?.generation;
-      if (generation === undefined) throw new PostsealError('STORE_WRITE_FAILED', 'signal generation not returned');
-      const payload = JSON.stringify({ kind, generation, detail: clip(detail ?? null, MAX_DETAIL_CHARS), from: this.from.slice(0, MAX_FROM_CHARS) });
-      // Delivered at COMMIT, to every listener, this connection's included (we fire ourselves too).
-      await client.query('SELECT pg_notify($1, $2)', [SIGNAL_CHANNEL, payload]);
-      await client.query('COMMIT');
-      return generation;
+      return await inTransaction(client, async () => {
+        const r = await client.query<{ generation: number }>(
+          `INSERT INTO postseal_signals (kind, generation, at) VALUES ($1, 1, now())
+           ON CONFLICT (kind) DO UPDATE SET generation = postseal_signals.generation + 1, at = now()
+           RETURNING generation`,
+          [kind],
+        );
+        const generation = r.rows[0]?.generation;
+        if (generation === undefined) throw new PostsealError('STORE_WRITE_FAILED', 'signal generation not returned');
+        const payload = JSON.stringify({ kind, generation, detail: clip(detail ?? null, MAX_DETAIL_CHARS), from: this.from.slice(0, MAX_FROM_CHARS) });
+        // Delivered at COMMIT, to every listener, this connection's included (we fire ourselves too).
+        await client.query('SELECT pg_notify($1, $2)', [SIGNAL_CHANNEL, payload]);
+        return generation;
+      });
     } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
       throw storeError(err, 'publish signal', 'STORE_WRITE_FAILED');
     }
   }
@@ -268,15 +267,10 @@ class PgSignalsImpl implements PgSignals {
 async function ensureTable(client: pg.Client): Promise<void> {
   const r = await client.query<{ t: string | null }>(`SELECT to_regclass('postseal_signals')::text AS t`);
   if (r.rows[0]?.t !== null && r.rows[0]?.t !== undefined) return;
-  await client.query('BEGIN');
-  try {
+  await inTransaction(client, async () => {
     await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
     await client.query(CREATE_SQL);
-    await client.query('COMMIT');
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  }
+  });
 }
 
 /**
