@@ -29,6 +29,7 @@ import { reply, type Reply } from '../protocol/reply.js';
 import { createCertificate } from '../tls/generate.js';
 import { serverContextOptions, serverSocketOptions, type ServerSocketOptions } from '../tls/options.js';
 import { signedGeneratedMessage, type GeneratedSigner } from '../store/generated.js';
+import { parseHeaderFields } from '../delivery/webhook.js';
 import type { IncomingMessage, TlsFacts } from '../types.js';
 
 export const SENDER_TEST_DIR = 'sender-tests';
@@ -212,6 +213,8 @@ export class SenderTest implements SenderTestHook {
     const replies: IncomingMessage[] = [];
     if (msg.listener !== 'mx') return { reports, replies };
     const seen = new Set<string>();
+    // Read once per message (replyAllowed and the reply's In-Reply-To), when a test address is in it.
+    let head: Map<string, string[]> | null = null;
     for (const rcpt of msg.localRecipients) {
       const variant = this.variantOf(rcpt);
       if (variant === null || seen.has(rcpt.toLowerCase())) continue;
@@ -225,17 +228,18 @@ export class SenderTest implements SenderTestHook {
         if (a !== null && a.variant === variant && (a.accepted || a.acceptedPlain)) this.armed.delete(msg.clientAddress);
       }
       const report = buildReport(msg, messageId, rcpt.toLowerCase(), variant, hostile, newReportId(), this.now());
-      const decision = this.replyDecision(msg);
+      head ??= msg.spooled ? new Map<string, string[]>() : headerFields(msg);
+      const decision = this.replyDecision(msg, head);
       report.reply = decision;
       writeFileSync(join(this.o.dataDir, SENDER_TEST_DIR, `${report.id}.json`), JSON.stringify(report, null, 2), { mode: 0o600 });
       reports.push(report);
-      if (decision.sent) replies.push(await this.makeReply(msg, report));
+      if (decision.sent) replies.push(await this.makeReply(msg, report, head));
     }
     return { reports, replies };
   }
 
-  private replyDecision(msg: IncomingMessage): { sent: boolean; reason: string } {
-    const r = replyAllowed(msg);
+  private replyDecision(msg: IncomingMessage, head: Map<string, string[]>): { sent: boolean; reason: string } {
+    const r = replyAllowed(msg, head);
     if (r !== null) return { sent: false, reason: r };
     const domain = msg.mailFrom.slice(msg.mailFrom.lastIndexOf('@') + 1).toLowerCase();
     const now = this.now();
@@ -244,10 +248,9 @@ export class SenderTest implements SenderTestHook {
     return { sent: true, reason: `sent to ${msg.mailFrom}` };
   }
 
-  private async makeReply(msg: IncomingMessage, report: SenderTestReport): Promise<IncomingMessage> {
+  private async makeReply(msg: IncomingMessage, report: SenderTestReport, head: Map<string, string[]>): Promise<IncomingMessage> {
     const now = new Date(this.now());
     const fromDomain = report.recipient.slice(report.recipient.lastIndexOf('@') + 1);
-    const head = headerFields(msg);
     const origId = head.get('message-id')?.[0]?.trim() ?? null;
     const url = this.boundUrl ?? this.o.baseUrl?.() ?? null;
     const lines = [
@@ -297,31 +300,37 @@ export function readSenderTestReport(dataDir: string, id: string): SenderTestRep
   }
 }
 
-/** The header fields of the message's inline part (name lower-case → values), unfolded. */
+/**
+ * The header fields of the message's inline part (name lower-case → values, trimmed), unfolded, from
+ * at most its first 64 KiB (only those bytes are copied out of the chunks, not the whole message).
+ */
 function headerFields(msg: IncomingMessage): Map<string, string[]> {
-  const parts = msg.data instanceof Uint8Array ? [msg.data] : [...msg.data];
-  const buf = Buffer.concat(parts);
-  const head = buf.subarray(0, Math.min(buf.length, 65536)).toString('latin1');
-  const end = head.search(/\r\n\r\n/);
-  const text = (end >= 0 ? head.slice(0, end) : head).replace(/\r\n[ \t]/g, ' ');
+  const parts = msg.data instanceof Uint8Array ? [msg.data] : msg.data;
+  const head: Uint8Array[] = [];
+  let size = 0;
+  for (const p of parts) {
+    if (size >= HEAD_MAX) break;
+    const take = p.subarray(0, HEAD_MAX - size);
+    head.push(take);
+    size += take.length;
+  }
   const out = new Map<string, string[]>();
-  for (const line of text.split('\r\n')) {
-    const c = line.indexOf(':');
-    if (c <= 0) continue;
-    const name = line.slice(0, c).trim().toLowerCase();
-    out.set(name, [...(out.get(name) ?? []), line.slice(c + 1).trim()]);
+  for (const f of parseHeaderFields(Buffer.concat(head, size))) {
+    const name = f.name.toLowerCase();
+    out.set(name, [...(out.get(name) ?? []), f.value.trim()]);
   }
   return out;
 }
+const HEAD_MAX = 65536;
 
 /** Why no reply may go to this message (null: it may). */
-export function replyAllowed(msg: IncomingMessage): string | null {
+export function replyAllowed(msg: IncomingMessage, head?: Map<string, string[]>): string | null {
   // RFC 3834 §2 / RFC 5321 §4.5.5: never answer the null sender.
   if (msg.mailFrom === '') return 'no reply: null envelope sender';
   // A spooled message's header section is in its spool file, not read here: without seeing its
   // Auto-Submitted and List-* fields no reply may go (RFC 3834 §2), so none does.
   if (msg.spooled) return 'no reply: the message was too large to check its header fields';
-  const h = headerFields(msg);
+  const h = head ?? headerFields(msg);
   // RFC 3834 §2: no response to a message whose Auto-Submitted is anything but "no".
   const auto = h.get('auto-submitted') ?? [];
   if (auto.some((v) => v.split(';')[0]?.trim().toLowerCase() !== 'no')) return 'no reply: the message is Auto-Submitted';

@@ -230,6 +230,9 @@ test('sender test (library): replies per client IP are limited, the counter is p
     assert.equal(replyAllowed(msg('192.0.2.9', 'a@x.test', 'Auto-Submitted: no\r\n')), null);
     assert.match(replyAllowed(msg('192.0.2.9', 'a@x.test', 'Auto-Submitted: auto-replied\r\n')) ?? '', /Auto-Submitted/);
     assert.match(replyAllowed(msg('192.0.2.9', 'a@x.test', 'Precedence: bulk\r\n')) ?? '', /Precedence/);
+    assert.match(replyAllowed(msg('192.0.2.9', 'a@x.test', 'Precedence:\r\n  Junk \r\n')) ?? '', /Precedence/, 'a folded value is unfolded');
+    assert.match(replyAllowed(msg('192.0.2.9', 'a@x.test', 'List-Id: <talk.lists.x.test>\r\n')) ?? '', /mailing list/);
+    assert.match(replyAllowed(msg('192.0.2.9', 'a@x.test', 'Subject: t\r\nAUTO-SUBMITTED: auto-generated\r\n')) ?? '', /Auto-Submitted/, 'field names in any case');
     assert.match(replyAllowed(msg('192.0.2.9', 'a@other.test')) ?? '', /neither SPF nor DKIM passed for other\.test/);
     assert.match(replyAllowed({ ...msg('192.0.2.9'), spooled: { file: 'x', size: 300_000 } }) ?? '', /too large/);
     // A submission (not mx) message gets no report at all.
