@@ -16,8 +16,20 @@ import { apiError } from './errors.js';
 
 const DOMAIN_RE = /^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/;
 
+/** relay.ca's PEM text, or null (none set, or unreadable: serve's relay refuses to start on that). */
+function readCa(file: string | null): string | null {
+  if (file === null) return null;
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
+}
+
 export function usersApi(ctx: HttpContext): Hono<HttpEnv> {
   const app = new Hono<HttpEnv>();
+  // Read once, as the relay runner reads it at start (serve.ts): not a blocking file read per request.
+  const ca = readCa(ctx.cfg.relay.ca);
 
   app.get('/users', async (c) => {
     const users = await ctx.store.listUsers();
@@ -30,16 +42,7 @@ export function usersApi(ctx: HttpContext): Hono<HttpEnv> {
     const arg = c.req.param('domain');
     const domain = arg.trim().toLowerCase().replace(/\.$/, '');
     if (domain.length > 253 || !DOMAIN_RE.test(domain)) return c.json(apiError('HTTP_BAD_REQUEST', `${JSON.stringify(arg)} is not a domain name`), 400);
-    const r = ctx.cfg.relay;
-    let ca: string | null = null;
-    if (r.ca !== null) {
-      try {
-        ca = readFileSync(r.ca, 'utf8');
-      } catch {
-        ca = null;
-      }
-    }
-    return c.json(await explainDomain(domain, relayPolicyContext(r, ca, ctx.store), { connect: false }) as unknown as Record<string, unknown>);
+    return c.json(await explainDomain(domain, relayPolicyContext(ctx.cfg.relay, ca, ctx.store), { connect: false }) as unknown as Record<string, unknown>);
   });
 
   return app;
