@@ -439,9 +439,9 @@ export class QueueRunner {
 
   /**
    * One local handoff: the message read once, one call to the target's instance for all the
-   * job's recipients, under a deadline shorter than the rows' lease; each outcome recorded.
+   * job's recipients, under a deadline shorter than the rows' lease; each outcome recorded. The
+   * rows are leased past the target's deadline at the claim, and renewed (by the round) until recorded.
    */
-  /** Leased past the target's deadline at the claim, and renewed (by the round) until recorded. */
   private async runLocal(job: LocalJob, leaseMs: number, now: Date, summary: RunSummary, working: Map<string, QueueEntry>): Promise<void> {
     const stored = await this.store.getMessage(job.id);
     if (!stored) {
