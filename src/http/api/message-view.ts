@@ -15,6 +15,8 @@
 import { Hono } from 'hono';
 import PostalMime from 'postal-mime';
 import type { HttpContext, HttpEnv } from '../context.js';
+import { apiError } from './errors.js';
+import { ID_RE } from './messages.js';
 
 /** The header set on the message HTML response; tests and the page rely on it verbatim. */
 export const MESSAGE_HTML_CSP = "sandbox; default-src 'none'; img-src data:";
@@ -26,12 +28,12 @@ export function messageViewApi(ctx: HttpContext): Hono<HttpEnv> {
   const app = new Hono<HttpEnv>();
 
   const load = async (id: string) => {
-    const stored = await ctx.store.getMessage(id);
+    const stored = ID_RE.test(id) ? await ctx.store.getMessage(id) : null;
     if (!stored) return null;
     const email = await PostalMime.parse(stored.data);
     return { stored, email };
   };
-  const notFound = { error: { code: 'HTTP_NOT_FOUND', message: 'no such message' } };
+  const notFound = apiError('HTTP_NOT_FOUND', 'no such message');
 
   app.get('/messages/:id/parsed', async (c) => {
     const m = await load(c.req.param('id'));

@@ -10,8 +10,8 @@ import type { ListMessagesOptions } from '../../store/index.js';
 import type { HttpContext, HttpEnv } from '../context.js';
 import { apiError } from './errors.js';
 
-/** Message ids are store ids: reject anything else before it reaches the store or a header. */
-const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+/** Message ids are store ids: reject anything else before it reaches the store or a header (queue ids are message ids). */
+export const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 
 export function messagesApi(ctx: HttpContext): Hono<HttpEnv> {
   const app = new Hono<HttpEnv>();

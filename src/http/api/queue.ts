@@ -9,8 +9,7 @@ import { Hono } from 'hono';
 import { QUEUE_STATUSES, type QueueStatus } from '../../store/index.js';
 import type { HttpContext, HttpEnv } from '../context.js';
 import { apiError } from './errors.js';
-
-const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+import { ID_RE } from './messages.js';
 
 export function queueApi(ctx: HttpContext): Hono<HttpEnv> {
   const app = new Hono<HttpEnv>();

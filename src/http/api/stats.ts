@@ -14,6 +14,7 @@ import { Hono } from 'hono';
 import type { HttpContext, HttpEnv } from '../context.js';
 import type { MessageSummary } from '../../types.js';
 import { domainOf, type QueueAttempt } from '../../store/index.js';
+import { apiError } from './errors.js';
 
 export const SCAN_MESSAGES = 10_000;
 export const SCAN_QUEUE = 2_000;
@@ -116,7 +117,7 @@ export function statsApi(ctx: HttpContext): Hono<HttpEnv> {
     const raw = c.req.query('hours') ?? '24';
     const hours = /^\d{1,3}$/.test(raw) ? Number(raw) : NaN;
     if (!Number.isInteger(hours) || hours < 1 || hours > 168) {
-      return c.json({ error: { code: 'HTTP_BAD_REQUEST', message: 'hours must be an integer from 1 to 168' } }, 400);
+      return c.json(apiError('HTTP_BAD_REQUEST', 'hours must be an integer from 1 to 168'), 400);
     }
     const messages = await ctx.store.listMessages({ limit: SCAN_MESSAGES });
     const rows = await ctx.store.listQueue({ limit: SCAN_QUEUE });
