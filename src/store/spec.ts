@@ -30,7 +30,7 @@ const SECRET_PARAMS = new Set(['password', 'sslpassword']);
 /**
  * A postgres:// or postgresql:// URL, checked; throws STORE_BAD_URL. The one check of a PostgreSQL
  * URL: parseStoreSpec uses it, and so does the PostgreSQL store on every URL it is given
- * (store/pg/connect.ts checkPgUrl), whoever calls it.
+ * (store/pg/connect.ts poolConfig and describePgUrl), whoever calls it.
  */
 export function parsePostgresUrl(text: string): URL {
   let u: URL;
@@ -70,12 +70,16 @@ export function parseStoreSpec(text: string): StoreSpec {
   throw bad(`unknown store ${JSON.stringify(`${scheme.slice(0, 20)}:`)}: expected ${STORE_SYNTAX} (a directory whose name has a colon: write ./NAME or sqlite:NAME)`);
 }
 
+/** A PostgreSQL URL for logs and messages: user@host:port/db (no query, no credentials). */
+export function describePostgresUrl(u: URL): string {
+  return `${u.protocol}//${u.username === '' ? '' : `${decodeURIComponent(u.username)}@`}${u.host}${u.pathname}`;
+}
+
 /** The store for logs and messages: `sqlite:DIR`, or the URL as user@host:port/db (no query, no credentials). */
 export function describeStore(spec: StoreSpec): string {
   if (spec.kind === 'sqlite') return `sqlite:${spec.dir}`;
   try {
-    const u = new URL(spec.url);
-    return `${u.protocol}//${u.username === '' ? '' : `${decodeURIComponent(u.username)}@`}${u.host}${u.pathname}`;
+    return describePostgresUrl(new URL(spec.url));
   } catch {
     return 'postgres://(invalid URL)';
   }

@@ -4,7 +4,7 @@
  * driver errors to our codes.
  *
  * Invariants:
- * - The password never comes from the URL: checkPgUrl refuses a URL that carries one (STORE_BAD_URL;
+ * - The password never comes from the URL: poolConfig and describePgUrl refuse a URL that carries one (STORE_BAD_URL;
  *   the rule is store/spec.ts parsePostgresUrl's, the check --store and store.url get too). It comes
  *   from PGPASSWORD (read by `pg` itself), ~/.pgpass (also `pg`'s), or the password file named in
  *   the options (read once, trimmed).
@@ -19,7 +19,7 @@
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { PostsealError, type ErrorCode } from '../../errors.js';
-import { parsePostgresUrl } from '../spec.js';
+import { describePostgresUrl, parsePostgresUrl } from '../spec.js';
 
 export interface PgConnectOptions {
   /** Connections in the pool (default 10). */
@@ -36,14 +36,12 @@ export interface PgConnectOptions {
 
 const INT8_OID = 20;
 
-/** The URL as given, checked: postgres:// or postgresql://, no password in it (STORE_BAD_URL). */
-export function checkPgUrl(url: string): URL {
-  return parsePostgresUrl(url);
-}
-
-/** The URL without anything secret, for messages (it has none: checkPgUrl refused it). */
-export function describeUrl(u: URL): string {
-  return `${u.protocol}//${u.username === '' ? '' : `${decodeURIComponent(u.username)}@`}${u.host}${u.pathname}`;
+/**
+ * The URL checked (postgres:// or postgresql://, no password in it; else STORE_BAD_URL) and
+ * written for messages, without anything secret.
+ */
+export function describePgUrl(url: string): string {
+  return describePostgresUrl(parsePostgresUrl(url));
 }
 
 function readPasswordFile(file: string): string {
@@ -71,7 +69,7 @@ function typeParsers(): pg.CustomTypesConfig {
 }
 
 export function poolConfig(url: string, opts: PgConnectOptions): pg.PoolConfig {
-  checkPgUrl(url);
+  parsePostgresUrl(url);
   const statementTimeoutMs = opts.statementTimeoutMs ?? 30_000;
   const config: pg.PoolConfig = {
     connectionString: url,

@@ -29,7 +29,7 @@ import { PostsealError } from '../../errors.js';
 import { lockDataDir } from '../owner.js';
 import { checkVersion, configureReader, DB_FILE } from '../schema.js';
 import { BODIES_DIR } from '../spool.js';
-import { checkPgUrl, describeUrl, inTransaction, poolConfig, storeError, type PgConnectOptions } from './connect.js';
+import { describePgUrl, inTransaction, poolConfig, storeError, type PgConnectOptions } from './connect.js';
 import { DIRECTORY_CHANNEL } from './ops.js';
 import { migratePg } from './schema.js';
 
@@ -241,7 +241,7 @@ function zero(): TableCopy {
  * source first), STORE_BODY_MISSING, STORE_UNAVAILABLE.
  */
 export async function copySqliteToPg(dir: string, url: string, opts: CopyOptions = {}): Promise<CopyResult> {
-  const to = describeUrl(checkPgUrl(url));
+  const to = describePgUrl(url);
   const batchMessages = opts.batchMessages ?? 500;
   const batchBytes = opts.batchBytes ?? 32 * 1024 * 1024;
   const chunkRows = opts.chunkRows ?? 1000;

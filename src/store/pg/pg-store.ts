@@ -44,7 +44,7 @@ import type {
 } from '../types.js';
 import type { OpKind, OpValues, WriteOp } from '../writer-protocol.js';
 import pg from 'pg';
-import { checkout, checkPgUrl, describeUrl, poolConfig, storeError } from './connect.js';
+import { checkout, describePgUrl, poolConfig, storeError } from './connect.js';
 import { DirectoryListener, DirectoryReplica, POLL_MS } from './directory.js';
 import { iso, PG_MESSAGE_COLUMNS, PG_QUEUE_COLUMNS, releaseLeases, runOp, type Queryable } from './ops.js';
 import { checkVersionPg, migrateClient } from './schema.js';
@@ -486,7 +486,7 @@ class PgStore implements Store {
  * Rejects with STORE_UNAVAILABLE when the server cannot be reached.
  */
 export async function openPgStore(url: string, opts: PgStoreOptions): Promise<Store> {
-  const where = describeUrl(checkPgUrl(url));
+  const where = describePgUrl(url);
   if (opts.nodeId.trim() === '') throw new PostsealError('STORE_BAD_URL', 'a PostgreSQL store needs a node id');
   const config = poolConfig(url, opts);
   const pool = new pg.Pool(config);

@@ -17,7 +17,7 @@
  */
 import pg from 'pg';
 import { PostsealError } from '../../errors.js';
-import { describeUrl, checkPgUrl, inTransaction, poolConfig, storeError, type PgConnectOptions } from './connect.js';
+import { describePgUrl, inTransaction, poolConfig, storeError, type PgConnectOptions } from './connect.js';
 
 /** Any constant both sides agree on: 'pstseal' in ASCII. */
 export const MIGRATION_LOCK = 0x70737473_65616c;
@@ -225,7 +225,7 @@ export async function checkVersionPg(client: pg.ClientBase, where: string): Prom
  * runs the same unless read-only). Safe to run from several nodes at once.
  */
 export async function migratePg(url: string, opts: PgConnectOptions = {}): Promise<{ from: number; to: number }> {
-  const where = describeUrl(checkPgUrl(url));
+  const where = describePgUrl(url);
   const client = new pg.Client(poolConfig(url, { ...opts, readOnly: false }));
   // A dropped connection surfaces through the query that fails; this keeps it from being an
   // unhandled 'error' event meanwhile.
