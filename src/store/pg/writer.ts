@@ -55,6 +55,20 @@ function failure(op: WriteOp, err: unknown): OpResult {
   return { ok: false, code: errorCode(op, err), message: err instanceof Error ? err.message : String(err) };
 }
 
+/** An accept the insert statement ran: stored, or its id was taken (ON CONFLICT skipped it). */
+function acceptResult(stored: ReadonlySet<string>, op: AcceptOp): OpResult {
+  return stored.has(op.msg.id) ? { ok: true, value: null } : collision(op);
+}
+
+function collision(op: AcceptOp): OpResult {
+  return { ok: false, code: 'STORE_ID_COLLISION', message: `message id ${op.msg.id} exists` };
+}
+
+/** The batch's results, an op that got none (a bug) reported as such. */
+function finished(results: ReadonlyArray<OpResult | undefined>): OpResult[] {
+  return results.map((r) => r ?? { ok: false, code: 'STORE_WRITER_FAILED', message: 'op not run' });
+}
+
 /** Thrown out of the fast path when an op failed on its own: the batch is run again with savepoints. */
 class OpFailed extends Error {}
 
@@ -87,7 +101,7 @@ export class PgWriter implements WriterBackend {
     // Two messages of one batch with the same id: the second collides (as it would one batch later).
     ops.forEach((op, i) => {
       if (op.kind !== 'accept' || results[i] !== undefined) return;
-      if (seen.has(op.msg.id)) results[i] = { ok: false, code: 'STORE_ID_COLLISION', message: `message id ${op.msg.id} exists` };
+      if (seen.has(op.msg.id)) results[i] = collision(op);
       seen.add(op.msg.id);
     });
 
@@ -157,12 +171,8 @@ export class PgWriter implements WriterBackend {
       if (isUnavailable(err)) throw err;
       throw new OpFailed(String(err), { cause: err });
     }
-    for (const r of run) {
-      results[r.index] = stored.has(r.item.op.msg.id)
-        ? { ok: true, value: null }
-        : { ok: false, code: 'STORE_ID_COLLISION', message: `message id ${r.item.op.msg.id} exists` };
-    }
-    return results.map((r) => r ?? { ok: false, code: 'STORE_WRITER_FAILED', message: 'op not run' });
+    for (const r of run) results[r.index] = acceptResult(stored, r.item.op);
+    return finished(results);
   }
 
   /**
@@ -201,11 +211,7 @@ export class PgWriter implements WriterBackend {
           i = j;
           await this.step(client, careful, async () => {
             const stored = await insertMessages(client, run.map((r) => r.item));
-            for (const r of run) {
-              results[r.index] = stored.has(r.item.op.msg.id)
-                ? { ok: true, value: null }
-                : { ok: false, code: 'STORE_ID_COLLISION', message: `message id ${r.item.op.msg.id} exists` };
-            }
+            for (const r of run) results[r.index] = acceptResult(stored, r.item.op);
           }, (err) => {
             for (const r of run) results[r.index] = failure(r.item.op, err);
           });
@@ -228,7 +234,7 @@ export class PgWriter implements WriterBackend {
       if (!isUnavailable(err)) await client.query('ROLLBACK').catch(() => undefined);
       throw err;
     }
-    return results.map((r) => r ?? { ok: false, code: 'STORE_WRITER_FAILED', message: 'op not run' });
+    return finished(results);
   }
 
   /** Runs one step: in careful mode inside a savepoint (a failure is the op's alone), else bare. */
