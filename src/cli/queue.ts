@@ -49,7 +49,7 @@ export function registerQueue(program: Command): void {
     .option('--json', 'JSON output')
     .action(async (id: string, flags: StoreFlags & { json?: boolean }) => {
       await withReader(flags, async (store) => {
-        const rows = (await store.listQueue()).filter((e) => e.id === id);
+        const rows = await store.listQueue({ id });
         const msg = await store.getMessage(id);
         if (rows.length === 0 && !msg) {
           process.stderr.write(`postseal: no queued message ${id}\n`);

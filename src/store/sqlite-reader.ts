@@ -84,7 +84,7 @@ export class SqliteReader implements SqliteStoreReader {
       userExists: db.prepare('SELECT 1 FROM users WHERE address = ?').pluck(),
       senders: db.prepare('SELECT pattern FROM user_senders WHERE address = ? ORDER BY pattern').pluck(),
       queue: db.prepare(`SELECT ${QUEUE_COLUMNS} FROM queue q JOIN messages m ON m.seq = q.seq
-        WHERE (@status IS NULL OR q.status = @status) ORDER BY q.next_attempt_at, q.seq LIMIT @limit`),
+        WHERE (@status IS NULL OR q.status = @status) AND (@id IS NULL OR m.id = @id) ORDER BY q.next_attempt_at, q.seq LIMIT @limit`),
       // The waiting rows only: the condition is the queue_due partial index's, so SQLite reads
       // that index (a scrape costs the waiting rows, not the queue's whole history).
       queueStats: db.prepare(`SELECT q.status AS status, count(*) AS n, min(m.received_at) AS oldest
@@ -196,7 +196,7 @@ export class SqliteReader implements SqliteStoreReader {
 
   listQueue(opts: ListQueueOptions = {}): QueueEntry[] {
     const limit = checkLimit(opts.limit, 1000, 100_000);
-    const rows = this.q.queue.all({ status: opts.status ?? null, limit }) as QueueRow[];
+    const rows = this.q.queue.all({ status: opts.status ?? null, id: opts.id ?? null, limit }) as QueueRow[];
     return rows.map(toQueueEntry);
   }
 

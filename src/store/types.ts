@@ -128,6 +128,8 @@ export interface QueueStats {
 
 export interface ListQueueOptions {
   status?: QueueStatus;
+  /** Only the rows of this message (the messages.id index; `queue show ID` and the API read this, not a page of the whole queue). */
+  id?: string;
   /** Default 1000, at most 100000. */
   limit?: number;
 }

@@ -301,6 +301,19 @@ storeTest(
   },
 );
 
+storeTest('listQueue({ id }) reads one message\'s rows wherever they stand in the queue (not a page of it)', (b) =>
+  withStore(b, async (store) => {
+    const first = await store.accept(makeMessage({ localRecipients: [], remoteRecipients: ['a@r.example', 'b@r.example'] }));
+    const later = await store.accept(makeMessage({ localRecipients: [], remoteRecipients: ['c@r.example'] }));
+    const page = await store.listQueue({ limit: 2 });
+    assert.ok(!page.some((e) => e.id === later.id), 'the later message is past the first page');
+    assert.deepEqual((await store.listQueue({ id: later.id })).map((e) => [e.id, e.recipient]), [[later.id, 'c@r.example']]);
+    assert.deepEqual((await store.listQueue({ id: first.id })).map((e) => e.recipient).sort(), ['a@r.example', 'b@r.example']);
+    assert.deepEqual(await store.listQueue({ id: 'no-such-id' }), []);
+    assert.deepEqual((await store.listQueue({ id: later.id, status: 'deferred' })), [], 'filters combine');
+  }),
+);
+
 storeTest('bounds: listQueue and claimDue refuse a limit outside 1..max, a lease below 1 ms', (b) =>
   withStore(b, async (store) => {
     // SQLite may throw at the call, PostgreSQL rejects: both refuse, with the same code.

@@ -26,7 +26,7 @@ export function queueApi(ctx: HttpContext): Hono<HttpEnv> {
   app.get('/queue/:id', async (c) => {
     const id = c.req.param('id');
     if (!ID_RE.test(id)) return c.json(apiError('HTTP_NOT_FOUND', `no queued message ${id}`), 404);
-    const rows = (await ctx.store.listQueue()).filter((e) => e.id === id);
+    const rows = await ctx.store.listQueue({ id });
     const msg = await ctx.store.getMessage(id);
     if (rows.length === 0 && msg === null) return c.json(apiError('HTTP_NOT_FOUND', `no queued message ${id}`), 404);
     return c.json({ message: msg?.summary ?? null, recipients: rows, attempts: (await ctx.store.listAttempts(id)) });
@@ -34,7 +34,7 @@ export function queueApi(ctx: HttpContext): Hono<HttpEnv> {
 
   app.post('/queue/:id/retry', async (c) => {
     const id = c.req.param('id');
-    if (!ID_RE.test(id) || !(await ctx.store.listQueue()).some((e) => e.id === id)) return c.json(apiError('HTTP_NOT_FOUND', `no queued message ${id}`), 404);
+    if (!ID_RE.test(id) || (await ctx.store.listQueue({ id, limit: 1 })).length === 0) return c.json(apiError('HTTP_NOT_FOUND', `no queued message ${id}`), 404);
     const due = await ctx.store.retryQueued(id);
     ctx.running.relay?.kick();
     ctx.logger.info({ queueId: id, due }, 'queue retry over HTTP');

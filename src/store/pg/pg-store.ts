@@ -411,14 +411,14 @@ class PgStore implements Store {
 
   async listQueue(opts: ListQueueOptions = {}): Promise<QueueEntry[]> {
     const limit = checkLimit(opts.limit, 1000, 100_000);
-    const rows =
-      opts.status === undefined
-        ? await this.read<QueueRow>('listing the queue', `SELECT ${PG_QUEUE_COLUMNS} FROM queue q JOIN messages m ON m.seq = q.seq ORDER BY q.next_attempt_at, q.seq LIMIT $1`, [limit])
-        : await this.read<QueueRow>(
-            'listing the queue',
-            `SELECT ${PG_QUEUE_COLUMNS} FROM queue q JOIN messages m ON m.seq = q.seq WHERE q.status = $2 ORDER BY q.next_attempt_at, q.seq LIMIT $1`,
-            [limit, opts.status],
-          );
+    // NULL parameters match everything: one statement for every filter combination.
+    const rows = await this.read<QueueRow>(
+      'listing the queue',
+      `SELECT ${PG_QUEUE_COLUMNS} FROM queue q JOIN messages m ON m.seq = q.seq
+       WHERE ($2::text IS NULL OR q.status = $2) AND ($3::text IS NULL OR m.id = $3)
+       ORDER BY q.next_attempt_at, q.seq LIMIT $1`,
+      [limit, opts.status ?? null, opts.id ?? null],
+    );
     return rows.map(toQueueEntry);
   }
 
